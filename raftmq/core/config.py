@@ -1,0 +1,56 @@
+"""Core configuration: defaults and validation in one place (hashicorp's DefaultConfig idea).
+
+Time in the core is counted in logical ticks. A real node calls ``tick()`` every
+``tick_interval`` seconds (node setting, default 0.05 s), so the defaults below mean
+an election timeout of 0.5-1.0 s and a heartbeat every 0.1 s.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from raftmq.errors import ConfigError
+
+DEFAULT_ELECTION_TICKS = 10
+DEFAULT_HEARTBEAT_TICKS = 2
+DEFAULT_MAX_BATCH_ENTRIES = 512
+DEFAULT_MAX_BATCH_BYTES = 1 << 20
+DEFAULT_MAX_INFLIGHT = 64
+DEFAULT_MAX_CACHED_ENTRIES = 16_384
+
+
+@dataclass(frozen=True, slots=True)
+class RaftConfig:
+    """Configuration of one :class:`~raftmq.core.raft.RaftCore`.
+
+    Invariant (checked by :meth:`validate`): node_id in voters, 0 < heartbeat_ticks <
+    election_ticks, all limits positive.
+    """
+
+    node_id: str  # this node's id
+    voters: tuple[str, ...]  # the voter set (a configuration is data, §6)
+    election_ticks: int = DEFAULT_ELECTION_TICKS  # base election timeout; randomized in [e, 2e)
+    heartbeat_ticks: int = DEFAULT_HEARTBEAT_TICKS  # leader heartbeat interval
+    pre_vote: bool = True  # thesis §9.6
+    check_quorum: bool = True  # leader steps down without a majority for an election timeout
+    max_batch_entries: int = DEFAULT_MAX_BATCH_ENTRIES  # entries per AppendEntries
+    max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES  # payload bytes per AppendEntries
+    max_inflight: int = DEFAULT_MAX_INFLIGHT  # unacknowledged AppendEntries per follower
+    max_cached_entries: int = DEFAULT_MAX_CACHED_ENTRIES  # applied entries kept in memory
+
+    def validate(self) -> RaftConfig:
+        """Return self, or raise :class:`ConfigError` naming the first invalid field."""
+        if not self.node_id:
+            raise ConfigError("node_id must not be empty")
+        if len(set(self.voters)) != len(self.voters):
+            raise ConfigError(f"voters contain duplicates: {self.voters!r}")
+        if self.node_id not in self.voters:
+            raise ConfigError(f"node_id {self.node_id!r} is not among voters {self.voters!r}")
+        if self.heartbeat_ticks <= 0:
+            raise ConfigError("heartbeat_ticks must be positive")
+        if self.election_ticks <= self.heartbeat_ticks:
+            raise ConfigError("election_ticks must be greater than heartbeat_ticks")
+        for name in ("max_batch_entries", "max_batch_bytes", "max_inflight", "max_cached_entries"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive")
+        return self

@@ -1,0 +1,86 @@
+"""Plain value types shared by the core, storage and transport layers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum, IntEnum
+
+from pydantic import BaseModel, ConfigDict
+
+
+class EntryKind(IntEnum):
+    """What a log entry carries."""
+
+    NORMAL = 0  # application data (one producer write, or a batch encoded by the driver)
+    NOOP = 1  # the empty entry a new leader appends in its term (§5.4.2, §8)
+    CONFIG = 2  # a voter-set change (reserved for membership changes)
+
+
+class Entry(BaseModel):
+    """One log entry. Invariant: index >= 1, term >= 1."""
+
+    model_config = ConfigDict(frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
+
+    index: int  # position in the log, 1-based
+    term: int  # term of the leader that created the entry
+    kind: EntryKind = EntryKind.NORMAL  # what `data` means
+    data: bytes = b""  # opaque payload; empty for NOOP
+
+
+class HardState(BaseModel):
+    """State that must be durable before any message that depends on it is sent (§5.1 Fig. 2)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    term: int = 0  # latest term this node has seen; never decreases
+    voted_for: str | None = None  # candidate voted for in `term`, or None
+    commit: int = 0  # highest index known committed; never decreases
+
+
+class Role(str, Enum):
+    """A node's role in its current term."""
+
+    FOLLOWER = "follower"
+    PRE_CANDIDATE = "pre-candidate"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+@dataclass(frozen=True, slots=True)
+class SoftState:
+    """Volatile state worth reporting when it changes (not persisted)."""
+
+    role: Role  # role after the change
+    leader_id: str | None  # known leader of the current term, or None
+    term: int  # current term
+
+
+@dataclass(frozen=True, slots=True)
+class InitialState:
+    """What a node loads from storage on start; the core is rebuilt from this alone.
+
+    Invariant: the log holds indexes first_index..last_index; ``term_runs`` covers
+    them as ascending (first index of run, term) pairs; ``tail`` is a contiguous
+    suffix of the log ending at last_index (possibly empty).
+    """
+
+    hard_state: HardState = field(default_factory=HardState)  # persisted term/vote/commit
+    first_index: int = 1  # first index held in the log (1 when nothing compacted)
+    last_index: int = 0  # last index held in the log (0 when empty)
+    term_runs: tuple[tuple[int, int], ...] = ()  # (first index, term) runs, ascending
+    tail: tuple[Entry, ...] = ()  # recent entries kept in memory after a restart
+    applied: int = 0  # highest index already applied by the state machine
+
+
+@dataclass(frozen=True, slots=True)
+class LogRead:
+    """A request from the core to read ``lo..hi`` (inclusive) from storage.
+
+    The driver answers with :meth:`RaftCore.step_read`. ``peer`` is the follower the
+    entries are for, or None when they are committed entries to apply.
+    """
+
+    lo: int  # first index wanted
+    hi: int  # last index wanted (inclusive)
+    max_bytes: int  # stop after this many payload bytes (always at least one entry)
+    peer: str | None  # follower to replicate to, or None for applying

@@ -1,0 +1,57 @@
+"""The public exception tree, documented in one place.
+
+::
+
+    RaftMQError
+    ├── ConfigError            invalid settings or core configuration
+    ├── NotLeader              a write reached a node that does not lead (carries the leader hint)
+    ├── WriteRejected          a write was refused or lost its place (leadership changed before commit)
+    ├── StorageError           the database failed or is unusable
+    │   └── StoreMismatch      the database belongs to another node/cluster, or its schema is unknown
+    ├── TransportError         the broker failed or refused
+    ├── MalformedMessage       bytes that do not decode into a valid message
+    └── NodeStopped            the node is stopped or stopping
+"""
+
+from __future__ import annotations
+
+
+class RaftMQError(Exception):
+    """Base of every error raised by raftmq."""
+
+
+class ConfigError(RaftMQError, ValueError):
+    """Settings or core configuration are invalid."""
+
+
+class NotLeader(RaftMQError):
+    """This node is not the leader; ``leader_hint`` is the known leader's id, if any."""
+
+    def __init__(self, leader_hint: str | None, message: str | None = None) -> None:
+        self.leader_hint = leader_hint
+        super().__init__(message or f"not the leader (leader hint: {leader_hint or 'unknown'})")
+
+
+class WriteRejected(RaftMQError):
+    """A write was refused, or lost its place in the log before it committed."""
+
+
+class StorageError(RaftMQError):
+    """The database failed or cannot be used."""
+
+
+class StoreMismatch(StorageError):
+    """The database belongs to another node or cluster, is not a raftmq database,
+    or has a schema this code does not know. Nothing was changed."""
+
+
+class TransportError(RaftMQError):
+    """The broker connection failed or the broker refused an operation."""
+
+
+class MalformedMessage(RaftMQError):
+    """Bytes that do not decode into a valid raftmq message."""
+
+
+class NodeStopped(RaftMQError):
+    """The node is stopped or stopping."""

@@ -1,0 +1,140 @@
+"""The storage port: what a node needs from its database (hashicorp's LogStore +
+StableStore + SnapshotStore, folded into one async Protocol).
+
+Every adapter passes the same contract suite (tests/storage/contract.py).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from raftmq.core.types import Entry, HardState, InitialState
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSession:
+    """Last write seen from one producer (client sessions, thesis §6.3).
+
+    Invariant: last_seq only grows for a given producer_id.
+    """
+
+    producer_id: str  # stable producer identity chosen by the client
+    last_seq: int  # highest sequence number appended for this producer
+    last_index: int  # log index of that write (a retried write's receipt names it)
+    last_term: int  # term of that entry
+    updated_index: int  # log index at which the session was last touched (for expiry)
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A state-machine snapshot covering the log up to ``index`` (inclusive)."""
+
+    index: int  # last index included
+    term: int  # term of that entry
+    data: bytes  # opaque state-machine bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PersistBatch:
+    """Everything one Ready (plus driver bookkeeping) must persist, in ONE transaction.
+
+    Order inside the transaction: hard_state, truncate, append, then the rest.
+    """
+
+    hard_state: HardState | None = None  # new term/vote/commit, or None
+    truncate_from: int | None = None  # delete entries with index >= this
+    entries: tuple[Entry, ...] = ()  # append; must continue the log after truncation
+    applied: int | None = None  # highest index applied by the state machine
+    fanout_watermark: int | None = None  # highest index confirmed on the committed exchange
+    sessions: tuple[ClientSession, ...] = ()  # upserted client sessions
+    expire_sessions_before: int | None = None  # delete sessions with updated_index < this
+
+    def is_empty(self) -> bool:
+        """True when nothing would be written."""
+        return (
+            self.hard_state is None
+            and self.truncate_from is None
+            and not self.entries
+            and self.applied is None
+            and self.fanout_watermark is None
+            and not self.sessions
+            and self.expire_sessions_before is None
+        )
+
+
+@runtime_checkable
+class Storage(Protocol):
+    """A node's durable state. One instance per node; not shared between nodes.
+
+    ``open`` must be awaited before anything else and ``close`` at the end.
+    ``save`` is atomic and durable when it returns (per the adapter's durability
+    setting): a crash leaves either all of a batch or none of it.
+    """
+
+    node_id: str  # the node this database belongs to
+    cluster: str  # the cluster this database belongs to
+
+    async def open(self) -> None:
+        """Create/upgrade the schema and check it belongs to (cluster, node_id).
+
+        Raises StoreMismatch (nothing changed) for a foreign or newer database.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release connections. Idempotent."""
+        ...
+
+    async def initial_state(self, tail_entries: int = 1024) -> InitialState:
+        """Hard state, log bounds, term runs, the last ``tail_entries`` entries and applied."""
+        ...
+
+    async def save(self, batch: PersistBatch) -> None:
+        """Persist one batch atomically (one transaction)."""
+        ...
+
+    async def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
+        """Entries lo..hi inclusive, ascending; stop once payload bytes reach max_bytes
+        (always at least one entry when lo <= hi and lo exists)."""
+        ...
+
+    async def term_at(self, index: int) -> int | None:
+        """Term of the entry at ``index`` (the snapshot's term at its index), None if absent."""
+        ...
+
+    async def first_index(self) -> int:
+        """First index in the log (snapshot index + 1; 1 for a fresh log)."""
+        ...
+
+    async def last_index(self) -> int:
+        """Last index in the log (snapshot index when the log is empty; 0 for fresh)."""
+        ...
+
+    async def hard_state(self) -> HardState:
+        """The last saved hard state (all zero/None for a fresh database)."""
+        ...
+
+    async def applied(self) -> int:
+        """The last saved applied index."""
+        ...
+
+    async def fanout_watermark(self) -> int:
+        """The last saved fan-out watermark."""
+        ...
+
+    async def session(self, producer_id: str) -> ClientSession | None:
+        """The client session of ``producer_id``, if any."""
+        ...
+
+    async def sessions(self) -> list[ClientSession]:
+        """Every client session."""
+        ...
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Store a snapshot and drop log entries with index <= snapshot.index, atomically."""
+        ...
+
+    async def snapshot(self) -> Snapshot | None:
+        """The stored snapshot, if any."""
+        ...

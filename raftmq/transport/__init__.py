@@ -1,0 +1,1 @@
+"""Transport port and adapters (memory, AMQP)."""
