@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum, IntEnum
+from enum import IntEnum, StrEnum
 
 from pydantic import BaseModel, ConfigDict
 
@@ -37,7 +37,7 @@ class HardState(BaseModel):
     commit: int = 0  # highest index known committed; never decreases
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     """A node's role in its current term."""
 
     FOLLOWER = "follower"
@@ -84,3 +84,40 @@ class LogRead:
     hi: int  # last index wanted (inclusive)
     max_bytes: int  # stop after this many payload bytes (always at least one entry)
     peer: str | None  # follower to replicate to, or None for applying
+
+
+@dataclass(frozen=True, slots=True)
+class LogReadResult:
+    """The driver's answer to a :class:`LogRead`, stepped in with ``RaftCore.step_read``.
+
+    Invariant: ``entries`` are contiguous from ``read.lo`` (possibly fewer than asked
+    when ``max_bytes`` was reached, or none when storage no longer holds them).
+    """
+
+    read: LogRead  # the request this answers (compared by value)
+    entries: tuple[Entry, ...]  # entries read.lo.. in ascending order
+
+
+@dataclass(frozen=True, slots=True)
+class ProgressView:
+    """What the leader knows about one follower's log (read-only snapshot)."""
+
+    match: int  # highest index known replicated on the follower; never decreases in a term
+    next: int  # next index to send; match < next
+    state: str  # "probe" or "replicate"
+    recent_active: bool  # heard from it since the last check-quorum round
+
+
+@dataclass(frozen=True, slots=True)
+class CoreStatus:
+    """A read-only snapshot of a core, for status pages and tests."""
+
+    id: str  # this node's id
+    role: Role  # current role
+    term: int  # current term
+    leader_id: str | None  # known leader of `term`, or None
+    commit: int  # commit index; applied <= commit
+    applied: int  # highest index handed to the state machine and advanced
+    last_index: int  # last index in the log
+    voters: tuple[str, ...]  # the voter set
+    progress: dict[str, ProgressView]  # per follower, filled on the leader only

@@ -1,0 +1,54 @@
+"""Sans-I/O Raft core: pure, deterministic, no asyncio, SQL or AMQP.
+
+The core is stepped with messages (:meth:`RaftCore.step`) and logical ticks
+(:meth:`RaftCore.tick`) and hands back, in one :class:`Ready`, what must be
+persisted, sent and applied; :meth:`RaftCore.advance` says it was done.
+"""
+
+from raftmq.core.config import RaftConfig
+from raftmq.core.messages import (
+    MESSAGE_ADAPTER,
+    AppendEntries,
+    AppendEntriesReply,
+    Message,
+    RequestVote,
+    RequestVoteReply,
+    TimeoutNow,
+)
+from raftmq.core.raft import RaftCore
+from raftmq.core.ready import Ready
+from raftmq.core.types import (
+    CoreStatus,
+    Entry,
+    EntryKind,
+    HardState,
+    InitialState,
+    LogRead,
+    LogReadResult,
+    ProgressView,
+    Role,
+    SoftState,
+)
+
+__all__ = [
+    "MESSAGE_ADAPTER",
+    "AppendEntries",
+    "AppendEntriesReply",
+    "CoreStatus",
+    "Entry",
+    "EntryKind",
+    "HardState",
+    "InitialState",
+    "LogRead",
+    "LogReadResult",
+    "Message",
+    "ProgressView",
+    "RaftConfig",
+    "RaftCore",
+    "Ready",
+    "RequestVote",
+    "RequestVoteReply",
+    "Role",
+    "SoftState",
+    "TimeoutNow",
+]

@@ -1,0 +1,72 @@
+"""What a leader knows about each follower's log (etcd's Progress)."""
+
+from __future__ import annotations
+
+from collections import deque
+from enum import StrEnum
+
+from raftmq.core.types import LogRead, ProgressView
+
+
+class ProgressState(StrEnum):
+    """How the leader replicates to one follower."""
+
+    PROBE = "probe"  # one AppendEntries per heartbeat until the follower's log matches
+    REPLICATE = "replicate"  # optimistic pipelining within the inflight window
+
+
+class Progress:
+    """Replication state of one follower, kept by the leader for its term only.
+
+    Invariants: match < next; match never decreases; in PROBE ``inflight`` is empty;
+    in REPLICATE ``inflight`` holds ascending last indexes of unacknowledged sends.
+    """
+
+    __slots__ = (
+        "inflight",
+        "match",
+        "match_at_heartbeat",
+        "next",
+        "paused",
+        "read",
+        "recent_active",
+        "stalled_heartbeats",
+        "state",
+    )
+
+    def __init__(self, next_index: int) -> None:
+        self.match = 0  # highest index known to match the leader's log
+        self.next = next_index  # next index to send
+        self.state = ProgressState.PROBE  # a new leader knows nothing: probe first
+        self.paused = False  # PROBE: a probe is outstanding, wait for a reply or heartbeat
+        self.inflight: deque[int] = deque()  # REPLICATE: last index of each unacked send
+        self.recent_active = False  # heard from the follower since the last quorum check
+        self.read: LogRead | None = None  # outstanding storage read for this follower
+        self.match_at_heartbeat = 0  # match seen at the previous heartbeat (stall detection)
+        self.stalled_heartbeats = 0  # heartbeats in a row with inflight sends and no progress
+
+    def become_probe(self) -> None:
+        """Fall back to probing from match + 1 (after a rejection or a stall)."""
+        self.state = ProgressState.PROBE
+        self.next = self.match + 1
+        self.paused = False
+        self.inflight.clear()
+        self.stalled_heartbeats = 0
+
+    def become_replicate(self) -> None:
+        """The follower's log matches up to ``match``: pipeline from there."""
+        self.state = ProgressState.REPLICATE
+        self.next = self.match + 1
+        self.paused = False
+        self.inflight.clear()
+        self.stalled_heartbeats = 0
+
+    def free_up_to(self, index: int) -> None:
+        """Forget inflight sends acknowledged by a reply matching ``index``."""
+        inflight = self.inflight
+        while inflight and inflight[0] <= index:
+            inflight.popleft()
+
+    def view(self) -> ProgressView:
+        """A read-only snapshot."""
+        return ProgressView(self.match, self.next, self.state.value, self.recent_active)
