@@ -1,0 +1,211 @@
+"""Raft's safety properties (§5.2-§5.4, Figure 3), checked incrementally.
+
+:class:`SafetyChecker` is fed what a driver sees — roles, persisted log changes,
+persisted commit indexes, applied entries — and raises a :class:`SafetyViolation`
+(an ``AssertionError``) the moment one of these breaks:
+
+* election safety: at most one leader per term, ever;
+* log matching: two logs holding an entry with the same index and term hold the
+  same entry there and identical prefixes before it (checked inductively: an
+  (index, term) pair always names the same payload and the same previous term);
+* leader completeness: an entry known committed in term t is in the log of every
+  leader of a term > t;
+* state machine safety: no two nodes apply different entries at one index, no
+  node applies an index twice or out of order, and only committed entries apply;
+* monotonic commit: a live node's commit index never decreases, a persisted commit
+  never decreases across restarts, and a committed entry is never truncated.
+
+Every check is incremental (each entry is examined a bounded number of times), so
+the checker can run after every simulation step. It is independent of
+:class:`~raftmq.testing.Simulation` and can be fed by any driver.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from raftmq.core.types import Entry
+
+
+class SafetyViolation(AssertionError):
+    """A Raft safety property was violated; the message says which and where."""
+
+
+class ElectionSafetyViolation(SafetyViolation):
+    """Two leaders in one term (§5.2)."""
+
+
+class LogMatchingViolation(SafetyViolation):
+    """Two logs agree on an (index, term) but not on the entry or its prefix (§5.3)."""
+
+
+class LeaderCompletenessViolation(SafetyViolation):
+    """A leader lacks an entry committed in an earlier term (§5.4)."""
+
+
+class StateMachineSafetyViolation(SafetyViolation):
+    """Different entries applied at one index, or an index applied twice (§5.4.3)."""
+
+
+class CommitRegressionViolation(SafetyViolation):
+    """A commit index went backwards, or a committed entry was truncated."""
+
+
+def _describe(entry: Entry) -> str:
+    data = entry.data if len(entry.data) <= 24 else entry.data[:24] + b"..."
+    return f"(index={entry.index}, term={entry.term}, kind={entry.kind.name}, data={data!r})"
+
+
+def _same(a: Entry, b: Entry) -> bool:
+    return a.term == b.term and a.kind == b.kind and a.data == b.data
+
+
+class SafetyChecker:
+    """Incremental checker of Raft's safety properties across a cluster's history."""
+
+    def __init__(self) -> None:
+        self.leaders: dict[int, str] = {}  # term -> the one node seen leading it
+        self._entry_ids: dict[tuple[int, int], tuple[int, bytes, int]] = {}
+        # ^ (index, term) -> (kind, data, term at index - 1): one value per pair, ever
+        self.committed: list[Entry] = []  # committed[i - 1] is the entry committed at i
+        self._commit_by_term: dict[int, int] = {}  # term -> highest commit known in that term
+        self._node_commit_checked: dict[str, int] = {}  # node -> prefix verified vs committed
+        self._persisted_commit: dict[str, int] = {}  # node -> highest persisted commit
+        self._live_commit: dict[str, int] = {}  # node -> commit of its current incarnation
+        self._applied: dict[str, int] = {}  # node -> last index it applied
+        self._leader_checked: dict[tuple[str, int], int] = {}  # (leader, term) -> prefix checked
+
+    # -- election safety -------------------------------------------------------------
+    def observe_leader(self, node_id: str, term: int) -> None:
+        """``node_id`` is leader in ``term``: no other node may ever lead that term."""
+        other = self.leaders.setdefault(term, node_id)
+        if other != node_id:
+            raise ElectionSafetyViolation(
+                f"election safety: both {other!r} and {node_id!r} were leader in term {term}"
+            )
+
+    # -- log matching, no committed truncation -----------------------------------------
+    def observe_log_change(
+        self, node_id: str, log: Sequence[Entry], truncate_from: int | None, appended: int
+    ) -> None:
+        """``log`` is ``node_id``'s persisted log (index i at ``log[i - 1]``) after it dropped
+        the suffix from ``truncate_from`` (if any) and appended its last ``appended`` entries.
+        """
+        commit = self._persisted_commit.get(node_id, 0)
+        if truncate_from is not None and truncate_from <= commit:
+            raise CommitRegressionViolation(
+                f"node {node_id!r} truncated its log from {truncate_from} "
+                f"but index {commit} was already committed"
+            )
+        ids = self._entry_ids
+        start = len(log) - appended
+        for pos in range(start, len(log)):
+            entry = log[pos]
+            if entry.index != pos + 1:
+                raise LogMatchingViolation(
+                    f"node {node_id!r} stored {_describe(entry)} at position {pos + 1}: "
+                    "appended entries are not contiguous"
+                )
+            prev_term = log[pos - 1].term if pos else 0
+            if entry.term < prev_term:
+                raise LogMatchingViolation(
+                    f"node {node_id!r} log terms decrease at {_describe(entry)} "
+                    f"(previous term {prev_term})"
+                )
+            key = (entry.index, entry.term)
+            ident = (int(entry.kind), entry.data, prev_term)
+            known = ids.setdefault(key, ident)
+            if known != ident:
+                raise LogMatchingViolation(
+                    f"log matching: node {node_id!r} holds {_describe(entry)} after term "
+                    f"{prev_term}, but another log held (kind={known[0]}, data={known[1]!r}) "
+                    f"after term {known[2]} at the same index and term"
+                )
+
+    # -- commit: monotonic, committed prefix agreed, leader completeness ---------------
+    def observe_commit(self, node_id: str, term: int, commit: int, log: Sequence[Entry]) -> None:
+        """``node_id`` persisted ``commit`` while in ``term``; ``log`` is its persisted log."""
+        before = self._persisted_commit.get(node_id, 0)
+        if commit < before:
+            raise CommitRegressionViolation(
+                f"node {node_id!r} persisted commit {commit} after having persisted {before}"
+            )
+        self._persisted_commit[node_id] = commit
+        if commit > len(log):
+            raise CommitRegressionViolation(
+                f"node {node_id!r} committed index {commit} but its durable log ends at {len(log)}"
+            )
+        if commit > self._commit_by_term.get(term, 0):
+            self._commit_by_term[term] = commit
+        checked = self._node_commit_checked.get(node_id, 0)
+        committed = self.committed
+        for index in range(checked + 1, commit + 1):
+            entry = log[index - 1]
+            if index <= len(committed):
+                if not _same(committed[index - 1], entry):
+                    raise StateMachineSafetyViolation(
+                        f"node {node_id!r} commits {_describe(entry)} but "
+                        f"{_describe(committed[index - 1])} was committed at that index"
+                    )
+            else:
+                committed.append(entry)
+        if commit > checked:
+            self._node_commit_checked[node_id] = commit
+
+    def observe_live_commit(self, node_id: str, commit: int) -> None:
+        """The running incarnation of ``node_id`` reports ``commit``; it must never decrease."""
+        before = self._live_commit.get(node_id, 0)
+        if commit < before:
+            raise CommitRegressionViolation(
+                f"node {node_id!r} commit index went back from {before} to {commit}"
+            )
+        self._live_commit[node_id] = commit
+
+    def observe_crash(self, node_id: str) -> None:
+        """``node_id`` lost its volatile state; its next incarnation starts a new commit history."""
+        self._live_commit.pop(node_id, None)
+        self._leader_checked = {k: v for k, v in self._leader_checked.items() if k[0] != node_id}
+
+    def check_leader(self, node_id: str, term: int, log: Sequence[Entry]) -> None:
+        """Leader completeness: ``node_id``, leader of ``term``, must hold (in its persisted
+        ``log``) every entry known committed in an earlier term."""
+        required = 0
+        for commit_term, commit in self._commit_by_term.items():
+            if commit_term < term and commit > required:
+                required = commit
+        key = (node_id, term)
+        done = self._leader_checked.get(key, 0)
+        if required <= done:
+            return
+        committed = self.committed
+        for index in range(done + 1, required + 1):
+            want = committed[index - 1]
+            if index > len(log) or not _same(log[index - 1], want):
+                have = _describe(log[index - 1]) if index <= len(log) else "nothing"
+                raise LeaderCompletenessViolation(
+                    f"leader completeness: {node_id!r} leads term {term} holding {have} at "
+                    f"index {index}, but {_describe(want)} was committed in an earlier term"
+                )
+        self._leader_checked[key] = required
+
+    # -- state machine safety -----------------------------------------------------------
+    def observe_apply(self, node_id: str, entry: Entry) -> None:
+        """``node_id`` applied ``entry``: in order, once, and only what was committed there."""
+        last = self._applied.get(node_id, 0)
+        if entry.index != last + 1:
+            raise StateMachineSafetyViolation(
+                f"node {node_id!r} applied {_describe(entry)} right after index {last} "
+                "(indexes must be applied once each, in order)"
+            )
+        committed = self.committed
+        if entry.index > len(committed) or not _same(committed[entry.index - 1], entry):
+            known = (
+                _describe(committed[entry.index - 1])
+                if entry.index <= len(committed)
+                else "nothing known committed"
+            )
+            raise StateMachineSafetyViolation(
+                f"state machine safety: node {node_id!r} applied {_describe(entry)} "
+                f"but the committed entry at that index is {known}"
+            )
+        self._applied[node_id] = entry.index

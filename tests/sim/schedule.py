@@ -1,0 +1,187 @@
+"""Random fault schedules for the safety search: one seed -> one long, reproducible run.
+
+A schedule picks a cluster size and configuration, then alternates random faults
+(partitions, disconnects, crashes, restarts, network drops/delays/duplicates/reorders)
+with bursts of ticks and proposals; the simulation's checkers run on every Ready and
+after every tick. It ends with a recovery phase that must reach agreement again.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+from typing import Any
+
+from raftmq.testing import Simulation
+from tests.sim.harness import AGREEMENT_BUDGET, applied_by, same_applied
+
+REPLAY_COMMAND = (
+    "RAFTMQ_SAFETY_SEED={seed} .venv/bin/pytest tests/sim/test_safety_search.py -k replay"
+)
+"""One-line command that replays a seed."""
+
+PHASES = 100  # fault/traffic phases per schedule
+RECOVERY_TICKS = 600  # ticks allowed to converge once every fault is lifted
+
+
+@dataclass
+class ScheduleResult:
+    """What a schedule did; ``actions`` is the trace printed when a seed fails."""
+
+    sim: Simulation  # the simulation at the end of the run
+    actions: list[str] = field(default_factory=list)  # "tick: action" lines, in order
+    proposed: int = 0  # proposals a leader accepted
+
+
+def _split(rng: random.Random, nodes: list[str]) -> list[list[str]]:
+    shuffled = nodes[:]
+    rng.shuffle(shuffled)
+    cuts = sorted(rng.sample(range(1, len(nodes)), rng.choice([1, 1, 2])))
+    groups, start = [], 0
+    for cut in [*cuts, len(nodes)]:
+        groups.append(shuffled[start:cut])
+        start = cut
+    return groups
+
+
+def run_schedule(seed: int, actions: list[str] | None = None) -> ScheduleResult:
+    """Run the schedule of ``seed``; raises a SafetyViolation (or AssertionError for a
+    failure to recover) when something goes wrong. ``actions``, when given, receives the
+    trace as it happens (so a caller still has it after a failure)."""
+    rng = random.Random(seed)
+    size = rng.choice([3, 3, 5, 5, 5, 7])
+    nodes = [f"n{i}" for i in range(1, size + 1)]
+    election = rng.choice([5, 10])
+    options: dict[str, Any] = {
+        "election_ticks": election,
+        "heartbeat_ticks": rng.choice([1, 2]),
+        "pre_vote": rng.random() < 0.75,
+        "check_quorum": rng.random() < 0.75,
+        "max_inflight": rng.choice([1, 4, 64]),
+        "max_batch_entries": rng.choice([1, 1, 3, 512]),
+        "max_batch_bytes": rng.choice([16, 64, 1 << 20]),
+        "max_cached_entries": rng.choice([1, 8, 16_384]),
+    }
+    tail = rng.choice([None, 0, 1, 5])
+    sim = Simulation(nodes, seed=rng.getrandbits(32), restart_tail=tail, **options)
+    result = ScheduleResult(sim, actions if actions is not None else [])
+    result.actions.append(f"0: {size} nodes, {options}, restart_tail={tail}")
+    net = sim.network
+
+    def note(action: str) -> None:
+        result.actions.append(f"{sim.now}: {action}")
+
+    burst_rate = rng.choice([0.0, 0.2, 0.5])  # share of phases that are Figure 8 bursts
+    for _ in range(PHASES):
+        if rng.random() < burst_rate:
+            _figure8_burst(sim, rng, nodes, result)
+            continue
+        roll = rng.random()
+        node_id = rng.choice(nodes)
+        if roll < 0.12:
+            groups = _split(rng, nodes)
+            sim.partition(*groups)
+            note(f"partition {groups}")
+        elif roll < 0.22:
+            sim.heal()
+            note("heal")
+        elif roll < 0.30:
+            sim.disconnect(node_id)
+            note(f"disconnect {node_id}")
+        elif roll < 0.38:
+            sim.connect(node_id)
+            note(f"connect {node_id}")
+        elif roll < 0.48:
+            # half the time the leader: crashes with entries in flight are the hard case
+            victim = (sim.leader() or node_id) if rng.random() < 0.5 else node_id
+            sim.crash(victim)
+            note(f"crash {victim}")
+        elif roll < 0.60:
+            crashed = [n for n in nodes if not sim.is_alive(n)]
+            if crashed:
+                target = rng.choice(crashed)
+                sim.restart(target)
+                note(f"restart {target}")
+        elif roll < 0.75:
+            net.drop_rate = rng.choice([0.0, 0.05, 0.2, 0.4])
+            lo = rng.randint(0, 2)
+            net.delay_ticks = (lo, lo + rng.randint(0, 4))
+            net.duplicate_rate = rng.choice([0.0, 0.05, 0.2])
+            net.reorder = rng.choice([0.0, 0.1, 0.3])
+            note(
+                f"network drop={net.drop_rate} delay={net.delay_ticks} "
+                f"dup={net.duplicate_rate} reorder={net.reorder}"
+            )
+        elif roll < 0.82:
+            net.reliable()
+            note("network reliable")
+        # traffic: ticks with proposals sprinkled in
+        for _ in range(rng.randint(1, 3 * election)):
+            if rng.random() < 0.4:
+                proposer = sim.leader() if rng.random() < 0.8 else rng.choice(nodes)
+                if proposer is not None:
+                    count = rng.randint(1, 4)
+                    items = [f"{seed}:{result.proposed + i}".encode() for i in range(count)]
+                    if sim.propose_batch(proposer, items) is not None:
+                        result.proposed += count
+            sim.step()
+
+    _recover(sim, nodes, result)
+    return result
+
+
+def _figure8_burst(
+    sim: Simulation, rng: random.Random, nodes: list[str], result: ScheduleResult
+) -> None:
+    """§5.4.2 Figure 8 pressure: leaders crash right after proposing, with their
+    AppendEntries still in flight, while a majority is kept running."""
+    majority = len(nodes) // 2 + 1
+    for _ in range(rng.randint(5, 20)):
+        leader = None
+        for node_id in sim.alive():
+            item = f"{sim.seed}:{result.proposed}".encode()
+            if sim.propose(node_id, item) is not None:
+                result.proposed += 1
+                leader = node_id
+        sim.run(rng.randint(0, 2) if rng.random() < 0.9 else rng.randint(3, 20))
+        if leader is not None and sim.is_alive(leader):
+            sim.crash(leader)
+            result.actions.append(f"{sim.now}: figure 8: crash leader {leader}")
+        crashed = [n for n in nodes if not sim.is_alive(n)]
+        while len(nodes) - len(crashed) < majority:
+            back = crashed.pop(rng.randrange(len(crashed)))
+            sim.restart(back)
+            result.actions.append(f"{sim.now}: figure 8: restart {back}")
+
+
+def _recover(sim: Simulation, nodes: list[str], result: ScheduleResult) -> None:
+    """Lift every fault and require the cluster to agree on one more entry, everywhere."""
+    sim.heal()
+    sim.network.reliable()
+    for node_id in nodes:
+        if not sim.is_alive(node_id):
+            sim.restart(node_id)
+    result.actions.append(f"{sim.now}: recovery: heal, reliable network, restart all")
+    marker = b"recovered"
+    deadline = sim.now + RECOVERY_TICKS
+    while sim.now < deadline:
+        # like the lab's one(): a stale leader's proposal may be overwritten; retry
+        leader = sim.leader()
+        index = sim.propose(leader, marker) if leader is not None else None
+        if index is None:
+            sim.step()
+            continue
+        done = applied_by(sim, index, marker, len(nodes))
+        if sim.run_until(done, min(AGREEMENT_BUDGET, max(1, deadline - sim.now))):
+            break
+    else:
+        raise AssertionError(
+            f"cluster did not agree on a new entry within {RECOVERY_TICKS} ticks of recovery: "
+            + ", ".join(
+                f"{n} role {sim.role(n)} term {sim.term(n)} applied {sim.applied_index(n)}"
+                for n in nodes
+            )
+        )
+    assert sim.run_until(lambda: same_applied(sim, nodes), AGREEMENT_BUDGET), (
+        "applied logs differ after recovery"
+    )
