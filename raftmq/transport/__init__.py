@@ -1,1 +1,35 @@
-"""Transport port and adapters (memory, AMQP)."""
+"""Transport port and adapters (memory, AMQP).
+
+``MemoryNetwork``/``MemoryTransport`` need no broker; ``AmqpTransport`` and
+``RpcClient`` talk to RabbitMQ (imported lazily from their modules so that the
+core and memory tests do not pay for aio-pika).
+"""
+
+from raftmq.transport.codec import DropReason, Envelope, InvalidEnvelope, inbox_queue
+from raftmq.transport.inbound import TransportStats
+from raftmq.transport.memory import MemoryNetwork, MemoryRequestClient, MemoryTransport
+from raftmq.transport.port import (
+    MessageHandler,
+    RequestClient,
+    RequestFailed,
+    RequestHandler,
+    RequestTimeout,
+    Transport,
+)
+
+__all__ = [
+    "DropReason",
+    "Envelope",
+    "InvalidEnvelope",
+    "MemoryNetwork",
+    "MemoryRequestClient",
+    "MemoryTransport",
+    "MessageHandler",
+    "RequestClient",
+    "RequestFailed",
+    "RequestHandler",
+    "RequestTimeout",
+    "Transport",
+    "TransportStats",
+    "inbox_queue",
+]

@@ -3,14 +3,22 @@
 Delivery is best effort: messages may be lost, delayed, duplicated or reordered,
 and the core is built for that (terms and indexes decide, never arrival order).
 A Raft reply is just another message stepped into the core; nothing waits on it.
+
+Client-facing requests (``raftmq status`` and the like) are the one place where
+something waits for an answer: a :class:`RequestClient` sends ``(kind, body)`` to
+a node's inbox and the node's :data:`RequestHandler` returns the reply body.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from raftmq.core.messages import Message
+from raftmq.errors import TransportError
+
+if TYPE_CHECKING:  # inbound.py imports this module
+    from raftmq.transport.inbound import TransportStats
 
 MessageHandler = Callable[[Message], None]
 """Called for every valid inbound Raft message, on the event loop. Must not block."""
@@ -25,8 +33,11 @@ class Transport(Protocol):
 
     node_id: str  # whose inbox this transport consumes
     cluster: str  # messages of other clusters are dropped
+    stats: TransportStats  # sent/received counters and drops per reason
 
-    async def start(self, on_message: MessageHandler, on_request: RequestHandler | None = None) -> None:
+    async def start(
+        self, on_message: MessageHandler, on_request: RequestHandler | None = None
+    ) -> None:
         """Connect and start consuming this node's inbox."""
         ...
 
@@ -49,4 +60,33 @@ class Transport(Protocol):
 
     async def stop(self) -> None:
         """Stop consuming and close connections. Idempotent."""
+        ...
+
+
+class RequestFailed(TransportError):
+    """The node answered a client-facing request with an error (the message says which)."""
+
+
+class RequestTimeout(TransportError):
+    """No answer to a client-facing request within its timeout (node down or unknown)."""
+
+
+@runtime_checkable
+class RequestClient(Protocol):
+    """Sends client-facing requests to node inboxes and waits for the answers."""
+
+    cluster: str  # requests are addressed to this cluster's node inboxes
+
+    async def request(
+        self, node_id: str, kind: str, body: bytes = b"", *, timeout: float | None = None
+    ) -> bytes:
+        """Ask ``node_id`` and return its reply body.
+
+        Raises :class:`RequestTimeout` without an answer in time and
+        :class:`RequestFailed` when the node's handler failed.
+        """
+        ...
+
+    async def close(self) -> None:
+        """Release the client's resources; pending requests fail. Idempotent."""
         ...

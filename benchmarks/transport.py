@@ -1,0 +1,168 @@
+"""Transport benchmark on the local RabbitMQ: one-way throughput and round-trip latency.
+
+    .venv/bin/python benchmarks/transport.py [--url URL] [--messages N] [--round-trips N]
+
+Prints: one-way Raft messages/s between two AmqpTransports (AppendEntries with one
+100-byte entry, sent in batches as a node does), the Raft request/reply round trip
+(RequestVote -> RequestVoteReply through both inboxes) p50/p99, and the client-facing
+RpcClient round trip p50/p99. Deletes its queues afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+import uuid
+
+import aio_pika
+
+from raftmq.core.messages import AppendEntries, Message, RequestVote, RequestVoteReply
+from raftmq.core.types import Entry
+from raftmq.transport.amqp import AmqpTransport
+from raftmq.transport.rpc import RpcClient
+
+DEFAULT_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+class Arrivals:
+    """Counts one-way arrivals and signals when a target count is reached."""
+
+    def __init__(self) -> None:
+        self.count = 0  # messages arrived since reset()
+        self.target = 0  # done is set when count reaches this
+        self.done = asyncio.Event()
+
+    def reset(self, target: int) -> None:
+        """Start counting towards ``target``."""
+        self.count, self.target = 0, target
+        self.done.clear()
+
+    def arrived(self) -> None:
+        """One more message arrived."""
+        self.count += 1
+        if self.count >= self.target:
+            self.done.set()
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    """The ``fraction`` quantile of ``samples`` (nearest rank)."""
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+async def one_way(a: AmqpTransport, received: Arrivals, count: int, batch: int) -> float:
+    """Messages/s from a to b: time from the first send to the last arrival."""
+    entry = Entry(index=1, term=1, data=b"x" * 100)
+    messages = [
+        AppendEntries(
+            term=1,
+            sender="a",
+            recipient="b",
+            prev_log_index=0,
+            prev_log_term=0,
+            entries=(entry,),
+            leader_commit=i,
+        )
+        for i in range(count)
+    ]
+    received.reset(count)
+    started = time.perf_counter()
+    for i in range(0, count, batch):
+        a.send(messages[i : i + batch])
+        await asyncio.sleep(0)  # a node yields between Ready rounds
+    try:
+        await asyncio.wait_for(received.done.wait(), 60)
+    except TimeoutError:
+        print(f"  warning: only {received.count}/{count} arrived")
+    elapsed = time.perf_counter() - started
+    return received.count / elapsed
+
+
+async def raft_round_trips(a: AmqpTransport, replies: asyncio.Queue[float], n: int) -> list[float]:
+    """Sequential RequestVote -> RequestVoteReply round trips, in milliseconds."""
+    samples = []
+    for _ in range(n):
+        started = time.perf_counter()
+        a.send([RequestVote(term=1, sender="a", recipient="b", last_log_index=0, last_log_term=0)])
+        arrived = await asyncio.wait_for(replies.get(), 5)
+        samples.append((arrived - started) * 1000)
+    return samples
+
+
+async def rpc_round_trips(client: RpcClient, n: int) -> list[float]:
+    """Sequential client-facing status requests, in milliseconds."""
+    samples = []
+    for _ in range(n):
+        started = time.perf_counter()
+        await client.request("b", "status")
+        samples.append((time.perf_counter() - started) * 1000)
+    return samples
+
+
+async def main(url: str, count: int, round_trips: int, batch: int) -> None:
+    """Run the three measurements and print them."""
+    cluster = f"bench{uuid.uuid4().hex[:8]}"
+    received = Arrivals()
+    replies: asyncio.Queue[float] = asyncio.Queue()
+    a = AmqpTransport(
+        url, cluster, "a", message_ttl_ms=10_000, inbox_max_length=10**6, outbox_limit=10**6
+    )
+    b = AmqpTransport(
+        url, cluster, "b", message_ttl_ms=10_000, inbox_max_length=10**6, outbox_limit=10**6
+    )
+
+    def on_a(message: Message) -> None:
+        if isinstance(message, RequestVoteReply):
+            replies.put_nowait(time.perf_counter())
+
+    def on_b(message: Message) -> None:
+        if isinstance(message, RequestVote):
+            b.send([RequestVoteReply(term=1, sender="b", recipient="a", granted=True)])
+        else:
+            received.arrived()
+
+    async def status(kind: str, body: bytes) -> bytes:
+        return b'{"role": "follower"}'
+
+    await a.start(on_a)
+    await b.start(on_b, status)
+    client = RpcClient(url, cluster)
+    await client.start()
+    try:
+        await one_way(a, received, 2000, batch)  # warm-up
+        rate = await one_way(a, received, count, batch)
+        print(f"one-way: {rate:,.0f} msgs/s ({count} AppendEntries of 100 B, batches of {batch})")
+        await raft_round_trips(a, replies, 100)  # warm-up
+        raft = await raft_round_trips(a, replies, round_trips)
+        print(
+            f"raft request/reply round trip: p50 {statistics.median(raft):.2f} ms, "
+            f"p99 {percentile(raft, 0.99):.2f} ms ({round_trips} sequential)"
+        )
+        rpc = await rpc_round_trips(client, round_trips)
+        print(
+            f"client rpc round trip: p50 {statistics.median(rpc):.2f} ms, "
+            f"p99 {percentile(rpc, 0.99):.2f} ms ({round_trips} sequential)"
+        )
+        print(f"stats a: {a.stats.snapshot()}")
+        print(f"stats b: {b.stats.snapshot()}")
+    finally:
+        await client.close()
+        await a.stop()
+        await b.stop()
+        connection = await aio_pika.connect(url)
+        async with connection:
+            channel = await connection.channel()
+            for transport in (a, b):
+                await channel.queue_delete(transport.queue)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--url", default=DEFAULT_URL)
+    parser.add_argument("--messages", type=int, default=30_000)
+    parser.add_argument("--round-trips", type=int, default=1_000)
+    parser.add_argument("--batch", type=int, default=100)
+    args = parser.parse_args()
+    asyncio.run(main(args.url, args.messages, args.round_trips, args.batch))

@@ -1,0 +1,335 @@
+"""The AMQP transport (aio-pika): one inbox queue per node on a RabbitMQ broker.
+
+Topology (public protocol, see ARCHITECTURE.md): node N of cluster C consumes
+``raftmq.C.node.N``, a non-durable, non-exclusive queue that outlives a short node
+restart, bounded by ``x-max-length`` with ``x-overflow: drop-head`` and deleted by
+the broker after ``x-expires`` without consumers. Messages are published to the
+default exchange, routed by queue name, non-persistent, ``type`` = message type,
+``app_id`` = cluster name, with a per-message ``expiration`` of about one election
+timeout: Raft tolerates loss, not staleness.
+
+Throughput: ``send`` only appends to an outbox; one background task publishes
+without publisher confirms, up to 256 publishes per socket write, and the
+inbox is consumed with ``no_ack`` (a lost message is a dropped RPC, which Raft
+retries). A supervisor task reconnects after the broker closes the connection and
+restores the consumer; sends while disconnected are dropped and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import deque
+from collections.abc import Sequence
+from typing import cast
+
+import aio_pika
+import aiormq
+import aiormq.abc
+
+from raftmq.core.messages import Message
+from raftmq.errors import TransportError
+from raftmq.transport.amqp_wire import envelope_from_delivery, publish_batch
+from raftmq.transport.codec import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    REPLY_TO_REQUEST,
+    Envelope,
+    encode,
+    inbox_queue,
+)
+from raftmq.transport.inbound import Correlator, InboundDispatcher, OnceLogger, TransportStats
+from raftmq.transport.port import MessageHandler, RequestHandler
+
+log = logging.getLogger("raftmq.transport.amqp")
+
+_REQUEST_TYPES = frozenset(REPLY_TO_REQUEST.values())
+_PUBLISH_BATCH = 256  # publishes written to the socket in one write
+
+
+class AmqpTransport:
+    """Transport port over RabbitMQ. See the module docstring for the topology."""
+
+    def __init__(
+        self,
+        url: str,
+        cluster: str,
+        node_id: str,
+        *,
+        message_ttl_ms: int = 1000,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        inbox_max_length: int = 10_000,
+        queue_expires_ms: int = 300_000,
+        prefetch: int = 1000,
+        outbox_limit: int = 10_000,
+        reconnect_delay: tuple[float, float] = (0.1, 2.0),
+        connect_timeout: float = 5.0,
+    ) -> None:
+        self.url = url  # broker URL
+        self.node_id = node_id  # whose inbox this transport consumes
+        self.cluster = cluster  # messages of other clusters are dropped
+        self.queue = inbox_queue(cluster, node_id)  # this node's inbox
+        self.connection_name = f"raftmq:{cluster}:{node_id}"  # shown by list_connections
+        self.message_ttl_ms = message_ttl_ms  # per-message expiration (~one election timeout)
+        self.max_message_bytes = max_message_bytes  # size limit, both directions
+        self.inbox_max_length = inbox_max_length  # x-max-length of the inbox (drop-head)
+        self.queue_expires_ms = queue_expires_ms  # x-expires: idle inbox deleted by the broker
+        self.prefetch = prefetch  # basic.qos; no_ack consumers are limited by TCP instead
+        self.outbox_limit = outbox_limit  # queued sends beyond this are dropped (oldest first)
+        self.reconnect_delay = reconnect_delay  # (first, max) seconds between attempts
+        self.connect_timeout = connect_timeout  # seconds for one connection attempt
+        self.stats = TransportStats()  # counters; see TransportStats
+        self._correlator = Correlator()
+        self._dispatcher = InboundDispatcher(
+            cluster=cluster,
+            node_id=node_id,
+            max_bytes=max_message_bytes,
+            stats=self.stats,
+            correlator=self._correlator,
+            send_reply=self._send_reply,
+        )
+        self._once = OnceLogger()
+        self._ids = itertools.count(1)
+        # Invariant: entries are (routing key, envelope, ttl); len <= outbox_limit.
+        self._outbox: deque[tuple[str, Envelope, int | None]] = deque()
+        self._wakeup = asyncio.Event()  # set when the outbox gained messages
+        self._idle = asyncio.Event()  # set when the outbox is empty and nothing is mid-publish
+        self._idle.set()
+        self._connected = asyncio.Event()  # set while a channel is open and the inbox declared
+        self._connection: aio_pika.abc.AbstractConnection | None = None
+        self._channel: aiormq.Channel | None = None  # underlay channel while connected
+        self._consumer_tag: str | None = None  # set while consuming
+        self._paused = False  # pause() is in force (survives reconnects)
+        self._stopping = False
+        self._tasks: list[asyncio.Task[None]] = []  # supervisor and publisher
+
+    # -- lifecycle -----------------------------------------------------------------------
+    async def start(
+        self, on_message: MessageHandler, on_request: RequestHandler | None = None
+    ) -> None:
+        """Connect, declare the inbox, start consuming; raises TransportError if the
+        broker cannot be reached now (later losses are handled by reconnecting).
+        A stopped transport is not restarted: create a new one (the inbox queue stays)."""
+        if self._stopping or self._tasks:
+            raise TransportError(f"{self.connection_name} was already started")
+        self._dispatcher.bind(on_message, on_request)
+        first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._tasks = [
+            asyncio.create_task(self._supervise(first), name=f"{self.connection_name}:supervisor"),
+            asyncio.create_task(self._publish_loop(), name=f"{self.connection_name}:publisher"),
+        ]
+        try:
+            await first
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        """Stop consuming and publishing, close the connection. Idempotent."""
+        self._stopping = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        await self._dispatcher.close()
+        connection, self._connection = self._connection, None
+        self._set_disconnected()
+        if connection is not None and not connection.is_closed:
+            try:
+                await connection.close()
+            except aio_pika.exceptions.CONNECTION_EXCEPTIONS as exc:
+                log.debug("closing %s: %s", self.connection_name, exc)
+        self._outbox.clear()
+        self._idle.set()
+
+    @property
+    def connected(self) -> bool:
+        """Whether a broker connection with a declared inbox is up right now."""
+        return self._connected.is_set()
+
+    async def wait_connected(self, timeout: float) -> None:
+        """Wait until connected (e.g. after a broker-side close); TimeoutError otherwise."""
+        await asyncio.wait_for(self._connected.wait(), timeout)
+
+    # -- sending ---------------------------------------------------------------------------
+    def send(self, messages: Sequence[Message]) -> None:
+        """Queue messages for the publisher task; never blocks, never raises."""
+        for message in messages:
+            if self._stopping or not self._connected.is_set():
+                self._drop_send("disconnected" if not self._stopping else "stopped", message)
+                continue
+            reply_to = correlation_id = None
+            if message.type in _REQUEST_TYPES:
+                reply_to, correlation_id = self.queue, f"{self.node_id}-{next(self._ids)}"
+            else:
+                correlation_id = self._correlator.take(message)
+            envelope = encode(
+                message, self.cluster, reply_to=reply_to, correlation_id=correlation_id
+            )
+            if len(envelope.body) > self.max_message_bytes:
+                self._drop_send("oversized", message)
+                continue
+            if len(self._outbox) >= self.outbox_limit:
+                self._outbox.popleft()  # the oldest is the most likely to be stale
+                self.stats.send_dropped["overflow"] += 1
+            self._outbox.append(
+                (inbox_queue(self.cluster, message.recipient), envelope, self.message_ttl_ms)
+            )
+            self.stats.sent += 1
+        if self._outbox:
+            self._idle.clear()
+            self._wakeup.set()
+
+    async def flush(self) -> None:
+        """Wait until every queued message was written to the connection (best effort)."""
+        if not self._stopping:
+            await self._idle.wait()
+
+    def _send_reply(self, reply_to: str, envelope: Envelope) -> None:
+        # Client-facing replies never expire: the client's own timeout decides.
+        self._outbox.append((reply_to, envelope, None))
+        self._idle.clear()
+        self._wakeup.set()
+
+    def _drop_send(self, reason: str, message: Message) -> None:
+        self.stats.send_dropped[reason] += 1
+        self._once.warn(
+            f"send-{reason}", "node %s dropped a %s to %s: %s",
+            self.node_id, message.type, message.recipient, reason,
+        )  # fmt: skip
+
+    async def _publish_loop(self) -> None:
+        while True:
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while self._outbox:
+                channel = self._channel
+                if channel is None or channel.is_closed:
+                    self.stats.send_dropped["disconnected"] += len(self._outbox)
+                    self._outbox.clear()
+                    break
+                batch = [
+                    self._outbox.popleft() for _ in range(min(_PUBLISH_BATCH, len(self._outbox)))
+                ]
+                try:
+                    await publish_batch(channel, batch)
+                except (TimeoutError, *aio_pika.exceptions.CONNECTION_EXCEPTIONS) as exc:
+                    self.stats.send_dropped["publish_failed"] += len(batch)
+                    self._once.warn("publish-failed", "publish from %s failed: %s", self.queue, exc)
+            if not self._outbox:
+                self._idle.set()
+
+    # -- consuming ---------------------------------------------------------------------------
+    async def pause(self) -> None:
+        """Cancel the inbox consumer; messages wait in the queue until they expire."""
+        self._paused = True
+        await self._cancel_consumer()
+
+    async def resume(self) -> None:
+        """Consume again after :meth:`pause`."""
+        self._paused = False
+        if self._connected.is_set() and self._consumer_tag is None:
+            try:
+                await self._consume()
+            except aio_pika.exceptions.CONNECTION_EXCEPTIONS as exc:
+                log.warning("resume of %s failed (will retry on reconnect): %s", self.queue, exc)
+
+    async def _consume(self) -> None:
+        channel = self._channel
+        if channel is None:
+            return
+        ok = await channel.basic_consume(self.queue, self._on_delivery, no_ack=True)
+        self._consumer_tag = ok.consumer_tag
+
+    async def _cancel_consumer(self) -> None:
+        tag, self._consumer_tag = self._consumer_tag, None
+        channel = self._channel
+        if tag is None or channel is None or channel.is_closed:
+            return
+        try:
+            await channel.basic_cancel(tag)
+        except aio_pika.exceptions.CONNECTION_EXCEPTIONS as exc:
+            log.debug("cancel of %s consumer failed: %s", self.queue, exc)
+
+    async def _on_delivery(self, delivered: aiormq.abc.DeliveredMessage) -> None:
+        if self._paused:
+            self.stats.dropped["paused"] += 1  # in flight when the consumer was cancelled
+            return
+        self._dispatcher.dispatch(envelope_from_delivery(delivered))
+
+    # -- connection supervision -------------------------------------------------------------
+    async def _supervise(self, first: asyncio.Future[None]) -> None:
+        delay = self.reconnect_delay[0]
+        while not self._stopping:
+            closed = asyncio.Event()
+            try:
+                await self._connect(closed)
+            except (TimeoutError, *aio_pika.exceptions.CONNECTION_EXCEPTIONS) as exc:
+                await self._discard_connection()
+                if not first.done():
+                    first.set_exception(
+                        TransportError(f"cannot connect {self.connection_name} to broker: {exc}")
+                    )
+                    return
+                log.warning("%s: reconnect failed (%s); retrying in %.1fs", self.queue, exc, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, self.reconnect_delay[1])
+                continue
+            delay = self.reconnect_delay[0]
+            if first.done():
+                self.stats.reconnects += 1
+                log.warning("%s: reconnected to the broker, consumer restored", self.queue)
+            else:
+                first.set_result(None)
+            self._connected.set()
+            await closed.wait()
+            self._set_disconnected()
+            await self._discard_connection()
+            if not self._stopping:
+                log.warning("%s: lost the broker connection; reconnecting", self.queue)
+                # A pause before the first attempt: a broker that is closing connections
+                # (shutdown, memory alarm, operator) must not see a reconnect storm.
+                await asyncio.sleep(self.reconnect_delay[0])
+
+    async def _connect(self, closed: asyncio.Event) -> None:
+        def on_close(*_: object) -> None:
+            self._set_disconnected()
+            closed.set()
+
+        connection = await aio_pika.connect(
+            self.url,
+            timeout=self.connect_timeout,
+            client_properties={"connection_name": self.connection_name},
+        )
+        self._connection = connection
+        connection.close_callbacks.add(on_close)
+        channel = await connection.channel(publisher_confirms=False)
+        channel.close_callbacks.add(on_close)  # a channel error also means: start afresh
+        await channel.set_qos(prefetch_count=self.prefetch)
+        await channel.declare_queue(
+            self.queue,
+            durable=False,
+            exclusive=False,
+            auto_delete=False,
+            arguments={
+                "x-expires": self.queue_expires_ms,
+                "x-max-length": self.inbox_max_length,
+                "x-overflow": "drop-head",
+            },
+        )
+        self._channel = cast(aiormq.Channel, await channel.get_underlay_channel())
+        if not self._paused:
+            await self._consume()
+
+    def _set_disconnected(self) -> None:
+        self._connected.clear()
+        self._channel = None
+        self._consumer_tag = None
+
+    async def _discard_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None and not connection.is_closed:
+            try:
+                await connection.close()
+            except aio_pika.exceptions.CONNECTION_EXCEPTIONS as exc:
+                log.debug("discarding %s: %s", self.connection_name, exc)

@@ -1,0 +1,203 @@
+"""What both transports do with an inbound envelope: decode, count, dispatch.
+
+Raft messages go to the node's ``on_message``; client requests (a non-Raft AMQP
+type carrying ``reply_to`` and ``correlation_id``) go to ``on_request`` and the
+answer is handed back to the transport to publish. Everything else is dropped,
+counted per reason and logged once per reason -- never raised into the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from raftmq.core.messages import Message
+from raftmq.transport.codec import (
+    RAFT_MESSAGE_TYPES,
+    REPLY_TO_REQUEST,
+    DropReason,
+    Envelope,
+    InvalidEnvelope,
+    check_envelope,
+    decode,
+)
+from raftmq.transport.port import MessageHandler, RequestHandler
+
+log = logging.getLogger("raftmq.transport")
+
+ReplySender = Callable[[str, Envelope], None]
+"""Publishes a client-facing reply envelope to the given ``reply_to`` address."""
+
+_MAX_CORRELATED_PEERS = 1024  # bound on remembered (peer, request type) keys
+_MAX_CORRELATIONS_PER_KEY = 64  # bound on pipelined requests remembered per key
+
+
+@dataclass
+class TransportStats:
+    """Counters of one transport; read them, never write them."""
+
+    sent: int = 0  # Raft messages handed to the network
+    received: int = 0  # valid Raft messages delivered to on_message (duplicates included)
+    requests_served: int = 0  # client-facing requests answered (ok or error)
+    reconnects: int = 0  # successful reconnections after a lost broker connection
+    dropped: Counter[str] = field(default_factory=Counter)  # inbound drops by DropReason value
+    send_dropped: Counter[str] = field(default_factory=Counter)  # outbound drops by reason
+
+    def snapshot(self) -> dict[str, object]:
+        """A plain-dict copy, handy for logs and status output."""
+        return {
+            "sent": self.sent,
+            "received": self.received,
+            "requests_served": self.requests_served,
+            "reconnects": self.reconnects,
+            "dropped": dict(self.dropped),
+            "send_dropped": dict(self.send_dropped),
+        }
+
+
+class OnceLogger:
+    """Logs a warning the first time each reason occurs, then only at debug level."""
+
+    def __init__(self) -> None:
+        self._seen: set[str] = set()  # reasons already warned about
+
+    def warn(self, reason: str, msg: str, *args: object) -> None:
+        """Warn once per ``reason``; later occurrences go to debug."""
+        if reason in self._seen:
+            log.debug(msg, *args)
+        else:
+            self._seen.add(reason)
+            log.warning(msg + " (further drops for this reason are logged at debug)", *args)
+
+
+class Correlator:
+    """Remembers request correlation ids so that Raft replies can carry them.
+
+    The core builds replies without any wire context; replies to one peer come in
+    the order its requests were stepped, so a bounded FIFO per (peer, type) suffices.
+    """
+
+    def __init__(self) -> None:
+        self._pending: dict[tuple[str, str], deque[str]] = {}  # (peer, request type) -> ids
+
+    def remember(self, message: Message, correlation_id: str | None) -> None:
+        """Record the correlation id of an inbound request."""
+        if correlation_id is None or message.type not in REPLY_TO_REQUEST.values():
+            return
+        key = (message.sender, message.type)
+        queue = self._pending.get(key)
+        if queue is None:
+            if len(self._pending) >= _MAX_CORRELATED_PEERS:
+                self._pending.clear()  # forged sender ids must not grow memory without bound
+            queue = self._pending[key] = deque(maxlen=_MAX_CORRELATIONS_PER_KEY)
+        queue.append(correlation_id)
+
+    def take(self, message: Message) -> str | None:
+        """The correlation id an outbound reply should carry, if its request was seen."""
+        request_type = REPLY_TO_REQUEST.get(message.type)
+        if request_type is None:
+            return None
+        queue = self._pending.get((message.recipient, request_type))
+        return queue.popleft() if queue else None
+
+
+class InboundDispatcher:
+    """Decodes inbound envelopes for one node and dispatches them."""
+
+    def __init__(
+        self,
+        *,
+        cluster: str,
+        node_id: str,
+        max_bytes: int,
+        stats: TransportStats,
+        correlator: Correlator,
+        send_reply: ReplySender,
+    ) -> None:
+        self.cluster = cluster  # messages of other clusters are dropped
+        self.node_id = node_id  # messages for other recipients are dropped
+        self.max_bytes = max_bytes  # inbound size limit
+        self.stats = stats  # shared with the owning transport
+        self._correlator = correlator  # shared with the owning transport's send path
+        self._send_reply = send_reply  # publishes a client-facing reply
+        self._once = OnceLogger()
+        self._on_message: MessageHandler | None = None
+        self._on_request: RequestHandler | None = None
+        self._request_tasks: set[asyncio.Task[None]] = set()  # in-flight on_request calls
+
+    def bind(self, on_message: MessageHandler, on_request: RequestHandler | None) -> None:
+        """Install the node's handlers (called from ``Transport.start``)."""
+        self._on_message = on_message
+        self._on_request = on_request
+
+    def dispatch(self, envelope: Envelope) -> None:
+        """Handle one inbound envelope; never raises."""
+        if envelope.type not in RAFT_MESSAGE_TYPES and envelope.reply_to is not None:
+            self._serve_request(envelope)
+            return
+        try:
+            message = decode(
+                envelope, cluster=self.cluster, recipient=self.node_id, max_bytes=self.max_bytes
+            )
+        except InvalidEnvelope as exc:
+            self._drop(exc)
+            return
+        self._correlator.remember(message, envelope.correlation_id)
+        self.stats.received += 1
+        if self._on_message is None:
+            return
+        try:
+            self._on_message(message)
+        except Exception:
+            log.exception("on_message handler failed for %s from %s", message.type, message.sender)
+
+    def _drop(self, exc: InvalidEnvelope) -> None:
+        self.stats.dropped[exc.reason.value] += 1
+        self._once.warn(
+            exc.reason.value, "node %s dropped an inbound message: %s", self.node_id, exc
+        )
+
+    def _serve_request(self, envelope: Envelope) -> None:
+        try:
+            check_envelope(envelope, cluster=self.cluster, max_bytes=self.max_bytes)
+            if self._on_request is None or envelope.type is None:
+                raise InvalidEnvelope(
+                    DropReason.UNKNOWN_TYPE, f"request kind {envelope.type!r} is not served"
+                )
+        except InvalidEnvelope as exc:
+            self._drop(exc)
+            return
+        task = asyncio.get_running_loop().create_task(
+            self._answer(self._on_request, envelope.type, envelope)
+        )
+        self._request_tasks.add(task)
+        task.add_done_callback(self._request_tasks.discard)
+
+    async def _answer(self, handler: RequestHandler, kind: str, envelope: Envelope) -> None:
+        try:
+            body, status = await handler(kind, envelope.body), "ok"
+        except Exception as exc:
+            log.debug("request %r failed on node %s: %s", kind, self.node_id, exc)
+            body, status = f"{type(exc).__name__}: {exc}".encode(), "error"
+        self.stats.requests_served += 1
+        assert envelope.reply_to is not None  # only requests with reply_to reach here
+        self._send_reply(
+            envelope.reply_to,
+            Envelope(
+                body=body,
+                type="reply",
+                cluster=self.cluster,
+                correlation_id=envelope.correlation_id,
+                status=status,
+            ),
+        )
+
+    async def close(self) -> None:
+        """Cancel requests still being served."""
+        tasks = list(self._request_tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,348 @@
+"""In-memory twin of the AMQP transport, for node-level tests without a broker.
+
+A :class:`MemoryNetwork` plays the broker: it holds one inbox per node (named
+like the AMQP queue, kept across a node's restart), applies per-message TTL and
+the drop-head length bound while a consumer is paused, and can drop, delay,
+duplicate, reorder and partition traffic with a seeded random generator. Inbound
+envelopes go through the same codec and dispatcher as on the real broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import math
+import random
+from collections import Counter, deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from raftmq.core.messages import Message
+from raftmq.transport.codec import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    REPLY_TO_REQUEST,
+    Envelope,
+    encode,
+    inbox_queue,
+)
+from raftmq.transport.inbound import Correlator, InboundDispatcher, OnceLogger, TransportStats
+from raftmq.transport.port import (
+    MessageHandler,
+    RequestFailed,
+    RequestHandler,
+    RequestTimeout,
+)
+
+log = logging.getLogger("raftmq.transport.memory")
+
+_REQUEST_TYPES = frozenset(REPLY_TO_REQUEST.values())
+
+
+@dataclass
+class _Inbox:
+    """A node's queue on the in-memory broker."""
+
+    max_length: int  # drop-head bound while nobody consumes
+    consumer: MemoryTransport | None = None  # None while paused or stopped: messages wait
+    backlog: deque[tuple[float, Envelope]] = field(default_factory=deque)  # (expires at, msg)
+
+
+class MemoryNetwork:
+    """An asyncio in-memory broker with fault injection. All knobs may be changed any time.
+
+    ``drop_rate`` / ``duplicate_rate`` / ``reorder_rate`` are probabilities per message;
+    ``delay`` is a (low, high) range of seconds; a reordered message is held back an
+    extra ``reorder_delay`` seconds at most. Same seed, same fault decisions.
+    """
+
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        drop_rate: float = 0.0,
+        duplicate_rate: float = 0.0,
+        delay: tuple[float, float] = (0.0, 0.0),
+        reorder_rate: float = 0.0,
+        reorder_delay: float = 0.02,
+    ) -> None:
+        self.random = random.Random(seed)  # the only source of fault decisions
+        self.drop_rate = drop_rate  # probability a message is lost
+        self.duplicate_rate = duplicate_rate  # probability a message is delivered twice
+        self.delay = delay  # (low, high) delivery delay in seconds
+        self.reorder_rate = reorder_rate  # probability a message is held back extra
+        self.reorder_delay = reorder_delay  # maximum extra hold-back in seconds
+        self.stats: Counter[str] = Counter()  # network-level fates: dropped, expired, ...
+        self._inboxes: dict[str, _Inbox] = {}  # queue name -> inbox (survives node restarts)
+        self._groups: dict[str, int] = {}  # node id -> partition group; empty = no partition
+        self._isolated: set[str] = set()  # nodes cut from everyone
+        self._replies: dict[str, asyncio.Future[Envelope]] = {}  # reply address -> waiter
+        self._reply_ids = itertools.count(1)
+
+    def transport(
+        self,
+        node_id: str,
+        cluster: str = "memory",
+        *,
+        message_ttl_ms: int = 1000,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        inbox_max_length: int = 10_000,
+    ) -> MemoryTransport:
+        """A transport endpoint for ``node_id`` on this network."""
+        return MemoryTransport(
+            self,
+            node_id,
+            cluster,
+            message_ttl_ms=message_ttl_ms,
+            max_message_bytes=max_message_bytes,
+            inbox_max_length=inbox_max_length,
+        )
+
+    def client(self, cluster: str = "memory", *, timeout: float = 2.0) -> MemoryRequestClient:
+        """A client-facing request client (twin of :class:`raftmq.transport.rpc.RpcClient`)."""
+        return MemoryRequestClient(self, cluster, timeout=timeout)
+
+    # -- fault injection ---------------------------------------------------------------
+    def partition(self, *groups: Iterable[str]) -> None:
+        """Only nodes of the same group talk; nodes named in no group form one more group."""
+        self._groups = {node: i for i, group in enumerate(groups) for node in group}
+
+    def disconnect(self, node_id: str) -> None:
+        """Cut ``node_id`` from every other node (until :meth:`connect` or :meth:`heal`)."""
+        self._isolated.add(node_id)
+
+    def connect(self, node_id: str) -> None:
+        """Undo :meth:`disconnect` for ``node_id``."""
+        self._isolated.discard(node_id)
+
+    def heal(self) -> None:
+        """Remove every partition and disconnection."""
+        self._groups = {}
+        self._isolated.clear()
+
+    def inject(self, queue: str, envelope: Envelope, *, ttl_ms: int | None = None) -> None:
+        """Put a raw envelope into a queue, bypassing faults (tests of bad input)."""
+        self._enqueue(queue, envelope, ttl_ms)
+
+    def can_talk(self, sender: str, recipient: str) -> bool:
+        """Whether the current partition lets ``sender`` reach ``recipient``."""
+        if sender in self._isolated or recipient in self._isolated:
+            return sender == recipient
+        return self._groups.get(sender, -1) == self._groups.get(recipient, -1)
+
+    # -- delivery ----------------------------------------------------------------------
+    def route(self, sender: str, recipient: str, envelope: Envelope, ttl_ms: int | None) -> None:
+        """Carry one envelope from ``sender`` to ``recipient``'s inbox, applying faults."""
+        if not self.can_talk(sender, recipient):
+            self.stats["partitioned"] += 1
+            return
+        rng = self.random
+        if self.drop_rate and rng.random() < self.drop_rate:
+            self.stats["dropped"] += 1
+            return
+        copies = 2 if self.duplicate_rate and rng.random() < self.duplicate_rate else 1
+        queue = inbox_queue(envelope.cluster or "", recipient)
+        loop = asyncio.get_running_loop()
+        for _ in range(copies):
+            delay = rng.uniform(*self.delay) if self.delay[1] > 0 else 0.0
+            if self.reorder_rate and rng.random() < self.reorder_rate:
+                delay += rng.uniform(0.0, self.reorder_delay)
+            if delay > 0:
+                loop.call_later(delay, self._enqueue, queue, envelope, ttl_ms)
+            else:
+                loop.call_soon(self._enqueue, queue, envelope, ttl_ms)
+
+    def declare(self, queue: str, max_length: int) -> _Inbox:
+        """Create a queue if it does not exist (like an AMQP queue declaration)."""
+        inbox = self._inboxes.get(queue)
+        if inbox is None:
+            inbox = self._inboxes[queue] = _Inbox(max_length=max_length)
+        return inbox
+
+    def delete(self, queue: str) -> None:
+        """Delete a queue and whatever waits in it."""
+        self._inboxes.pop(queue, None)
+
+    def _enqueue(self, queue: str, envelope: Envelope, ttl_ms: int | None) -> None:
+        waiter = self._replies.pop(queue, None)
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(envelope)
+            return
+        inbox = self._inboxes.get(queue)
+        if inbox is None:
+            self.stats["unroutable"] += 1  # like the default exchange: no queue, no message
+            return
+        if inbox.consumer is not None:
+            inbox.consumer.deliver(envelope)
+            return
+        expires = math.inf if ttl_ms is None else asyncio.get_running_loop().time() + ttl_ms / 1000
+        inbox.backlog.append((expires, envelope))
+        if len(inbox.backlog) > inbox.max_length:
+            inbox.backlog.popleft()  # x-overflow: drop-head
+            self.stats["overflow"] += 1
+
+    def drain(self, inbox: _Inbox) -> None:
+        """Deliver an inbox's unexpired backlog to its (new) consumer."""
+        now = asyncio.get_running_loop().time()
+        while inbox.backlog and inbox.consumer is not None:
+            expires, envelope = inbox.backlog.popleft()
+            if expires < now:
+                self.stats["expired"] += 1  # the broker discards expired messages unseen
+                continue
+            inbox.consumer.deliver(envelope)
+
+    def expect_reply(self) -> tuple[str, asyncio.Future[Envelope]]:
+        """A one-shot reply address and the future its reply resolves."""
+        address = f"memory.reply.{next(self._reply_ids)}"
+        future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
+        self._replies[address] = future
+        return address, future
+
+    def forget_reply(self, address: str) -> None:
+        """Stop waiting on a reply address (timeout or close)."""
+        self._replies.pop(address, None)
+
+
+class MemoryTransport:
+    """One node's endpoint on a :class:`MemoryNetwork`; implements the Transport port."""
+
+    def __init__(
+        self,
+        network: MemoryNetwork,
+        node_id: str,
+        cluster: str,
+        *,
+        message_ttl_ms: int,
+        max_message_bytes: int,
+        inbox_max_length: int,
+    ) -> None:
+        self.network = network  # the broker twin this endpoint lives on
+        self.node_id = node_id  # whose inbox this transport consumes
+        self.cluster = cluster  # messages of other clusters are dropped
+        self.queue = inbox_queue(cluster, node_id)  # this node's inbox name
+        self.message_ttl_ms = message_ttl_ms  # per-message expiration of outbound messages
+        self.max_message_bytes = max_message_bytes  # size limit, both directions
+        self.inbox_max_length = inbox_max_length  # drop-head bound of the inbox
+        self.stats = TransportStats()  # counters; see TransportStats
+        self._correlator = Correlator()
+        self._dispatcher = InboundDispatcher(
+            cluster=cluster,
+            node_id=node_id,
+            max_bytes=max_message_bytes,
+            stats=self.stats,
+            correlator=self._correlator,
+            send_reply=self._send_reply,
+        )
+        self._once = OnceLogger()
+        self._ids = itertools.count(1)
+        self._inbox: _Inbox | None = None  # set by start()
+        self._started = False  # start() ran and stop() did not
+        self._paused = False  # pause() is in force
+
+    async def start(
+        self, on_message: MessageHandler, on_request: RequestHandler | None = None
+    ) -> None:
+        """Declare the inbox and start consuming it."""
+        self._dispatcher.bind(on_message, on_request)
+        self._inbox = self.network.declare(self.queue, self.inbox_max_length)
+        self._started = True
+        if not self._paused:
+            self._consume()
+
+    def send(self, messages: Sequence[Message]) -> None:
+        """Hand messages to the network; never raises."""
+        for message in messages:
+            if not self._started:
+                self._drop_send("stopped", message)
+                continue
+            reply_to = correlation_id = None
+            if message.type in _REQUEST_TYPES:
+                reply_to, correlation_id = self.queue, f"{self.node_id}-{next(self._ids)}"
+            else:
+                correlation_id = self._correlator.take(message)
+            envelope = encode(
+                message, self.cluster, reply_to=reply_to, correlation_id=correlation_id
+            )
+            if len(envelope.body) > self.max_message_bytes:
+                self._drop_send("oversized", message)
+                continue
+            self.stats.sent += 1
+            self.network.route(self.node_id, message.recipient, envelope, self.message_ttl_ms)
+
+    async def flush(self) -> None:
+        """Nothing is buffered on this side: send() hands messages to the network at once."""
+
+    async def pause(self) -> None:
+        """Stop consuming; messages wait in the inbox until they expire."""
+        self._paused = True
+        if self._inbox is not None and self._inbox.consumer is self:
+            self._inbox.consumer = None
+
+    async def resume(self) -> None:
+        """Consume again, receiving whatever did not expire meanwhile."""
+        self._paused = False
+        if self._started:
+            self._consume()
+
+    async def stop(self) -> None:
+        """Stop consuming; the inbox stays (like the AMQP queue) for a restart. Idempotent."""
+        self._started = False
+        if self._inbox is not None and self._inbox.consumer is self:
+            self._inbox.consumer = None
+        await self._dispatcher.close()
+
+    def deliver(self, envelope: Envelope) -> None:
+        """Called by the network for each envelope reaching this node's inbox."""
+        self._dispatcher.dispatch(envelope)
+
+    def _consume(self) -> None:
+        assert self._inbox is not None
+        self._inbox.consumer = self
+        self.network.drain(self._inbox)
+
+    def _send_reply(self, reply_to: str, envelope: Envelope) -> None:
+        self.network.inject(reply_to, envelope)
+
+    def _drop_send(self, reason: str, message: Message) -> None:
+        self.stats.send_dropped[reason] += 1
+        self._once.warn(
+            f"send-{reason}", "node %s dropped a %s to %s: %s",
+            self.node_id, message.type, message.recipient, reason,
+        )  # fmt: skip
+
+
+class MemoryRequestClient:
+    """Client-facing requests over a :class:`MemoryNetwork`; implements RequestClient."""
+
+    def __init__(self, network: MemoryNetwork, cluster: str, *, timeout: float) -> None:
+        self.network = network  # where the node inboxes live
+        self.cluster = cluster  # requests are addressed to this cluster's node inboxes
+        self.timeout = timeout  # default seconds to wait for an answer
+        self._ids = itertools.count(1)
+
+    async def request(
+        self, node_id: str, kind: str, body: bytes = b"", *, timeout: float | None = None
+    ) -> bytes:
+        """Ask ``node_id`` and return its reply body."""
+        address, future = self.network.expect_reply()
+        envelope = Envelope(
+            body=body,
+            type=kind,
+            cluster=self.cluster,
+            reply_to=address,
+            correlation_id=f"client-{next(self._ids)}",
+        )
+        self.network.inject(inbox_queue(self.cluster, node_id), envelope)
+        try:
+            reply = await asyncio.wait_for(future, timeout or self.timeout)
+        except TimeoutError:
+            raise RequestTimeout(f"no answer from node {node_id!r} to {kind!r}") from None
+        finally:
+            self.network.forget_reply(address)
+        if reply.status != "ok":
+            raise RequestFailed(reply.body.decode(errors="replace"))
+        return reply.body
+
+    async def close(self) -> None:
+        """Nothing to release: requests hold no network resources beyond their future."""

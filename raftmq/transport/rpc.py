@@ -1,0 +1,137 @@
+"""Client-facing request/reply over AMQP (``raftmq status`` and the like).
+
+One connection, one channel and ONE long-lived reply consumer on RabbitMQ's
+direct reply-to pseudo-queue (``amq.rabbitmq.reply-to``), with a
+``correlation_id -> Future`` map: never a queue per request. The node side is the
+transport's ``on_request(kind, body)`` callback, which answers every inbox
+message whose AMQP ``type`` is not a Raft message type and that carries
+``reply_to``; the answer carries the request's ``correlation_id`` and a
+``raftmq-status`` header (``ok``, or ``error`` with the reason as body).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import uuid
+from types import TracebackType
+
+import aio_pika
+import aiormq.abc
+
+from raftmq.errors import TransportError
+from raftmq.transport.amqp_wire import envelope_from_delivery, properties_for
+from raftmq.transport.codec import Envelope, inbox_queue
+from raftmq.transport.port import RequestFailed, RequestTimeout
+
+log = logging.getLogger("raftmq.transport.rpc")
+
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"
+"""RabbitMQ's pseudo-queue for replies without declaring a queue."""
+
+
+class RpcClient:
+    """Sends client-facing requests to node inboxes; implements RequestClient.
+
+    Use as ``async with RpcClient(url, cluster) as client: await client.request(...)``.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        cluster: str,
+        *,
+        timeout: float = 2.0,
+        connection_name: str | None = None,
+    ) -> None:
+        self.url = url  # broker URL
+        self.cluster = cluster  # requests are addressed to this cluster's node inboxes
+        self.timeout = timeout  # default seconds to wait for an answer
+        self.connection_name = connection_name or f"raftmq-client:{cluster}"  # for operators
+        self._prefix = uuid.uuid4().hex[:12]  # makes correlation ids unique across clients
+        self._ids = itertools.count(1)
+        self._pending: dict[str, asyncio.Future[Envelope]] = {}  # correlation id -> waiter
+        self._connection: aio_pika.abc.AbstractConnection | None = None
+        self._channel: aiormq.abc.AbstractChannel | None = None  # underlay channel
+
+    async def __aenter__(self) -> RpcClient:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Connect and start the reply consumer; raises TransportError when unreachable."""
+        try:
+            self._connection = await aio_pika.connect(
+                self.url, client_properties={"connection_name": self.connection_name}
+            )
+            channel = await self._connection.channel(publisher_confirms=False)
+            self._channel = await channel.get_underlay_channel()
+            # Direct reply-to requires no_ack and the consumer on the publishing channel.
+            await self._channel.basic_consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
+        except (TimeoutError, *aio_pika.exceptions.CONNECTION_EXCEPTIONS) as exc:
+            await self.close()
+            raise TransportError(f"cannot connect to the broker at {self.url}: {exc}") from exc
+
+    async def request(
+        self, node_id: str, kind: str, body: bytes = b"", *, timeout: float | None = None
+    ) -> bytes:
+        """Ask ``node_id`` and return its reply body (see RequestClient)."""
+        channel = self._channel
+        if channel is None or channel.is_closed:
+            raise TransportError("RpcClient is not connected (call start() or use async with)")
+        correlation_id = f"{self._prefix}-{next(self._ids)}"
+        future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
+        self._pending[correlation_id] = future
+        envelope = Envelope(
+            body=body,
+            type=kind,
+            cluster=self.cluster,
+            reply_to=DIRECT_REPLY_TO,
+            correlation_id=correlation_id,
+        )
+        wait = timeout if timeout is not None else self.timeout
+        try:
+            await channel.basic_publish(
+                body,
+                routing_key=inbox_queue(self.cluster, node_id),
+                # A request nobody reads within the timeout is garbage: let it expire.
+                properties=properties_for(envelope, ttl_ms=int(wait * 1000)),
+            )
+            reply = await asyncio.wait_for(future, wait)
+        except TimeoutError:
+            raise RequestTimeout(f"no answer from node {node_id!r} to {kind!r}") from None
+        except aio_pika.exceptions.CONNECTION_EXCEPTIONS as exc:
+            raise TransportError(f"request {kind!r} to {node_id!r} failed: {exc}") from exc
+        finally:
+            self._pending.pop(correlation_id, None)
+        if reply.status != "ok":
+            raise RequestFailed(reply.body.decode(errors="replace"))
+        return reply.body
+
+    async def _on_reply(self, delivered: aiormq.abc.DeliveredMessage) -> None:
+        envelope = envelope_from_delivery(delivered)
+        future = self._pending.get(envelope.correlation_id or "")
+        if future is None:
+            log.debug("reply %s arrived after its request gave up", envelope.correlation_id)
+            return
+        if not future.done():
+            future.set_result(envelope)
+
+    async def close(self) -> None:
+        """Close the connection; pending requests fail with TransportError. Idempotent."""
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(TransportError("RpcClient closed"))
+        self._pending.clear()
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and not connection.is_closed:
+            await connection.close()
