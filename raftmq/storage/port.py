@@ -91,16 +91,25 @@ class Storage(Protocol):
         ...
 
     async def save(self, batch: PersistBatch) -> None:
-        """Persist one batch atomically (one transaction)."""
+        """Persist one batch atomically (one transaction).
+
+        Raises StorageError, writing nothing, for a batch that would move the term
+        backwards, truncate compacted entries, or append entries that do not continue
+        the log after its truncation (raftmq.storage.rules)."""
         ...
 
     async def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
-        """Entries lo..hi inclusive, ascending; stop once payload bytes reach max_bytes
-        (always at least one entry when lo <= hi and lo exists)."""
+        """Entries lo..hi inclusive, ascending, read from the database.
+
+        With ``max_bytes``, the longest prefix whose payload bytes total at most
+        ``max_bytes`` -- but always at least one entry when lo <= hi and lo exists
+        (etcd's limitSize). ``hi`` beyond the last index is clipped; ``lo`` outside
+        first_index..last_index gives an empty list."""
         ...
 
     async def term_at(self, index: int) -> int | None:
-        """Term of the entry at ``index`` (the snapshot's term at its index), None if absent."""
+        """Term of the entry at ``index`` (the snapshot's term at its index; 0 at index 0
+        of a log without snapshot), None if absent."""
         ...
 
     async def first_index(self) -> int:
@@ -132,7 +141,10 @@ class Storage(Protocol):
         ...
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
-        """Store a snapshot and drop log entries with index <= snapshot.index, atomically."""
+        """Store a snapshot and drop log entries with index <= snapshot.index, atomically.
+
+        Entries after it are kept only when the log holds the snapshot's last entry with
+        the same term (§7); otherwise the log is emptied. An older snapshot is ignored."""
         ...
 
     async def snapshot(self) -> Snapshot | None:

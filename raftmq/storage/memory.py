@@ -1,0 +1,179 @@
+"""The in-memory twin of the SQL store (hashicorp's InmemStore): same contract, no disk.
+
+For tests and simulations of user state machines. Nothing survives the process, but
+the object itself survives ``close()``/``open()``, so a "restart" that reuses the same
+instance sees what was saved -- like reopening a database file.
+"""
+
+from __future__ import annotations
+
+from raftmq.core.types import Entry, HardState, InitialState
+from raftmq.errors import StorageError, StoreMismatch
+from raftmq.storage.port import ClientSession, PersistBatch, Snapshot
+from raftmq.storage.rules import check_batch, check_snapshot
+
+
+class MemoryStorage:
+    """A node's state held in Python objects; passes the storage contract suite."""
+
+    def __init__(self, *, cluster: str, node_id: str) -> None:
+        """An empty store for ``node_id`` of ``cluster``."""
+        self.cluster = cluster  # owner cluster
+        self.node_id = node_id  # owner node
+        self._open = False  # operations other than open() need it
+        self._owner: tuple[str, str] | None = None  # claimed on first open
+        self._hard = HardState()  # last saved hard state
+        self._log: list[Entry] = []  # log[i].index == first + i, contiguous
+        self._first = 1  # index of _log[0] (snapshot index + 1 after compaction)
+        self._snapshot: Snapshot | None = None  # latest snapshot
+        self._applied = 0  # last saved applied index
+        self._watermark = 0  # last saved fan-out watermark
+        self._sessions: dict[str, ClientSession] = {}  # by producer id
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Claim the store for (cluster, node_id); StoreMismatch if another owns it."""
+        owner = (self.cluster, self.node_id)
+        if self._owner is not None and self._owner != owner:
+            raise StoreMismatch(
+                f"this memory store belongs to node {self._owner[1]!r} of cluster "
+                f"{self._owner[0]!r}, not to node {self.node_id!r} of {self.cluster!r}"
+            )
+        self._owner = owner
+        self._open = True
+
+    async def close(self) -> None:
+        """Mark the store closed (its contents stay for a later open). Idempotent."""
+        self._open = False
+
+    def _need_open(self) -> None:
+        if not self._open:
+            raise StorageError("the store is not open (call open() first)")
+
+    @property
+    def _last(self) -> int:
+        return self._first + len(self._log) - 1
+
+    @property
+    def _snap_index(self) -> int:
+        return self._snapshot.index if self._snapshot else 0
+
+    # -- writes ----------------------------------------------------------------------
+
+    async def save(self, batch: PersistBatch) -> None:
+        """Apply one batch, all or nothing (validated before anything changes)."""
+        self._need_open()
+        if batch.is_empty():
+            return
+        check_batch(batch, self._hard, self._snap_index, self._first, self._last)
+        if batch.hard_state is not None:
+            self._hard = batch.hard_state
+        if batch.truncate_from is not None:
+            del self._log[max(0, batch.truncate_from - self._first) :]
+        self._log.extend(batch.entries)
+        if batch.applied is not None:
+            self._applied = batch.applied
+        if batch.fanout_watermark is not None:
+            self._watermark = batch.fanout_watermark
+        for session in batch.sessions:
+            self._sessions[session.producer_id] = session
+        if batch.expire_sessions_before is not None:
+            cutoff = batch.expire_sessions_before
+            self._sessions = {k: s for k, s in self._sessions.items() if s.updated_index >= cutoff}
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Store ``snapshot`` and compact the log (§7); an older snapshot is ignored."""
+        self._need_open()
+        if not check_snapshot(snapshot, self._snap_index):
+            return
+        at = snapshot.index - self._first
+        if 0 <= at < len(self._log) - 1 and self._log[at].term == snapshot.term:
+            self._log = self._log[at + 1 :]
+        else:
+            self._log = []
+        self._snapshot = snapshot
+        self._first = snapshot.index + 1
+
+    # -- reads -----------------------------------------------------------------------
+
+    async def initial_state(self, tail_entries: int = 1024) -> InitialState:
+        """Hard state, bounds, term runs, the last ``tail_entries`` entries and applied."""
+        self._need_open()
+        runs: list[tuple[int, int]] = []
+        for entry in self._log:
+            if not runs or runs[-1][1] != entry.term:
+                runs.append((entry.index, entry.term))
+        tail = tuple(self._log[-tail_entries:]) if tail_entries > 0 else ()
+        return InitialState(
+            hard_state=self._hard,
+            first_index=self._first,
+            last_index=self._last,
+            term_runs=tuple(runs),
+            tail=tail,
+            applied=self._applied,
+        )
+
+    async def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
+        """Entries lo..hi inclusive; see the port for the byte limit."""
+        self._need_open()
+        if lo < self._first or lo > self._last or hi < lo:
+            return []
+        out: list[Entry] = []
+        size = 0
+        for entry in self._log[lo - self._first : min(hi, self._last) - self._first + 1]:
+            size += len(entry.data)
+            if max_bytes is not None and out and size > max_bytes:
+                break
+            out.append(entry)
+        return out
+
+    async def term_at(self, index: int) -> int | None:
+        """Term at ``index`` (snapshot term at its index, 0 at index 0), None if absent."""
+        self._need_open()
+        if index == self._snap_index:
+            return self._snapshot.term if self._snapshot else 0
+        if index < self._first or index > self._last:
+            return None
+        return self._log[index - self._first].term
+
+    async def first_index(self) -> int:
+        """First index held (snapshot index + 1; 1 for a fresh log)."""
+        self._need_open()
+        return self._first
+
+    async def last_index(self) -> int:
+        """Last index held (snapshot index when the log is empty; 0 when fresh)."""
+        self._need_open()
+        return self._last
+
+    async def hard_state(self) -> HardState:
+        """The last saved hard state."""
+        self._need_open()
+        return self._hard
+
+    async def applied(self) -> int:
+        """The last saved applied index."""
+        self._need_open()
+        return self._applied
+
+    async def fanout_watermark(self) -> int:
+        """The last saved fan-out watermark."""
+        self._need_open()
+        return self._watermark
+
+    async def session(self, producer_id: str) -> ClientSession | None:
+        """The client session of ``producer_id``, if any."""
+        self._need_open()
+        return self._sessions.get(producer_id)
+
+    async def sessions(self) -> list[ClientSession]:
+        """Every client session, by producer id."""
+        self._need_open()
+        ids = sorted(self._sessions)
+        return [self._sessions[i] for i in ids]
+
+    async def snapshot(self) -> Snapshot | None:
+        """The stored snapshot, if any."""
+        self._need_open()
+        return self._snapshot

@@ -1,0 +1,356 @@
+"""The SQL storage adapter: SQLite (pysqlite in its own thread) and Postgres (asyncpg), one SQL.
+
+Usage::
+
+    store = SqlStorage("sqlite:///n1.db", cluster="c", node_id="n1")  # or postgresql://...
+    await store.open()          # checks ownership, upgrades the schema, enables WAL
+    await store.save(PersistBatch(hard_state=..., entries=(...)))   # one transaction
+    await store.close()
+
+Every operation is one SQLAlchemy Core function run in ONE transaction by a runner
+(raftmq.storage.runner): a dedicated thread with pysqlite for SQLite, the async driver
+(asyncpg) for Postgres -- the same SQL for both. The store holds one connection; an
+asyncio lock serialises callers. Hard state, applied, watermark and log bounds are
+cached (this store is the database's only writer); log entries are always read from
+the database. After a failed operation the connection is dropped and the caches are
+reloaded from the database on the next call, so a caller may retry a failed ``save``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from raftmq.core.types import Entry, HardState, InitialState
+from raftmq.errors import RaftMQError, StorageError
+from raftmq.storage.engine import (
+    DEFAULT_BUSY_TIMEOUT_MS,
+    Durability,
+    SqliteRunner,
+    check_sqlite_file,
+    enable_wal,
+    make_runner,
+    normalize_url,
+    sqlite_path,
+)
+from raftmq.storage.migrate import check_owner, check_schema, read_info, translate, upgrade_in
+from raftmq.storage.port import ClientSession, PersistBatch, Snapshot
+from raftmq.storage.rules import check_batch, check_snapshot
+from raftmq.storage.runner import Runner
+from raftmq.storage.schema import (
+    SCHEMA_IDENTITY,
+    hard_state_table,
+    log_table,
+    meta_table,
+    progress_table,
+    session_table,
+    snapshot_table,
+)
+from raftmq.storage.sqlops import (
+    append,
+    nothing,
+    read_entries,
+    session_txn,
+    sessions_txn,
+    snapshot_txn,
+    upsert_sessions,
+)
+
+T = TypeVar("T")
+logger = logging.getLogger("raftmq.storage.sql")
+
+
+class SqlStorage:
+    """A node's durable state in SQLite or Postgres (see the module docstring)."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        cluster: str,
+        node_id: str,
+        durability: Durability = "full",
+        busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+        sqlite_runner: SqliteRunner = "thread",
+    ) -> None:
+        """``durability`` ("full" | "normal") sets SQLite's ``synchronous`` (engine.py);
+        ``sqlite_runner`` "aiosqlite" runs SQLite through aiosqlite instead of a thread."""
+        self.url = normalize_url(url)  # async driver URL
+        self.cluster = cluster  # owner cluster; checked against raftmq_meta on open
+        self.node_id = node_id  # owner node; checked against raftmq_meta on open
+        self.durability: Durability = durability  # SQLite synchronous=FULL or NORMAL
+        self._busy_timeout_ms = busy_timeout_ms
+        self._sqlite_runner: SqliteRunner = sqlite_runner
+        self._where = repr(self.url.split("@")[-1] if "@" in self.url else self.url)
+        self._runner: Runner | None = None  # set by open(), None after close()
+        self._fresh = False  # True while the caches are known to match the database
+        # Caches of what the database holds; valid while _fresh.
+        self._hard = HardState()
+        self._applied = 0
+        self._watermark = 0
+        self._snap_index = 0  # 0 when there is no snapshot
+        self._snap_term = 0
+        self._first = 1  # first log index (snapshot index + 1 after compaction)
+        self._last = 0  # last log index (snapshot index when the log is empty)
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        """Check the database is ours (or empty), upgrade its schema, claim it, enable WAL.
+
+        Raises StoreMismatch (nothing changed) for a foreign, newer or other node's
+        database and StorageError for an unusable one (e.g. a read-only file).
+        """
+        if self._runner is not None:
+            return
+        path = sqlite_path(self.url)
+        if path is not None:
+            check_sqlite_file(path)
+        runner = make_runner(
+            self.url,
+            durability=self.durability,
+            busy_timeout_ms=self._busy_timeout_ms,
+            sqlite_runner=self._sqlite_runner,
+        )
+        self._runner = runner
+        try:
+            await self._run("open", self._open_txn, write=True)
+            await self._run_outside("open", enable_wal)
+            await self._run("open", self._load_caches)
+        except BaseException:
+            self._runner = None
+            await runner.close()
+            raise
+        logger.info("opened store %s for node %s of %s", self._where, self.node_id, self.cluster)
+
+    def _open_txn(self, conn: Connection) -> None:
+        info = read_info(conn)
+        check_schema(info, self._where)
+        check_owner(info, self._where, self.cluster, self.node_id)
+        upgrade_in(conn, info)
+        if info.node_id is None:
+            meta = {"id": 1, "identity": SCHEMA_IDENTITY}
+            conn.execute(
+                insert(meta_table), [{**meta, "cluster": self.cluster, "node_id": self.node_id}]
+            )
+            conn.execute(
+                insert(hard_state_table),
+                [{"id": 1, "term": 0, "voted_for": None, "commit_index": 0}],
+            )
+            conn.execute(insert(progress_table), [{"id": 1, "applied": 0, "fanout_watermark": 0}])
+
+    async def close(self) -> None:
+        """Release the connection and the engine. Idempotent."""
+        runner, self._runner = self._runner, None
+        self._fresh = False
+        if runner is not None:
+            await runner.close()
+
+    def _load_caches(self, conn: Connection) -> None:
+        hs = conn.execute(select(hard_state_table)).one()
+        progress = conn.execute(select(progress_table)).one()
+        snap = conn.execute(select(snapshot_table.c.idx, snapshot_table.c.term)).first()
+        bounds = select(func.min(log_table.c.idx), func.max(log_table.c.idx))
+        low, high = conn.execute(bounds).one()
+        self._hard = HardState(term=hs.term, voted_for=hs.voted_for, commit=hs.commit_index)
+        self._applied, self._watermark = progress.applied, progress.fanout_watermark
+        self._snap_index, self._snap_term = (snap.idx, snap.term) if snap else (0, 0)
+        self._first = self._snap_index + 1 if snap else (low if low is not None else 1)
+        self._last = high if high is not None else self._snap_index
+        self._fresh = True
+
+    async def _run(self, what: str, fn: Callable[..., T], *args: Any, write: bool = False) -> T:
+        """Run ``fn(conn, *args)`` in one transaction; errors become StorageError and
+        make the caches reload (from a new connection) before the next operation."""
+        runner = self._runner
+        if runner is None:
+            raise StorageError("the store is not open (call open() first)")
+        try:
+            if not self._fresh and fn != self._open_txn and fn != self._load_caches:
+                await runner.run(self._load_caches)
+            return await runner.run(fn, *args, write=write)
+        except SQLAlchemyError as error:
+            self._fresh = False
+            await runner.reset()
+            raise translate(error, self._where, what) from error
+        except RaftMQError:
+            raise  # refused before anything was written; the connection is fine
+        except BaseException:
+            self._fresh = False
+            await runner.reset()
+            raise
+
+    async def _run_outside(self, what: str, fn: Callable[[Connection], None]) -> None:
+        assert self._runner is not None
+        try:
+            await self._runner.run_outside(fn)
+        except SQLAlchemyError as error:
+            raise translate(error, self._where, what) from error
+
+    # -- writes ----------------------------------------------------------------------
+
+    async def save(self, batch: PersistBatch) -> None:
+        """Persist one batch in ONE transaction: hard state, truncation, appends, the rest."""
+        if batch.is_empty():
+            if self._runner is None:
+                raise StorageError("the store is not open (call open() first)")
+            return
+        first, last = await self._run("save", self._save_txn, batch, write=True)
+        # Committed: the caches follow the database.
+        if batch.hard_state is not None:
+            self._hard = batch.hard_state
+        self._first, self._last = first, last
+        if batch.applied is not None:
+            self._applied = batch.applied
+        if batch.fanout_watermark is not None:
+            self._watermark = batch.fanout_watermark
+
+    def _save_txn(self, conn: Connection, batch: PersistBatch) -> tuple[int, int]:
+        bounds = check_batch(batch, self._hard, self._snap_index, self._first, self._last)
+        if batch.hard_state is not None:
+            hs = batch.hard_state
+            conn.execute(
+                update(hard_state_table).values(
+                    term=hs.term, voted_for=hs.voted_for, commit_index=hs.commit
+                )
+            )
+        if batch.truncate_from is not None and batch.truncate_from <= self._last:
+            conn.execute(delete(log_table).where(log_table.c.idx >= batch.truncate_from))
+        if batch.entries:
+            append(conn, batch.entries)
+        progress: dict[str, Any] = {}
+        if batch.applied is not None:
+            progress["applied"] = batch.applied
+        if batch.fanout_watermark is not None:
+            progress["fanout_watermark"] = batch.fanout_watermark
+        if progress:
+            conn.execute(update(progress_table).values(**progress))
+        if batch.sessions:
+            upsert_sessions(conn, batch.sessions)
+        if batch.expire_sessions_before is not None:
+            cutoff = batch.expire_sessions_before
+            conn.execute(delete(session_table).where(session_table.c.updated_index < cutoff))
+        return bounds
+
+    async def save_snapshot(self, snapshot: Snapshot) -> None:
+        """Store ``snapshot`` and compact the log up to its index, atomically (§7).
+
+        Entries after the snapshot are kept when the log holds the snapshot's last entry
+        with the same term; otherwise the whole log is discarded. An older snapshot than
+        the stored one is ignored.
+        """
+        keep = await self._run("save_snapshot", self._snapshot_txn, snapshot, write=True)
+        if keep is None:
+            return
+        self._snap_index, self._snap_term = snapshot.index, snapshot.term
+        self._first = snapshot.index + 1
+        self._last = self._last if keep else snapshot.index
+
+    def _snapshot_txn(self, conn: Connection, snapshot: Snapshot) -> bool | None:
+        if not check_snapshot(snapshot, self._snap_index):
+            return None
+        stmt = select(log_table.c.term).where(log_table.c.idx == snapshot.index)
+        keep_suffix = conn.execute(stmt).scalar() == snapshot.term and snapshot.index < self._last
+        if keep_suffix:
+            conn.execute(delete(log_table).where(log_table.c.idx <= snapshot.index))
+        else:
+            conn.execute(delete(log_table))
+        conn.execute(delete(snapshot_table))
+        row = {"id": 1, "idx": snapshot.index, "term": snapshot.term, "data": snapshot.data}
+        conn.execute(insert(snapshot_table), [row])
+        return keep_suffix
+
+    # -- reads -----------------------------------------------------------------------
+
+    async def initial_state(self, tail_entries: int = 1024) -> InitialState:
+        """Hard state, bounds, term runs (one GROUP BY query) and the last entries only."""
+        return await self._run("initial_state", self._initial_txn, tail_entries)
+
+    def _initial_txn(self, conn: Connection, tail_entries: int) -> InitialState:
+        runs = conn.execute(
+            select(func.min(log_table.c.idx), log_table.c.term)
+            .group_by(log_table.c.term)
+            .order_by(func.min(log_table.c.idx))
+        )
+        term_runs = tuple((int(i), int(t)) for i, t in runs)
+        tail: tuple[Entry, ...] = ()
+        if tail_entries > 0 and self._last >= self._first:
+            lo = max(self._first, self._last - tail_entries + 1)
+            tail = tuple(read_entries(conn, lo, self._last, None))
+        return InitialState(
+            hard_state=self._hard,
+            first_index=self._first,
+            last_index=self._last,
+            term_runs=term_runs,
+            tail=tail,
+            applied=self._applied,
+        )
+
+    async def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
+        """Entries lo..hi inclusive from the database; see the port for the byte limit."""
+        return await self._run("entries", self._entries_txn, lo, hi, max_bytes)
+
+    def _entries_txn(
+        self, conn: Connection, lo: int, hi: int, max_bytes: int | None
+    ) -> list[Entry]:
+        if lo < self._first or lo > self._last or hi < lo:
+            return []
+        return read_entries(conn, lo, min(hi, self._last), max_bytes)
+
+    async def term_at(self, index: int) -> int | None:
+        """Term at ``index`` (snapshot term at its index, 0 at index 0), None if absent."""
+        return await self._run("term_at", self._term_txn, index)
+
+    def _term_txn(self, conn: Connection, index: int) -> int | None:
+        if index == self._snap_index:
+            return self._snap_term
+        if index < self._first or index > self._last:
+            return None
+        term = conn.execute(select(log_table.c.term).where(log_table.c.idx == index)).scalar()
+        return None if term is None else int(term)
+
+    async def _cached(self, what: str) -> None:
+        """Make sure the caches are valid (reloading after an error)."""
+        await self._run(what, nothing)
+
+    async def first_index(self) -> int:
+        """First index held (snapshot index + 1; 1 for a fresh log)."""
+        await self._cached("first_index")
+        return self._first
+
+    async def last_index(self) -> int:
+        """Last index held (snapshot index when the log is empty; 0 when fresh)."""
+        await self._cached("last_index")
+        return self._last
+
+    async def hard_state(self) -> HardState:
+        """The last saved hard state."""
+        await self._cached("hard_state")
+        return self._hard
+
+    async def applied(self) -> int:
+        """The last saved applied index."""
+        await self._cached("applied")
+        return self._applied
+
+    async def fanout_watermark(self) -> int:
+        """The last saved fan-out watermark."""
+        await self._cached("fanout_watermark")
+        return self._watermark
+
+    async def session(self, producer_id: str) -> ClientSession | None:
+        """The client session of ``producer_id``, if any."""
+        return await self._run("session", session_txn, producer_id)
+
+    async def sessions(self) -> list[ClientSession]:
+        """Every client session, by producer id."""
+        return await self._run("sessions", sessions_txn)
+
+    async def snapshot(self) -> Snapshot | None:
+        """The stored snapshot, if any."""
+        return await self._run("snapshot", snapshot_txn)

@@ -1,0 +1,105 @@
+"""SQLAlchemy Core statements of the SQL store, as plain functions of a sync Connection
+(each runs inside the transaction its caller's runner opened)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import delete, insert, select
+from sqlalchemy.engine import Connection
+
+from raftmq.core.types import Entry, EntryKind
+from raftmq.storage.port import ClientSession, Snapshot
+from raftmq.storage.schema import log_table, session_table, snapshot_table
+
+_CHUNK_ROWS = 256  # rows fetched per query when a byte limit may stop the read early
+_LOG_COLUMNS = (log_table.c.idx, log_table.c.term, log_table.c.kind, log_table.c.data)
+
+
+def nothing(conn: Connection) -> None:
+    """An empty transaction (used to (re)validate the caches)."""
+
+
+# The hot path: a driver-level executemany of plain tuples skips SQLAlchemy's per-row
+# parameter processing (measured ~2x on 1,000-entry batches). One statement per paramstyle.
+_PLACEHOLDERS = {
+    "qmark": "?, ?, ?, ?",
+    "numeric_dollar": "$1, $2, $3, $4",
+    "format": "%s, %s, %s, %s",
+    "pyformat": "%s, %s, %s, %s",
+    "numeric": ":1, :2, :3, :4",
+}
+
+
+def append(conn: Connection, entries: Sequence[Entry]) -> None:
+    placeholders = _PLACEHOLDERS.get(conn.dialect.paramstyle)
+    if placeholders is None:  # an unusual driver: let SQLAlchemy bind the rows
+        rows = [
+            {"idx": e.index, "term": e.term, "kind": int(e.kind), "data": e.data} for e in entries
+        ]
+        conn.execute(insert(log_table), rows)
+        return
+    sql = f"INSERT INTO {log_table.name} (idx, term, kind, data) VALUES ({placeholders})"
+    conn.exec_driver_sql(sql, [(e.index, e.term, int(e.kind), e.data) for e in entries])
+
+
+def upsert_sessions(conn: Connection, sessions: Sequence[ClientSession]) -> None:
+    latest = {s.producer_id: s for s in sessions}  # the last one wins within a batch
+    conn.execute(delete(session_table).where(session_table.c.producer_id.in_(list(latest))))
+    rows = [
+        {
+            "producer_id": s.producer_id,
+            "last_seq": s.last_seq,
+            "last_index": s.last_index,
+            "last_term": s.last_term,
+            "updated_index": s.updated_index,
+        }
+        for s in latest.values()
+    ]
+    conn.execute(insert(session_table), rows)
+
+
+def read_entries(conn: Connection, lo: int, hi: int, max_bytes: int | None) -> list[Entry]:
+    out: list[Entry] = []
+    size = 0
+    query = select(*_LOG_COLUMNS).order_by(log_table.c.idx)
+    while lo <= hi:
+        limit = hi - lo + 1 if max_bytes is None else min(hi - lo + 1, _CHUNK_ROWS)
+        stmt = query.where(log_table.c.idx >= lo, log_table.c.idx <= hi).limit(limit)
+        rows = conn.execute(stmt).all()
+        if not rows:
+            break
+        for idx, term, kind, data in rows:
+            size += len(data)
+            if max_bytes is not None and out and size > max_bytes:
+                return out
+            out.append(Entry(index=idx, term=term, kind=EntryKind(kind), data=bytes(data)))
+        lo = rows[-1][0] + 1
+    return out
+
+
+def _session(row: Any) -> ClientSession:
+    return ClientSession(
+        producer_id=row.producer_id,
+        last_seq=row.last_seq,
+        last_index=row.last_index,
+        last_term=row.last_term,
+        updated_index=row.updated_index,
+    )
+
+
+def session_txn(conn: Connection, producer_id: str) -> ClientSession | None:
+    stmt = select(session_table).where(session_table.c.producer_id == producer_id)
+    row = conn.execute(stmt).first()
+    return None if row is None else _session(row)
+
+
+def sessions_txn(conn: Connection) -> list[ClientSession]:
+    rows = conn.execute(select(session_table).order_by(session_table.c.producer_id))
+    return [_session(row) for row in rows]
+
+
+def snapshot_txn(conn: Connection) -> Snapshot | None:
+    row = conn.execute(select(snapshot_table)).first()
+    return None if row is None else Snapshot(row.idx, row.term, bytes(row.data))

@@ -1,0 +1,237 @@
+"""The storage contract: one test class every Storage adapter must pass.
+
+Subclasses provide the ``factory`` fixture: ``factory(cluster, node_id)`` returns a new,
+unopened store over the SAME underlying data, so tests can reopen ("restart") it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from raftmq.core.types import Entry, EntryKind, HardState
+from raftmq.errors import StorageError, StoreMismatch
+from raftmq.storage.port import ClientSession, PersistBatch, Snapshot, Storage
+
+StoreFactory = Callable[[str, str], Storage]
+
+
+def entries(lo: int, hi: int, term: int, size: int = 10) -> tuple[Entry, ...]:
+    """Entries lo..hi of ``term`` with ``size``-byte payloads that name their index."""
+    return tuple(
+        Entry(index=i, term=term, data=(f"{i}:".encode() + b"x" * size)[:size])
+        for i in range(lo, hi + 1)
+    )
+
+
+class StorageContract:
+    """Behaviour shared by MemoryStorage and SqlStorage (SQLite and Postgres)."""
+
+    @pytest.fixture
+    def factory(self) -> StoreFactory:
+        raise NotImplementedError
+
+    async def opened(self, factory: StoreFactory, cluster: str = "c", node: str = "n1") -> Storage:
+        store = factory(cluster, node)
+        await store.open()
+        return store
+
+    async def test_fresh_store_is_empty(self, factory: StoreFactory) -> None:
+        store = await self.opened(factory)
+        try:
+            state = await store.initial_state()
+            assert state.hard_state == HardState()
+            assert (state.first_index, state.last_index, state.term_runs, state.tail) == (
+                1,
+                0,
+                (),
+                (),
+            )
+            assert state.applied == 0
+            assert await store.first_index() == 1
+            assert await store.last_index() == 0
+            assert await store.term_at(0) == 0
+            assert await store.term_at(1) is None
+            assert await store.entries(1, 10) == []
+            assert await store.snapshot() is None
+            assert await store.sessions() == []
+            assert await store.applied() == 0
+            assert await store.fanout_watermark() == 0
+        finally:
+            await store.close()
+
+    async def test_saved_state_survives_reopen(self, factory: StoreFactory) -> None:
+        store = await self.opened(factory)
+        hard = HardState(term=3, voted_for="n2", commit=4)
+        batch = PersistBatch(hard_state=hard, entries=entries(1, 5, 2), applied=3)
+        await store.save(batch)
+        await store.save(PersistBatch(fanout_watermark=2))
+        await store.close()
+        await store.close()  # idempotent
+        again = await self.opened(factory)
+        try:
+            state = await again.initial_state()
+            assert state.hard_state == hard
+            assert (state.first_index, state.last_index) == (1, 5)
+            assert state.tail == entries(1, 5, 2)
+            assert state.applied == 3
+            assert await again.hard_state() == hard
+            assert await again.fanout_watermark() == 2
+            assert await again.term_at(5) == 2
+        finally:
+            await again.close()
+
+    async def test_truncate_and_append_in_one_batch(self, factory: StoreFactory) -> None:
+        store = await self.opened(factory)
+        try:
+            await store.save(PersistBatch(hard_state=HardState(term=1), entries=entries(1, 6, 1)))
+            await store.save(PersistBatch(entries=entries(7, 8, 2)))
+            new = entries(4, 5, 3)
+            await store.save(
+                PersistBatch(hard_state=HardState(term=3), truncate_from=4, entries=new)
+            )
+            assert await store.last_index() == 5
+            assert await store.entries(1, 100) == [*entries(1, 3, 1), *new]
+            assert await store.term_at(4) == 3
+            assert await store.term_at(6) is None
+            state = await store.initial_state()
+            assert state.term_runs == ((1, 1), (4, 3))
+            # A truncation alone shortens the log.
+            await store.save(PersistBatch(truncate_from=2))
+            assert await store.entries(1, 100) == list(entries(1, 1, 1))
+            assert (await store.initial_state()).term_runs == ((1, 1),)
+        finally:
+            await store.close()
+
+    async def test_term_runs_and_tail_limit(self, factory: StoreFactory) -> None:
+        store = await self.opened(factory)
+        try:
+            await store.save(PersistBatch(entries=entries(1, 3, 1)))
+            await store.save(PersistBatch(entries=entries(4, 4, 2)))
+            await store.save(PersistBatch(entries=entries(5, 9, 5)))
+            state = await store.initial_state(tail_entries=2)
+            assert state.term_runs == ((1, 1), (4, 2), (5, 5))
+            assert state.tail == entries(8, 9, 5)
+            assert (await store.initial_state(tail_entries=0)).tail == ()
+        finally:
+            await store.close()
+
+    async def test_entries_bounded_by_bytes(self, factory: StoreFactory) -> None:
+        store = await self.opened(factory)
+        try:
+            await store.save(PersistBatch(entries=entries(1, 600, 1, size=10)))
+            assert len(await store.entries(1, 600, max_bytes=35)) == 3
+            assert len(await store.entries(1, 600, max_bytes=30)) == 3
+            assert len(await store.entries(1, 600, max_bytes=1)) == 1  # at least one
+            got = await store.entries(10, 600, max_bytes=4_000)
+            assert [e.index for e in got] == list(range(10, 410))
+            assert await store.entries(590, 1_000) == list(entries(590, 600, 1))
+            assert await store.entries(601, 700) == []
+            assert await store.entries(5, 4) == []
+        finally:
+            await store.close()
+
+    async def test_entry_kinds_and_binary_payloads(self, factory: StoreFactory) -> None:
+        store = await self.opened(factory)
+        try:
+            batch = (
+                Entry(index=1, term=1, kind=EntryKind.NOOP),
+                Entry(index=2, term=1, kind=EntryKind.NORMAL, data=bytes(range(256))),
+                Entry(index=3, term=1, kind=EntryKind.CONFIG, data=b"\x00voters"),
+            )
+            await store.save(PersistBatch(entries=batch))
+            assert await store.entries(1, 3) == list(batch)
+        finally:
+            await store.close()
+
+    async def test_invalid_batches_write_nothing(self, factory: StoreFactory) -> None:
+        store = await self.opened(factory)
+        try:
+            await store.save(PersistBatch(hard_state=HardState(term=5), entries=entries(1, 3, 5)))
+            bad = [
+                PersistBatch(hard_state=HardState(term=4), entries=entries(4, 4, 5)),
+                PersistBatch(entries=entries(5, 6, 5)),  # gap
+                PersistBatch(truncate_from=2, entries=entries(3, 3, 5)),  # not after cut
+                PersistBatch(hard_state=HardState(term=6), entries=entries(3, 3, 6)),  # overlap
+            ]
+            for batch in bad:
+                with pytest.raises(StorageError):
+                    await store.save(batch)
+            assert await store.hard_state() == HardState(term=5)
+            assert await store.entries(1, 10) == list(entries(1, 3, 5))
+        finally:
+            await store.close()
+
+    async def test_sessions_upsert_and_expire(self, factory: StoreFactory) -> None:
+        store = await self.opened(factory)
+        try:
+            a1 = ClientSession("a", last_seq=1, last_index=1, last_term=1, updated_index=1)
+            b1 = ClientSession("b", last_seq=7, last_index=2, last_term=1, updated_index=2)
+            await store.save(PersistBatch(sessions=(a1, b1)))
+            a2 = ClientSession("a", last_seq=2, last_index=5, last_term=2, updated_index=5)
+            await store.save(PersistBatch(sessions=(a2,)))
+            assert await store.session("a") == a2
+            assert await store.sessions() == [a2, b1]
+            await store.save(PersistBatch(expire_sessions_before=3))
+            assert await store.sessions() == [a2]
+            assert await store.session("b") is None
+        finally:
+            await store.close()
+
+    async def test_snapshot_compacts_and_keeps_matching_suffix(self, factory: StoreFactory) -> None:
+        store = await self.opened(factory)
+        await store.save(PersistBatch(entries=(*entries(1, 5, 1), *entries(6, 10, 2))))
+        await store.save_snapshot(Snapshot(index=7, term=2, data=b"state@7"))
+        assert await store.first_index() == 8
+        assert await store.last_index() == 10
+        assert await store.term_at(7) == 2
+        assert await store.term_at(6) is None
+        assert await store.entries(1, 10) == []  # compacted
+        assert await store.entries(8, 10) == list(entries(8, 10, 2))
+        await store.save_snapshot(Snapshot(index=3, term=1, data=b"old"))  # ignored
+        with pytest.raises(StorageError):
+            await store.save(PersistBatch(truncate_from=7))
+        await store.close()
+        again = await self.opened(factory)
+        try:
+            assert await again.snapshot() == Snapshot(7, 2, b"state@7")
+            state = await again.initial_state()
+            assert (state.first_index, state.last_index) == (8, 10)
+            assert state.term_runs == ((8, 2),)
+            # A snapshot whose last entry conflicts with the log discards the whole log.
+            await again.save_snapshot(Snapshot(index=9, term=3, data=b"state@9"))
+            assert (await again.first_index(), await again.last_index()) == (10, 9)
+            assert await again.entries(8, 10) == []
+            await again.save(PersistBatch(entries=entries(10, 10, 3)))
+            assert await again.entries(10, 10) == list(entries(10, 10, 3))
+            # A snapshot beyond the log leaves an empty log after it.
+            await again.save_snapshot(Snapshot(index=20, term=4, data=b"state@20"))
+            assert (await again.first_index(), await again.last_index()) == (21, 20)
+            assert await again.term_at(20) == 4
+        finally:
+            await again.close()
+
+    async def test_another_node_or_cluster_is_refused(self, factory: StoreFactory) -> None:
+        store = await self.opened(factory, "c", "n1")
+        await store.save(PersistBatch(hard_state=HardState(term=2), entries=entries(1, 2, 2)))
+        await store.close()
+        for cluster, node in (("c", "n2"), ("other", "n1")):
+            intruder = factory(cluster, node)
+            with pytest.raises(StoreMismatch, match="belongs to node 'n1' of cluster 'c'"):
+                await intruder.open()
+            await intruder.close()
+        owner = await self.opened(factory, "c", "n1")
+        try:
+            assert await owner.hard_state() == HardState(term=2)
+            assert await owner.last_index() == 2
+        finally:
+            await owner.close()
+
+    async def test_operations_need_open(self, factory: StoreFactory) -> None:
+        store = factory("c", "n1")
+        with pytest.raises(StorageError):
+            await store.save(PersistBatch(hard_state=HardState(term=1)))
+        with pytest.raises(StorageError):
+            await store.last_index()
+        await store.close()
