@@ -4,11 +4,13 @@
 
     RaftMQError
     ├── ConfigError            invalid settings or core configuration
-    ├── NotLeader              a write reached a node that does not lead (carries the leader hint)
-    ├── WriteRejected          a write was refused or lost its place (leadership changed before commit)
+    ├── NotLeader              a write reached a follower (carries the leader hint)
+    ├── WriteRejected          a write was refused, or lost its place to a new leader
     ├── StorageError           the database failed or is unusable
-    │   └── StoreMismatch      the database belongs to another node/cluster, or its schema is unknown
+    │   └── StoreMismatch      a foreign database (other node/cluster, unknown schema)
     ├── TransportError         the broker failed or refused
+    │   ├── RequestFailed      a node answered a client request with an error
+    │   └── RequestTimeout     no answer to a client request in time
     ├── MalformedMessage       bytes that do not decode into a valid message
     └── NodeStopped            the node is stopped or stopping
 """

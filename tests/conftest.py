@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from contextlib import suppress
 from urllib.parse import urlsplit
 
@@ -40,7 +40,7 @@ def _reachable(url: str, default_port: int) -> bool:
 
 def _docker_available() -> bool:
     try:
-        import docker  # type: ignore[import-not-found,unused-ignore]
+        import docker  # type: ignore[import-untyped,import-not-found,unused-ignore]
 
         docker.from_env().ping()
     except Exception:
@@ -98,11 +98,11 @@ def postgres_server_url() -> Iterator[str]:
 @pytest.fixture
 async def postgres_url(postgres_server_url: str) -> AsyncIterator[str]:
     """A fresh, uniquely named Postgres database for one test; dropped afterwards."""
-    async for url in _fresh_postgres_database(postgres_server_url):
+    async for url in fresh_postgres_database(postgres_server_url):
         yield url
 
 
-async def _fresh_postgres_database(server_url: str) -> AsyncIterator[str]:
+async def fresh_postgres_database(server_url: str) -> AsyncGenerator[str, None]:
     import asyncpg  # type: ignore[import-untyped,unused-ignore]
 
     parts = urlsplit(server_url.replace("postgresql+asyncpg://", "postgresql://", 1))

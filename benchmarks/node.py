@@ -1,0 +1,86 @@
+"""Committed writes/s and commit latency of a 3-node cluster on the local broker, SQLite FULL.
+
+The leader (n1) runs in this process so that ``node.write`` is measured directly; the two
+followers are ``raftmq node`` subprocesses. Leadership is handed to n1 before measuring.
+
+    .venv/bin/python benchmarks/node.py [--writes 20000] [--in-flight 2000] [--latency 500]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from raftmq.localcluster import LocalCluster
+from raftmq.runtime import build_node
+from raftmq.settings import DEFAULT_AMQP_URL, NodeSettings
+
+
+class Payload(BaseModel):
+    """A write of about 100 bytes once encoded."""
+
+    data: str
+
+
+async def main(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory(prefix="raftmq-bench-") as tmp:
+        workdir = Path(tmp)
+        name = f"bench{uuid.uuid4().hex[:6]}"
+        cluster = LocalCluster(name, ["n1", "n2", "n3"], workdir, amqp_url=args.amqp_url)
+        for follower in ("n2", "n3"):
+            cluster.start(follower)
+        settings = NodeSettings(
+            cluster=name, node_id="n1", peers=["n2", "n3"], amqp_url=args.amqp_url, data_dir=workdir
+        )
+        node = build_node(settings, Payload)
+        try:
+            async with node, cluster.admin() as admin:
+                await admin.transfer_leadership("n1", timeout=60)
+                payload = Payload(data="x" * 80)  # ~100 B as JSON + record header
+                await node.write(payload)
+
+                latencies = []
+                for _ in range(args.latency):
+                    start = time.perf_counter()
+                    await node.write(payload)
+                    latencies.append((time.perf_counter() - start) * 1000)
+                latencies.sort()
+                p50 = statistics.median(latencies)
+                p99 = latencies[int(len(latencies) * 0.99) - 1]
+
+                gate = asyncio.Semaphore(args.in_flight)
+
+                async def one() -> None:
+                    async with gate:
+                        await node.write(payload)
+
+                start = time.perf_counter()
+                await asyncio.gather(*(one() for _ in range(args.writes)))
+                elapsed = time.perf_counter() - start
+        finally:
+            cluster.stop_all()
+            await cluster.delete_queues()
+    print("3 nodes, local RabbitMQ, SQLite synchronous=FULL, ~100 B writes through node.write")
+    print(
+        f"  commit latency, 1 in flight ({args.latency} writes): p50 {p50:.2f} ms, p99 {p99:.2f} ms"
+    )
+    print(
+        f"  throughput, {args.in_flight} in flight ({args.writes} writes): "
+        f"{args.writes / elapsed:,.0f} writes/s ({elapsed:.2f} s)"
+    )
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--amqp-url", default=DEFAULT_AMQP_URL)
+    parser.add_argument("--writes", type=int, default=20_000)
+    parser.add_argument("--in-flight", type=int, default=2_000)
+    parser.add_argument("--latency", type=int, default=500)
+    asyncio.run(main(parser.parse_args()))

@@ -1,0 +1,5 @@
+"""``python -m raftmq`` is the ``raftmq`` command."""
+
+from raftmq.cli import main
+
+main()

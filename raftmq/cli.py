@@ -1,0 +1,313 @@
+"""The ``raftmq`` command (typer). Configures logging; everything else lives in the library."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import RootModel, ValidationError
+
+from raftmq.errors import RaftMQError
+from raftmq.record import Record
+from raftmq.settings import DEFAULT_AMQP_URL, NodeSettings
+
+app = typer.Typer(
+    help="raftmq: Raft consensus over RabbitMQ.", no_args_is_help=True, add_completion=False
+)
+db_app = typer.Typer(help="Database schema: upgrade and inspect.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+logger = logging.getLogger("raftmq.cli")
+
+ClusterOpt = Annotated[
+    str, typer.Option("--cluster", envvar="RAFTMQ_CLUSTER", help="Cluster name.")
+]
+AmqpOpt = Annotated[str, typer.Option("--amqp-url", envvar="RAFTMQ_AMQP_URL", help="RabbitMQ URL.")]
+NodesOpt = Annotated[
+    str,
+    typer.Option(
+        "--nodes",
+        envvar="RAFTMQ_NODES",
+        help="Comma-separated node ids to ask (one reachable node reveals the others).",
+    ),
+]
+
+
+class AnyJson(RootModel[Any]):
+    """The value type of a node run from the CLI (it keeps records as bytes)."""
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # alembic narrates every migration step at INFO; a node's log is about Raft.
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=1)
+
+
+def _split(nodes: str) -> list[str]:
+    return [n.strip() for n in nodes.split(",") if n.strip()]
+
+
+@app.command()
+def node(
+    cluster: Annotated[str | None, typer.Option(help="Cluster name [RAFTMQ_CLUSTER].")] = None,
+    node_id: Annotated[str | None, typer.Option(help="This node's id [RAFTMQ_NODE_ID].")] = None,
+    peers: Annotated[
+        str | None, typer.Option(help="Other voters, comma-separated [RAFTMQ_PEERS].")
+    ] = None,
+    amqp_url: Annotated[str | None, typer.Option(help="RabbitMQ URL [RAFTMQ_AMQP_URL].")] = None,
+    database_url: Annotated[
+        str | None, typer.Option(help="SQLAlchemy URL [RAFTMQ_DATABASE_URL].")
+    ] = None,
+    data_dir: Annotated[
+        Path | None, typer.Option(help="Folder of the default SQLite file [RAFTMQ_DATA_DIR].")
+    ] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML settings file [RAFTMQ_CONFIG].")] = None,
+    applied_log: Annotated[
+        Path | None, typer.Option(help="Append every applied write to this JSON-lines file.")
+    ] = None,
+    log_level: Annotated[str, typer.Option(envvar="RAFTMQ_LOG_LEVEL")] = "INFO",
+) -> None:
+    """Run one node until SIGTERM or Ctrl-C (graceful stop)."""
+    _configure_logging(log_level)
+    if config is not None:
+        os.environ["RAFTMQ_CONFIG"] = str(config)
+    overrides: dict[str, Any] = {
+        key: value
+        for key, value in {
+            "cluster": cluster,
+            "node_id": node_id,
+            "peers": peers,
+            "amqp_url": amqp_url,
+            "database_url": database_url,
+            "data_dir": data_dir,
+        }.items()
+        if value is not None
+    }
+    try:
+        settings = NodeSettings(**overrides)
+    except ValidationError as exc:
+        raise _fail(f"invalid settings:\n{exc}") from None
+    try:
+        asyncio.run(_run_node(settings, applied_log))
+    except RaftMQError as exc:
+        raise _fail(str(exc)) from None
+
+
+async def _run_node(settings: NodeSettings, applied_log: Path | None) -> None:
+    from raftmq.runtime import build_node
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    # A small local file, written line by line: blocking writes are fine here.
+    sink = open(applied_log, "a", encoding="utf-8") if applied_log else None  # noqa: SIM115, ASYNC230
+
+    def record_applied(index: int, term: int, record: Record) -> None:
+        if sink is None:
+            return
+        try:
+            body = record.body.decode()
+        except UnicodeDecodeError:
+            body = "base64:" + base64.b64encode(record.body).decode()
+        sink.write(json.dumps({"index": index, "term": term, "body": body}) + "\n")
+        sink.flush()
+
+    node = build_node(settings, AnyJson, on_record=record_applied)
+    try:
+        async with node:
+            logger.info(
+                "node %s of cluster %s running (voters %s)",
+                settings.node_id,
+                settings.cluster,
+                ",".join(settings.voters),
+            )
+            await stop.wait()
+            logger.info("stopping (signal received)")
+    finally:
+        if sink is not None:
+            sink.close()
+
+
+@app.command()
+def status(
+    cluster: ClusterOpt = "raftmq",
+    nodes: NodesOpt = "",
+    amqp_url: AmqpOpt = DEFAULT_AMQP_URL,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each node.")] = 2.0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Ask every node of a cluster for its state and print a table."""
+    node_ids = _split(nodes)
+    if not node_ids:
+        raise _fail("name at least one node with --nodes (or RAFTMQ_NODES)")
+    try:
+        statuses = asyncio.run(_statuses(amqp_url, cluster, node_ids, timeout))
+    except RaftMQError as exc:
+        raise _fail(str(exc)) from None
+    if as_json:
+        typer.echo(
+            json.dumps({n: s.model_dump(mode="json") if s else None for n, s in statuses.items()})
+        )
+        return
+    header = f"{'node':<12} {'role':<14} {'term':>6} {'commit':>8} {'applied':>8} {'contact':>8}"
+    typer.echo(header)
+    for node_id in sorted(statuses):
+        s = statuses[node_id]
+        if s is None:
+            typer.echo(f"{node_id:<12} {'(no answer)':<14}")
+            continue
+        contact = "-" if s.last_contact is None else f"{s.last_contact:.2f}s"
+        role = s.role.value + ("" if s.storage_ok else " (db!)")
+        typer.echo(
+            f"{node_id:<12} {role:<14} {s.term:>6} {s.commit:>8} {s.applied:>8} {contact:>8}"
+        )
+    if all(s is None for s in statuses.values()):
+        raise typer.Exit(code=1)
+
+
+async def _statuses(url: str, cluster: str, nodes: list[str], timeout: float) -> dict[str, Any]:
+    from raftmq.client.admin import AdminClient
+
+    async with AdminClient.connect(url, cluster, nodes) as admin:
+        return dict(await admin.statuses(timeout=timeout))
+
+
+@app.command()
+def write(
+    body: Annotated[str, typer.Argument(help="The write's body; '-' reads one write per line.")],
+    cluster: ClusterOpt = "raftmq",
+    nodes: NodesOpt = "",
+    amqp_url: AmqpOpt = DEFAULT_AMQP_URL,
+    content_type: Annotated[str, typer.Option(help="Content type of the body.")] = "text/plain",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for each commit.")] = 10.0,
+) -> None:
+    """Write through the current leader (found by asking the nodes); print index and term."""
+    node_ids = _split(nodes)
+    if not node_ids:
+        raise _fail("name at least one node with --nodes (or RAFTMQ_NODES)")
+    bodies = [line.rstrip("\n") for line in sys.stdin] if body == "-" else [body]
+    try:
+        asyncio.run(_write(amqp_url, cluster, node_ids, bodies, content_type, timeout))
+    except RaftMQError as exc:
+        raise _fail(str(exc)) from None
+
+
+async def _write(
+    url: str, cluster: str, nodes: list[str], bodies: list[str], content_type: str, timeout: float
+) -> None:
+    from raftmq.client.admin import AdminClient
+
+    async with AdminClient.connect(url, cluster, nodes) as admin:
+        for text in bodies:
+            commit = await admin.write(
+                Record(body=text.encode(), content_type=content_type), timeout=timeout
+            )
+            typer.echo(f"index={commit.index} term={commit.term}")
+
+
+@app.command("transfer-leadership")
+def transfer_leadership(
+    to: Annotated[str, typer.Option("--to", help="The node that should lead.")],
+    cluster: ClusterOpt = "raftmq",
+    nodes: NodesOpt = "",
+    amqp_url: AmqpOpt = DEFAULT_AMQP_URL,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 10.0,
+) -> None:
+    """Hand leadership to another node (before maintenance on the leader)."""
+    node_ids = _split(nodes) or [to]
+    try:
+        asyncio.run(_transfer(amqp_url, cluster, node_ids, to, timeout))
+    except (RaftMQError, TimeoutError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"{to} leads")
+
+
+async def _transfer(url: str, cluster: str, nodes: list[str], to: str, timeout: float) -> None:
+    from raftmq.client.admin import AdminClient
+
+    async with AdminClient.connect(url, cluster, nodes) as admin:
+        await admin.transfer_leadership(to, timeout=timeout)
+
+
+def _database_url(database_url: str | None, cluster: str | None, node_id: str | None) -> str:
+    if database_url:
+        return database_url
+    if not node_id:
+        raise _fail("give --database-url, or --node-id (and --cluster) for the default SQLite file")
+    settings = NodeSettings(node_id=node_id, cluster=cluster or "raftmq")
+    return settings.resolved_database_url()
+
+
+DbUrlOpt = Annotated[
+    str | None, typer.Option("--database-url", envvar="RAFTMQ_DATABASE_URL", help="SQLAlchemy URL.")
+]
+DbNodeOpt = Annotated[str | None, typer.Option("--node-id", envvar="RAFTMQ_NODE_ID")]
+DbClusterOpt = Annotated[str | None, typer.Option("--cluster", envvar="RAFTMQ_CLUSTER")]
+
+
+@db_app.command("upgrade")
+def db_upgrade(
+    database_url: DbUrlOpt = None, node_id: DbNodeOpt = None, cluster: DbClusterOpt = None
+) -> None:
+    """Create or upgrade the schema to the newest revision."""
+    from raftmq.storage import migrate
+
+    url = _database_url(database_url, cluster, node_id)
+    try:
+        revision = asyncio.run(migrate.upgrade(url))
+    except RaftMQError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"at revision {revision}")
+
+
+@db_app.command("current")
+def db_current(
+    database_url: DbUrlOpt = None, node_id: DbNodeOpt = None, cluster: DbClusterOpt = None
+) -> None:
+    """Print the schema revision of a database ('none' when it has no raftmq schema)."""
+    from raftmq.storage import migrate
+
+    url = _database_url(database_url, cluster, node_id)
+    try:
+        revision = asyncio.run(migrate.current(url))
+    except RaftMQError as exc:
+        raise _fail(str(exc)) from None
+    head = migrate.head_revision()
+    suffix = " (head)" if revision == head else f" (head is {head})"
+    typer.echo(f"{revision or 'none'}{suffix}")
+
+
+@app.command()
+def demo(
+    amqp_url: AmqpOpt = DEFAULT_AMQP_URL,
+    writes: Annotated[int, typer.Option(help="Writes before and after the failover.")] = 20,
+) -> None:
+    """A local 3-node cluster on SQLite: writes, a leader failover, nothing lost."""
+    from raftmq.demo import run_demo
+
+    _configure_logging("WARNING")
+    code = asyncio.run(run_demo(amqp_url, writes))
+    raise typer.Exit(code=code)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()

@@ -1,0 +1,5 @@
+"""What applications import to talk to a running cluster."""
+
+from raftmq.client.admin import AdminClient
+
+__all__ = ["AdminClient"]

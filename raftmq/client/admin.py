@@ -1,0 +1,137 @@
+"""Client-facing requests to a cluster's nodes over AMQP: status, and writes routed to the
+leader (following NotLeader hints)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from types import TracebackType
+
+from raftmq.errors import NotLeader, TransportError, WriteRejected
+from raftmq.node import Commit, NodeStatus, WriteReply
+from raftmq.record import Record
+from raftmq.transport.port import RequestClient
+from raftmq.transport.rpc import RpcClient
+
+logger = logging.getLogger("raftmq.client.admin")
+
+
+class AdminClient:
+    """Ask nodes of one cluster for their status and send them writes.
+
+    ``nodes`` is the list of node ids to try; statuses also reveal the voter set, so
+    one reachable node id is enough.
+    """
+
+    def __init__(
+        self, requests: RequestClient, nodes: Sequence[str], *, attempt_timeout: float = 3.0
+    ) -> None:
+        self.requests = requests  # the request/reply channel (RpcClient over AMQP)
+        self.nodes = list(nodes)  # node ids known to belong to the cluster
+        self.attempt_timeout = attempt_timeout  # seconds one node gets to answer a write
+        self._leader: str | None = None  # last leader seen, tried first
+
+    @classmethod
+    def connect(cls, amqp_url: str, cluster: str, nodes: Sequence[str]) -> AdminClient:
+        """An AdminClient over AMQP (enter it with ``async with``)."""
+        return cls(RpcClient(amqp_url, cluster), nodes)
+
+    async def __aenter__(self) -> AdminClient:
+        if isinstance(self.requests, RpcClient):
+            await self.requests.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.requests.close()
+
+    async def status(self, node_id: str, *, timeout: float = 2.0) -> NodeStatus:
+        """One node's status; raises TransportError when it does not answer."""
+        body = await self.requests.request(node_id, "status", timeout=timeout)
+        return NodeStatus.model_validate_json(body)
+
+    async def statuses(self, *, timeout: float = 2.0) -> dict[str, NodeStatus | None]:
+        """Status of every known node (None for a node that did not answer in time).
+
+        Voters named by any answering node are asked too.
+        """
+        results: dict[str, NodeStatus | None] = {}
+        pending = list(dict.fromkeys(self.nodes))
+        while pending:
+            answers = await asyncio.gather(
+                *(self.status(n, timeout=timeout) for n in pending), return_exceptions=True
+            )
+            for node_id, answer in zip(pending, answers, strict=True):
+                results[node_id] = answer if isinstance(answer, NodeStatus) else None
+            voters = {v for s in results.values() if s is not None for v in s.voters}
+            pending = sorted(voters - results.keys())
+        return results
+
+    async def find_leader(self, *, timeout: float = 2.0) -> str | None:
+        """The leader of the highest term among answering nodes, if any."""
+        answering = [s for s in (await self.statuses(timeout=timeout)).values() if s]
+        leaders = [s for s in answering if s.role.value == "leader"]
+        if not leaders:
+            return None
+        return max(leaders, key=lambda s: s.term).node_id
+
+    async def transfer_leadership(self, to: str, *, timeout: float = 10.0) -> NodeStatus:
+        """Ask the current leader to hand leadership to ``to``; wait until ``to`` leads."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            leader = await self.find_leader(timeout=1.0)
+            if leader == to:
+                return await self.status(to)
+            if leader is not None:
+                try:
+                    await self.requests.request(leader, "transfer", to.encode(), timeout=1.0)
+                except TransportError as exc:
+                    logger.debug("transfer request to %s failed: %s", leader, exc)
+            if loop.time() >= deadline:
+                raise TimeoutError(f"{to} did not become leader within {timeout} s")
+            await asyncio.sleep(0.1)
+
+    async def write(self, record: Record, *, timeout: float = 10.0) -> Commit:
+        """Send ``record`` to the leader and wait for its commit.
+
+        Follows NotLeader hints and retries while no leader is known, until ``timeout``.
+        A retry after a lost answer may append the write twice (producer sessions give
+        exactly-once). Raises NotLeader when no leader took the write in time.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        target = self._leader or (self.nodes[0] if self.nodes else None)
+        last_error = "no node known"
+        while loop.time() < deadline:
+            if target is None:
+                target = await self.find_leader(timeout=1.0)
+                if target is None:
+                    last_error = "no leader elected"
+                    await asyncio.sleep(0.1)
+                    continue
+            remaining = min(self.attempt_timeout, max(0.1, deadline - loop.time()))
+            try:
+                body = await self.requests.request(
+                    target, "write", record.encode(), timeout=remaining
+                )
+            except TransportError as exc:
+                last_error = f"{target}: {exc}"
+                target = None
+                continue
+            reply = WriteReply.model_validate_json(body)
+            if reply.ok and reply.index is not None and reply.term is not None:
+                self._leader = target
+                return Commit(reply.index, reply.term)
+            if reply.error != "not_leader":
+                raise WriteRejected(f"{target}: {reply.error}: {reply.detail}")
+            last_error = f"{target} is not the leader"
+            target = reply.leader_hint
+            if target is None:
+                await asyncio.sleep(0.1)
+        raise NotLeader(None, f"write did not reach a leader: {last_error}")

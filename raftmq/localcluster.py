@@ -1,0 +1,223 @@
+"""Run a cluster of ``raftmq node`` subprocesses on this machine (demo, tests, benchmarks).
+
+Each node gets its own SQLite file, log file and applied log (JSON lines of every applied
+write) under ``workdir/<node_id>/``. Nothing here is needed in production.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+from raftmq.client.admin import AdminClient
+from raftmq.node import NodeStatus
+
+
+@dataclass(frozen=True, slots=True)
+class AppliedLine:
+    """One line of a node's applied log."""
+
+    index: int  # log index
+    term: int  # entry term
+    body: bytes  # the write's body
+
+
+class LocalCluster:
+    """Start, kill and inspect local node processes of one cluster."""
+
+    def __init__(
+        self,
+        cluster: str,
+        node_ids: list[str],
+        workdir: Path,
+        *,
+        amqp_url: str,
+        tick_interval: float = 0.05,
+        extra_env: dict[str, str] | None = None,
+        node_env: dict[str, dict[str, str]] | None = None,
+    ) -> None:
+        self.cluster = cluster  # cluster name (unique per test)
+        self.node_ids = list(node_ids)  # every voter
+        self.workdir = workdir  # per-node folders live here
+        self.amqp_url = amqp_url  # broker URL
+        self.tick_interval = tick_interval  # seconds per core tick
+        self.extra_env = dict(extra_env or {})  # more RAFTMQ_* settings for every node
+        self.node_env = dict(node_env or {})  # more settings for one node (e.g. its database)
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}  # running nodes
+        self.stopped: set[str] = set()  # nodes we killed or stopped on purpose
+        self._logs: dict[str, IO[bytes]] = {}
+
+    def node_dir(self, node_id: str) -> Path:
+        """The folder of one node's files."""
+        return self.workdir / node_id
+
+    def applied_log(self, node_id: str) -> Path:
+        """The JSON-lines file of the writes a node applied."""
+        return self.node_dir(node_id) / "applied.jsonl"
+
+    def log_file(self, node_id: str) -> Path:
+        """The node's stdout/stderr."""
+        return self.node_dir(node_id) / "node.log"
+
+    def start(self, node_id: str) -> None:
+        """Start (or restart) one node process."""
+        if node_id in self.processes and self.processes[node_id].poll() is None:
+            raise RuntimeError(f"node {node_id} is already running")
+        folder = self.node_dir(node_id)
+        folder.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ)
+        env.update(
+            {
+                "RAFTMQ_CLUSTER": self.cluster,
+                "RAFTMQ_NODE_ID": node_id,
+                "RAFTMQ_PEERS": ",".join(n for n in self.node_ids if n != node_id),
+                "RAFTMQ_AMQP_URL": self.amqp_url,
+                "RAFTMQ_DATA_DIR": str(folder),
+                "RAFTMQ_TICK_INTERVAL": str(self.tick_interval),
+                "PYTHONUNBUFFERED": "1",
+            }
+        )
+        env.update(self.extra_env)
+        env.update(self.node_env.get(node_id, {}))
+        log = self._logs.get(node_id)
+        if log is None:
+            log = self._logs[node_id] = open(self.log_file(node_id), "ab")  # noqa: SIM115
+        self.stopped.discard(node_id)
+        self.processes[node_id] = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "raftmq",
+                "node",
+                "--applied-log",
+                str(self.applied_log(node_id)),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a Ctrl-C in the terminal does not hit the nodes
+        )
+
+    def start_all(self) -> None:
+        """Start every node."""
+        for node_id in self.node_ids:
+            self.start(node_id)
+
+    def running(self, node_id: str) -> bool:
+        """True while the node's process is alive."""
+        process = self.processes.get(node_id)
+        return process is not None and process.poll() is None
+
+    def kill(self, node_id: str, sig: int = signal.SIGKILL) -> None:
+        """Send ``sig`` to a node and wait for it to exit (SIGKILL: a crash)."""
+        process = self.processes.get(node_id)
+        if process is None or process.poll() is not None:
+            return
+        self.stopped.add(node_id)
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def stop_all(self) -> None:
+        """SIGTERM every node (graceful), SIGKILL what does not exit; close logs."""
+        self.stopped.update(self.processes)
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        for log in self._logs.values():
+            log.close()
+        self._logs.clear()
+
+    def crashed(self) -> dict[str, str]:
+        """Nodes that exited without being told to, with the end of their log."""
+        return {
+            node_id: self.log_file(node_id).read_text(errors="replace")[-3000:]
+            for node_id, process in self.processes.items()
+            if process.poll() is not None and node_id not in self.stopped
+        }
+
+    async def watch(self, interval: float = 0.2) -> None:
+        """Return as soon as a node exits unexpectedly (run beside a scenario)."""
+        while not self.crashed():  # noqa: ASYNC110 - polling child processes, no event to wait on
+            await asyncio.sleep(interval)
+
+    async def delete_queues(self) -> None:
+        """Delete the nodes' inbox queues (after stop_all), so nothing stays on the broker."""
+        import aio_pika
+
+        from raftmq.transport.codec import inbox_queue
+
+        connection = await aio_pika.connect(self.amqp_url)
+        try:
+            channel = await connection.channel()
+            for node_id in self.node_ids:
+                await channel.queue_delete(inbox_queue(self.cluster, node_id))
+        finally:
+            await connection.close()
+
+    def admin(self) -> AdminClient:
+        """A client for status and writes (enter it with ``async with``)."""
+        return AdminClient.connect(self.amqp_url, self.cluster, self.node_ids)
+
+    def read_applied(self, node_id: str) -> list[AppliedLine]:
+        """Every write the node applied, in apply order (across its restarts)."""
+        path = self.applied_log(node_id)
+        if not path.exists():
+            return []
+        lines = []
+        for raw in path.read_text().splitlines():
+            if raw.strip():
+                item = json.loads(raw)
+                lines.append(AppliedLine(item["index"], item["term"], item["body"].encode()))
+        return lines
+
+
+async def wait_for_leader(
+    admin: AdminClient, *, timeout: float, exclude: set[str] | frozenset[str] = frozenset()
+) -> NodeStatus:
+    """Poll statuses until one answering node (not in ``exclude``) leads; its status."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        statuses = await admin.statuses(timeout=0.5)
+        leaders = [
+            s
+            for s in statuses.values()
+            if s and s.role.value == "leader" and s.node_id not in exclude
+        ]
+        if leaders:
+            return max(leaders, key=lambda s: s.term)
+        if loop.time() >= deadline:
+            raise TimeoutError(f"no leader within {timeout} s: {statuses}")
+        await asyncio.sleep(0.05)
+
+
+async def wait_applied(
+    admin: AdminClient, node_ids: list[str], index: int, *, timeout: float
+) -> None:
+    """Poll statuses until every node in ``node_ids`` applied ``index``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        statuses = await admin.statuses(timeout=0.5)
+        if all((s := statuses.get(n)) is not None and s.applied >= index for n in node_ids):
+            return
+        if loop.time() >= deadline:
+            raise TimeoutError(f"index {index} not applied on {node_ids} within {timeout} s")
+        await asyncio.sleep(0.05)

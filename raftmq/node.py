@@ -1,0 +1,495 @@
+"""The node runtime: one asyncio task owns a RaftCore and drives it with a Storage and a
+Transport, obeying *persist before send*.
+
+Loop, per wake-up (a message, a write, or a tick)::
+
+    tick the core for every elapsed tick_interval
+    step every queued message; propose every queued write as one batch
+    while the core has a Ready:
+        storage.save(hard state + truncation + entries)   # ONE durable transaction
+        transport.send(messages)                          # only after the save returned
+        apply committed entries (on_commit, in index order), persist the applied index
+        core.advance(ready); serve storage reads the core asked for
+
+No lock guards Raft state: only the loop task touches the core. Other coroutines
+(`write`, `status`) hand work to the loop through queues and futures.
+
+On-commit contract: ``on_commit`` sees every committed NORMAL entry once, in index order,
+on every node. The applied index is persisted after each batch of callbacks, so a crash
+*between* a callback and that save repeats, after restart, at most the callbacks of the
+last batch; each carries its log ``index`` so a state machine can make them idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections import deque
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from raftmq.core.config import RaftConfig
+from raftmq.core.messages import AppendEntries, Message
+from raftmq.core.raft import RaftCore
+from raftmq.core.ready import Ready
+from raftmq.core.types import Entry, EntryKind, LogReadResult, Role
+from raftmq.errors import MalformedMessage, NodeStopped, NotLeader, StorageError, WriteRejected
+from raftmq.record import Record
+from raftmq.storage.port import PersistBatch, Storage
+from raftmq.transport.port import Transport
+
+logger = logging.getLogger("raftmq.node")
+
+T = TypeVar("T", bound=BaseModel)
+
+_MAX_QUEUED_MESSAGES = 100_000  # inbound Raft messages buffered while the loop is busy
+_MAX_CATCHUP_TICKS = 3  # ticks replayed at once after a stall (never a burst of elections)
+_STORAGE_RETRY = (0.05, 2.0)  # first and maximal back-off between failed saves, seconds
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Where a write landed: committed at ``index`` in ``term``."""
+
+    index: int  # log index of the write
+    term: int  # term of the entry
+
+
+@dataclass(frozen=True, slots=True)
+class Applied(Generic[T]):
+    """One committed write, handed to ``on_commit`` on every node in index order."""
+
+    index: int  # log index, strictly increasing across calls
+    term: int  # term of the entry
+    value: T  # the decoded write
+    record: Record  # the raw record (body, content type, headers, producer session)
+
+
+OnCommit = Callable[[Applied[T]], Awaitable[None] | None]
+"""A sync or async callback; exceptions are logged and counted, never stop the node."""
+
+OnRecord = Callable[[int, int, Record], Awaitable[None] | None]
+"""Raw form of ``on_commit``: (index, term, record), for consumers that keep bytes as bytes."""
+
+
+class NodeStatus(BaseModel):
+    """A snapshot of a node's state, as `raftmq status` prints it."""
+
+    cluster: str  # cluster name
+    node_id: str  # this node
+    role: Role  # current role
+    term: int  # current term
+    leader_id: str | None  # known leader, if any
+    commit: int  # commit index
+    applied: int  # highest applied index
+    last_index: int  # last log index
+    voters: list[str]  # the voter set
+    last_contact: float | None  # seconds since the leader was last heard (0 on the leader)
+    storage_ok: bool  # False while saves are failing and being retried
+    counters: dict[str, int]  # inbox overflow, apply errors, storage retries
+    transport: dict[str, Any]  # transport counters: sent, received, dropped by reason, ...
+
+
+class WriteReply(BaseModel):
+    """Answer to a client-facing ``write`` request (the body is an encoded Record)."""
+
+    ok: bool  # committed
+    index: int | None = None  # where it committed, when ok
+    term: int | None = None  # term of that entry, when ok
+    error: str | None = None  # "not_leader" or the exception name, when not ok
+    leader_hint: str | None = None  # with not_leader: the known leader, if any
+    detail: str | None = None  # human-readable reason
+
+
+class Node(Generic[T]):
+    """A raftmq node holding values of type ``T`` (a pydantic model).
+
+    Use as ``async with Node(...) as node:`` or call :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        *,
+        config: RaftConfig,
+        storage: Storage,
+        transport: Transport,
+        model: type[T],
+        on_commit: OnCommit[T] | None = None,
+        on_record: OnRecord | None = None,
+        tick_interval: float = 0.05,
+        write_timeout: float = 30.0,
+        max_write_bytes: int = 1 << 20,
+        seed: int | None = None,
+        allow_fault_injection: bool = False,
+    ) -> None:
+        self.config = config.validate()
+        self.storage = storage
+        self.transport = transport
+        self.model = model
+        self.on_commit = on_commit
+        self.on_record = on_record
+        self.tick_interval = tick_interval
+        self.write_timeout = write_timeout
+        self.max_write_bytes = max_write_bytes
+        self._seed = seed
+        self.allow_fault_injection = allow_fault_injection  # serve "isolate"/"rejoin" requests
+        self._core: RaftCore | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+        self._inbox: deque[Message] = deque()
+        self._proposals: deque[tuple[bytes, asyncio.Future[Commit]]] = deque()
+        self._pending: dict[int, tuple[int, asyncio.Future[Commit]]] = {}  # index -> (term, fut)
+        self._stopping = False
+        self._isolated = False  # fault injection: inbound Raft messages are discarded
+        self._storage_ok = True
+        self._last_leader_contact: float | None = None
+        self.counters: dict[str, int] = {
+            "inbox_overflow": 0,
+            "apply_errors": 0,
+            "apply_decode_errors": 0,
+            "storage_retries": 0,
+        }
+
+    # ----------------------------------------------------------------- lifecycle
+
+    @property
+    def node_id(self) -> str:
+        """This node's id."""
+        return self.config.node_id
+
+    async def __aenter__(self) -> Node[T]:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        """Open storage, rebuild the core from it, connect the transport and run."""
+        if self._task is not None:
+            raise RuntimeError("node already started")
+        await self.storage.open()
+        initial = await self.storage.initial_state()
+        self._core = RaftCore(self.config, initial, seed=self._seed)
+        logger.info(
+            "%s: starting in term %s (last index %s, commit %s, applied %s)",
+            self.node_id,
+            initial.hard_state.term,
+            initial.last_index,
+            initial.hard_state.commit,
+            initial.applied,
+        )
+        await self.transport.start(self._on_message, self._on_request)
+        self._task = asyncio.create_task(self._run(), name=f"raftmq-node-{self.node_id}")
+
+    async def stop(self) -> None:
+        """Stop the loop, fail pending writes with NodeStopped, close transport and storage."""
+        if self._stopping:
+            return
+        self._stopping = True
+        self._wake.set()
+        if self._task is not None:
+            await asyncio.gather(self._task, return_exceptions=True)
+        self._fail_pending(NodeStopped(f"node {self.node_id} stopped"))
+        await self.transport.stop()
+        await self.storage.close()
+        logger.info("%s: stopped", self.node_id)
+
+    # ------------------------------------------------------------------- public
+
+    @property
+    def core(self) -> RaftCore:
+        """The core (read it only; the loop task owns it)."""
+        if self._core is None:
+            raise NodeStopped("node not started")
+        return self._core
+
+    @property
+    def is_leader(self) -> bool:
+        """True while this node leads."""
+        return self._core is not None and self._core.role is Role.LEADER
+
+    @property
+    def leader_id(self) -> str | None:
+        """The known leader of the current term, if any."""
+        return self._core.leader_id if self._core is not None else None
+
+    async def write(self, value: T, *, timeout: float | None = None) -> Commit:
+        """Replicate ``value``; return where it committed.
+
+        Raises NotLeader (with the leader hint) on a follower, WriteRejected when the
+        write is too large or lost its place (leadership changed before it committed),
+        TimeoutError after ``timeout`` (default ``write_timeout``; the outcome is then
+        unknown: it may still commit), NodeStopped when the node stops.
+        """
+        body = value.model_dump_json().encode()
+        return await self.write_record(Record(body=body, content_type="application/json"), timeout)
+
+    async def write_record(self, record: Record, timeout: float | None = None) -> Commit:
+        """Like :meth:`write` for a raw :class:`Record` (used by the ingest path)."""
+        if self._stopping or self._task is None:
+            raise NodeStopped(f"node {self.node_id} is not running")
+        core = self.core
+        if core.role is not Role.LEADER:
+            raise NotLeader(core.leader_id)
+        payload = record.encode()
+        if len(payload) > self.max_write_bytes:
+            raise WriteRejected(
+                f"write of {len(payload)} bytes exceeds max_write_bytes={self.max_write_bytes}"
+            )
+        future: asyncio.Future[Commit] = asyncio.get_running_loop().create_future()
+        self._proposals.append((payload, future))
+        self._wake.set()
+        return await asyncio.wait_for(future, timeout or self.write_timeout)
+
+    def status(self) -> NodeStatus:
+        """The node's current state."""
+        core = self.core
+        loop = asyncio.get_running_loop()
+        if core.role is Role.LEADER:
+            contact: float | None = 0.0
+        elif self._last_leader_contact is None:
+            contact = None
+        else:
+            contact = round(loop.time() - self._last_leader_contact, 3)
+        return NodeStatus(
+            cluster=self.transport.cluster,
+            node_id=self.node_id,
+            role=core.role,
+            term=core.term,
+            leader_id=core.leader_id,
+            commit=core.commit_index,
+            applied=core.applied_index,
+            last_index=core.last_index,
+            voters=list(self.config.voters),
+            last_contact=contact,
+            storage_ok=self._storage_ok,
+            counters=dict(self.counters),
+            transport=self.transport.stats.snapshot(),
+        )
+
+    async def transfer_leadership(self, to: str) -> None:
+        """Ask the leader to hand leadership to ``to`` (returns once requested)."""
+        self.core.transfer_leadership(to)
+        self._wake.set()
+
+    # ----------------------------------------------------------- transport hooks
+
+    def _on_message(self, message: Message) -> None:
+        if self._isolated:
+            return
+        if len(self._inbox) >= _MAX_QUEUED_MESSAGES:
+            self._inbox.popleft()  # oldest first: Raft tolerates loss, not unbounded memory
+            self.counters["inbox_overflow"] += 1
+        self._inbox.append(message)
+        self._wake.set()
+
+    async def _on_request(self, kind: str, body: bytes) -> bytes:
+        if kind == "status":
+            return self.status().model_dump_json().encode()
+        if kind == "write":
+            return (await self._serve_write(body)).model_dump_json().encode()
+        if kind == "transfer":
+            target = body.decode(errors="replace")
+            if target not in self.config.voters:
+                raise MalformedMessage(f"transfer target {target!r} is not a voter")
+            if not self.is_leader:
+                raise NotLeader(self.leader_id)
+            await self.transfer_leadership(target)
+            return b"{}"
+        if kind in ("isolate", "rejoin") and self.allow_fault_injection:
+            # Chaos testing: stop/restart consuming Raft traffic; sending goes on, as in a
+            # one-way partition. Requests still reach us (they are answered right here).
+            self._isolated = kind == "isolate"
+            logger.warning("%s: fault injection: %s", self.node_id, kind)
+            return b"{}"
+        raise MalformedMessage(f"unknown request kind {kind!r}")
+
+    async def _serve_write(self, body: bytes) -> WriteReply:
+        try:
+            commit = await self.write_record(Record.decode(body))
+        except NotLeader as exc:
+            return WriteReply(ok=False, error="not_leader", leader_hint=exc.leader_hint)
+        except (MalformedMessage, WriteRejected, NodeStopped, TimeoutError) as exc:
+            return WriteReply(ok=False, error=type(exc).__name__, detail=str(exc))
+        return WriteReply(ok=True, index=commit.index, term=commit.term)
+
+    # --------------------------------------------------------------------- loop
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + self.tick_interval
+        try:
+            while not self._stopping:
+                delay = next_tick - loop.time()
+                if delay > 0 and not (self._inbox or self._proposals):
+                    self._wake.clear()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), delay)
+                if self._stopping:
+                    break
+                now = loop.time()
+                if now >= next_tick:
+                    elapsed = int((now - next_tick) / self.tick_interval) + 1
+                    for _ in range(min(elapsed, _MAX_CATCHUP_TICKS)):
+                        self.core.tick()
+                    next_tick += elapsed * self.tick_interval
+                self._step_inbox(now)
+                self._propose_queued()
+                await self._handle_ready()
+        except Exception:
+            logger.exception("%s: node loop failed; stopping", self.node_id)
+            self._fail_pending(NodeStopped(f"node {self.node_id} loop failed"))
+            self._stopping = True
+            raise
+
+    def _step_inbox(self, now: float) -> None:
+        core = self.core
+        while self._inbox:
+            message = self._inbox.popleft()
+            core.step(message)
+            if isinstance(message, AppendEntries) and message.sender == core.leader_id:
+                self._last_leader_contact = now
+
+    def _propose_queued(self) -> None:
+        if not self._proposals:
+            return
+        batch = [(p, f) for p, f in self._proposals if not f.done()]
+        self._proposals.clear()
+        if not batch:
+            return
+        core = self.core
+        try:
+            first = core.propose_batch([payload for payload, _ in batch])
+        except NotLeader as exc:
+            for _, future in batch:
+                future.set_exception(NotLeader(exc.leader_hint))
+            return
+        for offset, (_, future) in enumerate(batch):
+            self._pending[first + offset] = (core.term, future)
+
+    async def _handle_ready(self) -> None:
+        core = self.core
+        while core.has_ready() and not self._stopping:
+            ready = core.ready()
+            if ready.soft_state is not None:
+                soft = ready.soft_state
+                logger.info(
+                    "%s: %s in term %s (leader: %s)",
+                    self.node_id,
+                    soft.role.value,
+                    soft.term,
+                    soft.leader_id or "unknown",
+                )
+            await self._persist(
+                PersistBatch(
+                    hard_state=ready.hard_state,
+                    truncate_from=ready.truncate_from,
+                    entries=ready.entries,
+                )
+            )
+            if ready.messages:
+                self.transport.send(ready.messages)
+            if ready.committed_entries:
+                await self._apply(ready.committed_entries)
+                await self._persist(PersistBatch(applied=ready.committed_entries[-1].index))
+            core.advance(ready)
+            await self._serve_reads(ready)
+
+    async def _persist(self, batch: PersistBatch) -> None:
+        if batch.is_empty():
+            return
+        delay = _STORAGE_RETRY[0]
+        while True:
+            try:
+                await self.storage.save(batch)
+            except StorageError as exc:
+                # Nothing that depends on this batch has left the node: retrying is safe.
+                self.counters["storage_retries"] += 1
+                if self._storage_ok:
+                    logger.error("%s: storage save failed, retrying: %s", self.node_id, exc)
+                self._storage_ok = False
+                if self._stopping:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _STORAGE_RETRY[1])
+                continue
+            if not self._storage_ok:
+                logger.info("%s: storage is back", self.node_id)
+                self._storage_ok = True
+            return
+
+    async def _serve_reads(self, ready: Ready) -> None:
+        for read in ready.reads:
+            entries = await self.storage.entries(read.lo, read.hi, read.max_bytes)
+            self.core.step_read(LogReadResult(read=read, entries=tuple(entries)))
+
+    async def _apply(self, entries: tuple[Entry, ...]) -> None:
+        for entry in entries:
+            pending = self._pending.pop(entry.index, None)
+            if pending is not None:
+                term, future = pending
+                if not future.done():
+                    if entry.term == term:
+                        future.set_result(Commit(entry.index, entry.term))
+                    else:
+                        future.set_exception(
+                            WriteRejected(
+                                f"leadership changed: index {entry.index} committed in "
+                                f"term {entry.term}, the write was proposed in term {term}"
+                            )
+                        )
+            if entry.kind is EntryKind.NORMAL and (self.on_commit or self.on_record):
+                await self._call_callbacks(entry)
+
+    async def _call_callbacks(self, entry: Entry) -> None:
+        try:
+            record = Record.decode(entry.data)
+        except MalformedMessage as exc:
+            self.counters["apply_decode_errors"] += 1
+            logger.error(
+                "%s: entry %s is not a record, not applied: %s", self.node_id, entry.index, exc
+            )
+            return
+        if self.on_record is not None:
+            await self._guarded(entry.index, self.on_record, entry.index, entry.term, record)
+        if self.on_commit is not None:
+            try:
+                value = self.model.model_validate_json(record.body)
+            except ValidationError as exc:
+                self.counters["apply_decode_errors"] += 1
+                logger.error(
+                    "%s: entry %s is not a valid %s, not applied: %s",
+                    self.node_id,
+                    entry.index,
+                    self.model.__name__,
+                    exc,
+                )
+                return
+            await self._guarded(
+                entry.index, self.on_commit, Applied(entry.index, entry.term, value, record)
+            )
+
+    async def _guarded(self, index: int, callback: Callable[..., Any], *args: Any) -> None:
+        try:
+            result = callback(*args)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            self.counters["apply_errors"] += 1
+            logger.exception("%s: commit callback failed at index %s", self.node_id, index)
+
+    def _fail_pending(self, error: Exception) -> None:
+        for _, future in self._proposals:
+            if not future.done():
+                future.set_exception(error)
+        self._proposals.clear()
+        for _, future in self._pending.values():
+            if not future.done():
+                future.set_exception(error)
+        self._pending.clear()

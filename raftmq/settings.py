@@ -1,0 +1,123 @@
+"""Node settings: pydantic-settings, from (highest first) arguments, ``RAFTMQ_*`` environment
+variables, an optional TOML file, then the defaults below.
+
+The TOML file is named by ``RAFTMQ_CONFIG`` (or ``--config`` on the CLI) and holds the same
+keys at top level, e.g.::
+
+    cluster = "orders"
+    node_id = "n1"
+    peers = ["n2", "n3"]
+    amqp_url = "amqp://guest:guest@127.0.0.1:5672/"
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from raftmq.core.config import (
+    DEFAULT_ELECTION_TICKS,
+    DEFAULT_HEARTBEAT_TICKS,
+    DEFAULT_MAX_BATCH_BYTES,
+    DEFAULT_MAX_BATCH_ENTRIES,
+    DEFAULT_MAX_CACHED_ENTRIES,
+    DEFAULT_MAX_INFLIGHT,
+    RaftConfig,
+)
+
+DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+DEFAULT_TICK_INTERVAL = 0.05
+_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+
+
+class NodeSettings(BaseSettings):
+    """Everything one node needs to run. Invariant: node_id is not in peers."""
+
+    model_config = SettingsConfigDict(env_prefix="RAFTMQ_", extra="ignore")
+
+    cluster: str = Field("raftmq", pattern=_NAME_PATTERN)  # names every AMQP object
+    node_id: str = Field(pattern=_NAME_PATTERN)  # this node's id, unique in the cluster
+    peers: Annotated[list[str], NoDecode] = Field(default_factory=list)  # the other voters
+    amqp_url: str = DEFAULT_AMQP_URL  # RabbitMQ connection URL
+    database_url: str | None = None  # SQLAlchemy URL; default: SQLite file in data_dir
+    data_dir: Path = Path(".")  # where the default SQLite file lives
+    durability: Literal["full", "normal"] = "full"  # SQLite synchronous=FULL or NORMAL
+    tick_interval: float = Field(DEFAULT_TICK_INTERVAL, gt=0, le=10)  # seconds per core tick
+    election_ticks: int = Field(DEFAULT_ELECTION_TICKS, gt=1)  # election timeout, in ticks
+    heartbeat_ticks: int = Field(DEFAULT_HEARTBEAT_TICKS, gt=0)  # heartbeat interval, in ticks
+    max_batch_entries: int = Field(DEFAULT_MAX_BATCH_ENTRIES, gt=0)  # entries per AppendEntries
+    max_batch_bytes: int = Field(DEFAULT_MAX_BATCH_BYTES, gt=0)  # bytes per AppendEntries
+    max_inflight: int = Field(DEFAULT_MAX_INFLIGHT, gt=0)  # AppendEntries in flight per peer
+    max_cached_entries: int = Field(DEFAULT_MAX_CACHED_ENTRIES, gt=0)  # applied entries in memory
+    max_message_bytes: int = Field(8 << 20, gt=0)  # larger inbound messages are dropped
+    max_write_bytes: int = Field(1 << 20, gt=0)  # larger writes are refused
+    write_timeout: float = Field(30.0, gt=0)  # seconds a write may wait for its commit
+    allow_fault_injection: bool = False  # serve "isolate"/"rejoin" requests (chaos tests only)
+
+    @field_validator("peers", mode="before")
+    @classmethod
+    def _split_peers(cls, value: object) -> object:
+        # env vars and flags give "n2,n3"; TOML and Python give a list
+        if isinstance(value, str):
+            return [p.strip() for p in value.split(",") if p.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> NodeSettings:
+        if self.node_id in self.peers:
+            raise ValueError(f"peers must not contain node_id {self.node_id!r}")
+        if len(set(self.peers)) != len(self.peers):
+            raise ValueError(f"peers contain duplicates: {self.peers!r}")
+        if self.heartbeat_ticks >= self.election_ticks:
+            raise ValueError("heartbeat_ticks must be smaller than election_ticks")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("RAFTMQ_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+        return tuple(sources)
+
+    @property
+    def voters(self) -> tuple[str, ...]:
+        """The whole voter set, sorted (the same on every node)."""
+        return tuple(sorted({self.node_id, *self.peers}))
+
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to ``<data_dir>/raftmq-<cluster>-<node_id>.db``."""
+        if self.database_url:
+            return self.database_url
+        path = (self.data_dir / f"raftmq-{self.cluster}-{self.node_id}.db").resolve()
+        return f"sqlite+aiosqlite:///{path}"
+
+    def raft_config(self) -> RaftConfig:
+        """The core configuration these settings describe (validated)."""
+        return RaftConfig(
+            node_id=self.node_id,
+            voters=self.voters,
+            election_ticks=self.election_ticks,
+            heartbeat_ticks=self.heartbeat_ticks,
+            max_batch_entries=self.max_batch_entries,
+            max_batch_bytes=self.max_batch_bytes,
+            max_inflight=self.max_inflight,
+            max_cached_entries=self.max_cached_entries,
+        ).validate()
