@@ -158,9 +158,11 @@ class LocalCluster:
             await asyncio.sleep(interval)
 
     async def delete_queues(self) -> None:
-        """Delete the nodes' inbox queues (after stop_all), so nothing stays on the broker."""
+        """Delete the nodes' inbox queues and the cluster's shared objects (after stop_all), so
+        nothing stays on the broker."""
         import aio_pika
 
+        from raftmq import topology
         from raftmq.transport.codec import inbox_queue
 
         connection = await aio_pika.connect(self.amqp_url)
@@ -168,6 +170,7 @@ class LocalCluster:
             channel = await connection.channel()
             for node_id in self.node_ids:
                 await channel.queue_delete(inbox_queue(self.cluster, node_id))
+            await topology.delete_all(channel, self.cluster)  # writes, committed, dead, replay
         finally:
             await connection.close()
 

@@ -18,6 +18,12 @@ On-commit contract: ``on_commit`` sees every committed NORMAL entry once, in ind
 on every node. The applied index is persisted after each batch of callbacks, so a crash
 *between* a callback and that save repeats, after restart, at most the callbacks of the
 last batch; each carries its log ``index`` so a state machine can make them idempotent.
+
+Client sessions (raftmq.sessions) are decided at apply time and persisted with the applied
+index in the same transaction: a duplicate write gets no callback and its pending write
+resolves with the original index and ``duplicate=True``. ``services`` (ingest, fan-out,
+replay; see raftmq.runtime) start after the loop and stop before it; ``role_observers``
+see every soft-state change, ``apply_observers`` every applied batch.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import logging
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -37,9 +43,15 @@ from raftmq.core.config import RaftConfig
 from raftmq.core.messages import AppendEntries, Message
 from raftmq.core.raft import RaftCore
 from raftmq.core.ready import Ready
-from raftmq.core.types import Entry, EntryKind, LogReadResult, Role
+from raftmq.core.types import Entry, EntryKind, LogReadResult, Role, SoftState
 from raftmq.errors import MalformedMessage, NodeStopped, NotLeader, StorageError, WriteRejected
 from raftmq.record import Record
+from raftmq.sessions import (
+    DEFAULT_SESSION_EXPIRY_ENTRIES,
+    SessionTable,
+    decode_watermark,
+    encode_watermark,
+)
 from raftmq.storage.port import PersistBatch, Storage
 from raftmq.transport.port import Transport
 
@@ -56,8 +68,9 @@ _STORAGE_RETRY = (0.05, 2.0)  # first and maximal back-off between failed saves,
 class Commit:
     """Where a write landed: committed at ``index`` in ``term``."""
 
-    index: int  # log index of the write
+    index: int  # log index of the write (of the original write when duplicate)
     term: int  # term of the entry
+    duplicate: bool = False  # the write was already in the log (client session, §6.3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +88,19 @@ OnCommit = Callable[[Applied[T]], Awaitable[None] | None]
 
 OnRecord = Callable[[int, int, Record], Awaitable[None] | None]
 """Raw form of ``on_commit``: (index, term, record), for consumers that keep bytes as bytes."""
+
+
+class Service(Protocol):
+    """Something that runs beside a node (ingest, fan-out, replay): started after the node
+    loop starts, stopped before it stops."""
+
+    async def start(self) -> None:
+        """Begin (the node is running)."""
+        ...
+
+    async def stop(self) -> None:
+        """End; must not raise."""
+        ...
 
 
 class NodeStatus(BaseModel):
@@ -126,6 +152,7 @@ class Node(Generic[T]):
         max_write_bytes: int = 1 << 20,
         seed: int | None = None,
         allow_fault_injection: bool = False,
+        session_expiry_entries: int = DEFAULT_SESSION_EXPIRY_ENTRIES,
     ) -> None:
         self.config = config.validate()
         self.storage = storage
@@ -148,6 +175,13 @@ class Node(Generic[T]):
         self._isolated = False  # fault injection: inbound Raft messages are discarded
         self._storage_ok = True
         self._last_leader_contact: float | None = None
+        self.sessions = SessionTable(session_expiry_entries)  # replicated client sessions
+        self.fanout_watermark = 0  # highest index known published (persisted, replicated)
+        self._watermark_to_save: int | None = None  # saved by the loop (storage has 1 writer)
+        self.role_observers: list[Callable[[SoftState], None]] = []  # on soft state changes
+        # after each applied batch, with its entries (persisted, applied)
+        self.apply_observers: list[Callable[[tuple[Entry, ...]], None]] = []
+        self.services: list[Service] = []  # started/stopped with the node, in order
         self.counters: dict[str, int] = {
             "inbox_overflow": 0,
             "apply_errors": 0,
@@ -175,6 +209,8 @@ class Node(Generic[T]):
             raise RuntimeError("node already started")
         await self.storage.open()
         initial = await self.storage.initial_state()
+        self.sessions.load(await self.storage.sessions())
+        self.fanout_watermark = await self.storage.fanout_watermark()
         self._core = RaftCore(self.config, initial, seed=self._seed)
         logger.info(
             "%s: starting in term %s (last index %s, commit %s, applied %s)",
@@ -186,11 +222,15 @@ class Node(Generic[T]):
         )
         await self.transport.start(self._on_message, self._on_request)
         self._task = asyncio.create_task(self._run(), name=f"raftmq-node-{self.node_id}")
+        for service in self.services:
+            await service.start()
 
     async def stop(self) -> None:
         """Stop the loop, fail pending writes with NodeStopped, close transport and storage."""
         if self._stopping:
             return
+        for service in reversed(self.services):
+            await service.stop()  # ingest returns its unacked writes while we still run
         self._stopping = True
         self._wake.set()
         if self._task is not None:
@@ -246,6 +286,24 @@ class Node(Generic[T]):
         self._proposals.append((payload, future))
         self._wake.set()
         return await asyncio.wait_for(future, timeout or self.write_timeout)
+
+    async def propose_watermark(self, index: int) -> Commit:
+        """Replicate the fan-out watermark ``index`` (leader only; see raftmq.sessions)."""
+        if self._stopping or self._task is None:
+            raise NodeStopped(f"node {self.node_id} is not running")
+        if self.core.role is not Role.LEADER:
+            raise NotLeader(self.core.leader_id)
+        future: asyncio.Future[Commit] = asyncio.get_running_loop().create_future()
+        self._proposals.append((encode_watermark(index), future))
+        self._wake.set()
+        return await asyncio.wait_for(future, self.write_timeout)
+
+    def save_fanout_watermark(self, index: int) -> None:
+        """Have the loop persist the fan-out watermark ``index`` (the loop is the only
+        writer of storage: adapters cache log bounds per save)."""
+        self.fanout_watermark = max(self.fanout_watermark, index)
+        self._watermark_to_save = self.fanout_watermark
+        self._wake.set()
 
     def status(self) -> NodeStatus:
         """The node's current state."""
@@ -327,7 +385,7 @@ class Node(Generic[T]):
         try:
             while not self._stopping:
                 delay = next_tick - loop.time()
-                if delay > 0 and not (self._inbox or self._proposals):
+                if delay > 0 and not (self._inbox or self._proposals or self._watermark_to_save):
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), delay)
@@ -342,6 +400,9 @@ class Node(Generic[T]):
                 self._step_inbox(now)
                 self._propose_queued()
                 await self._handle_ready()
+                if self._watermark_to_save is not None:
+                    watermark, self._watermark_to_save = self._watermark_to_save, None
+                    await self._persist(PersistBatch(fanout_watermark=watermark))
         except Exception:
             logger.exception("%s: node loop failed; stopping", self.node_id)
             self._fail_pending(NodeStopped(f"node {self.node_id} loop failed"))
@@ -386,6 +447,8 @@ class Node(Generic[T]):
                     soft.term,
                     soft.leader_id or "unknown",
                 )
+                for observer in self.role_observers:
+                    observer(soft)
             await self._persist(
                 PersistBatch(
                     hard_state=ready.hard_state,
@@ -396,8 +459,19 @@ class Node(Generic[T]):
             if ready.messages:
                 self.transport.send(ready.messages)
             if ready.committed_entries:
-                await self._apply(ready.committed_entries)
-                await self._persist(PersistBatch(applied=ready.committed_entries[-1].index))
+                watermark = await self._apply(ready.committed_entries)
+                applied = ready.committed_entries[-1].index
+                sessions, expire = self.sessions.take_changes(applied)
+                await self._persist(
+                    PersistBatch(
+                        applied=applied,
+                        fanout_watermark=watermark,
+                        sessions=sessions,
+                        expire_sessions_before=expire,
+                    )
+                )
+                for apply_observer in self.apply_observers:
+                    apply_observer(ready.committed_entries)
             core.advance(ready)
             await self._serve_reads(ready)
 
@@ -429,33 +503,54 @@ class Node(Generic[T]):
             entries = await self.storage.entries(read.lo, read.hi, read.max_bytes)
             self.core.step_read(LogReadResult(read=read, entries=tuple(entries)))
 
-    async def _apply(self, entries: tuple[Entry, ...]) -> None:
+    async def _apply(self, entries: tuple[Entry, ...]) -> int | None:
+        """Apply committed entries in order; return a fan-out watermark to persist, if any.
+
+        Client sessions decide duplicates here, deterministically on every node."""
+        watermark: int | None = None
         for entry in entries:
+            record: Record | None = None
+            original = None
+            if entry.kind is EntryKind.NORMAL:
+                carried = decode_watermark(entry.data)
+                if carried is not None:
+                    if carried > self.fanout_watermark:
+                        self.fanout_watermark = watermark = carried
+                else:
+                    record = self._decode_record(entry)
+                    if record is not None:
+                        original = self.sessions.apply(record, entry.index, entry.term)
             pending = self._pending.pop(entry.index, None)
             if pending is not None:
                 term, future = pending
-                if not future.done():
-                    if entry.term == term:
-                        future.set_result(Commit(entry.index, entry.term))
-                    else:
-                        future.set_exception(
-                            WriteRejected(
-                                f"leadership changed: index {entry.index} committed in "
-                                f"term {entry.term}, the write was proposed in term {term}"
-                            )
+                if future.done():
+                    pass
+                elif entry.term != term:
+                    future.set_exception(
+                        WriteRejected(
+                            f"leadership changed: index {entry.index} committed in "
+                            f"term {entry.term}, the write was proposed in term {term}"
                         )
-            if entry.kind is EntryKind.NORMAL and (self.on_commit or self.on_record):
-                await self._call_callbacks(entry)
+                    )
+                elif original is not None:
+                    future.set_result(Commit(original.index, original.term, duplicate=True))
+                else:
+                    future.set_result(Commit(entry.index, entry.term))
+            if record is not None and original is None:
+                await self._call_callbacks(entry, record)
+        return watermark
 
-    async def _call_callbacks(self, entry: Entry) -> None:
+    def _decode_record(self, entry: Entry) -> Record | None:
         try:
-            record = Record.decode(entry.data)
+            return Record.decode(entry.data)
         except MalformedMessage as exc:
             self.counters["apply_decode_errors"] += 1
             logger.error(
                 "%s: entry %s is not a record, not applied: %s", self.node_id, entry.index, exc
             )
-            return
+            return None
+
+    async def _call_callbacks(self, entry: Entry, record: Record) -> None:
         if self.on_record is not None:
             await self._guarded(entry.index, self.on_record, entry.index, entry.term, record)
         if self.on_commit is not None:

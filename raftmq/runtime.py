@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+import importlib
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
@@ -37,7 +38,7 @@ def build_node(
         message_ttl_ms=max(int(election_ms), 50),
         max_message_bytes=settings.max_message_bytes,
     )
-    return Node(
+    node = Node(
         config=settings.raft_config(),
         storage=storage,
         transport=transport,
@@ -48,4 +49,37 @@ def build_node(
         write_timeout=settings.write_timeout,
         max_write_bytes=settings.max_write_bytes,
         allow_fault_injection=settings.allow_fault_injection,
+        session_expiry_entries=settings.session_expiry_entries,
     )
+    if settings.queue_services:
+        attach_queue_services(node, settings)
+    return node
+
+
+def load_schema(path: str) -> type[BaseModel]:
+    """The pydantic model named ``"package.module:Name"``."""
+    module_name, _, name = path.partition(":")
+    model = getattr(importlib.import_module(module_name), name, None)
+    if not (isinstance(model, type) and issubclass(model, BaseModel)):
+        raise ValueError(f"write_schema {path!r} does not name a pydantic model")
+    return model
+
+
+def attach_queue_services(node: Node[Any], settings: NodeSettings) -> None:
+    """Run ingest (leader only), fan-out (leader only) and the replay server with ``node``."""
+    from raftmq.fanout import Fanout
+    from raftmq.ingest import Ingest
+    from raftmq.replay import ReplayServer
+
+    schema = load_schema(settings.write_schema) if settings.write_schema else None
+    node.services.append(
+        Ingest(
+            node,
+            settings.amqp_url,
+            prefetch=settings.ingest_prefetch,
+            content_types=settings.write_content_types,
+            schema=schema,
+        )
+    )
+    node.services.append(Fanout(node, settings.amqp_url))
+    node.services.append(ReplayServer(node, settings.amqp_url))

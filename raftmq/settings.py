@@ -63,6 +63,18 @@ class NodeSettings(BaseSettings):
     max_write_bytes: int = Field(1 << 20, gt=0)  # larger writes are refused
     write_timeout: float = Field(30.0, gt=0)  # seconds a write may wait for its commit
     allow_fault_injection: bool = False  # serve "isolate"/"rejoin" requests (chaos tests only)
+    queue_services: bool = True  # run ingest, fan-out and replay (issue 5) beside the node
+    session_expiry_entries: int = Field(1_000_000, gt=0)  # idle client sessions expire after
+    write_content_types: Annotated[list[str], NoDecode] = Field(default_factory=list)  # or any
+    write_schema: str | None = None  # "module:Model": writes must validate, else dead-lettered
+    ingest_prefetch: int = Field(2000, gt=0)  # unacked writes the leader holds at once
+
+    @field_validator("write_content_types", mode="before")
+    @classmethod
+    def _split_types(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [t.strip() for t in value.split(",") if t.strip()]
+        return value
 
     @field_validator("peers", mode="before")
     @classmethod

@@ -1,0 +1,202 @@
+"""Fan-out: the leader publishes every committed write to ``raftmq.C.committed``, in index
+order, with publisher confirms.
+
+What is published: NORMAL entries that are Records and not duplicates (raftmq.sessions);
+NOOPs, watermark entries and duplicates are skipped, which is why each message carries
+``raftmq-prev-index`` (the index of the previous message published) besides
+``raftmq-index`` and ``raftmq-term``.
+
+The watermark (highest index whose message, if any, the broker confirmed) is kept in memory,
+saved locally and *replicated* at most every ``watermark_interval`` seconds, and only when a
+message was published since the last time: the leader proposes a watermark entry
+(raftmq.sessions.encode_watermark) and every node that applies it persists the watermark
+with its applied index. A new leader resumes at its replicated watermark + 1: messages
+after it may be published twice (at-least-once), none is skipped (no gap); subscribers
+drop repeats by index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from typing import Any
+
+import aio_pika
+from aio_pika.abc import AbstractExchange
+
+from raftmq.core.types import Entry, EntryKind
+from raftmq.errors import MalformedMessage, RaftMQError
+from raftmq.leading import LeaderService
+from raftmq.node import Node
+from raftmq.record import HeaderValue, Record
+from raftmq.sessions import decode_watermark
+from raftmq.topology import (
+    H_INDEX,
+    H_PREV_INDEX,
+    H_PRODUCER,
+    H_SEQ,
+    H_TERM,
+    declare_committed,
+)
+
+logger = logging.getLogger("raftmq.fanout")
+
+DEFAULT_BATCH = 500  # messages published (and confirmed) at once
+DEFAULT_WATERMARK_INTERVAL = 0.2  # seconds between watermark saves/proposals
+_READ_BYTES = 4 << 20  # bytes of entries read from storage at once
+_FEED_MAX = 50_000  # applied entries buffered for the fan-out
+_SCAN_BACK = 256  # entries read per step when looking for the previous published index
+
+
+def publishable(node: Node[Any], entry: Entry) -> Record | None:
+    """The Record an applied entry publishes, or None (NOOP, watermark, duplicate, junk)."""
+    if entry.kind is not EntryKind.NORMAL or node.sessions.is_duplicate(entry.index):
+        return None
+    if decode_watermark(entry.data) is not None:
+        return None
+    try:
+        return Record.decode(entry.data)
+    except MalformedMessage:
+        return None
+
+
+def committed_message(entry: Entry, record: Record, prev_index: int) -> aio_pika.Message:
+    """The committed-exchange message of one entry (also the replay answer format)."""
+    headers: dict[str, HeaderValue] = dict(record.headers)
+    headers[H_INDEX] = entry.index
+    headers[H_TERM] = entry.term
+    headers[H_PREV_INDEX] = prev_index
+    if record.producer_id is not None and record.seq is not None:
+        headers[H_PRODUCER] = record.producer_id
+        headers[H_SEQ] = record.seq
+    return aio_pika.Message(
+        record.body,
+        content_type=record.content_type,
+        message_id=record.message_id,
+        headers=dict(headers),
+        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+    )
+
+
+async def previous_published(node: Node[Any], index: int) -> int:
+    """The highest index <= ``index`` that publishes a message, or 0 when none does."""
+    first = await node.storage.first_index()
+    hi = index
+    while hi >= max(first, 1):
+        lo = max(first, hi - _SCAN_BACK + 1, 1)
+        for entry in reversed(await node.storage.entries(lo, hi)):
+            if publishable(node, entry) is not None:
+                return entry.index
+        hi = lo - 1
+    return 0
+
+
+class Fanout(LeaderService):
+    """Publishes committed writes while the node leads."""
+
+    name = "fanout"
+
+    def __init__(
+        self,
+        node: Node[Any],
+        amqp_url: str,
+        *,
+        batch: int = DEFAULT_BATCH,
+        watermark_interval: float = DEFAULT_WATERMARK_INTERVAL,
+    ) -> None:
+        super().__init__(node)
+        self.amqp_url = amqp_url  # broker URL (own connection)
+        self.batch = batch  # messages in flight (awaiting confirms) at once
+        self.watermark_interval = watermark_interval  # seconds between watermark rounds
+        node.counters.setdefault("fanout_published", 0)  # messages confirmed by the broker
+        self._wake = asyncio.Event()  # set when the node applied something
+        self._replicated = 0  # last watermark proposed or found replicated
+        # Applied entries handed over by the node (saves reading them back from storage);
+        # contiguous, ascending; bounded: when it overflows, storage is read instead.
+        self._feed: deque[Entry] = deque()
+        node.apply_observers.append(self._on_applied)
+
+    def _on_applied(self, entries: tuple[Entry, ...]) -> None:
+        if self.active:
+            if self._feed and self._feed[-1].index + 1 != entries[0].index:
+                self._feed.clear()
+            if len(self._feed) < _FEED_MAX:
+                self._feed.extend(entries)
+        self._wake.set()
+
+    async def _next_entries(self, next_index: int, applied: int) -> list[Entry]:
+        """Up to ``batch`` applied entries from ``next_index``: from the feed when it holds
+        them, else from storage."""
+        feed = self._feed
+        while feed and feed[0].index < next_index:
+            feed.popleft()
+        if feed and feed[0].index == next_index:
+            return [feed.popleft() for _ in range(min(self.batch, len(feed)))]
+        feed.clear()
+        return (await self.node.storage.entries(next_index, applied, _READ_BYTES))[: self.batch]
+
+    async def lead(self) -> None:
+        """Publish from the replicated watermark on, until cancelled."""
+        node = self.node
+        connection = await aio_pika.connect(self.amqp_url)
+        try:
+            channel = await connection.channel(publisher_confirms=True)
+            exchange = await declare_committed(channel, node.transport.cluster)
+            await self._publish_loop(exchange)
+        finally:
+            with contextlib.suppress(Exception):
+                await connection.close()
+
+    async def _publish_loop(self, exchange: AbstractExchange) -> None:
+        node = self.node
+        loop = asyncio.get_running_loop()
+        next_index = node.fanout_watermark + 1
+        prev = await previous_published(node, next_index - 1)
+        self._replicated = node.fanout_watermark
+        last_round = loop.time()
+        dirty = False  # published since the last watermark round
+        logger.info("%s: fan-out resumes at index %s", node.node_id, next_index)
+        while True:
+            applied = node.core.applied_index
+            entries: list[Entry] = []
+            if next_index <= applied:
+                entries = await self._next_entries(next_index, applied)
+            if entries:
+                sends = []
+                for entry in entries:
+                    record = publishable(node, entry)
+                    if record is not None:
+                        message = committed_message(entry, record, prev)
+                        sends.append(exchange.publish(message, routing_key="", mandatory=False))
+                        prev = entry.index
+                await asyncio.gather(*sends)  # confirmed, or raise and resume at watermark
+                node.counters["fanout_published"] += len(sends)
+                dirty = dirty or bool(sends)
+                next_index = entries[-1].index + 1
+                node.fanout_watermark = max(node.fanout_watermark, entries[-1].index)
+            else:
+                self._wake.clear()
+                if node.core.applied_index < next_index:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), self.watermark_interval)
+            if dirty and loop.time() - last_round >= self.watermark_interval:
+                last_round = loop.time()
+                dirty = False
+                await self._watermark_round(node.fanout_watermark)
+
+    async def _watermark_round(self, watermark: int) -> None:
+        """Save the watermark locally and replicate it (a watermark entry)."""
+        node = self.node
+        node.save_fanout_watermark(watermark)
+        if watermark > self._replicated:
+            self._replicated = watermark
+            task = asyncio.create_task(self._propose(watermark))
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    async def _propose(self, watermark: int) -> None:
+        try:
+            await self.node.propose_watermark(watermark)
+        except (RaftMQError, TimeoutError) as exc:
+            logger.debug("%s: watermark %s not replicated: %r", self.node.node_id, watermark, exc)

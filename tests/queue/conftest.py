@@ -1,0 +1,183 @@
+"""Fixtures for the queue tests (issue 5).
+
+``ProtocolNode`` plays the node's side of docs/protocol.md with plain aio-pika (consume
+the writes queue, append to an in-memory log with producer sessions, publish receipts and
+committed messages, answer replay requests). It is a protocol test double for the client
+tests, written from the document, with knobs to lose or repeat messages on purpose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import aio_pika
+import pytest
+from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
+
+from raftmq import topology
+
+
+@dataclass
+class LoggedWrite:
+    """One entry of the double's log."""
+
+    index: int  # log index
+    term: int  # term
+    body: bytes  # producer body
+    content_type: str | None  # producer content type
+    message_id: str | None  # producer message id
+    headers: dict[str, Any]  # producer headers
+
+
+@dataclass
+class ProtocolNode:
+    """A single 'node' speaking the client protocol, for client tests."""
+
+    channel: AbstractChannel  # a confirm-mode channel
+    cluster: str  # cluster name
+    term: int = 1  # term stamped on entries
+    log: list[LoggedWrite] = field(default_factory=list)  # committed writes, index order
+    next_index: int = 1  # next free index (NOOPs may skip some)
+    seen: list[tuple[str | None, int | None]] = field(default_factory=list)  # (producer, seq)
+    sessions: dict[str, dict[int, int]] = field(default_factory=dict)  # producer -> seq->index
+    drop_receipts: set[int] = field(default_factory=set)  # seqs whose first receipt is lost
+    drop_fanout: set[int] = field(default_factory=set)  # indexes never published live
+    reject: Callable[[bytes], str | None] = lambda body: None  # body -> dead-letter reason
+    replay_requests: list[dict[str, Any]] = field(default_factory=list)  # requests received
+    last_published: int = 0  # raftmq-prev-index of the next fan-out message
+    _commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    async def start(self) -> None:
+        """Declare the cluster's objects and consume writes and replay requests."""
+        await topology.declare_all(self.channel, self.cluster)
+        writes = await topology.declare_writes(self.channel, self.cluster)
+        replay = await topology.declare_replay(self.channel, self.cluster)
+        await writes.consume(self._on_write)
+        await replay.consume(self._on_replay)
+
+    def noop(self) -> None:
+        """Take one index without a write (like a new leader's NOOP entry)."""
+        self.next_index += 1
+
+    def _headers(self, entry: LoggedWrite, prev: int) -> dict[str, Any]:
+        return {
+            **entry.headers,
+            topology.H_INDEX: entry.index,
+            topology.H_TERM: entry.term,
+            topology.H_PREV_INDEX: prev,
+        }
+
+    def _message(self, entry: LoggedWrite, prev: int, correlation_id: str | None = None) -> Any:
+        return aio_pika.Message(
+            entry.body,
+            content_type=entry.content_type,
+            message_id=entry.message_id,
+            headers=self._headers(entry, prev),
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            correlation_id=correlation_id,
+        )
+
+    async def publish_committed(self, entry: LoggedWrite, prev: int) -> None:
+        """Publish ``entry`` on the committed exchange (also used to send a duplicate)."""
+        exchange = await self.channel.get_exchange(topology.committed_exchange(self.cluster))
+        await exchange.publish(self._message(entry, prev), routing_key="")
+
+    async def _receipt(self, write: AbstractIncomingMessage, status: str, body: Any) -> None:
+        if not write.reply_to:
+            return
+        await self.channel.default_exchange.publish(
+            aio_pika.Message(
+                json.dumps(body).encode(),
+                headers={topology.H_STATUS: status},
+                correlation_id=write.correlation_id,
+            ),
+            routing_key=write.reply_to,
+        )
+
+    async def _on_write(self, write: AbstractIncomingMessage) -> None:
+        async with self._commit_lock:
+            headers: dict[str, Any] = dict(write.headers or {})
+            producer: str | None = headers.get(topology.H_PRODUCER)
+            seq: int | None = headers.get(topology.H_SEQ)
+            self.seen.append((producer, seq))
+            reason = self.reject(write.body)
+            if reason is not None:
+                await self._receipt(write, "error", {"reason": reason})
+                await write.ack()
+                return
+            session = self.sessions.setdefault(producer, {}) if producer else None
+            if session is not None and seq is not None and session and seq <= max(session):
+                index = session.get(seq, session[max(session)])
+                await self._receipt(write, "ok", {"index": index, "term": 1, "duplicate": True})
+                await write.ack()
+                return
+            entry = LoggedWrite(
+                self.next_index,
+                self.term,
+                write.body,
+                write.content_type,
+                write.message_id,
+                headers,
+            )
+            self.next_index += 1
+            self.log.append(entry)
+            if session is not None and seq is not None:
+                session[seq] = entry.index
+            if entry.index not in self.drop_fanout:
+                await self.publish_committed(entry, self.last_published)
+            self.last_published = entry.index
+            if seq in self.drop_receipts:
+                self.drop_receipts.discard(seq)
+            else:
+                body = {"index": entry.index, "term": entry.term, "duplicate": False}
+                await self._receipt(write, "ok", body)
+            await write.ack()
+
+    async def _on_replay(self, request: AbstractIncomingMessage) -> None:
+        asked = json.loads(request.body)
+        self.replay_requests.append(asked)
+        first, last, most = asked["from"], asked["to"], asked["max"]
+        sent = first - 1
+        previous = 0
+        count = 0
+        for entry in self.log:
+            if entry.index >= first and (last is None or entry.index <= last) and count < most:
+                await self.channel.default_exchange.publish(
+                    self._message(entry, previous, request.correlation_id),
+                    routing_key=request.reply_to or "",
+                )
+                sent = entry.index
+                count += 1
+            previous = entry.index
+        await self.channel.default_exchange.publish(
+            aio_pika.Message(
+                b"",
+                headers={topology.H_REPLAY_END: sent},
+                correlation_id=request.correlation_id,
+            ),
+            routing_key=request.reply_to or "",
+        )
+        await request.ack()
+
+
+@pytest.fixture
+async def protocol_node(amqp_url: str, cluster_name: str) -> AsyncIterator[ProtocolNode]:
+    """A running ProtocolNode for ``cluster_name``; the cluster's objects are deleted after."""
+    connection = await aio_pika.connect(amqp_url)
+    channel = await connection.channel(publisher_confirms=True)
+    node = ProtocolNode(channel, cluster_name)
+    await node.start()
+    try:
+        yield node
+    finally:
+        cleanup = await connection.channel()
+        await topology.delete_all(cleanup, cluster_name)
+        await connection.close()
+
+
+# Real `raftmq node` processes for the end-to-end tests (fixture defined for tests/node).
+from tests.node.conftest import local_cluster  # noqa: E402, F401

@@ -1,0 +1,113 @@
+"""Client sessions on real Nodes (in-memory transport and storage): a write retried with the
+same (producer, seq) or message id is applied once, everywhere, and its receipt names the
+original index; sessions survive restarts; expiry is decided per entry, deterministically."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from raftmq.record import Record
+from raftmq.sessions import SessionTable
+from tests.node.memory_cluster import MemoryCluster
+
+
+@pytest.fixture
+async def cluster() -> AsyncIterator[MemoryCluster]:
+    c = MemoryCluster()
+    await c.start_all()
+    yield c
+    await c.stop_all()
+
+
+def _rec(n: int, pid: str | None = "p1", seq: int | None = None, mid: str | None = None) -> Record:
+    return Record(
+        body=f'{{"n": {n}}}'.encode(),
+        content_type="application/json",
+        producer_id=pid,
+        seq=seq if pid is not None else None,
+        message_id=mid,
+    )
+
+
+async def test_same_producer_seq_twice_is_applied_once_and_names_the_first_index(
+    cluster: MemoryCluster,
+) -> None:
+    leader = await cluster.leader()
+    first = await leader.write_record(_rec(1, seq=1))
+    again = await leader.write_record(_rec(1, seq=1))
+    assert not first.duplicate
+    assert again.duplicate and (again.index, again.term) == (first.index, first.term)
+    nxt = await leader.write_record(_rec(2, seq=2))
+    assert not nxt.duplicate and nxt.index > first.index
+    await cluster.wait_applied(nxt.index)
+    for node_id, node in cluster.nodes.items():
+        assert [n for _, n in cluster.applied[node_id]] == [1, 2], node_id
+        # write_record does not pre-check: the copy is in the log and skipped at apply.
+        assert node.sessions.is_duplicate(first.index + 1), node_id
+        assert node.sessions.original("p1", 2, nxt.index + 1) is not None
+
+
+async def test_both_copies_in_flight_one_is_skipped_on_every_node(cluster: MemoryCluster) -> None:
+    leader = await cluster.leader()
+    # Proposed in the same loop turn: both reach the log; apply decides, identically.
+    commits = await asyncio.gather(*(leader.write_record(_rec(7, seq=5)) for _ in range(3)))
+    originals = [c for c in commits if not c.duplicate]
+    assert len(originals) == 1
+    assert {(c.index, c.term) for c in commits} == {(originals[0].index, originals[0].term)}
+    last = await leader.write_record(_rec(8, seq=6))
+    await cluster.wait_applied(last.index)
+    for node_id, node in cluster.nodes.items():
+        assert [n for _, n in cluster.applied[node_id]] == [7, 8], node_id
+        dups = [i for i in range(1, last.index) if node.sessions.is_duplicate(i)]
+        assert len(dups) == 2, node_id
+
+
+async def test_message_id_only_writes_dedupe(cluster: MemoryCluster) -> None:
+    leader = await cluster.leader()
+    a = await leader.write_record(_rec(1, pid=None, mid="m-1"))
+    b = await leader.write_record(_rec(1, pid=None, mid="m-1"))
+    c = await leader.write_record(_rec(2, pid=None, mid="m-2"))
+    assert b.duplicate and b.index == a.index and not c.duplicate
+    await cluster.wait_applied(c.index)
+    assert [n for _, n in cluster.applied["a"]] == [1, 2]
+
+
+async def test_sessions_survive_a_restart_of_every_node(cluster: MemoryCluster) -> None:
+    leader = await cluster.leader()
+    first = await leader.write_record(_rec(1, seq=1))
+    dup = await leader.write_record(_rec(1, seq=1))
+    await cluster.wait_applied(dup.index if dup.index > first.index else first.index + 1)
+    await cluster.stop_all()
+    for storage in cluster.storages.values():
+        await storage.open()
+        session = await storage.session("p1")
+        assert session is not None and session.last_index == first.index
+        await storage.close()
+    await cluster.start_all()
+    leader = await cluster.leader()
+    again = await leader.write_record(_rec(1, seq=1))
+    assert again.duplicate and again.index == first.index
+    fresh = await leader.write_record(_rec(3, seq=2))
+    await cluster.wait_applied(fresh.index)
+    for node_id in cluster.ids:
+        assert [n for _, n in cluster.applied[node_id]] == [1, 3], node_id
+
+
+def test_expiry_is_decided_per_entry_not_per_batch() -> None:
+    def run(batches: list[list[int]]) -> list[bool]:
+        table = SessionTable(expiry_entries=10)
+        out = []
+        for batch in batches:
+            for index in batch:
+                # index 1: first write; index 12 retries it after the session expired.
+                if index in (1, 5, 12):
+                    out.append(table.apply(_rec(0, seq=1), index, 1) is not None)
+            table.take_changes(batch[-1])
+        return out
+
+    one = run([list(range(1, 13))])
+    many = run([[i] for i in range(1, 13)])
+    assert one == many == [False, True, False]
