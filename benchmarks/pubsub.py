@@ -1,0 +1,163 @@
+"""End-to-end publish -> subscriber throughput and latency of raftmq (3 node processes,
+SQLite FULL, Producer and Subscriber defaults), beside the plain alternative: aio-pika
+publishing with confirms into a quorum queue and consuming it.
+
+    .venv/bin/python benchmarks/pubsub.py [--messages 5000] [--rate 500] [--seconds 5]
+
+Each message carries its send time in a header; the subscriber side records
+receive - send. Throughput = messages / (last received - first sent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+
+import aio_pika
+
+from raftmq.client import Producer, Subscriber
+from raftmq.localcluster import LocalCluster, wait_for_leader
+from raftmq.settings import DEFAULT_AMQP_URL
+
+Send = Callable[[bytes, float], Coroutine[object, object, object]]
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))] if ordered else float("nan")
+
+
+async def _run(
+    send: Send, received: list[float], count: int, size: int, rate: float | None
+) -> tuple[float, list[float]]:
+    """Send ``count`` messages (all at once, or paced at ``rate``/s); wait for all of them
+    on the subscriber side; return (messages/s, latencies in ms)."""
+    received.clear()
+    body = b"x" * size
+    loop = asyncio.get_running_loop()
+    started = time.time()
+    tasks = []
+    for k in range(count):
+        if rate is not None:
+            await asyncio.sleep(max(0.0, started + k / rate - time.time()))
+        tasks.append(loop.create_task(send(body, time.time())))
+        if rate is None and k % 500 == 499:
+            await asyncio.sleep(0)  # let the first publishes leave while we create more
+    await asyncio.gather(*tasks)
+    async with asyncio.timeout(300):
+        while len(received) < count:  # noqa: ASYNC110 - the consumer callback fills the list
+            await asyncio.sleep(0.01)
+    finished = time.time()
+    return count / (finished - started), [r * 1000 for r in received]
+
+
+async def bench_raftmq(args: argparse.Namespace, sizes: list[int]) -> dict[str, str]:
+    results: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="raftmq-bench-") as tmp:
+        name = f"bench{uuid.uuid4().hex[:6]}"
+        cluster = LocalCluster(name, ["n1", "n2", "n3"], Path(tmp), amqp_url=args.amqp_url)
+        cluster.start_all()
+        try:
+            async with cluster.admin() as admin:
+                await wait_for_leader(admin, timeout=60)
+            received: list[float] = []
+            async with (
+                Producer(args.amqp_url, name) as producer,
+                Subscriber(args.amqp_url, name) as subscriber,
+            ):
+
+                async def consume() -> None:
+                    async for message in subscriber:
+                        received.append(time.time() - float(message.headers["sent"]))
+
+                consumer = asyncio.create_task(consume())
+
+                async def send(body: bytes, sent: float) -> object:
+                    return await producer.publish(body, headers={"sent": sent}, timeout=300)
+
+                await _run(send, received, 100, 100, None)  # warm-up
+                for size in sizes:
+                    rate, lat = await _run(send, received, args.messages, size, None)
+                    results[f"raftmq {size} B burst"] = f"{rate:8.0f} msg/s"
+                    _, lat = await _run(send, received, args.rate * args.seconds, size, args.rate)
+                    results[f"raftmq {size} B @{args.rate}/s"] = (
+                        f"p50 {_percentile(lat, 0.5):6.1f} ms  p99 {_percentile(lat, 0.99):6.1f} ms"
+                    )
+                consumer.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await consumer
+        finally:
+            cluster.stop_all()
+            await cluster.delete_queues()
+    return results
+
+
+async def bench_quorum_queue(args: argparse.Namespace, sizes: list[int]) -> dict[str, str]:
+    """What a user would do instead: publish with confirms (awaited one by one, the default
+    aio-pika usage) into a quorum queue; consume it with a callback."""
+    results: dict[str, str] = {}
+    connection = await aio_pika.connect(args.amqp_url)
+    name = f"bench-qq-{uuid.uuid4().hex[:6]}"
+    try:
+        channel = await connection.channel(publisher_confirms=True)
+        queue = await channel.declare_queue(
+            name, durable=True, arguments={"x-queue-type": "quorum"}
+        )
+        received: list[float] = []
+
+        async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
+            received.append(time.time() - float(str((message.headers or {})["sent"])))
+            await message.ack()
+
+        consumer_channel = await connection.channel()
+        await consumer_channel.set_qos(prefetch_count=1000)
+        consumer_queue = await consumer_channel.get_queue(name)
+        await consumer_queue.consume(on_message)
+        lock = asyncio.Lock()
+
+        async def send(body: bytes, sent: float) -> object:
+            async with lock:  # one publish at a time, each awaiting its confirm
+                return await channel.default_exchange.publish(
+                    aio_pika.Message(
+                        body,
+                        headers={"sent": sent},
+                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                    ),
+                    routing_key=name,
+                )
+
+        await _run(send, received, 100, 100, None)
+        for size in sizes:
+            rate, _ = await _run(send, received, args.messages, size, None)
+            results[f"quorum queue {size} B burst"] = f"{rate:8.0f} msg/s"
+            _, lat = await _run(send, received, args.rate * args.seconds, size, args.rate)
+            results[f"quorum queue {size} B @{args.rate}/s"] = (
+                f"p50 {_percentile(lat, 0.5):6.1f} ms  p99 {_percentile(lat, 0.99):6.1f} ms"
+            )
+        await queue.delete(if_unused=False, if_empty=False)
+    finally:
+        await connection.close()
+    return results
+
+
+async def main(args: argparse.Namespace) -> None:
+    sizes = [100, 1000]
+    results = await bench_raftmq(args, sizes)
+    results.update(await bench_quorum_queue(args, sizes))
+    for key, value in results.items():
+        print(f"{key:<28} {value}")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--amqp-url", default=DEFAULT_AMQP_URL)
+    parser.add_argument("--messages", type=int, default=5000)
+    parser.add_argument("--rate", type=int, default=500)
+    parser.add_argument("--seconds", type=int, default=5)
+    asyncio.run(main(parser.parse_args()))

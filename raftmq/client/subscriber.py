@@ -1,0 +1,369 @@
+"""Subscriber: an ordered, duplicate-free async iterator over a cluster's committed writes.
+
+Wire protocol: docs/protocol.md sections 6 and 7. The subscriber's own queue is bound to
+the committed fan-out exchange (at-least-once, in index order); duplicates are dropped by
+index; a gap (``raftmq-prev-index`` above the last delivered index) is filled from the
+replay queue before newer messages are yielded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections import deque
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal
+
+import aio_pika
+from aio_pika.abc import (
+    AbstractIncomingMessage,
+    AbstractQueue,
+    AbstractRobustChannel,
+    AbstractRobustConnection,
+)
+
+from raftmq import topology
+from raftmq.record import HeaderValue
+
+logger = logging.getLogger("raftmq.client.subscriber")
+
+Start = Literal["latest", "earliest"] | int
+"""Where a new subscription starts: new messages only, the first index, or index N."""
+
+_FLUSH_EVERY = 100  # processed messages between position writes / acks (named subscriptions)
+_FLUSH_INTERVAL = 0.5  # seconds: a position older than this is written while idle
+
+
+@dataclass(frozen=True, slots=True)
+class CommittedMessage:
+    """One committed write. Invariant: index > 0 and index is unique in the log."""
+
+    index: int  # log index (strictly increasing along one Subscriber)
+    term: int  # term of the entry
+    body: bytes  # the producer's body, byte for byte
+    headers: dict[str, HeaderValue]  # producer headers plus the raftmq-* headers
+    content_type: str | None  # the producer's content type
+    message_id: str | None  # the producer's message id
+
+
+def subscription_queue(cluster: str, name: str) -> str:
+    """The durable queue of named subscription ``name``."""
+    return f"raftmq.{cluster}.sub.{name}"
+
+
+def position_queue(cluster: str, name: str) -> str:
+    """The one-message queue holding the last index a named subscription delivered."""
+    return f"raftmq.{cluster}.sub.{name}.position"
+
+
+def parse_committed(message: AbstractIncomingMessage) -> tuple[CommittedMessage, int]:
+    """A committed (or replayed) AMQP message as (CommittedMessage, prev_index)."""
+    raw: dict[str, Any] = dict(message.headers or {})
+    headers: dict[str, HeaderValue] = {}
+    for key, value in raw.items():
+        if isinstance(value, bytes):
+            value = value.decode(errors="replace")
+        if isinstance(value, str | int | float | bool):
+            headers[key] = value
+    committed = CommittedMessage(
+        index=int(raw[topology.H_INDEX]),
+        term=int(raw[topology.H_TERM]),
+        body=message.body,
+        headers=headers,
+        content_type=message.content_type,
+        message_id=message.message_id,
+    )
+    return committed, int(raw.get(topology.H_PREV_INDEX, 0))
+
+
+class Subscriber:
+    """Iterate over committed writes of ``cluster``: ``async for msg in subscriber``.
+
+    ``start``: "latest" (messages committed from now on), "earliest" (index 1) or an
+    index N. ``name`` makes a durable subscription that resumes where it stopped (``start``
+    only applies the first time). A message counts as processed when the next one is
+    requested (or the subscriber is closed without an exception); processed messages
+    are acked and, for a named subscription, the position is stored durably first.
+    """
+
+    def __init__(
+        self,
+        amqp_url: str,
+        cluster: str,
+        *,
+        start: Start = "latest",
+        name: str | None = None,
+        prefetch: int = 1000,
+        replay_batch: int = 1000,
+        replay_timeout: float = 5.0,
+    ) -> None:
+        if isinstance(start, int) and start < 1:
+            raise ValueError("start index must be >= 1")
+        self.amqp_url = amqp_url  # broker URL
+        self.cluster = cluster  # cluster name
+        self.start = start  # where a new subscription begins
+        self.name = name  # durable subscription name, or None (anonymous, exclusive)
+        self.prefetch = prefetch  # unacked live messages the broker may push
+        self.replay_batch = replay_batch  # "max" of one replay request
+        self.replay_timeout = replay_timeout  # seconds without a replay message: ask again
+        self._last: int | None = None  # last index yielded; None until the first (latest)
+        self._processed: int | None = None  # last index the application finished with
+        self._ready: deque[tuple[CommittedMessage, AbstractIncomingMessage | None]] = deque()
+        self._yielded: tuple[CommittedMessage, AbstractIncomingMessage | None] | None = None
+        self._live: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+        self._replies: dict[str, asyncio.Queue[AbstractIncomingMessage]] = {}
+        self._unacked: AbstractIncomingMessage | None = None  # newest processed live message
+        self._unflushed = 0  # processed messages since the last flush
+        self._flushed_at = 0.0  # loop time of the last flush
+        self._replay_from: int | None = None  # proactive replay still to do (earliest / N)
+        self._connection: AbstractRobustConnection | None = None
+        self._channel: AbstractRobustChannel | None = None
+        self._reply_queue: AbstractQueue | None = None
+        self._position_queue: AbstractQueue | None = None
+        self._closed = False
+
+    @property
+    def last_index(self) -> int | None:
+        """The last index yielded (None before the first message of a "latest" start)."""
+        return self._last
+
+    async def __aenter__(self) -> Subscriber:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close(processed=exc_type is None)
+
+    def __aiter__(self) -> Subscriber:
+        return self
+
+    async def open(self) -> None:
+        """Connect, declare and bind the subscription queue, load the stored position."""
+        self._connection = await aio_pika.connect_robust(self.amqp_url)
+        channel = await self._connection.channel(publisher_confirms=True)
+        assert isinstance(channel, AbstractRobustChannel)
+        self._channel = channel
+        await channel.set_qos(prefetch_count=self.prefetch)
+        exchange = await topology.declare_committed(channel, self.cluster)
+        await topology.declare_replay(channel, self.cluster)
+        if self.name is None:
+            queue = await channel.declare_queue(
+                f"raftmq.{self.cluster}.sub.anon.{uuid.uuid4().hex}",
+                exclusive=True,
+                auto_delete=True,
+            )
+            resumed = None
+        else:
+            queue = await channel.declare_queue(
+                subscription_queue(self.cluster, self.name), durable=True
+            )
+            self._position_queue = await channel.declare_queue(
+                position_queue(self.cluster, self.name),
+                durable=True,
+                arguments={"x-max-length": 1},
+            )
+            resumed = await self._load_position()
+        await queue.bind(exchange)
+        self._reply_queue = await channel.declare_queue(
+            f"raftmq.{self.cluster}.replay-reply.{uuid.uuid4().hex}",
+            exclusive=True,
+            auto_delete=True,
+        )
+        await self._reply_queue.consume(self._on_reply, no_ack=True)
+        if resumed is not None:
+            self._last = self._processed = resumed
+        elif self.start == "earliest":
+            self._last = self._processed = 0
+            self._replay_from = 1
+        elif isinstance(self.start, int):
+            self._last = self._processed = self.start - 1
+            self._replay_from = self.start
+        await queue.consume(self._on_live, no_ack=False)
+        self._flushed_at = asyncio.get_running_loop().time()
+
+    async def close(self, *, processed: bool = True) -> None:
+        """Store the position and ack what was processed; close the connection.
+
+        ``processed``: whether the last yielded message counts as processed.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            if processed:
+                self._mark_processed()
+            await self._flush()
+        except Exception as exc:  # the broker may be gone: redelivery + position cover it
+            logger.warning("could not store the subscription position on close: %s", exc)
+        if self._connection is not None:
+            await self._connection.close()
+
+    @staticmethod
+    async def delete_subscription(amqp_url: str, cluster: str, name: str) -> None:
+        """Delete the queues of named subscription ``name`` (its position is forgotten)."""
+        connection = await aio_pika.connect(amqp_url)
+        try:
+            channel = await connection.channel()
+            await channel.queue_delete(subscription_queue(cluster, name))
+            await channel.queue_delete(position_queue(cluster, name))
+        finally:
+            await connection.close()
+
+    async def __anext__(self) -> CommittedMessage:
+        if self._closed or self._channel is None:
+            raise StopAsyncIteration
+        self._mark_processed()
+        while True:
+            if self._replay_from is not None:
+                first, self._replay_from = self._replay_from, None
+                await self._fill(first, None)
+            if self._ready:
+                item = self._ready.popleft()
+                self._last = item[0].index
+                self._yielded = item
+                return item[0]
+            await self._maybe_flush()
+            incoming = await self._next_live()
+            await self._admit(incoming)
+
+    def _mark_processed(self) -> None:
+        if self._yielded is None:
+            return
+        message, incoming = self._yielded
+        self._yielded = None
+        self._processed = message.index
+        self._unflushed += 1
+        if incoming is not None:
+            self._unacked = incoming
+
+    async def _next_live(self) -> AbstractIncomingMessage:
+        while True:
+            try:
+                return await asyncio.wait_for(self._live.get(), timeout=_FLUSH_INTERVAL)
+            except TimeoutError:
+                await self._maybe_flush(force=True)
+
+    async def _admit(self, incoming: AbstractIncomingMessage) -> None:
+        try:
+            message, prev = parse_committed(incoming)
+        except (KeyError, ValueError, TypeError) as exc:
+            logger.warning("dropping a message without valid raftmq headers: %s", exc)
+            self._unacked = incoming
+            return
+        last = self._last
+        if last is not None and message.index <= last:
+            self._unacked = incoming  # duplicate (at-least-once fan-out): drop it
+            return
+        if last is not None and prev > last:
+            logger.info("gap before index %s: replaying %s..%s", message.index, last + 1, prev)
+            await self._fill(last + 1, prev)
+        self._ready.append((message, incoming))
+
+    async def _fill(self, first: int, wanted: int | None) -> None:
+        """Replay [first, wanted] (``wanted`` None: up to the answering node's commit) into
+        the ready queue, re-asking until the wanted index is covered."""
+        pause = 0.05
+        while True:
+            got, end = await self._replay_once(first, wanted)
+            for message in got:
+                if self._last is None or message.index > max(self._last, self._ready_top()):
+                    self._ready.append((message, None))
+            if wanted is None and len(got) < self.replay_batch:
+                return
+            if wanted is not None and end >= wanted:
+                return
+            if got:
+                pause = 0.05
+            else:  # the answering node lags behind the fan-out: ask again shortly
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 1.0)
+            first = max(first, end + 1)
+
+    def _ready_top(self) -> int:
+        return self._ready[-1][0].index if self._ready else 0
+
+    async def _replay_once(
+        self, first: int, wanted: int | None
+    ) -> tuple[list[CommittedMessage], int]:
+        """One replay request/answer; re-asked when no answer comes in time."""
+        assert self._channel is not None and self._reply_queue is not None
+        request = json.dumps({"from": first, "to": wanted, "max": self.replay_batch}).encode()
+        while True:
+            correlation_id = uuid.uuid4().hex
+            answers: asyncio.Queue[AbstractIncomingMessage] = asyncio.Queue()
+            self._replies[correlation_id] = answers
+            try:
+                await self._channel.default_exchange.publish(
+                    aio_pika.Message(
+                        request,
+                        content_type="application/json",
+                        reply_to=self._reply_queue.name,
+                        correlation_id=correlation_id,
+                    ),
+                    routing_key=topology.replay_queue(self.cluster),
+                )
+                got: list[CommittedMessage] = []
+                while True:
+                    answer = await asyncio.wait_for(answers.get(), timeout=self.replay_timeout)
+                    end = (answer.headers or {}).get(topology.H_REPLAY_END)
+                    if end is not None:
+                        return got, int(str(end))
+                    got.append(parse_committed(answer)[0])
+            except TimeoutError:
+                logger.info("no replay answer for %s..%s; asking again", first, wanted)
+            finally:
+                self._replies.pop(correlation_id, None)
+
+    async def _on_live(self, message: AbstractIncomingMessage) -> None:
+        self._live.put_nowait(message)
+
+    async def _on_reply(self, message: AbstractIncomingMessage) -> None:
+        answers = self._replies.get(message.correlation_id or "")
+        if answers is not None:
+            answers.put_nowait(message)
+
+    async def _maybe_flush(self, *, force: bool = False) -> None:
+        if not self._unflushed:
+            return
+        elapsed = asyncio.get_running_loop().time() - self._flushed_at
+        if force or self._unflushed >= _FLUSH_EVERY or elapsed >= _FLUSH_INTERVAL:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        """Store the processed position (named subscriptions), then ack the live messages
+        up to it: a crash between the two only redelivers messages the position drops."""
+        self._flushed_at = asyncio.get_running_loop().time()
+        self._unflushed = 0
+        if self._position_queue is not None and self._processed is not None:
+            assert self._channel is not None
+            await self._channel.default_exchange.publish(
+                aio_pika.Message(
+                    str(self._processed).encode(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT
+                ),
+                routing_key=self._position_queue.name,
+            )
+        unacked, self._unacked = self._unacked, None
+        if unacked is not None:
+            with contextlib.suppress(Exception):  # a reconnect invalidated the tag: redelivered
+                await unacked.ack(multiple=True)
+
+    async def _load_position(self) -> int | None:
+        assert self._position_queue is not None
+        stored = await self._position_queue.get(no_ack=False, fail=False)
+        if stored is None:
+            return None
+        await stored.reject(requeue=True)  # keep it until a newer position replaces it
+        try:
+            return int(stored.body.decode())
+        except ValueError:
+            logger.warning("ignoring an invalid stored position %r", stored.body[:50])
+            return None

@@ -1,0 +1,96 @@
+"""Producer against the wire protocol (docs/protocol.md §3-4), with a protocol test double
+playing the node: batching with confirms, receipts, retries that keep their seq."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aio_pika
+import pytest
+
+from raftmq import topology
+from raftmq.client import Producer
+from raftmq.errors import WriteRejected
+from tests.queue.conftest import ProtocolNode
+
+pytestmark = pytest.mark.integration
+
+
+async def test_concurrent_publishes_get_ordered_receipts(
+    amqp_url: str, cluster_name: str, protocol_node: ProtocolNode
+) -> None:
+    async with Producer(amqp_url, cluster_name, linger=0.01) as producer:
+        receipts = await asyncio.gather(
+            *(
+                producer.publish(f"m{k}".encode(), content_type="text/plain", headers={"k": k})
+                for k in range(300)
+            )
+        )
+    assert [r.seq for r in receipts] == list(range(1, 301))
+    assert [r.index for r in receipts] == list(range(1, 301))  # seq order == queue order
+    assert not any(r.duplicate for r in receipts)
+    assert all(r.term == 1 for r in receipts)
+    assert [e.body for e in protocol_node.log] == [f"m{k}".encode() for k in range(300)]
+    first = protocol_node.log[0]
+    assert first.content_type == "text/plain"
+    assert first.headers["raftmq-producer"] == producer.producer_id
+    assert first.headers["raftmq-seq"] == 1 and first.headers["k"] == 0
+
+
+async def test_wait_commit_false_returns_after_confirm(
+    amqp_url: str, cluster_name: str, protocol_node: ProtocolNode
+) -> None:
+    async with Producer(amqp_url, cluster_name, producer_id="p-fixed") as producer:
+        receipt = await producer.publish(b"fire", wait_commit=False)
+        assert receipt.index is None and receipt.term is None and receipt.seq == 1
+        second = await producer.publish(b"and wait")
+    assert second.seq == 2 and second.index == 2
+    assert protocol_node.seen == [("p-fixed", 1), ("p-fixed", 2)]
+
+
+async def test_lost_receipt_is_retried_with_the_same_seq(
+    amqp_url: str, cluster_name: str, protocol_node: ProtocolNode
+) -> None:
+    protocol_node.drop_receipts.add(2)
+    async with Producer(amqp_url, cluster_name, attempt_timeout=0.5) as producer:
+        one = await producer.publish(b"one")
+        two = await producer.publish(b"two")
+        three = await producer.publish(b"three")
+    assert (one.index, one.duplicate) == (1, False)
+    # seq 2 was appended once; its retry carried seq 2 again and was recognised
+    assert (two.index, two.duplicate, two.seq) == (2, True, 2)
+    assert (three.index, three.seq) == (3, 3)
+    seqs = [seq for _, seq in protocol_node.seen]
+    assert seqs == [1, 2, 2, 3]
+    assert [e.body for e in protocol_node.log] == [b"one", b"two", b"three"]
+
+
+async def test_dead_lettered_write_raises_and_traffic_continues(
+    amqp_url: str, cluster_name: str, protocol_node: ProtocolNode
+) -> None:
+    protocol_node.reject = lambda body: "schema: not JSON" if body.startswith(b"bad") else None
+    async with Producer(amqp_url, cluster_name) as producer:
+        with pytest.raises(WriteRejected, match="schema"):
+            await producer.publish(b"bad body")
+        ok = await producer.publish(b"good")
+    assert ok.index == 1 and ok.seq == 2
+
+
+async def test_publish_timeout_when_no_node_answers(amqp_url: str, cluster_name: str) -> None:
+    async with Producer(amqp_url, cluster_name, attempt_timeout=0.2) as producer:
+        with pytest.raises(TimeoutError):
+            await producer.publish(b"nobody home", timeout=0.7)
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        queue = await topology.declare_writes(channel, cluster_name)
+        # the broker confirmed the write and every receipt-timeout retry: all wait in the
+        # writes queue for a leader, all with the same seq (the node appends one)
+        seqs = []
+        while (message := await queue.get(no_ack=True, fail=False)) is not None:
+            assert message.body == b"nobody home"
+            seqs.append((message.headers or {})["raftmq-seq"])
+        assert len(seqs) >= 2 and set(seqs) == {1}
+    finally:
+        await topology.delete_all(channel, cluster_name)
+        await connection.close()
