@@ -47,6 +47,7 @@ from raftmq.core.types import Entry, EntryKind, LogReadResult, Role, SoftState
 from raftmq.errors import MalformedMessage, NodeStopped, NotLeader, StorageError, WriteRejected
 from raftmq.record import Record
 from raftmq.sessions import (
+    DEFAULT_MAX_SESSION_GAP,
     DEFAULT_SESSION_EXPIRY_ENTRIES,
     SessionTable,
     decode_watermark,
@@ -68,7 +69,7 @@ _STORAGE_RETRY = (0.05, 2.0)  # first and maximal back-off between failed saves,
 class Commit:
     """Where a write landed: committed at ``index`` in ``term``."""
 
-    index: int  # log index of the write (of the original write when duplicate)
+    index: int  # log index of the write (of the original when duplicate; 0: no longer known)
     term: int  # term of the entry
     duplicate: bool = False  # the write was already in the log (client session, §6.3)
 
@@ -121,6 +122,25 @@ class NodeStatus(BaseModel):
     transport: dict[str, Any]  # transport counters: sent, received, dropped by reason, ...
 
 
+def merge_batches(first: PersistBatch, second: PersistBatch) -> PersistBatch:
+    """One batch with the effect of saving ``first`` then ``second`` (both in order)."""
+    sessions = {s.producer_id: s for s in (*first.sessions, *second.sessions)}
+    expire = [e for e in (first.expire_sessions_before, second.expire_sessions_before) if e]
+    watermark = [w for w in (first.fanout_watermark, second.fanout_watermark) if w is not None]
+    applied = [a for a in (first.applied, second.applied) if a is not None]
+    if first.truncate_from is not None or first.entries:
+        raise ValueError("only bookkeeping batches can be merged in front of another")
+    return PersistBatch(
+        hard_state=second.hard_state if second.hard_state is not None else first.hard_state,
+        truncate_from=second.truncate_from,
+        entries=second.entries,
+        applied=max(applied) if applied else None,
+        fanout_watermark=max(watermark) if watermark else None,
+        sessions=tuple(sessions.values()),
+        expire_sessions_before=max(expire) if expire else None,
+    )
+
+
 class WriteReply(BaseModel):
     """Answer to a client-facing ``write`` request (the body is an encoded Record)."""
 
@@ -153,6 +173,7 @@ class Node(Generic[T]):
         seed: int | None = None,
         allow_fault_injection: bool = False,
         session_expiry_entries: int = DEFAULT_SESSION_EXPIRY_ENTRIES,
+        max_session_gap: int = DEFAULT_MAX_SESSION_GAP,
     ) -> None:
         self.config = config.validate()
         self.storage = storage
@@ -172,12 +193,16 @@ class Node(Generic[T]):
         self._proposals: deque[tuple[bytes, asyncio.Future[Commit]]] = deque()
         self._pending: dict[int, tuple[int, asyncio.Future[Commit]]] = {}  # index -> (term, fut)
         self._stopping = False
+        self._durable_vote: tuple[int, str | None] = (0, None)  # (term, vote) known saved
         self._isolated = False  # fault injection: inbound Raft messages are discarded
         self._storage_ok = True
         self._last_leader_contact: float | None = None
-        self.sessions = SessionTable(session_expiry_entries)  # replicated client sessions
+        # replicated client sessions
+        self.sessions = SessionTable(session_expiry_entries, max_session_gap)
         self.fanout_watermark = 0  # highest index known published (persisted, replicated)
-        self._watermark_to_save: int | None = None  # saved by the loop (storage has 1 writer)
+        # Bookkeeping not yet saved (applied index, sessions, watermark, a commit-only hard
+        # state): it rides with the next save of entries, or is flushed when the loop idles.
+        self._deferred: PersistBatch | None = None
         self.role_observers: list[Callable[[SoftState], None]] = []  # on soft state changes
         # after each applied batch, with its entries (persisted, applied)
         self.apply_observers: list[Callable[[tuple[Entry, ...]], None]] = []
@@ -212,6 +237,7 @@ class Node(Generic[T]):
         self.sessions.load(await self.storage.sessions())
         self.fanout_watermark = await self.storage.fanout_watermark()
         self._core = RaftCore(self.config, initial, seed=self._seed)
+        self._durable_vote = (initial.hard_state.term, initial.hard_state.voted_for)
         logger.info(
             "%s: starting in term %s (last index %s, commit %s, applied %s)",
             self.node_id,
@@ -302,7 +328,7 @@ class Node(Generic[T]):
         """Have the loop persist the fan-out watermark ``index`` (the loop is the only
         writer of storage: adapters cache log bounds per save)."""
         self.fanout_watermark = max(self.fanout_watermark, index)
-        self._watermark_to_save = self.fanout_watermark
+        self._defer(PersistBatch(fanout_watermark=self.fanout_watermark))
         self._wake.set()
 
     def status(self) -> NodeStatus:
@@ -385,7 +411,9 @@ class Node(Generic[T]):
         try:
             while not self._stopping:
                 delay = next_tick - loop.time()
-                if delay > 0 and not (self._inbox or self._proposals or self._watermark_to_save):
+                if delay > 0 and not (self._inbox or self._proposals):
+                    await self._flush_deferred()
+                if delay > 0 and not (self._inbox or self._proposals):
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), delay)
@@ -400,9 +428,9 @@ class Node(Generic[T]):
                 self._step_inbox(now)
                 self._propose_queued()
                 await self._handle_ready()
-                if self._watermark_to_save is not None:
-                    watermark, self._watermark_to_save = self._watermark_to_save, None
-                    await self._persist(PersistBatch(fanout_watermark=watermark))
+            if self._deferred is not None:  # stopping: save what was applied
+                batch, self._deferred = self._deferred, None
+                await self._persist(batch)
         except Exception:
             logger.exception("%s: node loop failed; stopping", self.node_id)
             self._fail_pending(NodeStopped(f"node {self.node_id} loop failed"))
@@ -449,21 +477,43 @@ class Node(Generic[T]):
                 )
                 for observer in self.role_observers:
                     observer(soft)
-            await self._persist(
-                PersistBatch(
-                    hard_state=ready.hard_state,
-                    truncate_from=ready.truncate_from,
-                    entries=ready.entries,
-                )
+            # Term and vote must be durable before any message leaves; a change of the
+            # commit index alone need not be (commit is a fact held by a majority's logs,
+            # Fig. 2 calls it volatile), so it is saved with the applied index below.
+            hard = ready.hard_state
+            votes_durable = hard is None or (hard.term, hard.voted_for) == self._durable_vote
+            defer_hard = hard is not None and votes_durable and bool(ready.committed_entries)
+            early: list[Message] = []
+            late: list[Message] = list(ready.messages)
+            if votes_durable and ready.truncate_from is None:
+                # Thesis §10.2.1: the leader may write its log in parallel with replicating
+                # it. Safe here because replies are only stepped after this save returns,
+                # so the leader never counts its own entries before they are durable.
+                early = [m for m in late if isinstance(m, AppendEntries)]
+                late = [m for m in late if not isinstance(m, AppendEntries)]
+            if early:
+                self.transport.send(early)
+            batch = PersistBatch(
+                hard_state=None if defer_hard else hard,
+                truncate_from=ready.truncate_from,
+                entries=ready.entries,
             )
-            if ready.messages:
-                self.transport.send(ready.messages)
+            if not batch.is_empty() and self._deferred is not None:
+                batch, self._deferred = merge_batches(self._deferred, batch), None
+            await self._persist(batch)
+            if hard is not None:
+                self._durable_vote = (hard.term, hard.voted_for)
+            if late:
+                self.transport.send(late)
             if ready.committed_entries:
                 watermark = await self._apply(ready.committed_entries)
                 applied = ready.committed_entries[-1].index
                 sessions, expire = self.sessions.take_changes(applied)
-                await self._persist(
+                # Saved with the next entries, or when the loop idles: a crash before that
+                # repeats these callbacks after restart (the on-commit contract).
+                self._defer(
                     PersistBatch(
+                        hard_state=hard if defer_hard else None,
                         applied=applied,
                         fanout_watermark=watermark,
                         sessions=sessions,
@@ -474,6 +524,19 @@ class Node(Generic[T]):
                     apply_observer(ready.committed_entries)
             core.advance(ready)
             await self._serve_reads(ready)
+
+    def _defer(self, batch: PersistBatch) -> None:
+        self._deferred = batch if self._deferred is None else merge_batches(self._deferred, batch)
+
+    async def _flush_deferred(self) -> None:
+        if self._deferred is None:
+            return
+        # Let writers woken by the last apply queue their next write first: it then
+        # carries this bookkeeping in its own save instead of waiting behind it.
+        await asyncio.sleep(0)
+        if self._deferred is not None and not (self._inbox or self._proposals):
+            batch, self._deferred = self._deferred, None
+            await self._persist(batch)
 
     async def _persist(self, batch: PersistBatch) -> None:
         if batch.is_empty():
@@ -532,8 +595,10 @@ class Node(Generic[T]):
                             f"term {entry.term}, the write was proposed in term {term}"
                         )
                     )
-                elif original is not None:
-                    future.set_result(Commit(original.index, original.term, duplicate=True))
+                elif original is not None:  # index/term 0: the original's place is unknown
+                    future.set_result(
+                        Commit(original.index or 0, original.term or 0, duplicate=True)
+                    )
                 else:
                     future.set_result(Commit(entry.index, entry.term))
             if record is not None and original is None:
