@@ -112,6 +112,18 @@ def node(
         raise _fail(str(exc)) from None
 
 
+def _repair_applied_log(path: Path) -> int:
+    """Cut a torn last line (a crash mid-write) and return the last index in the file."""
+    if not path.exists():
+        return 0
+    data = path.read_bytes()
+    complete = data[: data.rfind(b"\n") + 1]
+    if len(complete) != len(data):
+        path.write_bytes(complete)
+    lines = complete.splitlines()
+    return int(json.loads(lines[-1])["index"]) if lines else 0
+
+
 async def _run_node(settings: NodeSettings, applied_log: Path | None) -> None:
     from raftmq.runtime import build_node
 
@@ -120,11 +132,16 @@ async def _run_node(settings: NodeSettings, applied_log: Path | None) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     # A small local file, written line by line: blocking writes are fine here.
+    last_written = _repair_applied_log(applied_log) if applied_log else 0
     sink = open(applied_log, "a", encoding="utf-8") if applied_log else None  # noqa: SIM115, ASYNC230
 
     def record_applied(index: int, term: int, record: Record) -> None:
-        if sink is None:
+        nonlocal last_written
+        # After a crash the node may apply its last batch again (the on-commit contract);
+        # the file already has those lines, so it stays exactly-once.
+        if sink is None or index <= last_written:
             return
+        last_written = index
         try:
             body = record.body.decode()
         except UnicodeDecodeError:
