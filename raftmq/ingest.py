@@ -174,7 +174,7 @@ class Ingest(LeaderService):
         if key is not None:
             original = self.node.sessions.original(key[0], key[1], self.node.core.last_index + 1)
         if original is not None:
-            commit = Commit(original.index, original.term, duplicate=True)
+            commit = Commit(original.index or 0, original.term or 0, duplicate=True)
         else:
             try:
                 commit = await self.node.write_record(record)
@@ -188,7 +188,12 @@ class Ingest(LeaderService):
         self.node.counters["ingest_duplicates" if commit.duplicate else "ingest_committed"] += 1
         await message.ack()
         if message.reply_to:
-            body = {"index": commit.index, "term": commit.term, "duplicate": commit.duplicate}
+            # index 0 (a duplicate whose original's place is no longer known) -> null
+            body = {
+                "index": commit.index or None,
+                "term": commit.term or None,
+                "duplicate": commit.duplicate,
+            }
             await self._reply(channel, message, "ok", body)
 
     async def _reply(

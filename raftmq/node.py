@@ -6,21 +6,28 @@ Loop, per wake-up (a message, a write, or a tick)::
     tick the core for every elapsed tick_interval
     step every queued message; propose every queued write as one batch
     while the core has a Ready:
-        storage.save(hard state + truncation + entries)   # ONE durable transaction
-        transport.send(messages)                          # only after the save returned
-        apply committed entries (on_commit, in index order), persist the applied index
+        transport.send(AppendEntries)     # leader only, term and vote already durable
+        storage.save(hard state + truncation + entries + deferred bookkeeping)  # ONE txn
+        transport.send(other messages)    # votes and replies only after the save returned
+        apply committed entries (on_commit, in index order); defer the applied index
         core.advance(ready); serve storage reads the core asked for
+    when idle: save the deferred bookkeeping (applied index, sessions, watermark)
+
+The leader's early AppendEntries follow the thesis (§10.2.1: a leader may write its log
+in parallel with replicating it); it is safe because replies are stepped only after the
+save returned, so the leader never counts its own entries before they are durable.
 
 No lock guards Raft state: only the loop task touches the core. Other coroutines
 (`write`, `status`) hand work to the loop through queues and futures.
 
 On-commit contract: ``on_commit`` sees every committed NORMAL entry once, in index order,
-on every node. The applied index is persisted after each batch of callbacks, so a crash
-*between* a callback and that save repeats, after restart, at most the callbacks of the
-last batch; each carries its log ``index`` so a state machine can make them idempotent.
+on every node. The applied index is saved with the next log save or as soon as the loop
+is idle (within one tick), so a crash *between* callbacks and that save repeats them after
+restart; each carries its log ``index`` so a state machine can skip what it already holds
+(the CLI's ``--applied-log`` does exactly that, and stays exactly-once across SIGKILL).
 
 Client sessions (raftmq.sessions) are decided at apply time and persisted with the applied
-index in the same transaction: a duplicate write gets no callback and its pending write
+index in one transaction: a duplicate write gets no callback and its pending write
 resolves with the original index and ``duplicate=True``. ``services`` (ingest, fan-out,
 replay; see raftmq.runtime) start after the loop and stop before it; ``role_observers``
 see every soft-state change, ``apply_observers`` every applied batch.
@@ -147,6 +154,7 @@ class WriteReply(BaseModel):
     ok: bool  # committed
     index: int | None = None  # where it committed, when ok
     term: int | None = None  # term of that entry, when ok
+    duplicate: bool = False  # the write was already in the log (client sessions)
     error: str | None = None  # "not_leader" or the exception name, when not ok
     leader_hint: str | None = None  # with not_leader: the known leader, if any
     detail: str | None = None  # human-readable reason
@@ -401,7 +409,13 @@ class Node(Generic[T]):
             return WriteReply(ok=False, error="not_leader", leader_hint=exc.leader_hint)
         except (MalformedMessage, WriteRejected, NodeStopped, TimeoutError) as exc:
             return WriteReply(ok=False, error=type(exc).__name__, detail=str(exc))
-        return WriteReply(ok=True, index=commit.index, term=commit.term)
+        known = commit.index > 0  # 0: a duplicate whose original is no longer known
+        return WriteReply(
+            ok=True,
+            index=commit.index if known else None,
+            term=commit.term if known else None,
+            duplicate=commit.duplicate,
+        )
 
     # --------------------------------------------------------------------- loop
 

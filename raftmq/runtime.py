@@ -50,6 +50,7 @@ def build_node(
         max_write_bytes=settings.max_write_bytes,
         allow_fault_injection=settings.allow_fault_injection,
         session_expiry_entries=settings.session_expiry_entries,
+        max_session_gap=settings.max_session_gap,
     )
     if settings.queue_services:
         attach_queue_services(node, settings)

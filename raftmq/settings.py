@@ -65,6 +65,7 @@ class NodeSettings(BaseSettings):
     allow_fault_injection: bool = False  # serve "isolate"/"rejoin" requests (chaos tests only)
     queue_services: bool = True  # run ingest, fan-out and replay (issue 5) beside the node
     session_expiry_entries: int = Field(1_000_000, gt=0)  # idle client sessions expire after
+    max_session_gap: int = Field(10_000, gt=0)  # missing seqs tolerated per producer session
     write_content_types: Annotated[list[str], NoDecode] = Field(default_factory=list)  # or any
     write_schema: str | None = None  # "module:Model": writes must validate, else dead-lettered
     ingest_prefetch: int = Field(2000, gt=0)  # unacked writes the leader holds at once

@@ -39,8 +39,8 @@ _RETRY_PAUSE = 0.2  # seconds between publish attempts while the broker is unrea
 class Receipt:
     """The outcome of one publish. Invariant: index and term are both set or both None."""
 
-    index: int | None  # log index of the write (None with wait_commit=False)
-    term: int | None  # term of that entry (None with wait_commit=False)
+    index: int | None  # log index (None: wait_commit=False, or a duplicate of an unknown place)
+    term: int | None  # term of that entry (None when index is None)
     duplicate: bool  # True when the write was already in the log (index names the original)
     seq: int  # the producer sequence number the write carried
 
@@ -249,10 +249,14 @@ class Producer:
         del self._receipts[message.correlation_id or ""]
         self._last_receipt_at = asyncio.get_running_loop().time()
         if status == "ok":
+            # A duplicate whose original's place the cluster no longer knows has index and
+            # term null (protocol §3): it is committed, just not locatable.
+            index, term = answer.get("index"), answer.get("term")
+            known = index is not None and term is not None
             write.receipt.set_result(
                 Receipt(
-                    index=int(answer["index"]),
-                    term=int(answer["term"]),
+                    index=int(index) if known else None,
+                    term=int(term) if known else None,
                     duplicate=bool(answer.get("duplicate", False)),
                     seq=write.seq,
                 )

@@ -14,16 +14,25 @@ from raftmq.core.types import Entry, HardState, InitialState
 
 @dataclass(frozen=True, slots=True)
 class ClientSession:
-    """Last write seen from one producer (client sessions, thesis §6.3).
+    """The writes applied from one producer (client sessions, thesis §6.3).
 
-    Invariant: last_seq only grows for a given producer_id.
+    A seq was applied iff ``seq <= floor or seq in above`` (exact per-seq dedupe: writes of
+    one producer may commit out of seq order). Invariants: last_seq and floor only grow
+    for a given producer_id; ``floor + 1`` is never in ``above``; every seq in ``above``
+    is > floor; above is sorted ascending.
     """
 
     producer_id: str  # stable producer identity chosen by the client
-    last_seq: int  # highest sequence number appended for this producer
+    last_seq: int  # highest sequence number applied for this producer
     last_index: int  # log index of that write (a retried write's receipt names it)
     last_term: int  # term of that entry
     updated_index: int  # log index at which the session was last touched (for expiry)
+    floor: int = -1  # every seq <= floor was applied; -1 (not given) means last_seq
+    above: tuple[int, ...] = ()  # applied seqs > floor, ascending (few: missing seqs wait)
+
+    def __post_init__(self) -> None:
+        if self.floor < 0:  # a session written before per-seq dedupe: last_seq semantics
+            object.__setattr__(self, "floor", self.last_seq)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,6 +19,8 @@ from sqlalchemy import (
     MetaData,
     SmallInteger,
     String,
+    Text,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -107,7 +109,8 @@ class SnapshotRow(Base):
 
 
 class ClientSessionRow(Base):
-    """Exactly-once write sessions (thesis §6.3). Invariant: last_seq only grows."""
+    """Exactly-once write sessions (thesis §6.3). Invariants: last_seq and floor_seq only
+    grow; a seq was applied iff seq <= floor_seq or seq is in above_seqs."""
 
     __tablename__ = "raftmq_client_session"
     __table_args__ = (Index("ix_raftmq_client_session_updated", "updated_index"),)
@@ -117,6 +120,10 @@ class ClientSessionRow(Base):
     last_index: Mapped[int] = mapped_column(BigInteger)  # log index of that write
     last_term: Mapped[int] = mapped_column(BigInteger)  # term of that entry
     updated_index: Mapped[int] = mapped_column(BigInteger)  # last touched at (for expiry)
+    # Every seq <= floor_seq was applied (revision 0002 set it to last_seq on old rows).
+    floor_seq: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    # JSON list of the applied seqs > floor_seq, ascending (usually empty).
+    above_seqs: Mapped[str] = mapped_column(Text, server_default=text("'[]'"))
 
 
 metadata = Base.metadata

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -54,6 +55,8 @@ def upsert_sessions(conn: Connection, sessions: Sequence[ClientSession]) -> None
             "last_index": s.last_index,
             "last_term": s.last_term,
             "updated_index": s.updated_index,
+            "floor_seq": s.floor,
+            "above_seqs": json.dumps(list(s.above), separators=(",", ":")),
         }
         for s in latest.values()
     ]
@@ -86,6 +89,8 @@ def _session(row: Any) -> ClientSession:
         last_index=row.last_index,
         last_term=row.last_term,
         updated_index=row.updated_index,
+        floor=row.floor_seq,
+        above=tuple(int(seq) for seq in json.loads(row.above_seqs or "[]")),
     )
 
 

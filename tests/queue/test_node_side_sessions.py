@@ -111,3 +111,97 @@ def test_expiry_is_decided_per_entry_not_per_batch() -> None:
     one = run([list(range(1, 13))])
     many = run([[i] for i in range(1, 13)])
     assert one == many == [False, True, False]
+
+
+# ------------------------------------------------- out-of-order seqs: exact per-seq dedupe
+
+
+async def test_seq_committed_before_an_older_one_both_apply_once_everywhere(
+    cluster: MemoryCluster,
+) -> None:
+    leader = await cluster.leader()
+    five = await leader.write_record(_rec(5, seq=5))  # floor 0, above {5}
+    seven = await leader.write_record(_rec(7, seq=7))  # e.g. 6 was requeued behind 7
+    six = await leader.write_record(_rec(6, seq=6))
+    assert not (five.duplicate or seven.duplicate or six.duplicate)
+    assert five.index < seven.index < six.index
+    retry = await leader.write_record(_rec(6, seq=6))  # a redelivered copy of 6
+    assert retry.duplicate and (retry.index, retry.term) == (six.index, six.term)
+    retry7 = await leader.write_record(_rec(7, seq=7))
+    assert retry7.duplicate and retry7.index == seven.index
+    await cluster.wait_applied(retry7.index)
+    for node_id, node in cluster.nodes.items():
+        assert [n for _, n in cluster.applied[node_id]] == [5, 7, 6], node_id
+        session = node.sessions.session("p1")
+        assert session is not None and (session.floor, session.above) == (0, (5, 6, 7))
+        assert (session.last_seq, session.last_index) == (7, seven.index), node_id
+    # Seqs 1..4 arrive late: they are applied, and the floor absorbs everything up to 7.
+    late = [await leader.write_record(_rec(n, seq=n)) for n in range(1, 5)]
+    assert not any(c.duplicate for c in late)
+    await cluster.wait_applied(late[-1].index)
+    for node_id, node in cluster.nodes.items():
+        assert [n for _, n in cluster.applied[node_id]] == [5, 7, 6, 1, 2, 3, 4], node_id
+        session = node.sessions.session("p1")
+        assert session is not None and (session.floor, session.above) == (7, ()), node_id
+
+
+async def test_both_copies_of_an_out_of_order_seq_in_the_log_one_is_skipped(
+    cluster: MemoryCluster,
+) -> None:
+    leader = await cluster.leader()
+    await leader.write_record(_rec(2, seq=2))
+    commits = await asyncio.gather(*(leader.write_record(_rec(1, seq=1)) for _ in range(3)))
+    originals = [c for c in commits if not c.duplicate]
+    assert len(originals) == 1
+    assert {c.index for c in commits} == {originals[0].index}
+    await cluster.wait_applied(max(c.index for c in commits) + 2)  # every copy applied
+    for node_id in cluster.ids:
+        assert [n for _, n in cluster.applied[node_id]] == [2, 1], node_id
+
+
+async def test_gap_bound_abandons_the_oldest_missing_seq_on_every_node(
+    cluster: MemoryCluster,
+) -> None:
+    leader = await cluster.leader()
+    for node in cluster.nodes.values():
+        node.sessions.max_gap = 3  # the node setting max_session_gap, small for the test
+    commits = [await leader.write_record(_rec(n, seq=n)) for n in (1, 3, 5, 6, 7)]
+    # After 7: above = {3, 5, 6, 7} exceeds 3 -> seq 2 is abandoned: floor 3, above {5,6,7}.
+    # Then 4 is still missing with 3 seqs above: allowed.
+    assert not any(c.duplicate for c in commits)
+    late2 = await leader.write_record(_rec(2, seq=2))
+    assert late2.duplicate and late2.index == 0  # abandoned, its place was never known
+    late4 = await leader.write_record(_rec(4, seq=4))
+    assert not late4.duplicate
+    await cluster.wait_applied(late4.index)
+    for node_id, node in cluster.nodes.items():
+        assert [n for _, n in cluster.applied[node_id]] == [1, 3, 5, 6, 7, 4], node_id
+        session = node.sessions.session("p1")
+        assert session is not None and (session.floor, session.above) == (7, ()), node_id
+
+
+async def test_restart_keeps_floor_and_above(cluster: MemoryCluster) -> None:
+    leader = await cluster.leader()
+    done = [await leader.write_record(_rec(n, seq=n)) for n in (1, 3, 5)]
+    await cluster.wait_applied(done[-1].index)
+    await cluster.stop_all()
+    for storage in cluster.storages.values():
+        await storage.open()
+        session = await storage.session("p1")
+        assert session is not None and (session.floor, session.above) == (1, (3, 5))
+        assert (session.last_seq, session.last_index) == (5, done[-1].index)
+        await storage.close()
+    await cluster.start_all()
+    leader = await cluster.leader()
+    again5 = await leader.write_record(_rec(5, seq=5))  # last_seq: exact index survives
+    assert again5.duplicate and again5.index == done[-1].index
+    again3 = await leader.write_record(_rec(3, seq=3))  # applied; its index is not persisted
+    assert again3.duplicate and again3.index in (0, done[1].index)
+    two = await leader.write_record(_rec(2, seq=2))
+    four = await leader.write_record(_rec(4, seq=4))
+    assert not (two.duplicate or four.duplicate)
+    await cluster.wait_applied(four.index)
+    for node_id, node in cluster.nodes.items():
+        assert [n for _, n in cluster.applied[node_id]] == [1, 3, 5, 2, 4], node_id
+        session = node.sessions.session("p1")
+        assert session is not None and (session.floor, session.above) == (5, ()), node_id

@@ -179,6 +179,22 @@ class StorageContract:
         finally:
             await store.close()
 
+    async def test_session_seq_set_round_trips(self, factory: StoreFactory) -> None:
+        store = await self.opened(factory)
+        try:
+            legacy = ClientSession("l", last_seq=4, last_index=9, last_term=1, updated_index=9)
+            assert legacy.floor == 4 and legacy.above == ()  # floor defaults to last_seq
+            gap = ClientSession("g", 12, 30, 2, 31, floor=5, above=(7, 8, 12))
+            empty = ClientSession("e", 0, 0, 0, 3, floor=0)
+            await store.save(PersistBatch(sessions=(legacy, gap, empty)))
+            assert await store.session("g") == gap
+            assert await store.sessions() == [empty, gap, legacy]
+            filled = ClientSession("g", 12, 30, 2, 33, floor=8, above=(12,))
+            await store.save(PersistBatch(sessions=(filled,)))
+            assert await store.session("g") == filled
+        finally:
+            await store.close()
+
     async def test_snapshot_compacts_and_keeps_matching_suffix(self, factory: StoreFactory) -> None:
         store = await self.opened(factory)
         await store.save(PersistBatch(entries=(*entries(1, 5, 1), *entries(6, 10, 2))))

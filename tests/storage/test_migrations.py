@@ -11,12 +11,14 @@ from typing import Any
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
 from raftmq.storage import migrate
 from raftmq.storage.engine import create_store_engine
+from raftmq.storage.port import ClientSession
 from raftmq.storage.schema import OWN_TABLES, VERSION_TABLE, metadata
+from raftmq.storage.sqlops import sessions_txn, upsert_sessions
 
 REPO = Path(__file__).resolve().parents[2]
 ALEMBIC = Path(sys.executable).parent / "alembic"
@@ -68,8 +70,60 @@ async def test_downgrade_upgrade_round_trip(db_url: str) -> None:
     assert await _tables(db_url) == set(OWN_TABLES)
 
 
-def test_head_revision_is_the_initial_one() -> None:
-    assert migrate.head_revision() == "0001"
+async def _run_sync(url: str, fn: Any) -> Any:
+    engine = create_store_engine(url)
+    try:
+        async with engine.begin() as conn:
+            return await conn.run_sync(fn)
+    finally:
+        await engine.dispose()
+
+
+def _insert_0001_session(conn: Connection) -> None:
+    conn.execute(
+        text(
+            "INSERT INTO raftmq_client_session "
+            "(producer_id, last_seq, last_index, last_term, updated_index) "
+            "VALUES ('old', 7, 40, 3, 41)"
+        )
+    )
+
+
+async def test_upgrade_0001_to_0002_keeps_sessions_with_last_seq_semantics(db_url: str) -> None:
+    await migrate.upgrade(db_url)
+    assert await migrate.downgrade(db_url, "0001") == "0001"
+    await _run_sync(db_url, _insert_0001_session)
+    assert await migrate.upgrade(db_url) == "0002"
+    [old] = await _run_sync(db_url, sessions_txn)
+    # Before 0002 a session meant "every seq <= last_seq applied": floor = last_seq.
+    assert old == ClientSession("old", 7, 40, 3, 41, floor=7, above=())
+    engine = create_store_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_diff) == []
+    finally:
+        await engine.dispose()
+
+
+async def test_downgrade_0002_to_0001_and_back_to_head(db_url: str) -> None:
+    await migrate.upgrade(db_url)
+    row = ClientSession("p", 9, 50, 2, 50, floor=5, above=(7, 9))
+    await _run_sync(db_url, lambda c: upsert_sessions(c, [row]))
+    assert await migrate.downgrade(db_url, "0001") == "0001"
+    assert await migrate.current(db_url) == "0001"
+    assert await migrate.upgrade(db_url) == migrate.head_revision() == "0002"
+    # Going through 0001 keeps the row; its seq set falls back to "<= last_seq".
+    assert await _run_sync(db_url, sessions_txn) == [ClientSession("p", 9, 50, 2, 50)]
+    engine = create_store_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_diff) == []
+    finally:
+        await engine.dispose()
+
+
+def test_head_revision_is_the_session_seq_set() -> None:
+    assert migrate.head_revision() == "0002"
     assert migrate.script_location() == REPO / "migrations"
 
 
@@ -90,8 +144,8 @@ def _alembic(*args: str, env: dict[str, str] | None = None) -> str:
 def test_alembic_cli_from_repo_root(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
     _alembic("-x", f"url={url}", "upgrade", "head")
-    assert "0001 (head)" in _alembic("-x", f"url={url}", "current")
+    assert "0002 (head)" in _alembic("-x", f"url={url}", "current")
     assert "No new upgrade operations detected" in _alembic("-x", f"url={url}", "check")
     env_url = f"sqlite:///{tmp_path / 'env.db'}"  # driverless URL, from the environment
     _alembic("upgrade", "head", env={"RAFTMQ_DATABASE_URL": env_url})
-    assert "0001 (head)" in _alembic("current", env={"RAFTMQ_DATABASE_URL": env_url})
+    assert "0002 (head)" in _alembic("current", env={"RAFTMQ_DATABASE_URL": env_url})
