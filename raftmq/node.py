@@ -40,11 +40,10 @@ import contextlib
 import inspect
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Any, Generic
 
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from raftmq.core.config import RaftConfig
 from raftmq.core.messages import AppendEntries, Message
@@ -52,7 +51,9 @@ from raftmq.core.raft import RaftCore
 from raftmq.core.ready import Ready
 from raftmq.core.types import Entry, EntryKind, LogReadResult, Role, SoftState
 from raftmq.errors import MalformedMessage, NodeStopped, NotLeader, StorageError, WriteRejected
+from raftmq.node_types import Applied, Commit, NodeStatus, OnCommit, OnRecord, Service, T
 from raftmq.record import Record
+from raftmq.requests import RequestServer
 from raftmq.sessions import (
     DEFAULT_MAX_SESSION_GAP,
     DEFAULT_SESSION_EXPIRY_ENTRIES,
@@ -63,101 +64,13 @@ from raftmq.sessions import (
 from raftmq.storage.port import PersistBatch, Storage
 from raftmq.transport.port import Transport
 
-logger = logging.getLogger("raftmq.node")
+__all__ = ["Applied", "Commit", "Node", "NodeStatus", "OnCommit", "OnRecord", "Service"]
 
-T = TypeVar("T", bound=BaseModel)
+logger = logging.getLogger("raftmq.node")
 
 _MAX_QUEUED_MESSAGES = 100_000  # inbound Raft messages buffered while the loop is busy
 _MAX_CATCHUP_TICKS = 3  # ticks replayed at once after a stall (never a burst of elections)
 _STORAGE_RETRY = (0.05, 2.0)  # first and maximal back-off between failed saves, seconds
-
-
-@dataclass(frozen=True, slots=True)
-class Commit:
-    """Where a write landed: committed at ``index`` in ``term``."""
-
-    index: int  # log index of the write (of the original when duplicate; 0: no longer known)
-    term: int  # term of the entry
-    duplicate: bool = False  # the write was already in the log (client session, §6.3)
-
-
-@dataclass(frozen=True, slots=True)
-class Applied(Generic[T]):
-    """One committed write, handed to ``on_commit`` on every node in index order."""
-
-    index: int  # log index, strictly increasing across calls
-    term: int  # term of the entry
-    value: T  # the decoded write
-    record: Record  # the raw record (body, content type, headers, producer session)
-
-
-OnCommit = Callable[[Applied[T]], Awaitable[None] | None]
-"""A sync or async callback; exceptions are logged and counted, never stop the node."""
-
-OnRecord = Callable[[int, int, Record], Awaitable[None] | None]
-"""Raw form of ``on_commit``: (index, term, record), for consumers that keep bytes as bytes."""
-
-
-class Service(Protocol):
-    """Something that runs beside a node (ingest, fan-out, replay): started after the node
-    loop starts, stopped before it stops."""
-
-    async def start(self) -> None:
-        """Begin (the node is running)."""
-        ...
-
-    async def stop(self) -> None:
-        """End; must not raise."""
-        ...
-
-
-class NodeStatus(BaseModel):
-    """A snapshot of a node's state, as `raftmq status` prints it."""
-
-    cluster: str  # cluster name
-    node_id: str  # this node
-    role: Role  # current role
-    term: int  # current term
-    leader_id: str | None  # known leader, if any
-    commit: int  # commit index
-    applied: int  # highest applied index
-    last_index: int  # last log index
-    voters: list[str]  # the voter set
-    last_contact: float | None  # seconds since the leader was last heard (0 on the leader)
-    storage_ok: bool  # False while saves are failing and being retried
-    counters: dict[str, int]  # inbox overflow, apply errors, storage retries
-    transport: dict[str, Any]  # transport counters: sent, received, dropped by reason, ...
-
-
-def merge_batches(first: PersistBatch, second: PersistBatch) -> PersistBatch:
-    """One batch with the effect of saving ``first`` then ``second`` (both in order)."""
-    sessions = {s.producer_id: s for s in (*first.sessions, *second.sessions)}
-    expire = [e for e in (first.expire_sessions_before, second.expire_sessions_before) if e]
-    watermark = [w for w in (first.fanout_watermark, second.fanout_watermark) if w is not None]
-    applied = [a for a in (first.applied, second.applied) if a is not None]
-    if first.truncate_from is not None or first.entries:
-        raise ValueError("only bookkeeping batches can be merged in front of another")
-    return PersistBatch(
-        hard_state=second.hard_state if second.hard_state is not None else first.hard_state,
-        truncate_from=second.truncate_from,
-        entries=second.entries,
-        applied=max(applied) if applied else None,
-        fanout_watermark=max(watermark) if watermark else None,
-        sessions=tuple(sessions.values()),
-        expire_sessions_before=max(expire) if expire else None,
-    )
-
-
-class WriteReply(BaseModel):
-    """Answer to a client-facing ``write`` request (the body is an encoded Record)."""
-
-    ok: bool  # committed
-    index: int | None = None  # where it committed, when ok
-    term: int | None = None  # term of that entry, when ok
-    duplicate: bool = False  # the write was already in the log (client sessions)
-    error: str | None = None  # "not_leader" or the exception name, when not ok
-    leader_hint: str | None = None  # with not_leader: the known leader, if any
-    detail: str | None = None  # human-readable reason
 
 
 class Node(Generic[T]):
@@ -202,7 +115,7 @@ class Node(Generic[T]):
         self._pending: dict[int, tuple[int, asyncio.Future[Commit]]] = {}  # index -> (term, fut)
         self._stopping = False
         self._durable_vote: tuple[int, str | None] = (0, None)  # (term, vote) known saved
-        self._isolated = False  # fault injection: inbound Raft messages are discarded
+        self.isolated = False  # fault injection: inbound Raft messages are discarded
         self._storage_ok = True
         self._last_leader_contact: float | None = None
         # replicated client sessions
@@ -254,7 +167,7 @@ class Node(Generic[T]):
             initial.hard_state.commit,
             initial.applied,
         )
-        await self.transport.start(self._on_message, self._on_request)
+        await self.transport.start(self._on_message, RequestServer(self))
         self._task = asyncio.create_task(self._run(), name=f"raftmq-node-{self.node_id}")
         for service in self.services:
             await service.start()
@@ -373,49 +286,13 @@ class Node(Generic[T]):
     # ----------------------------------------------------------- transport hooks
 
     def _on_message(self, message: Message) -> None:
-        if self._isolated:
+        if self.isolated:
             return
         if len(self._inbox) >= _MAX_QUEUED_MESSAGES:
             self._inbox.popleft()  # oldest first: Raft tolerates loss, not unbounded memory
             self.counters["inbox_overflow"] += 1
         self._inbox.append(message)
         self._wake.set()
-
-    async def _on_request(self, kind: str, body: bytes) -> bytes:
-        if kind == "status":
-            return self.status().model_dump_json().encode()
-        if kind == "write":
-            return (await self._serve_write(body)).model_dump_json().encode()
-        if kind == "transfer":
-            target = body.decode(errors="replace")
-            if target not in self.config.voters:
-                raise MalformedMessage(f"transfer target {target!r} is not a voter")
-            if not self.is_leader:
-                raise NotLeader(self.leader_id)
-            await self.transfer_leadership(target)
-            return b"{}"
-        if kind in ("isolate", "rejoin") and self.allow_fault_injection:
-            # Chaos testing: stop/restart consuming Raft traffic; sending goes on, as in a
-            # one-way partition. Requests still reach us (they are answered right here).
-            self._isolated = kind == "isolate"
-            logger.warning("%s: fault injection: %s", self.node_id, kind)
-            return b"{}"
-        raise MalformedMessage(f"unknown request kind {kind!r}")
-
-    async def _serve_write(self, body: bytes) -> WriteReply:
-        try:
-            commit = await self.write_record(Record.decode(body))
-        except NotLeader as exc:
-            return WriteReply(ok=False, error="not_leader", leader_hint=exc.leader_hint)
-        except (MalformedMessage, WriteRejected, NodeStopped, TimeoutError) as exc:
-            return WriteReply(ok=False, error=type(exc).__name__, detail=str(exc))
-        known = commit.index > 0  # 0: a duplicate whose original is no longer known
-        return WriteReply(
-            ok=True,
-            index=commit.index if known else None,
-            term=commit.term if known else None,
-            duplicate=commit.duplicate,
-        )
 
     # --------------------------------------------------------------------- loop
 
@@ -513,7 +390,7 @@ class Node(Generic[T]):
                 entries=ready.entries,
             )
             if not batch.is_empty() and self._deferred is not None:
-                batch, self._deferred = merge_batches(self._deferred, batch), None
+                batch, self._deferred = self._deferred.followed_by(batch), None
             await self._persist(batch)
             if hard is not None:
                 self._durable_vote = (hard.term, hard.voted_for)
@@ -540,7 +417,7 @@ class Node(Generic[T]):
             await self._serve_reads(ready)
 
     def _defer(self, batch: PersistBatch) -> None:
-        self._deferred = batch if self._deferred is None else merge_batches(self._deferred, batch)
+        self._deferred = batch if self._deferred is None else self._deferred.followed_by(batch)
 
     async def _flush_deferred(self) -> None:
         if self._deferred is None:

@@ -59,6 +59,28 @@ class PersistBatch:
     sessions: tuple[ClientSession, ...] = ()  # upserted client sessions
     expire_sessions_before: int | None = None  # delete sessions with updated_index < this
 
+    def followed_by(self, later: PersistBatch) -> PersistBatch:
+        """One batch with the effect of saving this bookkeeping batch, then ``later``.
+
+        Only a batch without log changes can go first (its applied index, watermark,
+        sessions and hard state are merged; the later value wins where both are set).
+        """
+        if self.truncate_from is not None or self.entries:
+            raise ValueError("only a batch without log changes can be merged in front")
+        sessions = {s.producer_id: s for s in (*self.sessions, *later.sessions)}
+        expire = [e for e in (self.expire_sessions_before, later.expire_sessions_before) if e]
+        watermark = [w for w in (self.fanout_watermark, later.fanout_watermark) if w is not None]
+        applied = [a for a in (self.applied, later.applied) if a is not None]
+        return PersistBatch(
+            hard_state=later.hard_state if later.hard_state is not None else self.hard_state,
+            truncate_from=later.truncate_from,
+            entries=later.entries,
+            applied=max(applied) if applied else None,
+            fanout_watermark=max(watermark) if watermark else None,
+            sessions=tuple(sessions.values()),
+            expire_sessions_before=max(expire) if expire else None,
+        )
+
     def is_empty(self) -> bool:
         """True when nothing would be written."""
         return (

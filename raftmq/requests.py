@@ -1,0 +1,77 @@
+"""Client-facing requests a node answers on its inbox (`raftmq status`, `write`, ...).
+
+Kinds: ``status`` (-> NodeStatus JSON), ``write`` (an encoded Record -> WriteReply JSON),
+``transfer`` (a voter id: hand leadership to it), and, only with
+``allow_fault_injection``, ``isolate`` / ``rejoin`` for chaos tests.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel
+
+from raftmq.errors import MalformedMessage, NodeStopped, NotLeader, WriteRejected
+from raftmq.record import Record
+
+if TYPE_CHECKING:
+    from raftmq.node import Node
+
+logger = logging.getLogger("raftmq.requests")
+
+
+class WriteReply(BaseModel):
+    """Answer to a client-facing ``write`` request (the body is an encoded Record)."""
+
+    ok: bool  # committed
+    index: int | None = None  # where it committed, when ok
+    term: int | None = None  # term of that entry, when ok
+    duplicate: bool = False  # the write was already in the log (client sessions)
+    error: str | None = None  # "not_leader" or the exception name, when not ok
+    leader_hint: str | None = None  # with not_leader: the known leader, if any
+    detail: str | None = None  # human-readable reason
+
+
+class RequestServer:
+    """The transport's ``on_request`` handler of one node."""
+
+    def __init__(self, node: Node[Any]) -> None:
+        self.node = node  # the node that answers
+
+    async def __call__(self, kind: str, body: bytes) -> bytes:
+        node = self.node
+        if kind == "status":
+            return node.status().model_dump_json().encode()
+        if kind == "write":
+            return (await self._write(body)).model_dump_json().encode()
+        if kind == "transfer":
+            target = body.decode(errors="replace")
+            if target not in node.config.voters:
+                raise MalformedMessage(f"transfer target {target!r} is not a voter")
+            if not node.is_leader:
+                raise NotLeader(node.leader_id)
+            await node.transfer_leadership(target)
+            return b"{}"
+        if kind in ("isolate", "rejoin") and node.allow_fault_injection:
+            # Chaos testing: stop/restart consuming Raft traffic; sending goes on, as in a
+            # one-way partition. Requests still reach the node (they are answered here).
+            node.isolated = kind == "isolate"
+            logger.warning("%s: fault injection: %s", node.node_id, kind)
+            return b"{}"
+        raise MalformedMessage(f"unknown request kind {kind!r}")
+
+    async def _write(self, body: bytes) -> WriteReply:
+        try:
+            commit = await self.node.write_record(Record.decode(body))
+        except NotLeader as exc:
+            return WriteReply(ok=False, error="not_leader", leader_hint=exc.leader_hint)
+        except (MalformedMessage, WriteRejected, NodeStopped, TimeoutError) as exc:
+            return WriteReply(ok=False, error=type(exc).__name__, detail=str(exc))
+        known = commit.index > 0  # 0: a duplicate whose original is no longer known
+        return WriteReply(
+            ok=True,
+            index=commit.index if known else None,
+            term=commit.term if known else None,
+            duplicate=commit.duplicate,
+        )
