@@ -4,7 +4,8 @@ publishing with confirms into a quorum queue and consuming it.
 
     .venv/bin/python benchmarks/pubsub.py [--messages 5000] [--rate 500] [--seconds 5]
 
-Each message carries its send time in a header; the subscriber side records
+Each message carries its send time in a header (int microseconds: pamqp sends a Python
+float as a 32-bit float, useless for a timestamp); the subscriber side records
 receive - send. Throughput = messages / (last received - first sent).
 """
 
@@ -74,12 +75,14 @@ async def bench_raftmq(args: argparse.Namespace, sizes: list[int]) -> dict[str, 
 
                 async def consume() -> None:
                     async for message in subscriber:
-                        received.append(time.time() - float(message.headers["sent"]))
+                        received.append(time.time() - int(message.headers["sent"]) / 1e6)
 
                 consumer = asyncio.create_task(consume())
 
                 async def send(body: bytes, sent: float) -> object:
-                    return await producer.publish(body, headers={"sent": sent}, timeout=300)
+                    return await producer.publish(
+                        body, headers={"sent": int(sent * 1e6)}, timeout=300
+                    )
 
                 await _run(send, received, 100, 100, None)  # warm-up
                 for size in sizes:
@@ -112,7 +115,7 @@ async def bench_quorum_queue(args: argparse.Namespace, sizes: list[int]) -> dict
         received: list[float] = []
 
         async def on_message(message: aio_pika.abc.AbstractIncomingMessage) -> None:
-            received.append(time.time() - float(str((message.headers or {})["sent"])))
+            received.append(time.time() - int(str((message.headers or {})["sent"])) / 1e6)
             await message.ack()
 
         consumer_channel = await connection.channel()
@@ -126,7 +129,7 @@ async def bench_quorum_queue(args: argparse.Namespace, sizes: list[int]) -> dict
                 return await channel.default_exchange.publish(
                     aio_pika.Message(
                         body,
-                        headers={"sent": sent},
+                        headers={"sent": int(sent * 1e6)},
                         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
                     ),
                     routing_key=name,

@@ -20,11 +20,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 from collections import deque
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
-from aio_pika.abc import AbstractExchange
+import aiormq
+from aiormq.abc import ChannelFrame
+from pamqp import frame as amqp_frame
+from pamqp.commands import Basic
 
 from raftmq.core.types import Entry, EntryKind
 from raftmq.errors import MalformedMessage, RaftMQError
@@ -38,12 +42,14 @@ from raftmq.topology import (
     H_PRODUCER,
     H_SEQ,
     H_TERM,
+    committed_exchange,
     declare_committed,
 )
 
 logger = logging.getLogger("raftmq.fanout")
 
-DEFAULT_BATCH = 500  # messages published (and confirmed) at once
+DEFAULT_BATCH = 500  # messages published in one socket write (one confirm wait)
+DEFAULT_MAX_IN_FLIGHT = 4000  # messages published and not yet confirmed, at most
 DEFAULT_WATERMARK_INTERVAL = 0.2  # seconds between watermark saves/proposals
 _READ_BYTES = 4 << 20  # bytes of entries read from storage at once
 _FEED_MAX = 50_000  # applied entries buffered for the fan-out
@@ -62,8 +68,8 @@ def publishable(node: Node[Any], entry: Entry) -> Record | None:
         return None
 
 
-def committed_message(entry: Entry, record: Record, prev_index: int) -> aio_pika.Message:
-    """The committed-exchange message of one entry (also the replay answer format)."""
+def committed_headers(entry: Entry, record: Record, prev_index: int) -> dict[str, HeaderValue]:
+    """The headers of an entry's committed message: the producer's plus raftmq's."""
     headers: dict[str, HeaderValue] = dict(record.headers)
     headers[H_INDEX] = entry.index
     headers[H_TERM] = entry.term
@@ -71,13 +77,76 @@ def committed_message(entry: Entry, record: Record, prev_index: int) -> aio_pika
     if record.producer_id is not None and record.seq is not None:
         headers[H_PRODUCER] = record.producer_id
         headers[H_SEQ] = record.seq
+    return headers
+
+
+def committed_message(entry: Entry, record: Record, prev_index: int) -> aio_pika.Message:
+    """The committed-exchange message of one entry (also the replay answer format)."""
     return aio_pika.Message(
         record.body,
         content_type=record.content_type,
         message_id=record.message_id,
-        headers=dict(headers),
+        headers=dict(committed_headers(entry, record, prev_index)),
         delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
     )
+
+
+_FRAME_END = b"\xce"
+_HEADER_FLAGS = {  # AMQP basic property flag bits of what a committed message carries
+    "content_type": 1 << 15,
+    "headers": 1 << 13,
+    "delivery_mode": 1 << 12,
+    "message_id": 1 << 7,
+}
+
+
+def _short_str(text: str) -> bytes:
+    raw = text.encode()[:255]
+    return bytes((len(raw),)) + raw
+
+
+def _table(headers: dict[str, HeaderValue]) -> bytes:
+    """An AMQP field table of str/int/float/bool values (what a Record carries)."""
+    parts = []
+    for key, value in headers.items():
+        parts.append(_short_str(key))
+        if isinstance(value, bool):
+            parts.append(b"t\x01" if value else b"t\x00")
+        elif isinstance(value, int):
+            parts.append(b"l" + struct.pack(">q", value))
+        elif isinstance(value, float):
+            parts.append(b"d" + struct.pack(">d", value))
+        else:
+            raw = value.encode()
+            parts.append(b"S" + struct.pack(">I", len(raw)) + raw)
+    body = b"".join(parts)
+    return struct.pack(">I", len(body)) + body
+
+
+def committed_frames(
+    channel_number: int, publish_frame: bytes, max_body: int, record: Record, headers: bytes
+) -> bytes:
+    """The wire frames of one committed message: the (pre-marshalled) basic.publish
+    method frame, the content header (persistent, content type, message id, ``headers``
+    as an encoded table) and the body frames. Hand-written because pamqp's generic
+    marshalling costs more CPU than the rest of the publish."""
+    flags = _HEADER_FLAGS["headers"] | _HEADER_FLAGS["delivery_mode"]
+    props = []
+    if record.content_type is not None:
+        flags |= _HEADER_FLAGS["content_type"]
+        props.append(_short_str(record.content_type))
+    props.append(headers)
+    props.append(b"\x02")  # delivery mode 2: persistent
+    if record.message_id is not None:
+        flags |= _HEADER_FLAGS["message_id"]
+        props.append(_short_str(record.message_id))
+    body = record.body
+    payload = struct.pack(">HHQH", 60, 0, len(body), flags) + b"".join(props)
+    out = [publish_frame, struct.pack(">BHI", 2, channel_number, len(payload)), payload, _FRAME_END]
+    for k in range(0, len(body), max_body):
+        chunk = body[k : k + max_body]
+        out += (struct.pack(">BHI", 3, channel_number, len(chunk)), chunk, _FRAME_END)
+    return b"".join(out)
 
 
 async def previous_published(node: Node[Any], index: int) -> int:
@@ -93,6 +162,67 @@ async def previous_published(node: Node[Any], index: int) -> int:
     return 0
 
 
+class _BatchConfirms:
+    """Stands in for aiormq's per-publish confirmation future under every delivery tag of
+    one batch: counts the broker's acks and resolves ``future`` when all arrived (one
+    future per batch instead of one per message, which costs more than the publish)."""
+
+    __slots__ = ("future", "remaining")
+
+    def __init__(self, future: asyncio.Future[None], count: int) -> None:
+        self.future = future  # resolved when every message is acked, failed on a nack
+        self.remaining = count  # acks still expected; > 0 while the future is pending
+
+    def done(self) -> bool:
+        return False  # aiormq would log every later tag of a failed batch as "ignored"
+
+    def cancelled(self) -> bool:
+        return False
+
+    def set_result(self, _frame: object) -> None:
+        self.remaining -= 1
+        if self.remaining == 0 and not self.future.done():
+            self.future.set_result(None)
+
+    def set_exception(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+async def publish_confirmed(channel: aiormq.Channel, messages: list[bytes]) -> asyncio.Future[None]:
+    """Publish ``messages`` (each the wire frames of one publish, see
+    :func:`committed_frames`) on a confirm-mode ``channel`` in ONE socket write; return a
+    future that resolves when the broker confirmed every one of them (fails on a nack; a
+    closed channel leaves it pending: watch ``channel.closing``). Awaits only the socket
+    drain, not the confirms: callers keep many batches in flight (pipelined confirms).
+
+    aio-pika's ``publish`` costs a task, a lock round, futures and a socket write per
+    message; this does what aiormq's ``basic_publish`` does, for a whole batch at once.
+    """
+    loop = asyncio.get_running_loop()
+    drained: asyncio.Future[None] = loop.create_future()
+    confirmed: asyncio.Future[None] = loop.create_future()
+    confirms = cast(asyncio.Future[Any], _BatchConfirms(confirmed, len(messages)))
+    async with channel.lock:
+        await channel.write_queue.put(
+            ChannelFrame(payload=b"".join(messages), should_close=False, drain_future=drained)
+        )
+        # No await since the put: the frames cannot have been written, so no confirm for
+        # them can have arrived yet. Delivery tags count publishes on the channel, from 1.
+        for _ in messages:
+            channel.delivery_tag += 1
+            channel.confirmations[channel.delivery_tag] = confirms
+    closing = channel.closing  # an observer future: cancel it after use, or it leaks
+    try:
+        await asyncio.wait((drained, closing), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        closing.cancel()
+    if not drained.done():
+        drained.cancel()
+        raise aiormq.exceptions.ChannelInvalidStateError("channel closed while publishing")
+    return confirmed
+
+
 class Fanout(LeaderService):
     """Publishes committed writes while the node leads."""
 
@@ -104,14 +234,16 @@ class Fanout(LeaderService):
         amqp_url: str,
         *,
         batch: int = DEFAULT_BATCH,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         watermark_interval: float = DEFAULT_WATERMARK_INTERVAL,
     ) -> None:
         super().__init__(node)
         self.amqp_url = amqp_url  # broker URL (own connection)
-        self.batch = batch  # messages in flight (awaiting confirms) at once
+        self.batch = batch  # entries per publish batch (one socket write)
+        self.max_in_flight = max_in_flight  # published messages awaiting confirms, at most
         self.watermark_interval = watermark_interval  # seconds between watermark rounds
         node.counters.setdefault("fanout_published", 0)  # messages confirmed by the broker
-        self._wake = asyncio.Event()  # set when the node applied something
+        self._wake = asyncio.Event()  # set when the node applied something or a batch confirmed
         self._replicated = 0  # last watermark proposed or found replicated
         # Applied entries handed over by the node (saves reading them back from storage);
         # contiguous, ascending; bounded: when it overflows, storage is read instead.
@@ -124,6 +256,11 @@ class Fanout(LeaderService):
                 self._feed.clear()
             if len(self._feed) < _FEED_MAX:
                 self._feed.extend(entries)
+        self._wake.set()
+
+    def _on_confirmed(self, confirms: asyncio.Future[Any]) -> None:
+        if not confirms.cancelled():
+            confirms.exception()  # retrieved here; the publish loop re-raises it in order
         self._wake.set()
 
     async def _next_entries(self, next_index: int, applied: int) -> list[Entry]:
@@ -143,48 +280,82 @@ class Fanout(LeaderService):
         connection = await aio_pika.connect(self.amqp_url)
         try:
             channel = await connection.channel(publisher_confirms=True)
-            exchange = await declare_committed(channel, node.transport.cluster)
-            await self._publish_loop(exchange)
+            await declare_committed(channel, node.transport.cluster)
+            underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
+            publish = Basic.Publish(exchange=committed_exchange(node.transport.cluster))
+            frame = amqp_frame.marshal(publish, underlay.number)
+            await self._publish_loop(underlay, frame)
         finally:
             with contextlib.suppress(Exception):
                 await connection.close()
 
-    async def _publish_loop(self, exchange: AbstractExchange) -> None:
+    async def _publish_loop(self, channel: aiormq.Channel, publish_frame: bytes) -> None:
+        """Publish batches in index order with many batches awaiting their confirms; the
+        watermark advances only over the contiguous prefix of confirmed batches."""
         node = self.node
-        loop = asyncio.get_running_loop()
         next_index = node.fanout_watermark + 1
         prev = await previous_published(node, next_index - 1)
         self._replicated = node.fanout_watermark
-        last_round = loop.time()
-        dirty = False  # published since the last watermark round
         logger.info("%s: fan-out resumes at index %s", node.node_id, next_index)
+        closing = channel.closing  # pending confirms never resolve on a closed channel
+        closing.add_done_callback(lambda _: self._wake.set())
+        try:
+            await self._publish(channel, publish_frame, next_index, prev)
+        finally:
+            closing.cancel()
+
+    async def _publish(
+        self, channel: aiormq.Channel, publish_frame: bytes, next_index: int, prev: int
+    ) -> None:
+        node = self.node
+        loop = asyncio.get_running_loop()
+        # Published batches, oldest first: (last entry index covered, messages, confirms).
+        in_flight: deque[tuple[int, int, asyncio.Future[Any]]] = deque()
+        unconfirmed = 0  # messages in in_flight
+        last_round = loop.time()
+        dirty = False  # messages confirmed since the last watermark round
+        number, step = channel.number, channel.max_content_size
         while True:
-            applied = node.core.applied_index
-            entries: list[Entry] = []
-            if next_index <= applied:
-                entries = await self._next_entries(next_index, applied)
-            if entries:
-                sends = []
-                for entry in entries:
-                    record = publishable(node, entry)
-                    if record is not None:
-                        message = committed_message(entry, record, prev)
-                        sends.append(exchange.publish(message, routing_key="", mandatory=False))
-                        prev = entry.index
-                await asyncio.gather(*sends)  # confirmed, or raise and resume at watermark
-                node.counters["fanout_published"] += len(sends)
-                dirty = dirty or bool(sends)
-                next_index = entries[-1].index + 1
-                node.fanout_watermark = max(node.fanout_watermark, entries[-1].index)
-            else:
-                self._wake.clear()
-                if node.core.applied_index < next_index:
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self.watermark_interval)
+            self._wake.clear()
+            if channel.is_closed:
+                raise aiormq.exceptions.ChannelInvalidStateError("fan-out channel closed")
+            while in_flight and in_flight[0][2].done():
+                last, count, confirms = in_flight.popleft()
+                confirms.result()  # a nack or a closed channel: resume at the watermark
+                unconfirmed -= count
+                node.counters["fanout_published"] += count
+                dirty = dirty or count > 0
+                node.fanout_watermark = max(node.fanout_watermark, last)
+            progressed = False
+            if next_index <= node.core.applied_index and unconfirmed < self.max_in_flight:
+                entries = await self._next_entries(next_index, node.core.applied_index)
+                if entries:
+                    batch = []
+                    for entry in entries:
+                        record = publishable(node, entry)
+                        if record is not None:
+                            headers = _table(committed_headers(entry, record, prev))
+                            batch.append(
+                                committed_frames(number, publish_frame, step, record, headers)
+                            )
+                            prev = entry.index
+                    if batch:
+                        confirms = await publish_confirmed(channel, batch)
+                    else:  # nothing to publish: the range is confirmed at once
+                        confirms = loop.create_future()
+                        confirms.set_result(None)
+                    confirms.add_done_callback(self._on_confirmed)
+                    in_flight.append((entries[-1].index, len(batch), confirms))
+                    unconfirmed += len(batch)
+                    next_index = entries[-1].index + 1
+                    progressed = True
             if dirty and loop.time() - last_round >= self.watermark_interval:
                 last_round = loop.time()
                 dirty = False
                 await self._watermark_round(node.fanout_watermark)
+            if not progressed and not self._wake.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self.watermark_interval)
 
     async def _watermark_round(self, watermark: int) -> None:
         """Save the watermark locally and replicate it (a watermark entry)."""

@@ -25,7 +25,11 @@ H_STATUS = "raftmq-status"  # str: "ok" | "error" on replies and receipts
 H_PREV_INDEX = "raftmq-prev-index"  # int: index of the previous committed message published
 H_REPLAY_END = "raftmq-replay-end"  # int: end marker of a replay answer (last index covered)
 
-WRITES_DELIVERY_LIMIT = 5  # a write redelivered more often than this is dead-lettered
+# RabbitMQ counts every return of an unacked write (the leader's channel closed on a
+# leader change) as a delivery: the limit must tolerate leader churn, not only poison.
+# Changing it for an existing cluster fails the redeclare with PRECONDITION_FAILED: the
+# arguments below are declared only here, identical for every node and client.
+WRITES_DELIVERY_LIMIT = 20  # a write delivered more often than this is dead-lettered
 
 
 def writes_queue(cluster: str) -> str:

@@ -107,7 +107,17 @@ async def _dead_letters(url: str, cluster: str) -> list[tuple[bytes, str]]:
 
 
 def _applied_bodies(cluster: LocalCluster, node_id: str) -> list[tuple[int, bytes]]:
-    return [(line.index, line.body) for line in cluster.read_applied(node_id)]
+    """The node's applied log, each index once: after a SIGKILL the on-commit contract may
+    repeat the last batch (same index, same body), which is not a second application."""
+    seen: dict[int, bytes] = {}
+    applied: list[tuple[int, bytes]] = []
+    for line in cluster.read_applied(node_id):
+        if line.index in seen:
+            assert seen[line.index] == line.body, (node_id, line.index)
+            continue
+        seen[line.index] = line.body
+        applied.append((line.index, line.body))  # apply order, kept as written
+    return applied
 
 
 async def _collect(
@@ -155,7 +165,9 @@ async def test_subscriber_down_for_5000_commits_resumes_without_gap(
     assert [(m.index, m.body) for m in replayed] == expected
 
 
-@pytest.mark.slow  # minutes; and see the report of issue 5: node-side ingest stalls seen
+# Slow until receipts of writes redelivered to a restarted leader name their original
+# index (per-seq session indexes persisted: raftmq.sessions, in progress); ~35 s.
+@pytest.mark.slow
 async def test_three_producers_through_two_leader_crashes(
     local_cluster: ClusterFactory,
 ) -> None:
