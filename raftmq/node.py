@@ -69,6 +69,7 @@ __all__ = ["Applied", "Commit", "Node", "NodeStatus", "OnCommit", "OnRecord", "S
 logger = logging.getLogger("raftmq.node")
 
 _MAX_QUEUED_MESSAGES = 100_000  # inbound Raft messages buffered while the loop is busy
+RECEIPT_MEMORY_ON_START = 50_000  # applied writes re-read at start for duplicate receipts
 _MAX_CATCHUP_TICKS = 3  # ticks replayed at once after a stall (never a burst of elections)
 _STORAGE_RETRY = (0.05, 2.0)  # first and maximal back-off between failed saves, seconds
 
@@ -156,6 +157,7 @@ class Node(Generic[T]):
         await self.storage.open()
         initial = await self.storage.initial_state()
         self.sessions.load(await self.storage.sessions())
+        await self._remember_recent_writes(initial.first_index, initial.applied)
         self.fanout_watermark = await self.storage.fanout_watermark()
         self._core = RaftCore(self.config, initial, seed=self._seed)
         self._durable_vote = (initial.hard_state.term, initial.hard_state.voted_for)
@@ -171,6 +173,20 @@ class Node(Generic[T]):
         self._task = asyncio.create_task(self._run(), name=f"raftmq-node-{self.node_id}")
         for service in self.services:
             await service.start()
+
+    async def _remember_recent_writes(self, first_index: int, applied: int) -> None:
+        """Re-learn where the last writes landed, so that a retry arriving after a restart
+        gets a receipt naming its original index (the decision itself is in the sessions)."""
+        lo = max(first_index, applied - RECEIPT_MEMORY_ON_START + 1)
+        while lo <= applied:
+            entries = await self.storage.entries(lo, applied, 4 << 20)
+            if not entries:
+                break
+            for entry in entries:
+                if entry.kind is EntryKind.NORMAL and decode_watermark(entry.data) is None:
+                    with contextlib.suppress(MalformedMessage):
+                        self.sessions.remember(Record.decode(entry.data), entry.index, entry.term)
+            lo = entries[-1].index + 1
 
     async def stop(self) -> None:
         """Stop the loop, fail pending writes with NodeStopped, close transport and storage."""

@@ -224,6 +224,16 @@ class SessionTable:
         self._dirty.add(producer_id)
         return None
 
+    def remember(self, record: Record, index: int, term: int) -> None:
+        """Note where an already applied write landed (rebuilding receipts after a
+        restart); changes no decision."""
+        key = session_key(record)
+        if key is None or index in self._duplicates:
+            return
+        self._recent[key] = Original(index, term)
+        if len(self._recent) > _RECENT:
+            self._recent.popitem(last=False)
+
     def is_duplicate(self, index: int) -> bool:
         """True when the entry at ``index`` was skipped as a duplicate."""
         return index in self._duplicates

@@ -165,9 +165,6 @@ async def test_subscriber_down_for_5000_commits_resumes_without_gap(
     assert [(m.index, m.body) for m in replayed] == expected
 
 
-# Slow until receipts of writes redelivered to a restarted leader name their original
-# index (per-seq session indexes persisted: raftmq.sessions, in progress); ~35 s.
-@pytest.mark.slow
 async def test_three_producers_through_two_leader_crashes(
     local_cluster: ClusterFactory,
 ) -> None:
