@@ -13,11 +13,14 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
 from contextlib import suppress
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+
+from raftmq.localcluster import LocalCluster
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -128,3 +131,31 @@ async def fresh_postgres_database(server_url: str) -> AsyncGenerator[str, None]:
 def cluster_name() -> str:
     """A unique cluster name per test, so queues and exchanges never collide."""
     return f"t{uuid.uuid4().hex[:10]}"
+
+
+NODE_TICK = 0.05  # seconds per tick in process tests (the default): election 0.5-1.0 s
+ClusterFactory = Callable[..., LocalCluster]
+
+
+@pytest.fixture
+async def local_cluster(amqp_url: str, tmp_path: Path) -> AsyncIterator[ClusterFactory]:
+    """Factory of LocalClusters (unique names); all stopped and their queues deleted after."""
+    made: list[LocalCluster] = []
+
+    def make(node_ids: list[str] | None = None, **kwargs: object) -> LocalCluster:
+        name = f"t{uuid.uuid4().hex[:10]}"
+        cluster = LocalCluster(
+            name,
+            node_ids or ["n1", "n2", "n3"],
+            tmp_path / name,
+            amqp_url=amqp_url,
+            tick_interval=NODE_TICK,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        made.append(cluster)
+        return cluster
+
+    yield make
+    for cluster in made:
+        cluster.stop_all()
+        await cluster.delete_queues()

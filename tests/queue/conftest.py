@@ -177,7 +177,3 @@ async def protocol_node(amqp_url: str, cluster_name: str) -> AsyncIterator[Proto
         cleanup = await connection.channel()
         await topology.delete_all(cleanup, cluster_name)
         await connection.close()
-
-
-# Real `raftmq node` processes for the end-to-end tests (fixture defined for tests/node).
-from tests.node.conftest import local_cluster  # noqa: E402, F401

@@ -1,0 +1,120 @@
+"""The `raftmq` command: settings sources, `db`, and the cluster commands against real
+node processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+from typer.testing import CliRunner
+
+from raftmq.cli import app
+from raftmq.localcluster import wait_for_leader
+from raftmq.settings import NodeSettings
+from raftmq.storage import migrate
+from tests.conftest import ClusterFactory
+
+runner = CliRunner()
+
+
+def test_settings_come_from_arguments_then_env_then_toml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = tmp_path / "node.toml"
+    config.write_text(
+        'cluster = "fromtoml"\nnode_id = "n1"\npeers = ["n2", "n3"]\ntick_interval = 0.2\n'
+    )
+    monkeypatch.setenv("RAFTMQ_CONFIG", str(config))
+    monkeypatch.setenv("RAFTMQ_TICK_INTERVAL", "0.1")
+    settings = NodeSettings(election_ticks=20)
+    assert (settings.cluster, settings.node_id, settings.voters) == (
+        "fromtoml",
+        "n1",
+        ("n1", "n2", "n3"),
+    )
+    assert settings.tick_interval == 0.1  # env beats the file
+    assert settings.election_ticks == 20  # arguments beat everything
+    monkeypatch.setenv("RAFTMQ_PEERS", "n1,n2")
+    with pytest.raises(ValidationError, match="peers must not contain node_id"):
+        NodeSettings()
+
+
+def test_db_upgrade_and_current_on_sqlite(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'n1.db'}"
+    head = migrate.head_revision()
+    result = runner.invoke(app, ["db", "current", "--database-url", url])
+    assert result.exit_code == 0 and result.output.strip() == f"none (head is {head})"
+    assert not (tmp_path / "n1.db").exists()  # looking creates nothing
+    result = runner.invoke(app, ["db", "upgrade", "--database-url", url])
+    assert result.exit_code == 0 and result.output.strip() == f"at revision {head}"
+    result = runner.invoke(app, ["db", "current", "--database-url", url])
+    assert result.output.strip() == f"{head} (head)"
+
+
+def test_db_upgrade_refuses_a_foreign_file(tmp_path: Path) -> None:
+    foreign = tmp_path / "notes.txt"
+    foreign.write_text("not a database")
+    result = runner.invoke(app, ["db", "upgrade", "--database-url", f"sqlite:///{foreign}"])
+    assert result.exit_code == 1
+    assert "error:" in result.output
+    assert foreign.read_text() == "not a database"
+
+
+async def _raftmq(*args: str) -> tuple[int, str]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "raftmq",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+        env=dict(os.environ),
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    return process.returncode or 0, out.decode()
+
+
+@pytest.mark.integration
+async def test_status_write_transfer_and_graceful_stop(local_cluster: ClusterFactory) -> None:
+    cluster = local_cluster()
+    cluster.start_all()
+    common = ["--cluster", cluster.cluster, "--amqp-url", cluster.amqp_url]
+    async with cluster.admin() as admin:
+        leader = await wait_for_leader(admin, timeout=30)
+    code, out = await _raftmq("status", *common, "--nodes", "n1")  # one node reveals all
+    assert code == 0, out
+    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert set(rows) == {"n1", "n2", "n3"}
+    assert [n for n, row in rows.items() if row[1] == "leader"] == [leader.node_id]
+
+    code, out = await _raftmq("write", *common, "--nodes", "n1,n2,n3", "hello")
+    assert code == 0 and out.startswith("index="), out
+
+    target = next(n for n in cluster.node_ids if n != leader.node_id)
+    code, out = await _raftmq("transfer-leadership", *common, "--nodes", "n1", "--to", target)
+    assert code == 0 and out.strip() == f"{target} leads", out
+
+    cluster.kill(target, signal.SIGTERM)
+    assert cluster.processes[target].returncode == 0
+    assert "stopped" in cluster.log_file(target).read_text()
+
+
+async def test_status_of_an_unknown_cluster_fails_clearly(amqp_url: str) -> None:
+    code, out = await _raftmq(
+        "status",
+        "--cluster",
+        "nosuchcluster",
+        "--amqp-url",
+        amqp_url,
+        "--nodes",
+        "x",
+        "--timeout",
+        "0.3",
+    )
+    assert code == 1
+    assert "(no answer)" in out
