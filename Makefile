@@ -31,8 +31,13 @@ pytest: $(STAMP)
 safety-soak: $(STAMP)
 	RAFTMQ_SAFETY_SEEDS=$${RAFTMQ_SAFETY_SEEDS:-5000} $(BIN)/pytest -q -m slow tests/sim
 
+# Every benchmark, one after the other (needs RabbitMQ and PostgreSQL; a few minutes).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/core_throughput.py
+	$(BIN)/python benchmarks/storage.py
+	$(BIN)/python benchmarks/transport.py
+	$(BIN)/python benchmarks/node.py
+	$(BIN)/python benchmarks/pubsub.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
