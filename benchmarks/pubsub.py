@@ -4,9 +4,25 @@ publishing with confirms into a quorum queue and consuming it.
 
     .venv/bin/python benchmarks/pubsub.py [--messages 5000] [--rate 500] [--seconds 5]
 
+Both sides get the same driver: one task per message calls the client's publish and
+awaits it (the raftmq Producer returns after the commit receipt, aio-pika after the
+broker confirm), all at once ("burst") or started at a fixed rate ("@N/s"). Columns:
+
+- ``raftmq``: Producer (defaults, wait_commit) -> writes quorum queue -> leader ingest ->
+  Raft commit on 3 nodes (SQLite synchronous=FULL) -> committed exchange -> Subscriber
+  (defaults); latency = Subscriber yields the message - publish called.
+- ``quorum queue``: aio-pika ``default_exchange.publish`` with publisher confirms into a
+  quorum queue, concurrent publishes (the same driver as raftmq, so confirms pipeline);
+  a callback consumer (prefetch 1000) acks each message; latency = consumed - published.
+- ``quorum queue seq``: the same, one publish at a time, each awaiting its confirm
+  before the next starts (the simplest aio-pika loop).
+
 Each message carries its send time in a header (int microseconds: pamqp sends a Python
 float as a 32-bit float, useless for a timestamp); the subscriber side records
-receive - send. Throughput = messages / (last received - first sent).
+receive - send. Throughput = messages / (last received - first sent). The plain paths run
+first (before the cluster starts); the 1-minute load average before each block and the
+CPU used by the node processes and this process during each raftmq run are printed, so
+that runs on a shared machine can be compared.
 """
 
 from __future__ import annotations
@@ -14,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import tempfile
 import time
 import uuid
@@ -27,6 +44,20 @@ from raftmq.localcluster import LocalCluster, wait_for_leader
 from raftmq.settings import DEFAULT_AMQP_URL
 
 Send = Callable[[bytes, float], Coroutine[object, object, object]]
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds used so far by ``pids`` (Linux /proc)."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def _load() -> str:
+    return f"load {os.getloadavg()[0]:.2f}"
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -68,6 +99,8 @@ async def bench_raftmq(args: argparse.Namespace, sizes: list[int]) -> dict[str, 
             async with cluster.admin() as admin:
                 await wait_for_leader(admin, timeout=60)
             received: list[float] = []
+            pids = [p.pid for p in cluster.processes.values()] + [os.getpid()]
+            results["raftmq start"] = _load()
             async with (
                 Producer(args.amqp_url, name) as producer,
                 Subscriber(args.amqp_url, name) as subscriber,
@@ -86,11 +119,16 @@ async def bench_raftmq(args: argparse.Namespace, sizes: list[int]) -> dict[str, 
 
                 await _run(send, received, 100, 100, None)  # warm-up
                 for size in sizes:
+                    cpu, clock = _cpu_seconds(pids), time.time()
                     rate, lat = await _run(send, received, args.messages, size, None)
-                    results[f"raftmq {size} B burst"] = f"{rate:8.0f} msg/s"
+                    used = (_cpu_seconds(pids) - cpu) / (time.time() - clock) * 100
+                    results[f"raftmq {size} B burst"] = f"{rate:8.0f} msg/s  (cpu {used:.0f}%)"
+                    cpu, clock = _cpu_seconds(pids), time.time()
                     _, lat = await _run(send, received, args.rate * args.seconds, size, args.rate)
+                    used = (_cpu_seconds(pids) - cpu) / (time.time() - clock) * 100
                     results[f"raftmq {size} B @{args.rate}/s"] = (
                         f"p50 {_percentile(lat, 0.5):6.1f} ms  p99 {_percentile(lat, 0.99):6.1f} ms"
+                        f"  (cpu {used:.0f}%)"
                     )
                 consumer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -101,10 +139,14 @@ async def bench_raftmq(args: argparse.Namespace, sizes: list[int]) -> dict[str, 
     return results
 
 
-async def bench_quorum_queue(args: argparse.Namespace, sizes: list[int]) -> dict[str, str]:
-    """What a user would do instead: publish with confirms (awaited one by one, the default
-    aio-pika usage) into a quorum queue; consume it with a callback."""
-    results: dict[str, str] = {}
+async def bench_quorum_queue(
+    args: argparse.Namespace, sizes: list[int], *, sequential: bool
+) -> dict[str, str]:
+    """What a user would do instead: publish with confirms (the default aio-pika usage)
+    into a quorum queue; consume it with a callback. ``sequential``: one publish at a
+    time, each awaiting its confirm; else concurrent publishes (the raftmq driver)."""
+    label = "quorum queue seq" if sequential else "quorum queue"
+    results: dict[str, str] = {f"{label} start": _load()}
     connection = await aio_pika.connect(args.amqp_url)
     name = f"bench-qq-{uuid.uuid4().hex[:6]}"
     try:
@@ -122,10 +164,10 @@ async def bench_quorum_queue(args: argparse.Namespace, sizes: list[int]) -> dict
         await consumer_channel.set_qos(prefetch_count=1000)
         consumer_queue = await consumer_channel.get_queue(name)
         await consumer_queue.consume(on_message)
-        lock = asyncio.Lock()
+        lock = asyncio.Lock() if sequential else contextlib.nullcontext()
 
         async def send(body: bytes, sent: float) -> object:
-            async with lock:  # one publish at a time, each awaiting its confirm
+            async with lock:
                 return await channel.default_exchange.publish(
                     aio_pika.Message(
                         body,
@@ -138,9 +180,9 @@ async def bench_quorum_queue(args: argparse.Namespace, sizes: list[int]) -> dict
         await _run(send, received, 100, 100, None)
         for size in sizes:
             rate, _ = await _run(send, received, args.messages, size, None)
-            results[f"quorum queue {size} B burst"] = f"{rate:8.0f} msg/s"
+            results[f"{label} {size} B burst"] = f"{rate:8.0f} msg/s"
             _, lat = await _run(send, received, args.rate * args.seconds, size, args.rate)
-            results[f"quorum queue {size} B @{args.rate}/s"] = (
+            results[f"{label} {size} B @{args.rate}/s"] = (
                 f"p50 {_percentile(lat, 0.5):6.1f} ms  p99 {_percentile(lat, 0.99):6.1f} ms"
             )
         await queue.delete(if_unused=False, if_empty=False)
@@ -151,10 +193,11 @@ async def bench_quorum_queue(args: argparse.Namespace, sizes: list[int]) -> dict
 
 async def main(args: argparse.Namespace) -> None:
     sizes = [100, 1000]
-    results = await bench_raftmq(args, sizes)
-    results.update(await bench_quorum_queue(args, sizes))
+    results = await bench_quorum_queue(args, sizes, sequential=False)
+    results.update(await bench_quorum_queue(args, sizes, sequential=True))
+    results.update(await bench_raftmq(args, sizes))
     for key, value in results.items():
-        print(f"{key:<28} {value}")
+        print(f"{key:<32} {value}")
 
 
 if __name__ == "__main__":

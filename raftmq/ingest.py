@@ -4,23 +4,32 @@ Only while the node leads (see :class:`raftmq.leading.LeaderService`). Each deli
 converted to a :class:`Record` and handed to ``node.write_record`` without an await in
 between, so all deliveries of one loop turn become one proposal batch, in queue order.
 A delivery is acked only after its entry committed (or it was a duplicate of a committed
-write); then the receipt goes to ``reply_to``. Bad writes are published to
-``raftmq.C.dead`` with a ``raftmq-reason`` header (confirmed), then acked. On losing
-leadership the consumer is cancelled and the channel closed: unacked writes go back to the
-queue for the next leader (client sessions make that safe for writes with a producer id).
+write), with one multiple-ack per loop turn over the contiguous settled prefix; the receipt
+goes to ``reply_to`` (receipts of one loop turn in one socket write, best effort). Bad
+writes are published to ``raftmq.C.dead`` with a ``raftmq-reason`` header (confirmed),
+then acked. On losing leadership the consumer is cancelled and the channel closed: unacked
+writes go back to the queue for the next leader (client sessions make that safe for
+writes with a producer id).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractIncomingMessage
+import aiormq
+from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
+from aiormq.abc import ChannelFrame
+from pamqp import commands
+from pamqp import frame as amqp_frame
+from pamqp.body import ContentBody
+from pamqp.header import ContentHeader
 from pydantic import BaseModel, ValidationError
 
 from raftmq.errors import NodeStopped, NotLeader, WriteRejected
@@ -104,6 +113,102 @@ def to_record(
     return record
 
 
+class _Acks:
+    """Acks the deliveries of one channel with one ``basic.ack(multiple)`` per loop turn
+    instead of one frame per message. Only the prefix of delivery tags that are all settled
+    (acked after commit, or already nacked) is covered, so a multiple ack never acks a
+    delivery whose write is still waiting for its commit."""
+
+    def __init__(self) -> None:
+        self._open: list[int] = []  # heap of delivery tags received and not yet covered
+        self._settled: dict[int, AbstractIncomingMessage | None] = {}  # tag -> to ack / None
+        self._scheduled = False  # a flush is queued for this loop turn
+        self._sending: set[asyncio.Task[None]] = set()  # ack frames being written
+
+    def received(self, message: AbstractIncomingMessage) -> None:
+        """Track a new delivery (call before it can be settled)."""
+        heapq.heappush(self._open, int(message.delivery_tag or 0))
+
+    def ack(self, message: AbstractIncomingMessage) -> None:
+        """Ack ``message`` (its write committed) with the next flush."""
+        self._settle(int(message.delivery_tag or 0), message)
+
+    def nacked(self, message: AbstractIncomingMessage) -> None:
+        """``message`` was nacked on its own (no longer outstanding at the broker)."""
+        self._settle(int(message.delivery_tag or 0), None)
+
+    def _settle(self, tag: int, message: AbstractIncomingMessage | None) -> None:
+        self._settled[tag] = message
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._scheduled = False
+        last: AbstractIncomingMessage | None = None
+        while self._open and self._open[0] in self._settled:
+            message = self._settled.pop(heapq.heappop(self._open))
+            if message is not None:
+                last = message
+        if last is not None:
+            task = asyncio.create_task(self._send(last))
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+
+    @staticmethod
+    async def _send(message: AbstractIncomingMessage) -> None:
+        with contextlib.suppress(Exception):  # channel gone: redelivered, sessions dedupe
+            await message.ack(multiple=True)
+
+
+class _Receipts:
+    """Sends the receipts queued during one loop turn in ONE socket write, on a channel
+    without confirms (a receipt is best effort: the ack is what counts). aio-pika's
+    ``publish`` costs a task, a lock round and a frame write per receipt."""
+
+    def __init__(self, channel: aiormq.Channel) -> None:
+        self._channel = channel  # the receipts channel (no confirm mode)
+        self._queued: list[bytes] = []  # wire frames of receipts not yet written
+        self._sending: set[asyncio.Task[None]] = set()  # writes in progress
+
+    def send(self, message: AbstractIncomingMessage, status: str, body: dict[str, Any]) -> None:
+        """Queue the receipt for ``message`` (which has ``reply_to``)."""
+        number = self._channel.number
+        payload = json.dumps(body).encode()
+        properties = commands.Basic.Properties(
+            content_type="application/json",
+            correlation_id=message.correlation_id,
+            headers={H_STATUS: status},
+        )
+        try:
+            frames = b"".join(
+                (
+                    amqp_frame.marshal(
+                        commands.Basic.Publish(exchange="", routing_key=message.reply_to or ""),
+                        number,
+                    ),
+                    amqp_frame.marshal(ContentHeader(0, len(payload), properties), number),
+                    amqp_frame.marshal(ContentBody(payload), number),
+                )
+            )
+        except Exception as exc:  # e.g. a reply_to longer than AMQP allows: no receipt
+            logger.debug("receipt not sendable to %r: %r", message.reply_to, exc)
+            return
+        if not self._queued:
+            task = asyncio.create_task(self._write())
+            self._sending.add(task)
+            task.add_done_callback(self._sending.discard)
+        self._queued.append(frames)
+
+    async def _write(self) -> None:
+        await asyncio.sleep(0)  # gather every receipt of this loop turn
+        payload, self._queued = b"".join(self._queued), []
+        if not self._channel.is_closed:
+            await self._channel.write_queue.put(
+                ChannelFrame(payload=payload, should_close=False, drain_future=None)
+            )
+
+
 class Ingest(LeaderService):
     """Consumes the writes queue while the node leads."""
 
@@ -137,9 +242,16 @@ class Ingest(LeaderService):
             await channel.set_qos(prefetch_count=self.prefetch)
             queue = await declare_writes(channel, cluster)
             dead = await declare_dead(channel, cluster)
+            # Receipts are best effort (the ack is what counts): a channel without confirms
+            # spares a broker round trip and a future per receipt.
+            receipt_channel = await connection.channel(publisher_confirms=False)
+            underlay = cast(aiormq.Channel, await receipt_channel.get_underlay_channel())
+            receipts = _Receipts(underlay)
+            acks = _Acks()
 
             async def on_message(message: AbstractIncomingMessage) -> None:
-                task = asyncio.create_task(self._handle(channel, dead, message))
+                acks.received(message)
+                task = asyncio.create_task(self._guarded(receipts, dead, acks, message))
                 handlers.add(task)
                 task.add_done_callback(handlers.discard)
 
@@ -156,8 +268,28 @@ class Ingest(LeaderService):
             with contextlib.suppress(Exception):
                 await connection.close()
 
+    async def _guarded(
+        self,
+        receipts: _Receipts,
+        dead: AbstractExchange,
+        acks: _Acks,
+        message: AbstractIncomingMessage,
+    ) -> None:
+        try:
+            await self._handle(receipts, dead, acks, message)
+        except Exception:
+            # Never leave a delivery unsettled: it would hold back every later ack.
+            logger.exception("%s: handling a write failed; requeued", self.node.node_id)
+            with contextlib.suppress(Exception):
+                await message.nack(requeue=True)
+                acks.nacked(message)
+
     async def _handle(
-        self, channel: AbstractChannel, dead: AbstractExchange, message: AbstractIncomingMessage
+        self,
+        receipts: _Receipts,
+        dead: AbstractExchange,
+        acks: _Acks,
+        message: AbstractIncomingMessage,
     ) -> None:
         try:
             record = to_record(
@@ -167,7 +299,7 @@ class Ingest(LeaderService):
                 schema=self.schema,
             )
         except BadWrite as exc:
-            await self._dead_letter(channel, dead, message, exc.reason)
+            await self._dead_letter(receipts, dead, acks, message, exc.reason)
             return
         key = session_key(record)
         original = None
@@ -184,9 +316,10 @@ class Ingest(LeaderService):
                 logger.debug("%s: write requeued: %r", self.node.node_id, exc)
                 with contextlib.suppress(Exception):
                     await message.nack(requeue=True)
+                    acks.nacked(message)  # only once the nack frame is queued
                 return
         self.node.counters["ingest_duplicates" if commit.duplicate else "ingest_committed"] += 1
-        await message.ack()
+        acks.ack(message)
         if message.reply_to:
             # index 0 (a duplicate whose original's place is no longer known) -> null
             body = {
@@ -194,31 +327,13 @@ class Ingest(LeaderService):
                 "term": commit.term or None,
                 "duplicate": commit.duplicate,
             }
-            await self._reply(channel, message, "ok", body)
-
-    async def _reply(
-        self,
-        channel: AbstractChannel,
-        message: AbstractIncomingMessage,
-        status: str,
-        body: dict[str, Any],
-    ) -> None:
-        with contextlib.suppress(Exception):  # a receipt is best effort; the ack counts
-            await channel.default_exchange.publish(
-                aio_pika.Message(
-                    json.dumps(body).encode(),
-                    content_type="application/json",
-                    correlation_id=message.correlation_id,
-                    headers={H_STATUS: status},
-                ),
-                routing_key=message.reply_to or "",
-                mandatory=False,
-            )
+            receipts.send(message, "ok", body)
 
     async def _dead_letter(
         self,
-        channel: AbstractChannel,
+        receipts: _Receipts,
         dead: AbstractExchange,
+        acks: _Acks,
         message: AbstractIncomingMessage,
         reason: str,
     ) -> None:
@@ -240,6 +355,6 @@ class Ingest(LeaderService):
             routing_key="",
             mandatory=False,
         )
-        await message.ack()
+        acks.ack(message)
         if message.reply_to:
-            await self._reply(channel, message, "error", {"reason": reason})
+            receipts.send(message, "error", {"reason": reason})
