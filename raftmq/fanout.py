@@ -26,7 +26,6 @@ from typing import Any, cast
 
 import aio_pika
 import aiormq
-from aiormq.abc import ChannelFrame
 from pamqp import frame as amqp_frame
 from pamqp.commands import Basic
 
@@ -45,6 +44,7 @@ from raftmq.topology import (
     committed_exchange,
     declare_committed,
 )
+from raftmq.transport.amqp_wire import publish_confirmed
 
 logger = logging.getLogger("raftmq.fanout")
 
@@ -160,67 +160,6 @@ async def previous_published(node: Node[Any], index: int) -> int:
                 return entry.index
         hi = lo - 1
     return 0
-
-
-class _BatchConfirms:
-    """Stands in for aiormq's per-publish confirmation future under every delivery tag of
-    one batch: counts the broker's acks and resolves ``future`` when all arrived (one
-    future per batch instead of one per message, which costs more than the publish)."""
-
-    __slots__ = ("future", "remaining")
-
-    def __init__(self, future: asyncio.Future[None], count: int) -> None:
-        self.future = future  # resolved when every message is acked, failed on a nack
-        self.remaining = count  # acks still expected; > 0 while the future is pending
-
-    def done(self) -> bool:
-        return False  # aiormq would log every later tag of a failed batch as "ignored"
-
-    def cancelled(self) -> bool:
-        return False
-
-    def set_result(self, _frame: object) -> None:
-        self.remaining -= 1
-        if self.remaining == 0 and not self.future.done():
-            self.future.set_result(None)
-
-    def set_exception(self, exc: BaseException) -> None:
-        if not self.future.done():
-            self.future.set_exception(exc)
-
-
-async def publish_confirmed(channel: aiormq.Channel, messages: list[bytes]) -> asyncio.Future[None]:
-    """Publish ``messages`` (each the wire frames of one publish, see
-    :func:`committed_frames`) on a confirm-mode ``channel`` in ONE socket write; return a
-    future that resolves when the broker confirmed every one of them (fails on a nack; a
-    closed channel leaves it pending: watch ``channel.closing``). Awaits only the socket
-    drain, not the confirms: callers keep many batches in flight (pipelined confirms).
-
-    aio-pika's ``publish`` costs a task, a lock round, futures and a socket write per
-    message; this does what aiormq's ``basic_publish`` does, for a whole batch at once.
-    """
-    loop = asyncio.get_running_loop()
-    drained: asyncio.Future[None] = loop.create_future()
-    confirmed: asyncio.Future[None] = loop.create_future()
-    confirms = cast(asyncio.Future[Any], _BatchConfirms(confirmed, len(messages)))
-    async with channel.lock:
-        await channel.write_queue.put(
-            ChannelFrame(payload=b"".join(messages), should_close=False, drain_future=drained)
-        )
-        # No await since the put: the frames cannot have been written, so no confirm for
-        # them can have arrived yet. Delivery tags count publishes on the channel, from 1.
-        for _ in messages:
-            channel.delivery_tag += 1
-            channel.confirmations[channel.delivery_tag] = confirms
-    closing = channel.closing  # an observer future: cancel it after use, or it leaks
-    try:
-        await asyncio.wait((drained, closing), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        closing.cancel()
-    if not drained.done():
-        drained.cancel()
-        raise aiormq.exceptions.ChannelInvalidStateError("channel closed while publishing")
-    return confirmed
 
 
 class Fanout(LeaderService):

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, cast
+from typing import cast
 
 import aio_pika
 import aiormq
@@ -26,7 +26,6 @@ from aio_pika.abc import (
     AbstractRobustChannel,
     AbstractRobustConnection,
 )
-from aiormq.abc import ChannelFrame
 from pamqp import commands
 from pamqp import frame as amqp_frame
 from pamqp.body import ContentBody
@@ -35,6 +34,7 @@ from pamqp.header import ContentHeader
 from raftmq import topology
 from raftmq.errors import RaftMQError, WriteRejected
 from raftmq.record import HeaderValue
+from raftmq.transport.amqp_wire import publish_confirmed
 
 logger = logging.getLogger("raftmq.client.producer")
 
@@ -310,8 +310,6 @@ class Producer:
         assert self._channel is not None
         for write in batch:
             write.attempts += 1
-        loop = asyncio.get_running_loop()
-        confirmed: asyncio.Future[None] = loop.create_future()
         try:
             channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
             number, step = channel.number, channel.max_content_size
@@ -321,17 +319,9 @@ class Producer:
                 ),
                 number,
             )
-            payload = b"".join(_frames(number, step, publish, write.message) for write in batch)
-            confirms = cast(asyncio.Future[Any], _BatchConfirms(confirmed, len(batch)))
-            async with channel.lock:
-                await channel.write_queue.put(
-                    ChannelFrame(payload=payload, should_close=False, drain_future=None)
-                )
-                # No await since the put: no confirm for these frames can have arrived.
-                # Delivery tags count publishes on the channel, from 1.
-                for _ in batch:
-                    channel.delivery_tag += 1
-                    channel.confirmations[channel.delivery_tag] = confirms
+            confirmed = await publish_confirmed(
+                channel, [_frames(number, step, publish, write.message) for write in batch]
+            )
         except Exception as exc:  # the channel is gone: retried after the reconnect
             logger.debug("publish of %s writes failed: %r", len(batch), exc)
             self._retry_later(batch)
@@ -380,31 +370,3 @@ def _frames(number: int, step: int, publish: bytes, message: aio_pika.Message) -
     for k in range(0, len(body), step):
         out.append(amqp_frame.marshal(ContentBody(body[k : k + step]), number))
     return b"".join(out)
-
-
-class _BatchConfirms:
-    """Stands in for aiormq's per-publish confirmation future under every delivery tag of
-    one batch: counts the broker's acks, resolves ``future`` when all arrived, fails it on
-    a nack (the same trick as raftmq.fanout, kept here so the client does not import the
-    node side)."""
-
-    __slots__ = ("future", "remaining")
-
-    def __init__(self, future: asyncio.Future[None], count: int) -> None:
-        self.future = future  # resolved when every message is acked, failed on a nack
-        self.remaining = count  # acks still expected; > 0 while the future is pending
-
-    def done(self) -> bool:
-        return False  # aiormq would log every later tag of a failed batch as "ignored"
-
-    def cancelled(self) -> bool:
-        return False
-
-    def set_result(self, _frame: object) -> None:
-        self.remaining -= 1
-        if self.remaining == 0 and not self.future.done():
-            self.future.set_result(None)
-
-    def set_exception(self, exc: BaseException) -> None:
-        if not self.future.done():
-            self.future.set_exception(exc)
