@@ -11,7 +11,7 @@ Loop, per wake-up (a message, a write, or a tick)::
         transport.send(other messages)    # votes and replies only after the save returned
         apply committed entries (on_commit, in index order); defer the applied index
         core.advance(ready); serve storage reads the core asked for
-    when idle: save the deferred bookkeeping (applied index, sessions, watermark)
+    once per tick, when idle: save the deferred bookkeeping (applied index, sessions, ...)
 
 The leader's early AppendEntries follow the thesis (§10.2.1: a leader may write its log
 in parallel with replicating it); it is safe because replies are stepped only after the
@@ -21,8 +21,8 @@ No lock guards Raft state: only the loop task touches the core. Other coroutines
 (`write`, `status`) hand work to the loop through queues and futures.
 
 On-commit contract: ``on_commit`` sees every committed NORMAL entry once, in index order,
-on every node. The applied index is saved with the next log save or as soon as the loop
-is idle (within one tick), so a crash *between* callbacks and that save repeats them after
+on every node. The applied index is saved with the next log save or at the next idle tick
+(within one tick_interval), so a crash *between* callbacks and that save repeats them after
 restart; each carries its log ``index`` so a state machine can skip what it already holds
 (the CLI's ``--applied-log`` does exactly that, and stays exactly-once across SIGKILL).
 
@@ -319,15 +319,14 @@ class Node(Generic[T]):
             while not self._stopping:
                 delay = next_tick - loop.time()
                 if delay > 0 and not (self._inbox or self._proposals):
-                    await self._flush_deferred()
-                if delay > 0 and not (self._inbox or self._proposals):
                     self._wake.clear()
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), delay)
                 if self._stopping:
                     break
                 now = loop.time()
-                if now >= next_tick:
+                ticked = now >= next_tick
+                if ticked:
                     elapsed = int((now - next_tick) / self.tick_interval) + 1
                     for _ in range(min(elapsed, _MAX_CATCHUP_TICKS)):
                         self.core.tick()
@@ -335,6 +334,8 @@ class Node(Generic[T]):
                 self._step_inbox(now)
                 self._propose_queued()
                 await self._handle_ready()
+                if ticked:
+                    await self._flush_deferred()
             if self._deferred is not None:  # stopping: save what was applied
                 batch, self._deferred = self._deferred, None
                 await self._persist(batch)
@@ -436,11 +437,9 @@ class Node(Generic[T]):
         self._deferred = batch if self._deferred is None else self._deferred.followed_by(batch)
 
     async def _flush_deferred(self) -> None:
-        if self._deferred is None:
-            return
-        # Let writers woken by the last apply queue their next write first: it then
-        # carries this bookkeeping in its own save instead of waiting behind it.
-        await asyncio.sleep(0)
+        # Once per tick, and only when no work is waiting: under traffic the bookkeeping
+        # rides with the next save of entries; flushing at every idle moment would put an
+        # extra transaction in front of the next write that arrives during it.
         if self._deferred is not None and not (self._inbox or self._proposals):
             batch, self._deferred = self._deferred, None
             await self._persist(batch)
