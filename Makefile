@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest demo safety-soak bench clean
+.PHONY: test lint typecheck pytest demo safety-soak chaos bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ pytest: $(STAMP)
 # Thousands of randomized safety seeds; not part of `make test`.
 safety-soak: $(STAMP)
 	RAFTMQ_SAFETY_SEEDS=$${RAFTMQ_SAFETY_SEEDS:-5000} $(BIN)/pytest -q -m slow tests/sim
+
+# Chaos runs against the local broker (restarts the RabbitMQ application); not in `make test`.
+chaos: $(STAMP)
+	$(BIN)/pytest -q -m slow tests/chaos
 
 # Every benchmark, one after the other (needs RabbitMQ and PostgreSQL; a few minutes).
 bench: $(STAMP)
