@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aio_pika
@@ -18,34 +16,9 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from raftmq import topology
 from raftmq.localcluster import LocalCluster, wait_applied, wait_for_leader
+from tests.conftest import ClusterFactory
 
 pytestmark = pytest.mark.integration
-
-TICK = 0.05
-
-
-@pytest.fixture
-async def make_cluster(amqp_url: str, tmp_path: Path) -> AsyncIterator[Callable[..., LocalCluster]]:
-    """LocalCluster factory; every node stopped and every queue/exchange deleted after."""
-    made: list[LocalCluster] = []
-
-    def make(**kwargs: Any) -> LocalCluster:
-        name = f"q{uuid.uuid4().hex[:10]}"
-        cluster = LocalCluster(
-            name,
-            ["n1", "n2", "n3"],
-            tmp_path / name,
-            amqp_url=amqp_url,
-            tick_interval=TICK,
-            **kwargs,
-        )
-        made.append(cluster)
-        return cluster
-
-    yield make
-    for cluster in made:
-        cluster.stop_all()
-        await cluster.delete_queues()
 
 
 @pytest.fixture
@@ -141,9 +114,9 @@ async def _started(cluster: LocalCluster, channel: AbstractChannel) -> tuple[Inb
 
 
 async def test_plain_amqp_writes_are_committed_receipted_and_fanned_out_in_order(
-    make_cluster: Callable[..., LocalCluster], channel: AbstractChannel
+    local_cluster: ClusterFactory, channel: AbstractChannel
 ) -> None:
-    cluster = make_cluster()
+    cluster = local_cluster()
     committed, receipts = await _started(cluster, channel)
     count = 300
     for seq in range(1, count + 1):
@@ -195,9 +168,9 @@ async def test_plain_amqp_writes_are_committed_receipted_and_fanned_out_in_order
 
 
 async def test_bad_writes_are_dead_lettered_and_traffic_behind_them_flows(
-    make_cluster: Callable[..., LocalCluster], channel: AbstractChannel
+    local_cluster: ClusterFactory, channel: AbstractChannel
 ) -> None:
-    cluster = make_cluster(extra_env={"RAFTMQ_MAX_WRITE_BYTES": "2000"})
+    cluster = local_cluster(extra_env={"RAFTMQ_MAX_WRITE_BYTES": "2000"})
     committed, receipts = await _started(cluster, channel)
     dead_queue = await channel.declare_queue(topology.dead_name(cluster.cluster), passive=True)
     dead = await Inbox(dead_queue).start()
@@ -237,9 +210,9 @@ async def test_bad_writes_are_dead_lettered_and_traffic_behind_them_flows(
 
 
 async def test_replay_answers_from_the_database(
-    make_cluster: Callable[..., LocalCluster], channel: AbstractChannel
+    local_cluster: ClusterFactory, channel: AbstractChannel
 ) -> None:
-    cluster = make_cluster()
+    cluster = local_cluster()
     committed, receipts = await _started(cluster, channel)
     for k in range(30):
         await _publish(channel, cluster.cluster, f"r{k}".encode())
@@ -270,9 +243,9 @@ async def test_replay_answers_from_the_database(
 
 
 async def test_leader_crash_mid_stream_loses_no_write_and_leaves_no_gap(
-    make_cluster: Callable[..., LocalCluster], channel: AbstractChannel
+    local_cluster: ClusterFactory, channel: AbstractChannel
 ) -> None:
-    cluster = make_cluster()
+    cluster = local_cluster()
     committed, _ = await _started(cluster, channel)
     count = 2000
 
@@ -315,9 +288,9 @@ async def _consumers(channel: AbstractChannel, cluster: str) -> int:
 
 
 async def test_a_leader_that_loses_quorum_stops_consuming_writes(
-    make_cluster: Callable[..., LocalCluster], channel: AbstractChannel
+    local_cluster: ClusterFactory, channel: AbstractChannel
 ) -> None:
-    cluster = make_cluster(extra_env={"RAFTMQ_ALLOW_FAULT_INJECTION": "true"})
+    cluster = local_cluster(extra_env={"RAFTMQ_ALLOW_FAULT_INJECTION": "true"})
     committed, _ = await _started(cluster, channel)
     async with cluster.admin() as admin:
         leader = await wait_for_leader(admin, timeout=30)
