@@ -21,16 +21,12 @@ import importlib.util
 import sqlite3
 import tempfile
 import time
-import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-
-import asyncpg  # type: ignore[import-untyped,unused-ignore]
 
 from raftmq.core.types import Entry
 from raftmq.storage.port import PersistBatch
 from raftmq.storage.sql import SqlStorage
+from raftmq.testing.postgres import fresh_postgres_database
 
 PAYLOAD = b"x" * 100
 SIZES = (1, 100, 1_000)
@@ -106,27 +102,6 @@ async def time_open(url: str) -> tuple[float, int]:
     return elapsed, len(state.term_runs)
 
 
-@asynccontextmanager
-async def fresh_postgres(server_url: str) -> AsyncIterator[str]:
-    """A new Postgres database (asyncpg URL), dropped on exit."""
-    name = f"raftmq_bench_{uuid.uuid4().hex[:10]}"
-    base, _ = server_url.rsplit("/", 1)
-    admin = server_url.replace("postgresql+asyncpg://", "postgresql://", 1)
-    conn = await asyncpg.connect(admin)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    try:
-        yield f"{base}/{name}"
-    finally:
-        conn = await asyncpg.connect(admin)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-
 def report(label: str, rates: list[float]) -> None:
     """One table row: entries/s for each transaction size."""
     cells = "".join(f"{rate:>14,.0f}" for rate in rates)
@@ -155,9 +130,13 @@ async def throughput(args: argparse.Namespace, folder: Path) -> None:
     async with contextlib.AsyncExitStack() as stack:
         pg: dict[str, str] = {}
         if not args.no_postgres:
-            pg["asyncpg"] = await stack.enter_async_context(fresh_postgres(args.postgres))
+            pg["asyncpg"] = await stack.enter_async_context(
+                fresh_postgres_database(args.postgres, prefix="raftmq_bench")
+            )
             if importlib.util.find_spec("psycopg") is not None:
-                url = await stack.enter_async_context(fresh_postgres(args.postgres))
+                url = await stack.enter_async_context(
+                    fresh_postgres_database(args.postgres, prefix="raftmq_bench")
+                )
                 pg["psycopg 3"] = url.replace("+asyncpg", "+psycopg", 1)
         for round_no in range(args.rounds):
             raw = [raw_sqlite(folder / f"raw{n}-{round_no}.db", n, seconds) for n in SIZES]
@@ -197,7 +176,7 @@ async def open_time(args: argparse.Namespace, folder: Path) -> None:
     elapsed, runs = await time_open(url)
     print(f"  SQLite:   {elapsed * 1000:8.1f} ms ({runs} term runs)")
     if not args.no_postgres:
-        async with fresh_postgres(args.postgres) as pg_url:
+        async with fresh_postgres_database(args.postgres, prefix="raftmq_bench") as pg_url:
             store = SqlStorage(pg_url, cluster="bench", node_id="n1")
             await store.open()
             await fill(store, count)

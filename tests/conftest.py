@@ -13,14 +13,14 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator
-from contextlib import suppress
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 
 from raftmq.localcluster import LocalCluster
+from raftmq.testing.postgres import fresh_postgres_database
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
@@ -101,30 +101,8 @@ def postgres_server_url() -> Iterator[str]:
 @pytest.fixture
 async def postgres_url(postgres_server_url: str) -> AsyncIterator[str]:
     """A fresh, uniquely named Postgres database for one test; dropped afterwards."""
-    async for url in fresh_postgres_database(postgres_server_url):
+    async with fresh_postgres_database(postgres_server_url) as url:
         yield url
-
-
-async def fresh_postgres_database(server_url: str) -> AsyncGenerator[str, None]:
-    import asyncpg  # type: ignore[import-untyped,unused-ignore]
-
-    parts = urlsplit(server_url.replace("postgresql+asyncpg://", "postgresql://", 1))
-    name = f"raftmq_test_{uuid.uuid4().hex[:12]}"
-    admin_dsn = parts._replace(path="/" + (parts.path.lstrip("/") or "postgres")).geturl()
-    conn = await asyncpg.connect(admin_dsn)
-    try:
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    try:
-        yield server_url.rsplit("/", 1)[0] + "/" + name
-    finally:
-        conn = await asyncpg.connect(admin_dsn)
-        try:
-            with suppress(Exception):
-                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ election, replication, leader crash, a partitioned follower, broker faults, bad 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import subprocess
 import time
@@ -15,6 +16,7 @@ from raftmq.client.admin import AdminClient
 from raftmq.localcluster import LocalCluster, wait_applied, wait_for_leader
 from raftmq.node import Commit
 from raftmq.record import Record
+from raftmq.testing.postgres import fresh_postgres_database
 from raftmq.transport.codec import inbox_queue
 from tests.node.conftest import ELECTION_TIMEOUT_MAX, ClusterFactory
 
@@ -192,11 +194,11 @@ async def test_bad_input_on_a_node_inbox_is_dropped_and_counted(
 
 async def test_cluster_on_postgres(local_cluster: ClusterFactory, postgres_server_url: str) -> None:
     """Three nodes sharing one Postgres server, one database each."""
-    from tests.conftest import fresh_postgres_database
-
-    databases = [fresh_postgres_database(postgres_server_url) for _ in range(3)]
-    urls = [await anext(db) for db in databases]
-    try:
+    async with contextlib.AsyncExitStack() as databases:
+        urls = [
+            await databases.enter_async_context(fresh_postgres_database(postgres_server_url))
+            for _ in range(3)
+        ]
         cluster = local_cluster(
             node_env={
                 n: {"RAFTMQ_DATABASE_URL": u} for n, u in zip(["n1", "n2", "n3"], urls, strict=True)
@@ -214,6 +216,3 @@ async def test_cluster_on_postgres(local_cluster: ClusterFactory, postgres_serve
             await wait_applied(admin, cluster.node_ids, max(acked), timeout=60)
         cluster.stop_all()
         _check_applied(cluster, acked, cluster.node_ids)
-    finally:
-        for db in databases:
-            await db.aclose()
