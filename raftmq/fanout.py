@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import struct
 from collections import deque
 from typing import Any, cast
 
@@ -44,7 +43,7 @@ from raftmq.topology import (
     committed_exchange,
     declare_committed,
 )
-from raftmq.transport.amqp_wire import publish_confirmed
+from raftmq.transport.amqp_wire import field_table, message_frames, publish_confirmed
 
 logger = logging.getLogger("raftmq.fanout")
 
@@ -91,62 +90,20 @@ def committed_message(entry: Entry, record: Record, prev_index: int) -> aio_pika
     )
 
 
-_FRAME_END = b"\xce"
-_HEADER_FLAGS = {  # AMQP basic property flag bits of what a committed message carries
-    "content_type": 1 << 15,
-    "headers": 1 << 13,
-    "delivery_mode": 1 << 12,
-    "message_id": 1 << 7,
-}
-
-
-def _short_str(text: str) -> bytes:
-    raw = text.encode()[:255]
-    return bytes((len(raw),)) + raw
-
-
-def _table(headers: dict[str, HeaderValue]) -> bytes:
-    """An AMQP field table of str/int/float/bool values (what a Record carries)."""
-    parts = []
-    for key, value in headers.items():
-        parts.append(_short_str(key))
-        if isinstance(value, bool):
-            parts.append(b"t\x01" if value else b"t\x00")
-        elif isinstance(value, int):
-            parts.append(b"l" + struct.pack(">q", value))
-        elif isinstance(value, float):
-            parts.append(b"d" + struct.pack(">d", value))
-        else:
-            raw = value.encode()
-            parts.append(b"S" + struct.pack(">I", len(raw)) + raw)
-    body = b"".join(parts)
-    return struct.pack(">I", len(body)) + body
-
-
 def committed_frames(
     channel_number: int, publish_frame: bytes, max_body: int, record: Record, headers: bytes
 ) -> bytes:
-    """The wire frames of one committed message: the (pre-marshalled) basic.publish
-    method frame, the content header (persistent, content type, message id, ``headers``
-    as an encoded table) and the body frames. Hand-written because pamqp's generic
-    marshalling costs more CPU than the rest of the publish."""
-    flags = _HEADER_FLAGS["headers"] | _HEADER_FLAGS["delivery_mode"]
-    props = []
-    if record.content_type is not None:
-        flags |= _HEADER_FLAGS["content_type"]
-        props.append(_short_str(record.content_type))
-    props.append(headers)
-    props.append(b"\x02")  # delivery mode 2: persistent
-    if record.message_id is not None:
-        flags |= _HEADER_FLAGS["message_id"]
-        props.append(_short_str(record.message_id))
-    body = record.body
-    payload = struct.pack(">HHQH", 60, 0, len(body), flags) + b"".join(props)
-    out = [publish_frame, struct.pack(">BHI", 2, channel_number, len(payload)), payload, _FRAME_END]
-    for k in range(0, len(body), max_body):
-        chunk = body[k : k + max_body]
-        out += (struct.pack(">BHI", 3, channel_number, len(chunk)), chunk, _FRAME_END)
-    return b"".join(out)
+    """The wire frames of one committed message: persistent, the record's content type
+    and message id, ``headers`` (an encoded field table) and the record's body."""
+    return message_frames(
+        channel_number,
+        publish_frame,
+        max_body,
+        record.body,
+        headers=headers,
+        content_type=record.content_type,
+        message_id=record.message_id,
+    )
 
 
 async def previous_published(node: Node[Any], index: int) -> int:
@@ -273,7 +230,7 @@ class Fanout(LeaderService):
                     for entry in entries:
                         record = publishable(node, entry)
                         if record is not None:
-                            headers = _table(committed_headers(entry, record, prev))
+                            headers = field_table(committed_headers(entry, record, prev))
                             batch.append(
                                 committed_frames(number, publish_frame, step, record, headers)
                             )

@@ -19,25 +19,22 @@ import contextlib
 import heapq
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractExchange, AbstractIncomingMessage
 from aiormq.abc import ChannelFrame
-from pamqp import commands
-from pamqp import frame as amqp_frame
-from pamqp.body import ContentBody
-from pamqp.header import ContentHeader
 from pydantic import BaseModel, ValidationError
 
-from raftmq.errors import NodeStopped, NotLeader, WriteRejected
+from raftmq.errors import MalformedMessage, NodeStopped, NotLeader, WriteRejected
 from raftmq.leading import LeaderService
 from raftmq.node import Commit, Node
-from raftmq.record import HeaderValue, Record
+from raftmq.record import BATCH_TYPE, HeaderValue, Record, decode_batch
 from raftmq.sessions import MAX_PRODUCER_ID, RESERVED_PREFIX, session_key
 from raftmq.topology import H_PRODUCER, H_REASON, H_SEQ, H_STATUS, declare_dead, declare_writes
+from raftmq.transport.amqp_wire import field_table, message_frames, publish_frame
 
 logger = logging.getLogger("raftmq.ingest")
 
@@ -61,6 +58,54 @@ def _header_value(value: Any) -> HeaderValue | None:
     return None  # tables, arrays, timestamps, decimals, void: not carried
 
 
+def _session_fields(producer: object, seq_value: object) -> tuple[str | None, int | None]:
+    """Validated (producer id, seq) of a write, (None, None) when it has neither."""
+    if producer is None and seq_value is None:
+        return None, None
+    if not isinstance(producer, str) or not producer:
+        raise BadWrite(f"invalid_producer: {H_PRODUCER} must be a non-empty string")
+    if len(producer) > MAX_PRODUCER_ID or producer.startswith(RESERVED_PREFIX):
+        raise BadWrite(f"invalid_producer: too long or reserved prefix {RESERVED_PREFIX!r}")
+    if isinstance(seq_value, bytes | str):
+        with contextlib.suppress(ValueError):
+            seq_value = int(seq_value)
+    if not isinstance(seq_value, int) or isinstance(seq_value, bool) or seq_value < 1:
+        raise BadWrite(f"invalid_seq: {H_SEQ} must be an integer >= 1 with {H_PRODUCER}")
+    return producer, seq_value
+
+
+def _kept_headers(raw: Mapping[str, Any]) -> dict[str, HeaderValue]:
+    headers: dict[str, HeaderValue] = {}
+    for key, value in raw.items():
+        kept = _header_value(value)
+        if kept is not None and not key.startswith("raftmq-"):
+            headers[key] = kept
+    return headers
+
+
+def check_record(
+    record: Record,
+    *,
+    max_write_bytes: int,
+    content_types: Sequence[str] = (),
+    schema: type[BaseModel] | None = None,
+) -> None:
+    """Raise :class:`BadWrite` when ``record`` breaks a node rule (content type, size,
+    schema): the checks every write gets, alone or in a batch."""
+    if content_types and record.content_type not in content_types:
+        raise BadWrite(f"content_type: {record.content_type!r} is not one of {content_types}")
+    size = len(record.encode())
+    if size > max_write_bytes:
+        raise BadWrite(f"too_large: {size} bytes exceeds max_write_bytes={max_write_bytes}")
+    if schema is not None:
+        try:
+            schema.model_validate_json(record.body)
+        except ValidationError as exc:
+            raise BadWrite(
+                f"schema: not a valid {schema.__name__}: {exc.error_count()} errors"
+            ) from None
+
+
 def to_record(
     message: AbstractIncomingMessage,
     *,
@@ -70,47 +115,59 @@ def to_record(
 ) -> Record:
     """The Record of one delivery, or :class:`BadWrite` naming why it is refused."""
     raw = dict(message.headers or {})
-    producer = _header_value(raw.pop(H_PRODUCER, None))
-    seq_value = raw.pop(H_SEQ, None)
-    producer_id: str | None = None
-    seq: int | None = None
-    if producer is not None or seq_value is not None:
-        if not isinstance(producer, str) or not producer:
-            raise BadWrite(f"invalid_producer: {H_PRODUCER} must be a non-empty string")
-        if len(producer) > MAX_PRODUCER_ID or producer.startswith(RESERVED_PREFIX):
-            raise BadWrite(f"invalid_producer: too long or reserved prefix {RESERVED_PREFIX!r}")
-        if isinstance(seq_value, bytes | str):
-            with contextlib.suppress(ValueError):
-                seq_value = int(seq_value)
-        if not isinstance(seq_value, int) or isinstance(seq_value, bool) or seq_value < 1:
-            raise BadWrite(f"invalid_seq: {H_SEQ} must be an integer >= 1 with {H_PRODUCER}")
-        producer_id, seq = producer, seq_value
-    if content_types and message.content_type not in content_types:
-        raise BadWrite(f"content_type: {message.content_type!r} is not one of {content_types}")
-    headers: dict[str, HeaderValue] = {}
-    for key, value in raw.items():
-        kept = _header_value(value)
-        if kept is not None and not key.startswith("raftmq-"):
-            headers[key] = kept
+    producer_id, seq = _session_fields(
+        _header_value(raw.pop(H_PRODUCER, None)), raw.pop(H_SEQ, None)
+    )
     record = Record(
         body=message.body,
         content_type=message.content_type,
-        headers=headers,
+        headers=_kept_headers(raw),
         message_id=message.message_id or None,
         producer_id=producer_id,
         seq=seq,
     )
-    size = len(record.encode())
-    if size > max_write_bytes:
-        raise BadWrite(f"too_large: {size} bytes exceeds max_write_bytes={max_write_bytes}")
-    if schema is not None:
-        try:
-            schema.model_validate_json(message.body)
-        except ValidationError as exc:
-            raise BadWrite(
-                f"schema: not a valid {schema.__name__}: {exc.error_count()} errors"
-            ) from None
+    check_record(
+        record, max_write_bytes=max_write_bytes, content_types=content_types, schema=schema
+    )
     return record
+
+
+def batch_record(
+    payload: bytes,
+    *,
+    max_write_bytes: int,
+    content_types: Sequence[str] = (),
+    schema: type[BaseModel] | None = None,
+) -> Record:
+    """The Record of one encoded record of a batch (docs/protocol.md §3), judged by the
+    same rules as a write of its own; :class:`BadWrite` naming why it is refused."""
+    try:
+        decoded = Record.decode(payload)
+    except MalformedMessage as exc:
+        raise BadWrite(f"malformed_record: {exc}") from None
+    producer_id, seq = _session_fields(decoded.producer_id, decoded.seq)
+    record = Record(
+        body=decoded.body,
+        content_type=decoded.content_type,
+        headers=_kept_headers(decoded.headers),
+        message_id=decoded.message_id or None,
+        producer_id=producer_id,
+        seq=seq,
+    )
+    check_record(
+        record, max_write_bytes=max_write_bytes, content_types=content_types, schema=schema
+    )
+    return record
+
+
+def _receipt_body(commit: Commit, seq: int | None = None) -> dict[str, Any]:
+    """The receipt fields of a committed write; index 0 (a duplicate whose original's
+    place is no longer known) becomes null."""
+    body: dict[str, Any] = {} if seq is None else {"seq": seq}
+    body["index"] = commit.index or None
+    body["term"] = commit.term or None
+    body["duplicate"] = commit.duplicate
+    return body
 
 
 class _Acks:
@@ -161,6 +218,10 @@ class _Acks:
             await message.ack(multiple=True)
 
 
+_PUBLISH_FRAME_CACHE = 4096  # reply queues whose basic.publish frame is kept
+_STATUS_TABLES = {status: field_table({H_STATUS: status}) for status in ("ok", "error")}
+
+
 class _Receipts:
     """Sends the receipts queued during one loop turn in ONE socket write, on a channel
     without confirms (a receipt is best effort: the ack is what counts). aio-pika's
@@ -170,35 +231,39 @@ class _Receipts:
         self._channel = channel  # the receipts channel (no confirm mode)
         self._queued: list[bytes] = []  # wire frames of receipts not yet written
         self._sending: set[asyncio.Task[None]] = set()  # writes in progress
+        self._publish_frames: dict[str, bytes] = {}  # reply_to -> marshalled basic.publish
 
     def send(self, message: AbstractIncomingMessage, status: str, body: dict[str, Any]) -> None:
         """Queue the receipt for ``message`` (which has ``reply_to``)."""
-        number = self._channel.number
-        payload = json.dumps(body).encode()
-        properties = commands.Basic.Properties(
+        channel = self._channel
+        reply_to = message.reply_to or ""
+        if len(reply_to.encode()) > 255 or len((message.correlation_id or "").encode()) > 255:
+            logger.debug("receipt not sendable to %r: name too long", reply_to[:300])
+            return
+        frames = message_frames(
+            channel.number,
+            self._publish_frame(reply_to),
+            channel.max_content_size,
+            json.dumps(body, separators=(",", ":")).encode(),
+            headers=_STATUS_TABLES[status],
             content_type="application/json",
             correlation_id=message.correlation_id,
-            headers={H_STATUS: status},
+            persistent=False,
         )
-        try:
-            frames = b"".join(
-                (
-                    amqp_frame.marshal(
-                        commands.Basic.Publish(exchange="", routing_key=message.reply_to or ""),
-                        number,
-                    ),
-                    amqp_frame.marshal(ContentHeader(0, len(payload), properties), number),
-                    amqp_frame.marshal(ContentBody(payload), number),
-                )
-            )
-        except Exception as exc:  # e.g. a reply_to longer than AMQP allows: no receipt
-            logger.debug("receipt not sendable to %r: %r", message.reply_to, exc)
-            return
         if not self._queued:
             task = asyncio.create_task(self._write())
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
         self._queued.append(frames)
+
+    def _publish_frame(self, reply_to: str) -> bytes:
+        frame = self._publish_frames.get(reply_to)
+        if frame is None:
+            if len(self._publish_frames) >= _PUBLISH_FRAME_CACHE:
+                self._publish_frames.clear()
+            frame = publish_frame(self._channel.number, "", reply_to)
+            self._publish_frames[reply_to] = frame
+        return frame
 
     async def _write(self) -> None:
         await asyncio.sleep(0)  # gather every receipt of this loop turn
@@ -291,6 +356,9 @@ class Ingest(LeaderService):
         acks: _Acks,
         message: AbstractIncomingMessage,
     ) -> None:
+        if message.type == BATCH_TYPE:
+            await self._handle_batch(receipts, dead, acks, message)
+            return
         try:
             record = to_record(
                 message,
@@ -301,33 +369,136 @@ class Ingest(LeaderService):
         except BadWrite as exc:
             await self._dead_letter(receipts, dead, acks, message, exc.reason)
             return
-        key = session_key(record)
-        original = None
-        if key is not None:
-            original = self.node.sessions.original(key[0], key[1], self.node.core.last_index + 1)
-        if original is not None:
-            commit = Commit(original.index or 0, original.term or 0, duplicate=True)
-        else:
+        outcome = self._submit(record)
+        if not isinstance(outcome, Commit):
             try:
-                commit = await self.node.write_record(record)
+                outcome = await asyncio.wait_for(outcome, self.node.write_timeout)
             except (NotLeader, WriteRejected, NodeStopped, TimeoutError) as exc:
-                # Not committed here (or unknown): back to the queue, for the next leader.
-                self.node.counters["ingest_requeued"] += 1
-                logger.debug("%s: write requeued: %r", self.node.node_id, exc)
-                with contextlib.suppress(Exception):
-                    await message.nack(requeue=True)
-                    acks.nacked(message)  # only once the nack frame is queued
+                await self._requeue(acks, message, exc)
                 return
-        self.node.counters["ingest_duplicates" if commit.duplicate else "ingest_committed"] += 1
+        self._count(outcome)
         acks.ack(message)
         if message.reply_to:
-            # index 0 (a duplicate whose original's place is no longer known) -> null
-            body = {
-                "index": commit.index or None,
-                "term": commit.term or None,
-                "duplicate": commit.duplicate,
-            }
-            receipts.send(message, "ok", body)
+            receipts.send(message, "ok", _receipt_body(outcome))
+
+    def _submit(self, record: Record) -> Commit | asyncio.Future[Commit]:
+        """The duplicate receipt of ``record`` when its session already applied it, else
+        the future of its commit (raises NotLeader, WriteRejected, NodeStopped at once)."""
+        key = session_key(record)
+        if key is not None:
+            original = self.node.sessions.original(key[0], key[1], self.node.core.last_index + 1)
+            if original is not None:
+                return Commit(original.index or 0, original.term or 0, duplicate=True)
+        return self.node.submit_record(record)
+
+    def _count(self, commit: Commit) -> None:
+        self.node.counters["ingest_duplicates" if commit.duplicate else "ingest_committed"] += 1
+
+    async def _requeue(
+        self, acks: _Acks, message: AbstractIncomingMessage, reason: BaseException
+    ) -> None:
+        # Not committed here (or unknown): back to the queue, for the next leader.
+        self.node.counters["ingest_requeued"] += 1
+        logger.debug("%s: write requeued: %r", self.node.node_id, reason)
+        with contextlib.suppress(Exception):
+            await message.nack(requeue=True)
+            acks.nacked(message)  # only once the nack frame is queued
+
+    async def _handle_batch(
+        self,
+        receipts: _Receipts,
+        dead: AbstractExchange,
+        acks: _Acks,
+        message: AbstractIncomingMessage,
+    ) -> None:
+        """A batch message: every record is judged and proposed on its own, all in ONE
+        proposal batch; the message is acked once every good record committed and every
+        bad one was dead-lettered; one receipt lists the outcome of each record."""
+        try:
+            payloads = decode_batch(message.body)
+        except MalformedMessage as exc:
+            await self._dead_letter(receipts, dead, acks, message, f"bad_batch: {exc}")
+            return
+        results: list[dict[str, Any]] = []
+        pending: list[tuple[int, asyncio.Future[Commit]]] = []
+        rejected: list[tuple[bytes, str]] = []
+        try:
+            for payload in payloads:
+                try:
+                    record = batch_record(
+                        payload,
+                        max_write_bytes=self.node.max_write_bytes,
+                        content_types=self.content_types,
+                        schema=self.schema,
+                    )
+                except BadWrite as exc:
+                    rejected.append((payload, exc.reason))
+                    results.append({"reason": exc.reason})
+                    continue
+                outcome = self._submit(record)
+                if isinstance(outcome, Commit):
+                    results.append(_receipt_body(outcome, record.seq))
+                else:
+                    pending.append((len(results), outcome))
+                    results.append({"seq": record.seq} if record.seq is not None else {})
+        except (NotLeader, WriteRejected, NodeStopped) as exc:
+            await self._requeue(acks, message, exc)
+            return
+        if pending:
+            futures = [future for _, future in pending]
+            done, _ = await asyncio.wait(futures, timeout=self.node.write_timeout)
+            failure: BaseException | None = None
+            for future in futures:
+                if future not in done or future.cancelled():
+                    failure = TimeoutError("batch not committed in time")
+                elif future.exception() is not None:
+                    failure = future.exception()
+                if failure is not None:
+                    break
+            if failure is not None:
+                for future in futures:
+                    future.cancel()  # the node skips cancelled futures when it applies
+                await self._requeue(acks, message, failure)
+                return
+            for slot, future in pending:
+                results[slot].update(_receipt_body(future.result()))
+        for payload, reason in rejected:  # only now: a requeued batch dead-letters nothing
+            await self._dead_letter_record(dead, message, payload, reason)
+        for result in results:
+            if "index" in result:
+                self._count(Commit(result["index"] or 0, 0, duplicate=result["duplicate"]))
+        acks.ack(message)
+        if message.reply_to:
+            receipts.send(message, "ok", {"results": results})
+
+    async def _dead_letter_record(
+        self, dead: AbstractExchange, message: AbstractIncomingMessage, payload: bytes, reason: str
+    ) -> None:
+        """Dead-letter one refused record of a batch as a message of its own."""
+        self.node.counters["ingest_dead"] += 1
+        logger.warning("%s: dead-lettering a write of a batch: %s", self.node.node_id, reason)
+        try:
+            record = Record.decode(payload)
+        except MalformedMessage:
+            record = Record(body=payload)
+        headers: dict[str, HeaderValue] = _kept_headers(record.headers)
+        if record.producer_id is not None:
+            headers[H_PRODUCER] = record.producer_id
+        if record.seq is not None:
+            headers[H_SEQ] = record.seq
+        headers[H_REASON] = reason
+        await dead.publish(
+            aio_pika.Message(
+                record.body,
+                content_type=record.content_type,
+                message_id=record.message_id,
+                correlation_id=message.correlation_id,
+                headers=dict(headers),
+                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+            ),
+            routing_key="",
+            mandatory=False,
+        )
 
     async def _dead_letter(
         self,

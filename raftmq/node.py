@@ -234,7 +234,16 @@ class Node(Generic[T]):
         return await self.write_record(Record(body=body, content_type="application/json"), timeout)
 
     async def write_record(self, record: Record, timeout: float | None = None) -> Commit:
-        """Like :meth:`write` for a raw :class:`Record` (used by the ingest path)."""
+        """Like :meth:`write` for a raw :class:`Record`."""
+        return await asyncio.wait_for(self.submit_record(record), timeout or self.write_timeout)
+
+    def submit_record(self, record: Record) -> asyncio.Future[Commit]:
+        """Queue ``record`` for the next proposal batch; return the future of its commit.
+
+        Raises at once what :meth:`write` raises at once (NodeStopped, NotLeader,
+        WriteRejected for size). Records submitted without an await in between go into
+        ONE proposal batch, in submission order (the ingest path relies on it). The
+        future never times out by itself: the caller bounds its wait."""
         if self._stopping or self._task is None:
             raise NodeStopped(f"node {self.node_id} is not running")
         core = self.core
@@ -248,7 +257,7 @@ class Node(Generic[T]):
         future: asyncio.Future[Commit] = asyncio.get_running_loop().create_future()
         self._proposals.append((payload, future))
         self._wake.set()
-        return await asyncio.wait_for(future, timeout or self.write_timeout)
+        return future
 
     async def propose_watermark(self, index: int) -> Commit:
         """Replicate the fan-out watermark ``index`` (leader only; see raftmq.sessions)."""

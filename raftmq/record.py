@@ -7,6 +7,11 @@ Wire layout (also documented in docs/protocol.md)::
 ``meta`` holds only the keys that are set: ``ct`` (content type), ``h`` (string/number
 headers), ``mid`` (message id), ``pid`` (producer id), ``seq`` (producer sequence).
 The body is carried byte for byte.
+
+A **batch** of writes travels as ONE AMQP message (AMQP ``type`` = :data:`BATCH_TYPE`)
+whose body is the records one after the other, each behind its length::
+
+    ( uint32 big-endian length L | L bytes: one record in the layout above )*
 """
 
 from __future__ import annotations
@@ -20,6 +25,16 @@ from raftmq.errors import MalformedMessage
 
 _VERSION = 1
 _HEAD = struct.Struct(">BI")
+_LENGTH = struct.Struct(">I")
+
+BATCH_TYPE = "raftmq.batch"
+"""AMQP ``type`` of a write message that carries a batch of records (docs/protocol.md §3)."""
+
+BATCH_CONTENT_TYPE = "application/vnd.raftmq.batch"
+"""AMQP ``content_type`` the Python Producer sets on batches (informative only)."""
+
+MAX_BATCH_RECORDS = 10_000
+"""A batch with more records than this is refused as a whole (``bad_batch``)."""
 
 HeaderValue = str | int | float | bool
 """Header values that survive the log (AMQP tables are narrowed to these)."""
@@ -70,12 +85,49 @@ class Record:
                 raise MalformedMessage(f"record meta is not JSON: {exc}") from exc
             if not isinstance(meta, dict):
                 raise MalformedMessage("record meta is not an object")
+        for key in ("ct", "mid", "pid"):
+            if not isinstance(meta.get(key, ""), str):
+                raise MalformedMessage(f"record meta {key!r} is not a string")
         seq = meta.get("seq")
+        if seq is not None and (not isinstance(seq, int) or isinstance(seq, bool)):
+            raise MalformedMessage("record meta 'seq' is not an integer")
+        headers = meta.get("h") or {}
+        if not isinstance(headers, dict):
+            raise MalformedMessage("record meta 'h' is not an object")
         return cls(
             body=payload[end:],
             content_type=meta.get("ct"),
-            headers=dict(meta.get("h") or {}),
+            headers=headers,
             message_id=meta.get("mid"),
             producer_id=meta.get("pid"),
-            seq=int(seq) if seq is not None else None,
+            seq=seq,
         )
+
+
+def encode_batch(records: list[bytes]) -> bytes:
+    """The body of a batch message: each encoded record behind its uint32 length."""
+    parts: list[bytes] = []
+    for payload in records:
+        parts.append(_LENGTH.pack(len(payload)))
+        parts.append(payload)
+    return b"".join(parts)
+
+
+def decode_batch(body: bytes) -> list[bytes]:
+    """Split a batch body into its encoded records (not decoded: each is judged on its
+    own); raise :class:`MalformedMessage` when the framing is broken or too long."""
+    out: list[bytes] = []
+    view = memoryview(body)
+    at, end = 0, len(body)
+    while at < end:
+        if end - at < _LENGTH.size:
+            raise MalformedMessage(f"truncated record length at byte {at}")
+        (length,) = _LENGTH.unpack_from(view, at)
+        at += _LENGTH.size
+        if length > end - at:
+            raise MalformedMessage(f"record at byte {at} claims {length} bytes, {end - at} left")
+        out.append(bytes(view[at : at + length]))
+        at += length
+        if len(out) > MAX_BATCH_RECORDS:
+            raise MalformedMessage(f"more than {MAX_BATCH_RECORDS} records")
+    return out

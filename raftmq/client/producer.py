@@ -3,6 +3,11 @@
 Wire protocol: docs/protocol.md sections 3 and 4. Every write carries the producer id and
 the next sequence number; every retry (nack, connection loss, receipt timeout) re-publishes
 the SAME sequence number, oldest first, so the node appends it at most once.
+
+Writes travel in batches: the writes gathered while the previous batch awaits its broker
+confirm (at most ``linger`` seconds) go as ONE AMQP message of type ``raftmq.batch``
+(docs/protocol.md §3), answered by ONE receipt listing each write's outcome. Per write,
+the broker, the leader and this client then handle a few bytes instead of a message.
 """
 
 from __future__ import annotations
@@ -26,18 +31,22 @@ from aio_pika.abc import (
     AbstractRobustChannel,
     AbstractRobustConnection,
 )
-from pamqp import commands
-from pamqp import frame as amqp_frame
-from pamqp.body import ContentBody
-from pamqp.header import ContentHeader
 
 from raftmq import topology
 from raftmq.errors import RaftMQError, WriteRejected
-from raftmq.record import HeaderValue
-from raftmq.transport.amqp_wire import publish_confirmed
+from raftmq.record import (
+    BATCH_CONTENT_TYPE,
+    BATCH_TYPE,
+    MAX_BATCH_RECORDS,
+    HeaderValue,
+    Record,
+    encode_batch,
+)
+from raftmq.transport.amqp_wire import message_frames, publish_confirmed, publish_frame
 
 logger = logging.getLogger("raftmq.client.producer")
 
+_MAX_BATCHES = 10_000  # batches awaiting a receipt before settled ones are forgotten
 DEFAULT_ATTEMPT_TIMEOUT = 10.0  # seconds without any receipt before re-publishing
 _RETRY_PAUSE = 0.2  # seconds between publish attempts while the broker is unreachable
 
@@ -57,7 +66,7 @@ class _Write:
     """One write in flight. Invariant: seq is unique within its Producer."""
 
     seq: int  # producer sequence number, reused by every retry
-    message: aio_pika.Message  # what goes on the wire (same for every attempt)
+    payload: bytes  # the encoded Record (docs/protocol.md §8), the same for every attempt
     confirmed: asyncio.Future[None]  # resolved by the broker confirm of the first success
     receipt: asyncio.Future[Receipt] | None  # resolved by the node's receipt (wait_commit)
     attempts: int = 0  # how many times it was handed to the broker
@@ -68,11 +77,13 @@ class Producer:
     """Publish writes to cluster ``cluster`` through RabbitMQ, with confirms and receipts.
 
     Use as ``async with Producer(url, "orders") as producer: await producer.publish(b"..")``.
-    Publishes issued within ``linger`` seconds of each other (up to ``max_batch``) go to the
-    broker together: on a busy machine bigger batches cost the broker and the cluster less
-    CPU per write, which shortens the queues more than the linger adds. Batches are
-    pipelined: up to ``max_in_flight`` writes await their confirms at once and a write
-    waits only for its own batch's confirms, never for an earlier batch's.
+    A write goes out at once when no batch awaits its broker confirm; otherwise writes
+    gather until the confirms are in, ``linger`` seconds pass or ``max_batch`` writes
+    (``max_batch_bytes`` bytes) are waiting, and then go as ONE batch message. So an idle
+    producer adds no delay and a busy one sends big batches: on a busy machine bigger
+    batches cost the broker and the cluster less CPU per write, which shortens the queues
+    more than the wait adds. Batches are pipelined: up to ``max_in_flight`` writes await
+    their confirms at once and a write waits only for its own batch's confirms.
     """
 
     def __init__(
@@ -83,16 +94,20 @@ class Producer:
         producer_id: str | None = None,
         linger: float = 0.005,
         max_batch: int = 500,
+        max_batch_bytes: int = 1 << 20,
         max_in_flight: int = 5000,
         attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
     ) -> None:
-        if max_batch < 1 or max_in_flight < 1:
-            raise ValueError("max_batch and max_in_flight must be >= 1")
+        if max_batch < 1 or max_in_flight < 1 or max_batch_bytes < 1:
+            raise ValueError("max_batch, max_batch_bytes and max_in_flight must be >= 1")
+        if max_batch > MAX_BATCH_RECORDS:
+            raise ValueError(f"max_batch must be <= {MAX_BATCH_RECORDS} (the nodes' limit)")
         self.amqp_url = amqp_url  # broker URL
         self.cluster = cluster  # cluster name (names the queues)
         self.producer_id = producer_id or uuid.uuid4().hex  # the session id on every write
         self.linger = linger  # seconds a batch waits for more publishes (0: none)
         self.max_batch = max_batch  # most writes per batch
+        self.max_batch_bytes = max_batch_bytes  # most payload bytes per batch (one write more)
         self.max_in_flight = max_in_flight  # writes published and not yet confirmed, at most
         self.attempt_timeout = attempt_timeout  # receipt wait before a re-publish
         self._next_seq = 1  # invariant: greater than every seq handed out
@@ -105,6 +120,9 @@ class Producer:
         self._sender: asyncio.Task[None] | None = None
         self._in_flight = 0  # writes handed to the broker whose confirm is still awaited
         self._capacity = asyncio.Event()  # set when a confirm freed room below max_in_flight
+        self._flush_now = asyncio.Event()  # ends the linger: confirms in, or a full batch
+        self._batches: dict[str, list[int]] = {}  # batch correlation_id -> its writes' seqs
+        self._batch_ids = 0  # numbers batch correlation ids
         self._confirm_waiters: set[asyncio.Future[None]] = set()  # one per published batch
         self._last_receipt_at = 0.0  # loop time of the last receipt (progress of the backlog)
         self._closed = False
@@ -179,25 +197,24 @@ class Producer:
         """
         if self._closed or self._sender is None or self._reply_queue is None:
             raise RaftMQError("producer is not started (use `async with Producer(...)`)")
-        seq = self._next_seq
-        self._next_seq += 1
         loop = asyncio.get_running_loop()
-        all_headers: dict[str, HeaderValue] = dict(headers or {})
-        all_headers[topology.H_PRODUCER] = self.producer_id
-        all_headers[topology.H_SEQ] = seq
+        seq = self._next_seq
+        try:
+            payload = Record(
+                body=bytes(body),
+                content_type=content_type,
+                headers=dict(headers or {}),
+                message_id=message_id,
+                producer_id=self.producer_id,
+                seq=seq,
+            ).encode()
+        except (TypeError, ValueError) as exc:  # a header value JSON cannot carry
+            raise ValueError(f"headers must map str to str/int/float/bool: {exc}") from None
+        self._next_seq += 1
         correlation_id = str(seq)
-        message = aio_pika.Message(
-            body,
-            content_type=content_type,
-            message_id=message_id,
-            headers=dict(all_headers),
-            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-            reply_to=self._reply_queue.name if wait_commit else None,
-            correlation_id=correlation_id if wait_commit else None,
-        )
         write = _Write(
             seq=seq,
-            message=message,
+            payload=payload,
             confirmed=loop.create_future(),
             receipt=loop.create_future() if wait_commit else None,
         )
@@ -252,84 +269,125 @@ class Producer:
         else:
             self._outbox.append(write)
         self._wakeup.set()
+        if len(self._outbox) >= self.max_batch:
+            self._flush_now.set()
 
     async def _on_receipt(self, message: AbstractIncomingMessage) -> None:
-        write = self._receipts.get(message.correlation_id or "")
-        if write is None or write.receipt is None or write.receipt.done():
-            return  # a second receipt (redelivered write) or one for an abandoned write
+        """A batch receipt: ``{"results": [...]}`` with one outcome per write of the batch,
+        in batch order (or ``{"reason": ...}`` with status error when the batch as a whole
+        was refused). A second receipt (a redelivered batch) finds its writes resolved."""
+        seqs = self._batches.pop(message.correlation_id or "", None)
+        if seqs is None:
+            return  # a second receipt, or one for a batch of abandoned writes
+        self._last_receipt_at = asyncio.get_running_loop().time()
         status = (message.headers or {}).get(topology.H_STATUS)
         try:
             answer = json.loads(message.body)
-        except ValueError:
-            logger.warning("receipt for seq %s is not JSON: %r", write.seq, message.body[:200])
+            results = answer["results"] if status == "ok" else None
+            if results is not None and len(results) != len(seqs):
+                raise ValueError(f"{len(results)} results for {len(seqs)} writes")
+        except (ValueError, KeyError, TypeError) as exc:
+            logger.warning("receipt %s is not usable: %r", message.correlation_id, exc)
             return
-        del self._receipts[message.correlation_id or ""]
-        self._last_receipt_at = asyncio.get_running_loop().time()
-        if status == "ok":
-            # A duplicate whose original's place the cluster no longer knows has index and
-            # term null (protocol §3): it is committed, just not locatable.
-            index, term = answer.get("index"), answer.get("term")
-            known = index is not None and term is not None
-            write.receipt.set_result(
-                Receipt(
-                    index=int(index) if known else None,
-                    term=int(term) if known else None,
-                    duplicate=bool(answer.get("duplicate", False)),
-                    seq=write.seq,
+        for position, seq in enumerate(seqs):
+            write = self._receipts.get(str(seq))
+            if write is None or write.receipt is None or write.receipt.done():
+                continue
+            del self._receipts[str(seq)]
+            result = results[position] if results is not None else answer
+            if results is not None and "index" in result:
+                # A duplicate whose original's place the cluster no longer knows has index
+                # and term null (protocol §3): it is committed, just not locatable.
+                index, term = result.get("index"), result.get("term")
+                known = index is not None and term is not None
+                write.receipt.set_result(
+                    Receipt(
+                        index=int(index) if known else None,
+                        term=int(term) if known else None,
+                        duplicate=bool(result.get("duplicate", False)),
+                        seq=seq,
+                    )
                 )
-            )
-        else:
-            write.receipt.set_exception(
-                WriteRejected(f"write seq {write.seq} rejected: {answer.get('reason')}")
-            )
+            else:
+                write.receipt.set_exception(
+                    WriteRejected(f"write seq {seq} rejected: {result.get('reason')}")
+                )
 
     async def _send_loop(self) -> None:
         assert self._channel is not None
         while True:
             await self._wakeup.wait()
-            if self.linger > 0 and len(self._outbox) < self.max_batch:
-                await asyncio.sleep(self.linger)
+            if self.linger > 0 and self._in_flight > 0 and len(self._outbox) < self.max_batch:
+                # Nagle-like: gather while the previous batch awaits its confirms.
+                self._flush_now.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._flush_now.wait(), self.linger)
             while self._in_flight >= self.max_in_flight:  # the broker is behind: wait
                 self._capacity.clear()
                 await self._capacity.wait()
             batch: list[_Write] = []
+            size = 0
             while self._outbox and len(batch) < self.max_batch:
-                write = self._outbox.popleft()
+                write = self._outbox[0]
+                if batch and size + len(write.payload) > self.max_batch_bytes:
+                    break
+                self._outbox.popleft()
                 if not write.abandoned and not write.confirmed.done():
                     batch.append(write)
+                    size += len(write.payload)
             if not self._outbox:
                 self._wakeup.clear()
             if batch:
                 await self._publish_batch(batch)
 
     async def _publish_batch(self, batch: list[_Write]) -> None:
-        """Write ``batch`` to the broker in ONE socket write, in seq order, and return
-        without waiting for its confirms: the next batch goes out while this one is being
-        confirmed (pipelined). aio-pika's ``publish`` costs a task, a lock round, futures
-        and a socket write per message; here one counter stands for the batch's confirms."""
-        assert self._channel is not None
+        """Publish ``batch`` as ONE batch message (docs/protocol.md §3) and return without
+        waiting for its confirm: the next batch goes out while this one is being confirmed
+        (pipelined)."""
+        assert self._channel is not None and self._reply_queue is not None
         for write in batch:
             write.attempts += 1
+        wants_receipt = any(write.receipt is not None for write in batch)
+        correlation_id = None
+        if wants_receipt:
+            self._batch_ids += 1
+            correlation_id = f"b{self._batch_ids}"
+            if len(self._batches) >= _MAX_BATCHES:
+                self._forget_settled_batches()
+            self._batches[correlation_id] = [write.seq for write in batch]
         try:
             channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
-            number, step = channel.number, channel.max_content_size
-            publish = amqp_frame.marshal(
-                commands.Basic.Publish(
-                    exchange="", routing_key=topology.writes_queue(self.cluster)
-                ),
+            number = channel.number
+            frames = message_frames(
                 number,
+                publish_frame(number, "", topology.writes_queue(self.cluster)),
+                channel.max_content_size,
+                encode_batch([write.payload for write in batch]),
+                content_type=BATCH_CONTENT_TYPE,
+                message_type=BATCH_TYPE,
+                reply_to=self._reply_queue.name if wants_receipt else None,
+                correlation_id=correlation_id,
             )
-            confirmed = await publish_confirmed(
-                channel, [_frames(number, step, publish, write.message) for write in batch]
-            )
+            confirmed = await publish_confirmed(channel, [frames])
         except Exception as exc:  # the channel is gone: retried after the reconnect
             logger.debug("publish of %s writes failed: %r", len(batch), exc)
+            if correlation_id is not None:
+                self._batches.pop(correlation_id, None)
             self._retry_later(batch)
             return
         self._in_flight += len(batch)
         waiter = asyncio.ensure_future(self._confirm_batch(batch, channel, confirmed))
         self._confirm_waiters.add(waiter)
         waiter.add_done_callback(self._confirm_waiters.discard)
+
+    def _forget_settled_batches(self) -> None:
+        """Drop the batches none of whose writes still waits for a receipt (their receipt
+        was lost, or every write was resolved by a later attempt's batch)."""
+        self._batches = {
+            cid: seqs
+            for cid, seqs in self._batches.items()
+            if any(str(seq) in self._receipts for seq in seqs)
+        }
 
     async def _confirm_batch(
         self, batch: list[_Write], channel: aiormq.Channel, confirmed: asyncio.Future[None]
@@ -341,6 +399,8 @@ class Producer:
             closing.cancel()  # an observer future: cancel it after use, or it leaks
             self._in_flight -= len(batch)
             self._capacity.set()
+            if self._in_flight == 0:
+                self._flush_now.set()
         if confirmed.done() and confirmed.exception() is None:
             for write in batch:
                 if not write.confirmed.done():
@@ -360,13 +420,3 @@ class Producer:
 
         # A pause for the robust connection to reconnect; failures go first (oldest seqs).
         asyncio.get_running_loop().call_later(_RETRY_PAUSE, requeue)
-
-
-def _frames(number: int, step: int, publish: bytes, message: aio_pika.Message) -> bytes:
-    """The wire frames of one write on channel ``number``: the pre-marshalled
-    basic.publish, the content header (the message's properties) and the body frames."""
-    body = message.body
-    out = [publish, amqp_frame.marshal(ContentHeader(0, len(body), message.properties), number)]
-    for k in range(0, len(body), step):
-        out.append(amqp_frame.marshal(ContentBody(body[k : k + step]), number))
-    return b"".join(out)

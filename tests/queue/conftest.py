@@ -19,6 +19,7 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
 from raftmq import topology
+from raftmq.record import BATCH_TYPE, Record, decode_batch
 
 
 @dataclass
@@ -100,42 +101,55 @@ class ProtocolNode:
 
     async def _on_write(self, write: AbstractIncomingMessage) -> None:
         async with self._commit_lock:
-            headers: dict[str, Any] = dict(write.headers or {})
-            producer: str | None = headers.get(topology.H_PRODUCER)
-            seq: int | None = headers.get(topology.H_SEQ)
-            self.seen.append((producer, seq))
-            reason = self.reject(write.body)
-            if reason is not None:
-                await self._receipt(write, "error", {"reason": reason})
-                await write.ack()
-                return
-            session = self.sessions.setdefault(producer, {}) if producer else None
-            if session is not None and seq is not None and session and seq <= max(session):
-                index = session.get(seq, session[max(session)])
-                await self._receipt(write, "ok", {"index": index, "term": 1, "duplicate": True})
-                await write.ack()
-                return
-            entry = LoggedWrite(
-                self.next_index,
-                self.term,
-                write.body,
-                write.content_type,
-                write.message_id,
-                headers,
-            )
-            self.next_index += 1
-            self.log.append(entry)
-            if session is not None and seq is not None:
-                session[seq] = entry.index
-            if entry.index not in self.drop_fanout:
-                await self.publish_committed(entry, self.last_published)
-            self.last_published = entry.index
-            if seq in self.drop_receipts:
-                self.drop_receipts.discard(seq)
+            if write.type == BATCH_TYPE:
+                results: list[dict[str, Any]] = []
+                lost = False
+                for payload in decode_batch(write.body):
+                    record = Record.decode(payload)
+                    headers: dict[str, Any] = dict(record.headers)
+                    if record.producer_id is not None:
+                        headers[topology.H_PRODUCER] = record.producer_id
+                        headers[topology.H_SEQ] = record.seq
+                    result, dropped = await self._accept(
+                        record.body, record.content_type, record.message_id, headers
+                    )
+                    results.append(result)
+                    lost = lost or dropped
+                if not lost:
+                    await self._receipt(write, "ok", {"results": results})
             else:
-                body = {"index": entry.index, "term": entry.term, "duplicate": False}
-                await self._receipt(write, "ok", body)
+                result, dropped = await self._accept(
+                    write.body, write.content_type, write.message_id, dict(write.headers or {})
+                )
+                if not dropped:
+                    await self._receipt(write, "error" if "reason" in result else "ok", result)
             await write.ack()
+
+    async def _accept(
+        self, body: bytes, content_type: str | None, message_id: str | None, headers: dict[str, Any]
+    ) -> tuple[dict[str, Any], bool]:
+        """One write: (its receipt fields, whether its receipt is to be lost)."""
+        producer: str | None = headers.get(topology.H_PRODUCER)
+        seq: int | None = headers.get(topology.H_SEQ)
+        self.seen.append((producer, seq))
+        reason = self.reject(body)
+        if reason is not None:
+            return {"reason": reason}, False
+        session = self.sessions.setdefault(producer, {}) if producer else None
+        if session is not None and seq is not None and session and seq <= max(session):
+            index = session.get(seq, session[max(session)])
+            return {"seq": seq, "index": index, "term": 1, "duplicate": True}, False
+        entry = LoggedWrite(self.next_index, self.term, body, content_type, message_id, headers)
+        self.next_index += 1
+        self.log.append(entry)
+        if session is not None and seq is not None:
+            session[seq] = entry.index
+        if entry.index not in self.drop_fanout:
+            await self.publish_committed(entry, self.last_published)
+        self.last_published = entry.index
+        dropped = seq in self.drop_receipts
+        self.drop_receipts.discard(seq)
+        return {"seq": seq, "index": entry.index, "term": entry.term, "duplicate": False}, dropped
 
     async def _on_replay(self, request: AbstractIncomingMessage) -> None:
         asked = json.loads(request.body)

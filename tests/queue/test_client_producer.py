@@ -11,6 +11,7 @@ import pytest
 from raftmq import topology
 from raftmq.client import Producer
 from raftmq.errors import WriteRejected
+from raftmq.record import BATCH_TYPE, Record, decode_batch
 from tests.queue.conftest import ProtocolNode
 
 pytestmark = pytest.mark.integration
@@ -88,8 +89,12 @@ async def test_publish_timeout_when_no_node_answers(amqp_url: str, cluster_name:
         # writes queue for a leader, all with the same seq (the node appends one)
         seqs = []
         while (message := await queue.get(no_ack=True, fail=False)) is not None:
-            assert message.body == b"nobody home"
-            seqs.append((message.headers or {})["raftmq-seq"])
+            assert message.type == BATCH_TYPE
+            for payload in decode_batch(message.body):
+                record = Record.decode(payload)
+                assert record.body == b"nobody home"
+                assert record.producer_id == producer.producer_id
+                seqs.append(record.seq)
         assert len(seqs) >= 2 and set(seqs) == {1}
     finally:
         await topology.delete_all(channel, cluster_name)
