@@ -1,14 +1,19 @@
 """Subscriber against the wire protocol (docs/protocol.md §6-7), with a protocol test
 double playing the node: dedupe by index, gap fill from replay, start positions, named
-resume."""
+resume, acks, and recovery from a lost connection or a deleted queue."""
 
 from __future__ import annotations
 
 import asyncio
+import shutil
+import uuid
+from urllib.parse import urlsplit
 
+import aio_pika
 import pytest
 
 from raftmq.client import CommittedMessage, Producer, Subscriber
+from raftmq.client.subscriber import subscription_queue
 from tests.queue.conftest import ProtocolNode
 
 pytestmark = pytest.mark.integration
@@ -107,5 +112,142 @@ async def test_named_subscription_resumes_where_it_stopped(
             rest = await _take(sub, 11)
         assert [m.index for m in rest] == list(range(5, 16))
         assert len(protocol_node.replay_requests) == 1  # only the very first start replayed
+    finally:
+        await Subscriber.delete_subscription(amqp_url, cluster_name, name)
+
+
+async def _publish_until_yielded(
+    amqp_url: str, cluster: str, subscriber: Subscriber
+) -> list[CommittedMessage]:
+    """Publish one write every 0.2 s until ``subscriber`` yields again (its queue may have
+    missed some meanwhile: a gap it fills from replay), then take the rest up to the last
+    index published (the protocol node's indexes have no holes)."""
+    first = asyncio.create_task(_take(subscriber, 1, timeout=60))
+    last = 0
+    async with Producer(amqp_url, cluster) as producer:
+        while not first.done():
+            receipt = await producer.publish(b"after-%d" % last)
+            assert receipt.index is not None
+            last = receipt.index
+            await asyncio.wait({first}, timeout=0.2)
+    got = first.result()
+    if got[0].index < last:
+        got += await _take(subscriber, last - got[0].index)
+    return got
+
+
+async def _queue_depth(amqp_url: str, queue: str) -> int | None:
+    """Messages ready in ``queue``."""
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        return declared.declaration_result.message_count
+    finally:
+        await connection.close()
+
+
+async def _wait_depth(amqp_url: str, queue: str, depth: int, timeout: float = 10.0) -> None:
+    """Wait until ``queue`` holds ``depth`` messages (a closed consumer's unacked ones are
+    requeued by the broker asynchronously)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            if await _queue_depth(amqp_url, queue) == depth:
+                return
+            await asyncio.sleep(0.05)
+
+
+async def test_processed_messages_are_acked_and_the_last_unprocessed_is_not(
+    amqp_url: str, cluster_name: str, protocol_node: ProtocolNode
+) -> None:
+    name = "acks"
+    queue = subscription_queue(cluster_name, name)
+    try:
+        async with Subscriber(amqp_url, cluster_name, name=name) as sub:
+            await _publish(amqp_url, cluster_name, [b"m%d" % k for k in range(250)])
+            got = await _take(sub, 250)  # more than one flush: acks during iteration too
+        assert [m.index for m in got] == list(range(1, 251))
+        await _wait_depth(amqp_url, queue, 0)  # every processed delivery was acked
+        await _publish(amqp_url, cluster_name, [b"n1", b"n2", b"n3"])
+        with pytest.raises(RuntimeError):
+            async with Subscriber(amqp_url, cluster_name, name=name) as sub:
+                assert [m.index for m in await _take(sub, 2)] == [251, 252]
+                raise RuntimeError("the application failed on 252")
+        await _wait_depth(amqp_url, queue, 2)  # 252 was yielded, not processed: not acked
+        async with Subscriber(amqp_url, cluster_name, name=name) as sub:
+            assert [m.index for m in await _take(sub, 2)] == [252, 253]
+    finally:
+        await Subscriber.delete_subscription(amqp_url, cluster_name, name)
+
+
+async def _rabbitmqctl(*args: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        "rabbitmqctl", "-q", *args, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, args
+    return out.decode()
+
+
+async def _close_connection(connection_name: str) -> None:
+    """Make the broker close the connection(s) named ``connection_name`` (a lost link)."""
+    listing = await _rabbitmqctl("list_connections", "pid", "client_properties")
+    pids = [row.split("\t")[0] for row in listing.splitlines() if f'"{connection_name}"' in row]
+    assert pids, f"no connection named {connection_name}"
+    for pid in pids:
+        await _rabbitmqctl("close_connection", pid, "test: the link is lost")
+
+
+@pytest.mark.skipif(shutil.which("rabbitmqctl") is None, reason="needs rabbitmqctl")
+@pytest.mark.parametrize("name", [None, "survivor"])
+async def test_subscriber_survives_a_lost_connection(
+    amqp_url: str, cluster_name: str, protocol_node: ProtocolNode, name: str | None
+) -> None:
+    """The robust connection comes back: the subscriber consumes again on the new channel,
+    fills what its (anonymous, recreated) queue missed from replay, drops redeliveries,
+    and its acks after the reconnect reach the broker."""
+    if urlsplit(amqp_url).hostname not in ("127.0.0.1", "localhost"):
+        pytest.skip("rabbitmqctl reaches the local broker only")
+    connection_name = f"raftmq-test-{uuid.uuid4().hex}"
+    url = amqp_url + ("&" if "?" in amqp_url else "?")
+    url += f"name={connection_name}&reconnect_interval=0.5"
+    try:
+        async with Subscriber(url, cluster_name, name=name) as sub:
+            await _publish(amqp_url, cluster_name, [b"a", b"b"])
+            got = await _take(sub, 2)
+            await _close_connection(connection_name)
+            # Asked for more while the link is down: a position write that fails is kept
+            # for the next flush, never raised out of the iterator.
+            got += await _publish_until_yielded(amqp_url, cluster_name, sub)
+            await _publish(amqp_url, cluster_name, [b"c%d" % k for k in range(150)])
+            got += await _take(sub, 150)
+        assert [m.index for m in got] == list(range(1, len(protocol_node.log) + 1))
+        assert [m.body for m in got] == [entry.body for entry in protocol_node.log]
+        if name is not None:
+            await _wait_depth(amqp_url, subscription_queue(cluster_name, name), 0)
+    finally:
+        if name is not None:
+            await Subscriber.delete_subscription(amqp_url, cluster_name, name)
+
+
+async def test_subscriber_consumes_again_when_its_queue_is_deleted(
+    amqp_url: str, cluster_name: str, protocol_node: ProtocolNode
+) -> None:
+    """The broker cancels the consumer of a deleted queue: the subscriber declares and
+    binds the queue again and fills what it missed meanwhile from replay."""
+    name = "deleted"
+    try:
+        async with Subscriber(amqp_url, cluster_name, name=name) as sub:
+            await _publish(amqp_url, cluster_name, [b"a", b"b"])
+            got = await _take(sub, 2)
+            connection = await aio_pika.connect(amqp_url)
+            try:
+                channel = await connection.channel()
+                await channel.queue_delete(subscription_queue(cluster_name, name))
+            finally:
+                await connection.close()
+            got += await _publish_until_yielded(amqp_url, cluster_name, sub)
+        assert [m.index for m in got] == list(range(1, len(protocol_node.log) + 1))
+        assert [m.body for m in got] == [entry.body for entry in protocol_node.log]
     finally:
         await Subscriber.delete_subscription(amqp_url, cluster_name, name)
