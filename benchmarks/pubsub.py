@@ -198,6 +198,11 @@ async def main(args: argparse.Namespace) -> None:
     results.update(await bench_raftmq(args, sizes))
     for key, value in results.items():
         print(f"{key:<32} {value}")
+    for size in sizes:  # the issue's throughput target: raftmq / plain quorum queue
+        raft = float(results[f"raftmq {size} B burst"].split()[0])
+        for label in ("quorum queue", "quorum queue seq"):
+            plain = float(results[f"{label} {size} B burst"].split()[0])
+            print(f"{f'ratio {size} B vs {label}':<32} {raft / plain:8.2f}x")
 
 
 if __name__ == "__main__":
