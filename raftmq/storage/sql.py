@@ -9,8 +9,10 @@ Usage::
 
 Every operation is one SQLAlchemy Core function run in ONE transaction by a runner
 (raftmq.storage.runner): a dedicated thread with pysqlite for SQLite, the async driver
-(asyncpg) for Postgres -- the same SQL for both. The store holds one connection; an
-asyncio lock serialises callers. Hard state, applied, watermark and log bounds are
+(asyncpg) for Postgres -- the same SQL for both. A save's statements are compiled once
+per open and run with plain tuples at the driver level (raftmq.storage.statements); it
+skips rows that would not change. The store holds one connection; an asyncio lock
+serialises callers. Hard state, applied, watermark and log bounds are
 cached (this store is the database's only writer); log entries are always read from
 the database. After a failed operation the connection is dropped and the caches are
 reloaded from the database on the next call, so a caller may retry a failed ``save``.
@@ -22,7 +24,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -48,18 +50,16 @@ from raftmq.storage.schema import (
     log_table,
     meta_table,
     progress_table,
-    session_table,
     snapshot_table,
 )
 from raftmq.storage.sqlops import (
-    append,
     nothing,
     read_entries,
     session_txn,
     sessions_txn,
     snapshot_txn,
-    upsert_sessions,
 )
+from raftmq.storage.statements import WriteStatements
 
 T = TypeVar("T")
 logger = logging.getLogger("raftmq.storage.sql")
@@ -97,6 +97,7 @@ class SqlStorage:
         self._snap_term = 0
         self._first = 1  # first log index (snapshot index + 1 after compaction)
         self._last = 0  # last log index (snapshot index when the log is empty)
+        self._writes: WriteStatements | None = None  # compiled by the first save after open
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -111,6 +112,7 @@ class SqlStorage:
         path = sqlite_path(self.url)
         if path is not None:
             check_sqlite_file(path)
+        self._writes = None  # the server (and so the statements) may differ from last time
         runner = make_runner(
             self.url,
             durability=self.durability,
@@ -212,29 +214,25 @@ class SqlStorage:
 
     def _save_txn(self, conn: Connection, batch: PersistBatch) -> tuple[int, int]:
         bounds = check_batch(batch, self._hard, self._snap_index, self._first, self._last)
-        if batch.hard_state is not None:
-            hs = batch.hard_state
-            conn.execute(
-                update(hard_state_table).values(
-                    term=hs.term, voted_for=hs.voted_for, commit_index=hs.commit
-                )
-            )
+        sql = self._writes
+        if sql is None:  # once per open; see raftmq.storage.statements
+            sql = self._writes = WriteStatements(conn.dialect)
+        # The caches equal the database here (_run reloads them first when in doubt), so
+        # a hard state or progress row that would not change is not written again.
+        if batch.hard_state is not None and batch.hard_state != self._hard:
+            sql.write_hard_state(conn, batch.hard_state)
         if batch.truncate_from is not None and batch.truncate_from <= self._last:
-            conn.execute(delete(log_table).where(log_table.c.idx >= batch.truncate_from))
+            sql.truncate_from(conn, batch.truncate_from)
         if batch.entries:
-            append(conn, batch.entries)
-        progress: dict[str, Any] = {}
-        if batch.applied is not None:
-            progress["applied"] = batch.applied
-        if batch.fanout_watermark is not None:
-            progress["fanout_watermark"] = batch.fanout_watermark
-        if progress:
-            conn.execute(update(progress_table).values(**progress))
+            sql.append_entries(conn, batch.entries)
+        applied = self._applied if batch.applied is None else batch.applied
+        watermark = self._watermark if batch.fanout_watermark is None else batch.fanout_watermark
+        if applied != self._applied or watermark != self._watermark:
+            sql.write_progress(conn, applied, watermark)
         if batch.sessions:
-            upsert_sessions(conn, batch.sessions)
+            sql.put_sessions(conn, batch.sessions)
         if batch.expire_sessions_before is not None:
-            cutoff = batch.expire_sessions_before
-            conn.execute(delete(session_table).where(session_table.c.updated_index < cutoff))
+            sql.expire_sessions(conn, batch.expire_sessions_before)
         return bounds
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:

@@ -1,5 +1,6 @@
 """SQLAlchemy Core statements of the SQL store, as plain functions of a sync Connection
-(each runs inside the transaction its caller's runner opened)."""
+(each runs inside the transaction its caller's runner opened). The writes of a save are
+compiled once per dialect in raftmq.storage.statements."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from raftmq.core.types import Entry, EntryKind
 from raftmq.storage.port import ClientSession, Snapshot
 from raftmq.storage.schema import log_table, session_table, snapshot_table
+from raftmq.storage.statements import WriteStatements
 
 _CHUNK_ROWS = 256  # rows fetched per query when a byte limit may stop the read early
 _LOG_COLUMNS = (log_table.c.idx, log_table.c.term, log_table.c.kind, log_table.c.data)
@@ -22,45 +24,10 @@ def nothing(conn: Connection) -> None:
     """An empty transaction (used to (re)validate the caches)."""
 
 
-# The hot path: a driver-level executemany of plain tuples skips SQLAlchemy's per-row
-# parameter processing (measured ~2x on 1,000-entry batches). One statement per paramstyle.
-_PLACEHOLDERS = {
-    "qmark": "?, ?, ?, ?",
-    "numeric_dollar": "$1, $2, $3, $4",
-    "format": "%s, %s, %s, %s",
-    "pyformat": "%s, %s, %s, %s",
-    "numeric": ":1, :2, :3, :4",
-}
-
-
-def append(conn: Connection, entries: Sequence[Entry]) -> None:
-    placeholders = _PLACEHOLDERS.get(conn.dialect.paramstyle)
-    if placeholders is None:  # an unusual driver: let SQLAlchemy bind the rows
-        rows = [
-            {"idx": e.index, "term": e.term, "kind": int(e.kind), "data": e.data} for e in entries
-        ]
-        conn.execute(insert(log_table), rows)
-        return
-    sql = f"INSERT INTO {log_table.name} (idx, term, kind, data) VALUES ({placeholders})"
-    conn.exec_driver_sql(sql, [(e.index, e.term, int(e.kind), e.data) for e in entries])
-
-
 def upsert_sessions(conn: Connection, sessions: Sequence[ClientSession]) -> None:
-    latest = {s.producer_id: s for s in sessions}  # the last one wins within a batch
-    conn.execute(delete(session_table).where(session_table.c.producer_id.in_(list(latest))))
-    rows = [
-        {
-            "producer_id": s.producer_id,
-            "last_seq": s.last_seq,
-            "last_index": s.last_index,
-            "last_term": s.last_term,
-            "updated_index": s.updated_index,
-            "floor_seq": s.floor,
-            "above_seqs": json.dumps(list(s.above), separators=(",", ":")),
-        }
-        for s in latest.values()
-    ]
-    conn.execute(insert(session_table), rows)
+    """Insert or replace ``sessions`` (the last one of a producer wins). Compiles its
+    statement at each call: for tools and tests; a store keeps its WriteStatements."""
+    WriteStatements(conn.dialect).put_sessions(conn, sessions)
 
 
 def read_entries(conn: Connection, lo: int, hi: int, max_bytes: int | None) -> list[Entry]:

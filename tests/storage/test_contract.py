@@ -27,7 +27,7 @@ class TestMemoryStorage(StorageContract):
 
 
 class TestSqliteStorage(StorageContract):
-    """SQLite through aiosqlite, one file per test."""
+    """SQLite through pysqlite in the store's own thread (the default), one file per test."""
 
     @pytest.fixture
     def factory(self, tmp_path: Path) -> StoreFactory:
@@ -35,6 +35,19 @@ class TestSqliteStorage(StorageContract):
 
         def make(cluster: str, node_id: str) -> Storage:
             return SqlStorage(url, cluster=cluster, node_id=node_id)
+
+        return make
+
+
+class TestSqliteViaAiosqliteStorage(StorageContract):
+    """SQLite through aiosqlite (``sqlite_runner="aiosqlite"``: the async runner)."""
+
+    @pytest.fixture
+    def factory(self, tmp_path: Path) -> StoreFactory:
+        url = f"sqlite+aiosqlite:///{tmp_path / 'node.db'}"
+
+        def make(cluster: str, node_id: str) -> Storage:
+            return SqlStorage(url, cluster=cluster, node_id=node_id, sqlite_runner="aiosqlite")
 
         return make
 
