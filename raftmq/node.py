@@ -49,7 +49,7 @@ from raftmq.core.config import RaftConfig
 from raftmq.core.messages import AppendEntries, Message
 from raftmq.core.raft import RaftCore
 from raftmq.core.ready import Ready
-from raftmq.core.types import Entry, EntryKind, LogReadResult, Role, SoftState
+from raftmq.core.types import Entry, EntryKind, HardState, LogReadResult, Role, SoftState
 from raftmq.errors import MalformedMessage, NodeStopped, NotLeader, StorageError, WriteRejected
 from raftmq.node_types import Applied, Commit, NodeStatus, OnCommit, OnRecord, Service, T
 from raftmq.record import Record
@@ -410,6 +410,17 @@ class Node(Generic[T]):
                 late = [m for m in late if not isinstance(m, AppendEntries)]
             if early:
                 self.transport.send(early)
+            # Entries committed before this Ready's new entries are durable already (the
+            # leader steps no reply before its save returned; a follower's commit never
+            # covers entries it has not saved): apply them before the save, so that a
+            # commit does not wait for the save of newer entries, and their bookkeeping
+            # rides with this very save.
+            committed = ready.committed_entries
+            apply_first = bool(committed) and ready.truncate_from is None
+            if apply_first and ready.entries:
+                apply_first = committed[-1].index < ready.entries[0].index
+            if apply_first:
+                await self._apply_committed(ready, hard if defer_hard else None)
             batch = PersistBatch(
                 hard_state=None if defer_hard else hard,
                 truncate_from=ready.truncate_from,
@@ -422,25 +433,30 @@ class Node(Generic[T]):
                 self._durable_vote = (hard.term, hard.voted_for)
             if late:
                 self.transport.send(late)
-            if ready.committed_entries:
-                watermark = await self._apply(ready.committed_entries)
-                applied = ready.committed_entries[-1].index
-                sessions, expire = self.sessions.take_changes(applied)
-                # Saved with the next entries, or when the loop idles: a crash before that
-                # repeats these callbacks after restart (the on-commit contract).
-                self._defer(
-                    PersistBatch(
-                        hard_state=hard if defer_hard else None,
-                        applied=applied,
-                        fanout_watermark=watermark,
-                        sessions=sessions,
-                        expire_sessions_before=expire,
-                    )
-                )
-                for apply_observer in self.apply_observers:
-                    apply_observer(ready.committed_entries)
+            if committed and not apply_first:
+                await self._apply_committed(ready, hard if defer_hard else None)
             core.advance(ready)
             await self._serve_reads(ready)
+
+    async def _apply_committed(self, ready: Ready, hard: HardState | None) -> None:
+        """Apply ``ready``'s committed entries; defer their bookkeeping (and ``hard``, a
+        commit-only hard state) to the next save."""
+        watermark = await self._apply(ready.committed_entries)
+        applied = ready.committed_entries[-1].index
+        sessions, expire = self.sessions.take_changes(applied)
+        # Saved with the next entries, or when the loop idles: a crash before that
+        # repeats these callbacks after restart (the on-commit contract).
+        self._defer(
+            PersistBatch(
+                hard_state=hard,
+                applied=applied,
+                fanout_watermark=watermark,
+                sessions=sessions,
+                expire_sessions_before=expire,
+            )
+        )
+        for apply_observer in self.apply_observers:
+            apply_observer(ready.committed_entries)
 
     def _defer(self, batch: PersistBatch) -> None:
         self._deferred = batch if self._deferred is None else self._deferred.followed_by(batch)
