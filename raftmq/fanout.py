@@ -223,8 +223,8 @@ class Fanout(LeaderService):
                 dirty = dirty or count > 0
                 node.fanout_watermark = max(node.fanout_watermark, last)
             progressed = False
-            if next_index <= node.core.applied_index and unconfirmed < self.max_in_flight:
-                entries = await self._next_entries(next_index, node.core.applied_index)
+            if next_index <= node.applied_index and unconfirmed < self.max_in_flight:
+                entries = await self._next_entries(next_index, node.applied_index)
                 if entries:
                     batch = []
                     for entry in entries:

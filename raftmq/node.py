@@ -122,6 +122,7 @@ class Node(Generic[T]):
         # replicated client sessions
         self.sessions = SessionTable(session_expiry_entries, max_session_gap)
         self.fanout_watermark = 0  # highest index known published (persisted, replicated)
+        self._applied = 0  # last index whose callbacks ran (the core learns it at advance)
         # Bookkeeping not yet saved (applied index, sessions, watermark, a commit-only hard
         # state): it rides with the next save of entries, or is flushed when the loop idles.
         self._deferred: PersistBatch | None = None
@@ -159,6 +160,7 @@ class Node(Generic[T]):
         self.sessions.load(await self.storage.sessions())
         await self._remember_recent_writes(initial.first_index, initial.applied)
         self.fanout_watermark = await self.storage.fanout_watermark()
+        self._applied = initial.applied
         self._core = RaftCore(self.config, initial, seed=self._seed)
         self._durable_vote = (initial.hard_state.term, initial.hard_state.voted_for)
         logger.info(
@@ -216,6 +218,12 @@ class Node(Generic[T]):
     def is_leader(self) -> bool:
         """True while this node leads."""
         return self._core is not None and self._core.role is Role.LEADER
+
+    @property
+    def applied_index(self) -> int:
+        """The last index applied (on-commit callbacks done); it runs ahead of
+        ``core.applied_index``, which follows at the end of the loop turn."""
+        return self._applied
 
     @property
     def leader_id(self) -> str | None:
@@ -294,7 +302,7 @@ class Node(Generic[T]):
             term=core.term,
             leader_id=core.leader_id,
             commit=core.commit_index,
-            applied=core.applied_index,
+            applied=self._applied,
             last_index=core.last_index,
             voters=list(self.config.voters),
             last_contact=contact,
@@ -442,7 +450,7 @@ class Node(Generic[T]):
         """Apply ``ready``'s committed entries; defer their bookkeeping (and ``hard``, a
         commit-only hard state) to the next save."""
         watermark = await self._apply(ready.committed_entries)
-        applied = ready.committed_entries[-1].index
+        applied = self._applied = ready.committed_entries[-1].index
         sessions, expire = self.sessions.take_changes(applied)
         # Saved with the next entries, or when the loop idles: a crash before that
         # repeats these callbacks after restart (the on-commit contract).

@@ -111,7 +111,7 @@ class ReplayServer:
             )
             return
         node = self.node
-        hi = node.core.applied_index if ask.to is None else min(ask.to, node.core.applied_index)
+        hi = node.applied_index if ask.to is None else min(ask.to, node.applied_index)
         budget = min(ask.max, MAX_REPLAY)
         covered = ask.start - 1
         prev = await previous_published(node, covered)
