@@ -15,9 +15,7 @@ import aiormq
 import aiormq.abc
 from aiormq.abc import ChannelFrame
 from pamqp import frame as amqp_frame
-from pamqp.body import ContentBody
 from pamqp.commands import Basic
-from pamqp.header import ContentHeader
 
 from raftmq.transport.codec import STATUS_HEADER, Envelope
 
@@ -34,8 +32,10 @@ _HEADERS = 1 << 13
 _DELIVERY_MODE = 1 << 12
 _CORRELATION_ID = 1 << 10
 _REPLY_TO = 1 << 9
+_EXPIRATION = 1 << 8
 _MESSAGE_ID = 1 << 7
 _TYPE = 1 << 5
+_APP_ID = 1 << 3
 
 FieldValue = str | int | float | bool
 """Header values the hand-written encoder supports (what a Record carries)."""
@@ -84,6 +84,8 @@ def message_frames(
     reply_to: str | None = None,
     message_id: str | None = None,
     message_type: str | None = None,
+    expiration: str | None = None,
+    app_id: str | None = None,
     persistent: bool = True,
 ) -> bytes:
     """The wire frames of one basic.publish: the pre-marshalled method frame ``publish``,
@@ -106,12 +108,18 @@ def message_frames(
     if reply_to is not None:
         flags |= _REPLY_TO
         props.append(short_str(reply_to))
+    if expiration is not None:
+        flags |= _EXPIRATION
+        props.append(short_str(expiration))
     if message_id is not None:
         flags |= _MESSAGE_ID
         props.append(short_str(message_id))
     if message_type is not None:
         flags |= _TYPE
         props.append(short_str(message_type))
+    if app_id is not None:
+        flags |= _APP_ID
+        props.append(short_str(app_id))
     payload = struct.pack(">HHQH", _BASIC_CLASS, 0, len(body), flags) + b"".join(props)
     out = [
         publish,
@@ -163,6 +171,29 @@ def properties_for(envelope: Envelope, *, ttl_ms: int | None) -> Basic.Propertie
     )
 
 
+class _StatusTables(dict[str, bytes]):
+    """The encoded ``raftmq-status`` header table per status value, made on first use."""
+
+    def __missing__(self, status: str) -> bytes:
+        table = self[status] = field_table({STATUS_HEADER: status})
+        return table
+
+
+_PUBLISH_FRAMES: dict[tuple[int, str], bytes] = {}  # (channel, routing key) -> frame
+_PUBLISH_FRAME_CACHE = 4096  # entries kept before the cache starts afresh
+
+
+def _publish_frame(channel_number: int, routing_key: str) -> bytes:
+    """The basic.publish frame to the default exchange (cached: one per peer queue)."""
+    key = (channel_number, routing_key)
+    frame = _PUBLISH_FRAMES.get(key)
+    if frame is None:
+        if len(_PUBLISH_FRAMES) >= _PUBLISH_FRAME_CACHE:
+            _PUBLISH_FRAMES.clear()
+        frame = _PUBLISH_FRAMES[key] = publish_frame(channel_number, "", routing_key)
+    return frame
+
+
 async def publish_batch(channel: aiormq.Channel, batch: list[OutboundItem]) -> None:
     """Write a batch of basic.publish frames to the socket in ONE write.
 
@@ -172,20 +203,32 @@ async def publish_batch(channel: aiormq.Channel, batch: list[OutboundItem]) -> N
     does without confirms) and waits for the socket to drain once per batch, which
     is the back-pressure. Raises ChannelInvalidStateError if the channel closes.
     """
-    frames: list[Any] = []
-    step = channel.max_content_size
+    number, step = channel.number, channel.max_content_size
+    out: list[bytes] = []
     for routing_key, envelope, ttl in batch:
-        body = envelope.body
-        frames.append(Basic.Publish(exchange="", routing_key=routing_key))
-        frames.append(
-            ContentHeader(properties=properties_for(envelope, ttl_ms=ttl), body_size=len(body))
+        out.append(
+            message_frames(
+                number,
+                _publish_frame(number, routing_key),
+                step,
+                envelope.body,
+                headers=_STATUS_TABLES[envelope.status] if envelope.status is not None else None,
+                correlation_id=envelope.correlation_id,
+                reply_to=envelope.reply_to,
+                expiration=None if ttl is None else str(ttl),
+                message_type=envelope.type,
+                app_id=envelope.cluster,
+                persistent=False,
+            )
         )
-        frames.extend(ContentBody(body[i : i + step]) for i in range(0, len(body), step))
     drained: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     await channel.write_queue.put(
-        ChannelFrame.marshall(channel_number=channel.number, frames=frames, drain_future=drained)
+        ChannelFrame(payload=b"".join(out), should_close=False, drain_future=drained)
     )
     await _drained(channel, drained)
+
+
+_STATUS_TABLES: dict[str, bytes] = _StatusTables()
 
 
 async def _drained(channel: aiormq.Channel, drained: asyncio.Future[None]) -> None:

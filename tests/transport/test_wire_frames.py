@@ -35,6 +35,8 @@ def test_frames_carry_every_property_and_split_the_body(size: int) -> None:
         reply_to="q",
         message_id="m1",
         message_type="raftmq.batch",
+        expiration="1500",
+        app_id="cluster-a",
     )
     frames = _decode(data)
     publish, header, *chunks = frames
@@ -45,6 +47,7 @@ def test_frames_carry_every_property_and_split_the_body(size: int) -> None:
     assert props.content_type == "text/plain" and props.delivery_mode == 2
     assert props.correlation_id == "c1" and props.reply_to == "q"
     assert props.message_id == "m1" and props.message_type == "raftmq.batch"
+    assert props.expiration == "1500" and props.app_id == "cluster-a"
     assert props.headers == {"s": "é", "i": -5, "f": 1.5, "t": True, "n": 2**40}
     assert all(isinstance(c, ContentBody) and len(c.value) <= 64 for c in chunks)
     assert b"".join(c.value for c in chunks) == body  # type: ignore[attr-defined]
