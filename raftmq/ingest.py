@@ -20,6 +20,7 @@ import heapq
 import json
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, cast
 
 import aio_pika
@@ -122,81 +123,70 @@ def _kept_headers(raw: Mapping[str, Any]) -> dict[str, HeaderValue]:
     return headers
 
 
-def check_record(
-    record: Record,
-    *,
-    max_write_bytes: int,
-    content_types: Sequence[str] = (),
-    schema: type[BaseModel] | None = None,
-) -> None:
-    """Raise :class:`BadWrite` when ``record`` breaks a node rule (content type, size,
-    schema): the checks every write gets, alone or in a batch."""
-    if content_types and record.content_type not in content_types:
-        raise BadWrite(f"content_type: {record.content_type!r} is not one of {content_types}")
-    size = len(record.encode())
-    if size > max_write_bytes:
-        raise BadWrite(f"too_large: {size} bytes exceeds max_write_bytes={max_write_bytes}")
-    if schema is not None:
-        try:
-            schema.model_validate_json(record.body)
-        except ValidationError as exc:
+@dataclass(frozen=True, slots=True)
+class WriteRules:
+    """The node's rules for a write (docs/protocol.md §5), alone or in a batch."""
+
+    max_write_bytes: int  # encoded record size limit
+    content_types: tuple[str, ...] = ()  # allowed content types; empty: any
+    schema: type[BaseModel] | None = None  # bodies must validate against it, when set
+
+    def check(self, record: Record) -> Record:
+        """``record``, or :class:`BadWrite` when it breaks a rule (content type, size,
+        schema)."""
+        if self.content_types and record.content_type not in self.content_types:
             raise BadWrite(
-                f"schema: not a valid {schema.__name__}: {exc.error_count()} errors"
-            ) from None
+                f"content_type: {record.content_type!r} is not one of {self.content_types}"
+            )
+        size = len(record.encode())
+        if size > self.max_write_bytes:
+            raise BadWrite(
+                f"too_large: {size} bytes exceeds max_write_bytes={self.max_write_bytes}"
+            )
+        if self.schema is not None:
+            try:
+                self.schema.model_validate_json(record.body)
+            except ValidationError as exc:
+                raise BadWrite(
+                    f"schema: not a valid {self.schema.__name__}: {exc.error_count()} errors"
+                ) from None
+        return record
 
+    def from_delivery(self, message: Delivery) -> Record:
+        """The Record of one single-write delivery, or :class:`BadWrite` saying why not."""
+        raw = dict(message.headers or {})
+        producer_id, seq = _session_fields(
+            _header_value(raw.pop(H_PRODUCER, None)), raw.pop(H_SEQ, None)
+        )
+        return self.check(
+            Record(
+                body=message.body,
+                content_type=message.content_type,
+                headers=_kept_headers(raw),
+                message_id=message.message_id or None,
+                producer_id=producer_id,
+                seq=seq,
+            )
+        )
 
-def to_record(
-    message: Delivery,
-    *,
-    max_write_bytes: int,
-    content_types: Sequence[str] = (),
-    schema: type[BaseModel] | None = None,
-) -> Record:
-    """The Record of one delivery, or :class:`BadWrite` naming why it is refused."""
-    raw = dict(message.headers or {})
-    producer_id, seq = _session_fields(
-        _header_value(raw.pop(H_PRODUCER, None)), raw.pop(H_SEQ, None)
-    )
-    record = Record(
-        body=message.body,
-        content_type=message.content_type,
-        headers=_kept_headers(raw),
-        message_id=message.message_id or None,
-        producer_id=producer_id,
-        seq=seq,
-    )
-    check_record(
-        record, max_write_bytes=max_write_bytes, content_types=content_types, schema=schema
-    )
-    return record
-
-
-def batch_record(
-    payload: bytes,
-    *,
-    max_write_bytes: int,
-    content_types: Sequence[str] = (),
-    schema: type[BaseModel] | None = None,
-) -> Record:
-    """The Record of one encoded record of a batch (docs/protocol.md §3), judged by the
-    same rules as a write of its own; :class:`BadWrite` naming why it is refused."""
-    try:
-        decoded = Record.decode(payload)
-    except MalformedMessage as exc:
-        raise BadWrite(f"malformed_record: {exc}") from None
-    producer_id, seq = _session_fields(decoded.producer_id, decoded.seq)
-    record = Record(
-        body=decoded.body,
-        content_type=decoded.content_type,
-        headers=_kept_headers(decoded.headers),
-        message_id=decoded.message_id or None,
-        producer_id=producer_id,
-        seq=seq,
-    )
-    check_record(
-        record, max_write_bytes=max_write_bytes, content_types=content_types, schema=schema
-    )
-    return record
+    def from_batch(self, payload: bytes) -> Record:
+        """The Record of one encoded record of a batch (docs/protocol.md §3), or
+        :class:`BadWrite` saying why not."""
+        try:
+            decoded = Record.decode(payload)
+        except MalformedMessage as exc:
+            raise BadWrite(f"malformed_record: {exc}") from None
+        producer_id, seq = _session_fields(decoded.producer_id, decoded.seq)
+        return self.check(
+            Record(
+                body=decoded.body,
+                content_type=decoded.content_type,
+                headers=_kept_headers(decoded.headers),
+                message_id=decoded.message_id or None,
+                producer_id=producer_id,
+                seq=seq,
+            )
+        )
 
 
 def _receipt_body(commit: Commit, seq: int | None = None) -> dict[str, Any]:
@@ -330,8 +320,7 @@ class Ingest(LeaderService):
         super().__init__(node)
         self.amqp_url = amqp_url  # broker URL (own connection)
         self.prefetch = prefetch  # unacked deliveries at once
-        self.content_types = tuple(content_types)  # allowed content types; empty: any
-        self.schema = schema  # bodies must validate against it, when set
+        self.rules = WriteRules(node.max_write_bytes, tuple(content_types), schema)
         for key in ("committed", "duplicates", "dead", "requeued"):
             node.counters.setdefault(f"ingest_{key}", 0)  # shown by `raftmq status --json`
 
@@ -407,12 +396,7 @@ class Ingest(LeaderService):
             await self._handle_batch(receipts, dead, acks, message)
             return
         try:
-            record = to_record(
-                message,
-                max_write_bytes=self.node.max_write_bytes,
-                content_types=self.content_types,
-                schema=self.schema,
-            )
+            record = self.rules.from_delivery(message)
         except BadWrite as exc:
             await self._dead_letter(receipts, dead, acks, message, exc.reason)
             return
@@ -470,12 +454,7 @@ class Ingest(LeaderService):
         try:
             for payload in payloads:
                 try:
-                    record = batch_record(
-                        payload,
-                        max_write_bytes=self.node.max_write_bytes,
-                        content_types=self.content_types,
-                        schema=self.schema,
-                    )
+                    record = self.rules.from_batch(payload)
                 except BadWrite as exc:
                     rejected.append((payload, exc.reason))
                     results.append({"reason": exc.reason})
@@ -520,30 +499,36 @@ class Ingest(LeaderService):
         self, dead: AbstractExchange, message: Delivery, payload: bytes, reason: str
     ) -> None:
         """Dead-letter one refused record of a batch as a message of its own."""
-        self.node.counters["ingest_dead"] += 1
-        logger.warning("%s: dead-lettering a write of a batch: %s", self.node.node_id, reason)
         try:
             record = Record.decode(payload)
         except MalformedMessage:
             record = Record(body=payload)
-        headers: dict[str, HeaderValue] = _kept_headers(record.headers)
+        headers: dict[str, Any] = dict(_kept_headers(record.headers))
         if record.producer_id is not None:
             headers[H_PRODUCER] = record.producer_id
         if record.seq is not None:
             headers[H_SEQ] = record.seq
-        headers[H_REASON] = reason
-        await dead.publish(
+        await self._publish_dead(
+            dead,
+            reason,
             aio_pika.Message(
                 record.body,
                 content_type=record.content_type,
                 message_id=record.message_id,
                 correlation_id=message.correlation_id,
-                headers=dict(headers),
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                headers=headers,
             ),
-            routing_key="",
-            mandatory=False,
         )
+
+    async def _publish_dead(
+        self, dead: AbstractExchange, reason: str, letter: aio_pika.Message
+    ) -> None:
+        """Publish ``letter`` (persistent, with ``raftmq-reason``) to the dead exchange."""
+        self.node.counters["ingest_dead"] += 1
+        logger.warning("%s: dead-lettering a write: %s", self.node.node_id, reason)
+        letter.headers = {**(letter.headers or {}), H_REASON: reason}
+        letter.delivery_mode = aio_pika.DeliveryMode.PERSISTENT
+        await dead.publish(letter, routing_key="", mandatory=False)
 
     async def _dead_letter(
         self,
@@ -553,11 +538,9 @@ class Ingest(LeaderService):
         message: Delivery,
         reason: str,
     ) -> None:
-        self.node.counters["ingest_dead"] += 1
-        logger.warning("%s: dead-lettering a write: %s", self.node.node_id, reason)
-        headers = dict(message.headers or {})
-        headers[H_REASON] = reason
-        await dead.publish(
+        await self._publish_dead(
+            dead,
+            reason,
             aio_pika.Message(
                 message.body,
                 content_type=message.content_type,
@@ -565,11 +548,8 @@ class Ingest(LeaderService):
                 message_id=message.message_id,
                 correlation_id=message.correlation_id,
                 reply_to=message.reply_to,
-                headers=headers,
-                delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+                headers=dict(message.headers or {}),
             ),
-            routing_key="",
-            mandatory=False,
         )
         acks.ack(message)
         if message.reply_to:

@@ -102,24 +102,17 @@ def message_frames(
         flags |= _HEADERS
         props.append(headers)
     props.append(b"\x02" if persistent else b"\x01")
-    if correlation_id is not None:
-        flags |= _CORRELATION_ID
-        props.append(short_str(correlation_id))
-    if reply_to is not None:
-        flags |= _REPLY_TO
-        props.append(short_str(reply_to))
-    if expiration is not None:
-        flags |= _EXPIRATION
-        props.append(short_str(expiration))
-    if message_id is not None:
-        flags |= _MESSAGE_ID
-        props.append(short_str(message_id))
-    if message_type is not None:
-        flags |= _TYPE
-        props.append(short_str(message_type))
-    if app_id is not None:
-        flags |= _APP_ID
-        props.append(short_str(app_id))
+    for flag, text in (
+        (_CORRELATION_ID, correlation_id),
+        (_REPLY_TO, reply_to),
+        (_EXPIRATION, expiration),
+        (_MESSAGE_ID, message_id),
+        (_TYPE, message_type),
+        (_APP_ID, app_id),
+    ):  # the short-string properties after delivery_mode, in flag order
+        if text is not None:
+            flags |= flag
+            props.append(short_str(text))
     payload = struct.pack(">HHQH", _BASIC_CLASS, 0, len(body), flags) + b"".join(props)
     out = [
         publish,

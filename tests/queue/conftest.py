@@ -179,6 +179,16 @@ class ProtocolNode:
 
 
 @pytest.fixture
+async def channel(amqp_url: str) -> AsyncIterator[AbstractChannel]:
+    """A publisher-confirm channel on its own connection, closed after the test."""
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        yield await connection.channel(publisher_confirms=True)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture
 async def protocol_node(amqp_url: str, cluster_name: str) -> AsyncIterator[ProtocolNode]:
     """A running ProtocolNode for ``cluster_name``; the cluster's objects are deleted after."""
     connection = await aio_pika.connect(amqp_url)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import AsyncIterator
 from typing import Any
 
 import aio_pika
@@ -17,18 +16,9 @@ from aio_pika.abc import AbstractChannel
 
 from raftmq import topology
 from tests.conftest import ClusterFactory
-from tests.queue.test_node_side_queue import Inbox, _h, _publish, _started
+from tests.queue.test_node_side_queue import _dead_letters, _h, _publish, _started
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def channel(amqp_url: str) -> AsyncIterator[AbstractChannel]:
-    connection = await aio_pika.connect(amqp_url)
-    try:
-        yield await connection.channel(publisher_confirms=True)
-    finally:
-        await connection.close()
 
 
 def _record(body: bytes, **meta: Any) -> bytes:
@@ -61,8 +51,7 @@ async def test_a_batch_is_judged_record_by_record_with_one_receipt(
 ) -> None:
     cluster = local_cluster(extra_env={"RAFTMQ_MAX_WRITE_BYTES": "2000"})
     committed, receipts = await _started(cluster, channel)
-    dead_queue = await channel.declare_queue(topology.dead_name(cluster.cluster), passive=True)
-    dead = await Inbox(dead_queue).start()
+    dead = await _dead_letters(channel, cluster.cluster)
     records = [
         _record(b"one", ct="text/plain", h={"color": "red"}, mid="m1", pid="bp", seq=1),
         _record(b"x" * 5000, pid="bp", seq=2, h={"tag": "big"}),
@@ -122,8 +111,7 @@ async def test_a_batch_with_broken_framing_is_dead_lettered_whole(
 ) -> None:
     cluster = local_cluster()
     committed, receipts = await _started(cluster, channel)
-    dead_queue = await channel.declare_queue(topology.dead_name(cluster.cluster), passive=True)
-    dead = await Inbox(dead_queue).start()
+    dead = await _dead_letters(channel, cluster.cluster)
     broken = _batch([_record(b"fine", pid="q", seq=1)]) + struct.pack(">I", 100) + b"short"
     await _publish_batch(channel, cluster.cluster, broken, receipts.queue.name, "broken")
     await _publish(channel, cluster.cluster, b"behind it")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,15 +19,6 @@ from raftmq.localcluster import LocalCluster, wait_applied, wait_for_leader
 from tests.conftest import ClusterFactory
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def channel(amqp_url: str) -> AsyncIterator[AbstractChannel]:
-    connection = await aio_pika.connect(amqp_url)
-    try:
-        yield await connection.channel(publisher_confirms=True)
-    finally:
-        await connection.close()
 
 
 @dataclass
@@ -101,6 +92,12 @@ def _check_no_gap(messages: list[AbstractIncomingMessage]) -> dict[int, Abstract
     return by_index
 
 
+async def _dead_letters(channel: AbstractChannel, cluster: str) -> Inbox:
+    """Consume the cluster's dead-letter queue (declared by _started)."""
+    dead_queue = await channel.declare_queue(topology.dead_name(cluster), passive=True)
+    return await Inbox(dead_queue).start()
+
+
 async def _started(cluster: LocalCluster, channel: AbstractChannel) -> tuple[Inbox, Inbox]:
     """Declare the shared objects, subscribe, start the nodes; (committed, receipts)."""
     await topology.declare_all(channel, cluster.cluster)
@@ -172,8 +169,7 @@ async def test_bad_writes_are_dead_lettered_and_traffic_behind_them_flows(
 ) -> None:
     cluster = local_cluster(extra_env={"RAFTMQ_MAX_WRITE_BYTES": "2000"})
     committed, receipts = await _started(cluster, channel)
-    dead_queue = await channel.declare_queue(topology.dead_name(cluster.cluster), passive=True)
-    dead = await Inbox(dead_queue).start()
+    dead = await _dead_letters(channel, cluster.cluster)
     bad: dict[str, tuple[dict[str, Any], bytes, str]] = {
         "big": ({}, b"x" * 5000, "too_large"),
         "noseq": ({topology.H_PRODUCER: "p"}, b"no seq", "invalid_seq"),
