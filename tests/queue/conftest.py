@@ -50,6 +50,7 @@ class ProtocolNode:
     reject: Callable[[bytes], str | None] = lambda body: None  # body -> dead-letter reason
     replay_requests: list[dict[str, Any]] = field(default_factory=list)  # requests received
     last_published: int = 0  # raftmq-prev-index of the next fan-out message
+    batch_sizes: list[int] = field(default_factory=list)  # writes per message received
     _commit_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     async def start(self) -> None:
@@ -104,7 +105,9 @@ class ProtocolNode:
             if write.type == BATCH_TYPE:
                 results: list[dict[str, Any]] = []
                 lost = False
-                for payload in decode_batch(write.body):
+                payloads = decode_batch(write.body)
+                self.batch_sizes.append(len(payloads))
+                for payload in payloads:
                     record = Record.decode(payload)
                     headers: dict[str, Any] = dict(record.headers)
                     if record.producer_id is not None:
@@ -118,6 +121,7 @@ class ProtocolNode:
                 if not lost:
                     await self._receipt(write, "ok", {"results": results})
             else:
+                self.batch_sizes.append(1)
                 result, dropped = await self._accept(
                     write.body, write.content_type, write.message_id, dict(write.headers or {})
                 )

@@ -36,6 +36,34 @@ async def test_concurrent_publishes_get_ordered_receipts(
     assert first.content_type == "text/plain"
     assert first.headers["raftmq-producer"] == producer.producer_id
     assert first.headers["raftmq-seq"] == 1 and first.headers["k"] == 0
+    # 300 writes issued at once travel in a few batch messages, in seq order
+    assert sum(protocol_node.batch_sizes) == 300
+    assert len(protocol_node.batch_sizes) < 300 and max(protocol_node.batch_sizes) > 1
+
+
+async def test_batches_respect_max_batch_and_max_batch_bytes(
+    amqp_url: str, cluster_name: str, protocol_node: ProtocolNode
+) -> None:
+    async with Producer(amqp_url, cluster_name, max_batch=7, max_batch_bytes=1000) as producer:
+        small = await asyncio.gather(*(producer.publish(b"s") for _ in range(30)))
+        sizes_small = list(protocol_node.batch_sizes)
+        protocol_node.batch_sizes.clear()
+        big = await asyncio.gather(*(producer.publish(b"b" * 400) for _ in range(6)))
+    assert [r.index for r in small + big] == list(range(1, 37))
+    assert sum(sizes_small) == 30 and max(sizes_small) <= 7
+    # a 400-byte body makes a record of about 470 bytes: two fit under 1000 bytes
+    assert sum(protocol_node.batch_sizes) == 6 and max(protocol_node.batch_sizes) <= 2
+
+
+async def test_a_header_json_cannot_carry_is_refused_before_sending(
+    amqp_url: str, cluster_name: str, protocol_node: ProtocolNode
+) -> None:
+    async with Producer(amqp_url, cluster_name) as producer:
+        with pytest.raises(ValueError, match="headers must map"):
+            await producer.publish(b"x", headers={"raw": b"bytes"})  # type: ignore[dict-item]
+        ok = await producer.publish(b"after")
+    assert (ok.seq, ok.index) == (1, 1)  # the refused write took no seq
+    assert protocol_node.seen == [(producer.producer_id, 1)]
 
 
 async def test_wait_commit_false_returns_after_confirm(
