@@ -69,6 +69,9 @@ class NodeSettings(BaseSettings):
     write_content_types: Annotated[list[str], NoDecode] = Field(default_factory=list)  # or any
     write_schema: str | None = None  # "module:Model": writes must validate, else dead-lettered
     ingest_prefetch: int = Field(2000, gt=0)  # unacked writes the leader holds at once
+    # `raftmq node` only: "auto" runs on uvloop when it is installed (a dependency except
+    # on Windows), "asyncio" on the standard loop; embedding services keep their own loop.
+    event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
 
     @field_validator("write_content_types", mode="before")
     @classmethod

@@ -13,7 +13,7 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from raftmq.cli import app
+from raftmq.cli import _run, app
 from raftmq.localcluster import wait_for_leader
 from raftmq.settings import NodeSettings
 from raftmq.storage import migrate
@@ -118,3 +118,19 @@ async def test_status_of_an_unknown_cluster_fails_clearly(amqp_url: str) -> None
     )
     assert code == 1
     assert "(no answer)" in out
+
+
+@pytest.mark.parametrize(
+    ("choice", "module"), [("auto", "uvloop"), ("uvloop", "uvloop"), ("asyncio", "asyncio")]
+)
+def test_node_event_loop_choice(choice: str, module: str) -> None:
+    """`raftmq node` runs on uvloop unless told otherwise (uvloop is a dependency here)."""
+    pytest.importorskip("uvloop")
+    seen: list[str] = []
+
+    async def main() -> None:
+        seen.append(type(asyncio.get_running_loop()).__module__.split(".")[0])
+
+    _run(main(), choice)
+    assert seen == [module]
+    assert NodeSettings(node_id="n1", event_loop=choice).event_loop == choice
