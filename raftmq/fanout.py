@@ -251,7 +251,8 @@ class Fanout(LeaderService):
                 await self._watermark_round(node.fanout_watermark)
             if not progressed and not self._wake.is_set():
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.watermark_interval)
+                    async with asyncio.timeout(self.watermark_interval):
+                        await self._wake.wait()
 
     async def _watermark_round(self, watermark: int) -> None:
         """Save the watermark locally and replicate it (a watermark entry)."""

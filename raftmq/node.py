@@ -337,8 +337,10 @@ class Node(Generic[T]):
                 delay = next_tick - loop.time()
                 if delay > 0 and not (self._inbox or self._proposals):
                     self._wake.clear()
+                    # asyncio.timeout, not wait_for: no task per wait (this runs per message)
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), delay)
+                        async with asyncio.timeout(delay):
+                            await self._wake.wait()
                 if self._stopping:
                     break
                 now = loop.time()

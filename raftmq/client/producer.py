@@ -321,7 +321,8 @@ class Producer:
                 # Nagle-like: gather while the previous batch awaits its confirms.
                 self._flush_now.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._flush_now.wait(), self.linger)
+                    async with asyncio.timeout(self.linger):
+                        await self._flush_now.wait()
             while self._in_flight >= self.max_in_flight:  # the broker is behind: wait
                 self._capacity.clear()
                 await self._capacity.wait()
