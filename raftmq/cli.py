@@ -164,9 +164,12 @@ async def _run_node(settings: NodeSettings, applied_log: Path | None) -> None:
         except UnicodeDecodeError:
             body = "base64:" + base64.b64encode(record.body).decode()
         sink.write(json.dumps({"index": index, "term": term, "body": body}) + "\n")
-        sink.flush()
 
     node = build_node(settings, AnyJson, on_record=record_applied)
+    if sink is not None:
+        # One flush per applied batch, before the node saves that batch's applied index:
+        # a crash never leaves the file behind what the database says was applied.
+        node.apply_observers.insert(0, lambda _entries: sink.flush())
     try:
         async with node:
             # What exists now (modules, classes, the node) lives as long as the process:
