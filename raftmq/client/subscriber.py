@@ -258,6 +258,7 @@ class Subscriber:
         if self._closed:
             return
         self._closed = True
+        self._wake()  # an __anext__ waiting in another task stops
         if self._flush_timer is not None:
             self._flush_timer.cancel()
         if self._resuming is not None:
@@ -300,6 +301,8 @@ class Subscriber:
                 await self._flush()
             if not live:
                 await self._wait_live()
+                if self._closed:  # close() from another task ends the iteration
+                    raise StopAsyncIteration
                 continue
             delivered = live.popleft()
             try:

@@ -251,3 +251,24 @@ async def test_subscriber_consumes_again_when_its_queue_is_deleted(
         assert [m.body for m in got] == [entry.body for entry in protocol_node.log]
     finally:
         await Subscriber.delete_subscription(amqp_url, cluster_name, name)
+
+
+async def test_close_from_another_task_ends_a_waiting_iteration(
+    amqp_url: str, cluster_name: str, protocol_node: ProtocolNode
+) -> None:
+    """An `async for` waiting for the next message ends (StopAsyncIteration) when another
+    task closes the subscriber; it used to wait forever."""
+    sub = Subscriber(amqp_url, cluster_name)
+    await sub.open()
+    await _publish(amqp_url, cluster_name, [b"a"])
+    got = await _take(sub, 1)
+
+    async def drain() -> list[CommittedMessage]:
+        return [message async for message in sub]
+
+    waiting = asyncio.create_task(drain())
+    await asyncio.sleep(0.2)  # the iteration is parked, waiting for a delivery
+    assert not waiting.done()
+    await sub.close()
+    assert await asyncio.wait_for(waiting, 5) == []
+    assert [m.body for m in got] == [b"a"]
