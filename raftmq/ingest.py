@@ -466,6 +466,8 @@ class Ingest(LeaderService):
                     pending.append((len(results), outcome))
                     results.append({"seq": record.seq} if record.seq is not None else {})
         except (NotLeader, WriteRejected, NodeStopped) as exc:
+            for _, future in pending:
+                future.cancel()  # nobody will await them: the redelivery decides
             await self._requeue(acks, message, exc)
             return
         if pending:
