@@ -400,13 +400,13 @@ class Ingest(LeaderService):
         except BadWrite as exc:
             await self._dead_letter(receipts, dead, acks, message, exc.reason)
             return
-        outcome = self._submit(record)
-        if not isinstance(outcome, Commit):
-            try:
+        try:
+            outcome = self._submit(record)
+            if not isinstance(outcome, Commit):
                 outcome = await asyncio.wait_for(outcome, self.node.write_timeout)
-            except (NotLeader, WriteRejected, NodeStopped, TimeoutError) as exc:
-                await self._requeue(acks, message, exc)
-                return
+        except (NotLeader, WriteRejected, NodeStopped, TimeoutError) as exc:
+            await self._requeue(acks, message, exc)
+            return
         self._count(outcome)
         acks.ack(message)
         if message.reply_to:
