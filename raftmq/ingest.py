@@ -34,8 +34,8 @@ from raftmq.leading import LeaderService
 from raftmq.node import Commit, Node
 from raftmq.record import BATCH_TYPE, HeaderValue, Record, decode_batch
 from raftmq.sessions import MAX_PRODUCER_ID, RESERVED_PREFIX, session_key
-from raftmq.topology import H_PRODUCER, H_REASON, H_SEQ, H_STATUS, declare_dead, declare_writes
-from raftmq.transport.amqp_wire import field_table, message_frames, publish_frame
+from raftmq.topology import H_PRODUCER, H_REASON, H_SEQ, declare_dead, declare_writes
+from raftmq.transport.amqp_wire import default_publish_frame, message_frames, status_table
 
 logger = logging.getLogger("raftmq.ingest")
 
@@ -247,10 +247,6 @@ class _Acks:
             await message.ack_through()
 
 
-_PUBLISH_FRAME_CACHE = 4096  # reply queues whose basic.publish frame is kept
-_STATUS_TABLES = {status: field_table({H_STATUS: status}) for status in ("ok", "error")}
-
-
 class _Receipts:
     """Sends the receipts queued during one loop turn in ONE socket write, on a channel
     without confirms (a receipt is best effort: the ack is what counts). aio-pika's
@@ -260,7 +256,6 @@ class _Receipts:
         self._channel = channel  # the receipts channel (no confirm mode)
         self._queued: list[bytes] = []  # wire frames of receipts not yet written
         self._sending: set[asyncio.Task[None]] = set()  # writes in progress
-        self._publish_frames: dict[str, bytes] = {}  # reply_to -> marshalled basic.publish
 
     def send(self, message: Delivery, status: str, body: dict[str, Any]) -> None:
         """Queue the receipt for ``message`` (which has ``reply_to``)."""
@@ -271,10 +266,10 @@ class _Receipts:
             return
         frames = message_frames(
             channel.number,
-            self._publish_frame(reply_to),
+            default_publish_frame(channel.number, reply_to),
             channel.max_content_size,
             json.dumps(body, separators=(",", ":")).encode(),
-            headers=_STATUS_TABLES[status],
+            headers=status_table(status),
             content_type="application/json",
             correlation_id=message.correlation_id,
             persistent=False,
@@ -284,15 +279,6 @@ class _Receipts:
             self._sending.add(task)
             task.add_done_callback(self._sending.discard)
         self._queued.append(frames)
-
-    def _publish_frame(self, reply_to: str) -> bytes:
-        frame = self._publish_frames.get(reply_to)
-        if frame is None:
-            if len(self._publish_frames) >= _PUBLISH_FRAME_CACHE:
-                self._publish_frames.clear()
-            frame = publish_frame(self._channel.number, "", reply_to)
-            self._publish_frames[reply_to] = frame
-        return frame
 
     async def _write(self) -> None:
         await asyncio.sleep(0)  # gather every receipt of this loop turn

@@ -42,7 +42,7 @@ from raftmq.record import (
     Record,
     encode_batch,
 )
-from raftmq.transport.amqp_wire import message_frames, publish_confirmed, publish_frame
+from raftmq.transport.amqp_wire import default_publish_frame, message_frames, publish_confirmed
 
 logger = logging.getLogger("raftmq.client.producer")
 
@@ -361,7 +361,7 @@ class Producer:
             number = channel.number
             frames = message_frames(
                 number,
-                publish_frame(number, "", topology.writes_queue(self.cluster)),
+                default_publish_frame(number, topology.writes_queue(self.cluster)),
                 channel.max_content_size,
                 encode_batch([write.payload for write in batch]),
                 content_type=BATCH_CONTENT_TYPE,

@@ -164,20 +164,24 @@ def properties_for(envelope: Envelope, *, ttl_ms: int | None) -> Basic.Propertie
     )
 
 
-class _StatusTables(dict[str, bytes]):
-    """The encoded ``raftmq-status`` header table per status value, made on first use."""
+_STATUS_TABLES: dict[str, bytes] = {}  # status -> its encoded header table
 
-    def __missing__(self, status: str) -> bytes:
-        table = self[status] = field_table({STATUS_HEADER: status})
-        return table
+
+def status_table(status: str) -> bytes:
+    """The encoded ``raftmq-status`` header table of ``status`` (made once per value)."""
+    table = _STATUS_TABLES.get(status)
+    if table is None:
+        table = _STATUS_TABLES[status] = field_table({STATUS_HEADER: status})
+    return table
 
 
 _PUBLISH_FRAMES: dict[tuple[int, str], bytes] = {}  # (channel, routing key) -> frame
 _PUBLISH_FRAME_CACHE = 4096  # entries kept before the cache starts afresh
 
 
-def _publish_frame(channel_number: int, routing_key: str) -> bytes:
-    """The basic.publish frame to the default exchange (cached: one per peer queue)."""
+def default_publish_frame(channel_number: int, routing_key: str) -> bytes:
+    """The basic.publish frame to the default exchange (cached: one per destination
+    queue, e.g. a peer's inbox, a producer's reply queue, the writes queue)."""
     key = (channel_number, routing_key)
     frame = _PUBLISH_FRAMES.get(key)
     if frame is None:
@@ -202,10 +206,10 @@ async def publish_batch(channel: aiormq.Channel, batch: list[OutboundItem]) -> N
         out.append(
             message_frames(
                 number,
-                _publish_frame(number, routing_key),
+                default_publish_frame(number, routing_key),
                 step,
                 envelope.body,
-                headers=_STATUS_TABLES[envelope.status] if envelope.status is not None else None,
+                headers=None if envelope.status is None else status_table(envelope.status),
                 correlation_id=envelope.correlation_id,
                 reply_to=envelope.reply_to,
                 expiration=None if ttl is None else str(ttl),
@@ -219,9 +223,6 @@ async def publish_batch(channel: aiormq.Channel, batch: list[OutboundItem]) -> N
         ChannelFrame(payload=b"".join(out), should_close=False, drain_future=drained)
     )
     await _drained(channel, drained)
-
-
-_STATUS_TABLES: dict[str, bytes] = _StatusTables()
 
 
 async def _drained(channel: aiormq.Channel, drained: asyncio.Future[None]) -> None:
