@@ -28,7 +28,6 @@ from typing import Any, Literal, cast
 import aio_pika
 import aiormq
 from aio_pika.abc import (
-    AbstractIncomingMessage,
     AbstractQueue,
     AbstractRobustChannel,
     AbstractRobustConnection,
@@ -86,47 +85,26 @@ def _narrowed(raw: dict[str, Any]) -> dict[str, HeaderValue]:
     return headers
 
 
-def _committed(
-    raw: dict[str, Any],
-    body: bytes,
-    content_type: str | None,
-    message_id: str | None,
-    *,
-    owned: bool,
-) -> tuple[CommittedMessage, int]:
-    """(CommittedMessage, prev_index) from a message's header table and properties.
-    ``owned``: ``raw`` belongs to nobody else, so it may become the message's headers
-    when every value already is a str/int/float/bool (the common case)."""
+def parse_delivered(delivered: DeliveredMessage) -> tuple[CommittedMessage, int]:
+    """A committed (or replayed) aiormq delivery as (CommittedMessage, prev_index).
+    pamqp's decoded header table becomes the message's headers as it is when every value
+    already is a str/int/float/bool (the common case): nobody else holds it."""
+    props = delivered.header.properties
+    raw: dict[str, Any] = props.headers if props.headers is not None else {}
     headers: dict[str, HeaderValue] = raw
-    if owned:
-        for value in raw.values():
-            if type(value) not in _PLAIN:
-                headers = _narrowed(raw)
-                break
-    else:
-        headers = _narrowed(raw)
+    for value in raw.values():
+        if type(value) not in _PLAIN:
+            headers = _narrowed(raw)
+            break
     committed = CommittedMessage(
         index=int(raw[topology.H_INDEX]),
         term=int(raw[topology.H_TERM]),
-        body=body,
+        body=delivered.body,
         headers=headers,
-        content_type=content_type,
-        message_id=message_id,
+        content_type=props.content_type,
+        message_id=props.message_id,
     )
     return committed, int(raw.get(topology.H_PREV_INDEX, 0))
-
-
-def parse_committed(message: AbstractIncomingMessage) -> tuple[CommittedMessage, int]:
-    """A committed (or replayed) aio-pika message as (CommittedMessage, prev_index)."""
-    raw: dict[str, Any] = message.headers or {}  # only read: narrowed into a new dict
-    return _committed(raw, message.body, message.content_type, message.message_id, owned=False)
-
-
-def parse_delivered(delivered: DeliveredMessage) -> tuple[CommittedMessage, int]:
-    """A committed (or replayed) aiormq delivery as (CommittedMessage, prev_index)."""
-    props = delivered.header.properties
-    raw = props.headers if props.headers is not None else {}
-    return _committed(raw, delivered.body, props.content_type, props.message_id, owned=True)
 
 
 class Subscriber:
