@@ -131,14 +131,15 @@ class WriteRules:
     content_types: tuple[str, ...] = ()  # allowed content types; empty: any
     schema: type[BaseModel] | None = None  # bodies must validate against it, when set
 
-    def check(self, record: Record) -> Record:
-        """``record``, or :class:`BadWrite` when it breaks a rule (content type, size,
-        schema)."""
+    def check(self, record: Record) -> tuple[Record, bytes]:
+        """``record`` and its encoded payload (the log entry), or :class:`BadWrite` when
+        it breaks a rule (content type, size, schema)."""
         if self.content_types and record.content_type not in self.content_types:
             raise BadWrite(
                 f"content_type: {record.content_type!r} is not one of {self.content_types}"
             )
-        size = len(record.encode())
+        payload = record.encode()
+        size = len(payload)
         if size > self.max_write_bytes:
             raise BadWrite(
                 f"too_large: {size} bytes exceeds max_write_bytes={self.max_write_bytes}"
@@ -150,10 +151,11 @@ class WriteRules:
                 raise BadWrite(
                     f"schema: not a valid {self.schema.__name__}: {exc.error_count()} errors"
                 ) from None
-        return record
+        return record, payload
 
-    def from_delivery(self, message: Delivery) -> Record:
-        """The Record of one single-write delivery, or :class:`BadWrite` saying why not."""
+    def from_delivery(self, message: Delivery) -> tuple[Record, bytes]:
+        """The Record of one single-write delivery and its payload, or :class:`BadWrite`
+        saying why not."""
         raw = dict(message.headers or {})
         producer_id, seq = _session_fields(
             _header_value(raw.pop(H_PRODUCER, None)), raw.pop(H_SEQ, None)
@@ -169,9 +171,9 @@ class WriteRules:
             )
         )
 
-    def from_batch(self, payload: bytes) -> Record:
-        """The Record of one encoded record of a batch (docs/protocol.md §3), or
-        :class:`BadWrite` saying why not."""
+    def from_batch(self, payload: bytes) -> tuple[Record, bytes]:
+        """The Record of one encoded record of a batch (docs/protocol.md §3) and its payload
+        as the leader stores it, or :class:`BadWrite` saying why not."""
         try:
             decoded = Record.decode(payload)
         except MalformedMessage as exc:
@@ -382,34 +384,35 @@ class Ingest(LeaderService):
             await self._handle_batch(receipts, dead, acks, message)
             return
         try:
-            record = self.rules.from_delivery(message)
+            record, payload = self.rules.from_delivery(message)
         except BadWrite as exc:
             await self._dead_letter(receipts, dead, acks, message, exc.reason)
             return
         try:
-            outcome = self._submit(record)
+            outcome = self._submit(record, payload)
             if not isinstance(outcome, Commit):
                 outcome = await asyncio.wait_for(outcome, self.node.write_timeout)
         except (NotLeader, WriteRejected, NodeStopped, TimeoutError) as exc:
             await self._requeue(acks, message, exc)
             return
-        self._count(outcome)
+        self._count(outcome.duplicate)
         acks.ack(message)
         if message.reply_to:
             receipts.send(message, "ok", _receipt_body(outcome))
 
-    def _submit(self, record: Record) -> Commit | asyncio.Future[Commit]:
+    def _submit(self, record: Record, payload: bytes) -> Commit | asyncio.Future[Commit]:
         """The duplicate receipt of ``record`` when its session already applied it, else
-        the future of its commit (raises NotLeader, WriteRejected, NodeStopped at once)."""
+        the future of its commit (``payload``: ``record`` encoded; raises NotLeader,
+        WriteRejected, NodeStopped at once)."""
         key = session_key(record)
         if key is not None:
             original = self.node.sessions.original(key[0], key[1], self.node.core.last_index + 1)
             if original is not None:
                 return Commit(original.index or 0, original.term or 0, duplicate=True)
-        return self.node.submit_record(record)
+        return self.node.submit_payload(payload)
 
-    def _count(self, commit: Commit) -> None:
-        self.node.counters["ingest_duplicates" if commit.duplicate else "ingest_committed"] += 1
+    def _count(self, duplicate: bool) -> None:
+        self.node.counters["ingest_duplicates" if duplicate else "ingest_committed"] += 1
 
     async def _requeue(self, acks: _Acks, message: Delivery, reason: BaseException) -> None:
         # Not committed here (or unknown): back to the queue, for the next leader.
@@ -440,12 +443,12 @@ class Ingest(LeaderService):
         try:
             for payload in payloads:
                 try:
-                    record = self.rules.from_batch(payload)
+                    record, entry = self.rules.from_batch(payload)
                 except BadWrite as exc:
                     rejected.append((payload, exc.reason))
                     results.append({"reason": exc.reason})
                     continue
-                outcome = self._submit(record)
+                outcome = self._submit(record, entry)
                 if isinstance(outcome, Commit):
                     results.append(_receipt_body(outcome, record.seq))
                 else:
@@ -478,7 +481,7 @@ class Ingest(LeaderService):
             await self._dead_letter_record(dead, message, payload, reason)
         for result in results:
             if "index" in result:
-                self._count(Commit(result["index"] or 0, 0, duplicate=result["duplicate"]))
+                self._count(result["duplicate"])
         acks.ack(message)
         if message.reply_to:
             receipts.send(message, "ok", {"results": results})

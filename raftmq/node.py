@@ -252,12 +252,16 @@ class Node(Generic[T]):
         WriteRejected for size). Records submitted without an await in between go into
         ONE proposal batch, in submission order (the ingest path relies on it). The
         future never times out by itself: the caller bounds its wait."""
+        return self.submit_payload(record.encode())
+
+    def submit_payload(self, payload: bytes) -> asyncio.Future[Commit]:
+        """:meth:`submit_record` for a record already encoded (``Record.encode()``), so
+        that a caller that encoded it to check it does not encode it twice."""
         if self._stopping or self._task is None:
             raise NodeStopped(f"node {self.node_id} is not running")
         core = self.core
         if core.role is not Role.LEADER:
             raise NotLeader(core.leader_id)
-        payload = record.encode()
         if len(payload) > self.max_write_bytes:
             raise WriteRejected(
                 f"write of {len(payload)} bytes exceeds max_write_bytes={self.max_write_bytes}"
