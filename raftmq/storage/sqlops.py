@@ -5,7 +5,6 @@ compiled once per dialect in raftmq.storage.statements."""
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -14,7 +13,6 @@ from sqlalchemy.engine import Connection
 from raftmq.core.types import Entry, EntryKind
 from raftmq.storage.port import ClientSession, Snapshot
 from raftmq.storage.schema import log_table, session_table, snapshot_table
-from raftmq.storage.statements import WriteStatements
 
 _CHUNK_ROWS = 256  # rows fetched per query when a byte limit may stop the read early
 _LOG_COLUMNS = (log_table.c.idx, log_table.c.term, log_table.c.kind, log_table.c.data)
@@ -22,12 +20,6 @@ _LOG_COLUMNS = (log_table.c.idx, log_table.c.term, log_table.c.kind, log_table.c
 
 def nothing(conn: Connection) -> None:
     """An empty transaction (used to (re)validate the caches)."""
-
-
-def upsert_sessions(conn: Connection, sessions: Sequence[ClientSession]) -> None:
-    """Insert or replace ``sessions`` (the last one of a producer wins). Compiles its
-    statement at each call: for tools and tests; a store keeps its WriteStatements."""
-    WriteStatements(conn.dialect).put_sessions(conn, sessions)
 
 
 def read_entries(conn: Connection, lo: int, hi: int, max_bytes: int | None) -> list[Entry]:

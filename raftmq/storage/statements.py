@@ -14,7 +14,7 @@ processing: the columns only need ints, str, None and bytes, which both drivers 
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,20 +86,23 @@ def _binds(names: tuple[str, ...]) -> dict[str, BindParameter[Any]]:
     return {name: bindparam(name) for name in names}
 
 
+# Dialects with INSERT ... ON CONFLICT DO UPDATE: their insert construct, first version.
+_UPSERTS: dict[str, tuple[Callable[..., Any], tuple[int, ...]]] = {
+    "sqlite": (sqlite.insert, (3, 24)),
+    "postgresql": (postgresql.insert, (9, 5)),
+}
+
+
 def _session_upsert(dialect: Dialect) -> ClauseElement | None:
     """INSERT ... ON CONFLICT (producer_id) DO UPDATE of every column, where the server
     has it (SQLite 3.24, Postgres 9.5); None elsewhere."""
-    values = _binds(_SESSION_COLUMNS)
-    version = dialect.server_version_info or ()
-    if dialect.name == "sqlite" and version >= (3, 24):
-        lite = sqlite.insert(session_table).values(values)
-        replace = {name: lite.excluded[name] for name in _SESSION_COLUMNS[1:]}
-        return lite.on_conflict_do_update(index_elements=["producer_id"], set_=replace)
-    if dialect.name == "postgresql" and version >= (9, 5):
-        pg = postgresql.insert(session_table).values(values)
-        replace = {name: pg.excluded[name] for name in _SESSION_COLUMNS[1:]}
-        return pg.on_conflict_do_update(index_elements=["producer_id"], set_=replace)
-    return None
+    found = _UPSERTS.get(dialect.name)
+    if found is None or (dialect.server_version_info or ()) < found[1]:
+        return None
+    stmt = found[0](session_table).values(_binds(_SESSION_COLUMNS))
+    replace = {name: stmt.excluded[name] for name in _SESSION_COLUMNS[1:]}
+    upsert: ClauseElement = stmt.on_conflict_do_update(index_elements=["producer_id"], set_=replace)
+    return upsert
 
 
 def _session_row(session: ClientSession) -> tuple[Any, ...]:

@@ -18,7 +18,8 @@ from raftmq.storage import migrate
 from raftmq.storage.engine import create_store_engine
 from raftmq.storage.port import ClientSession
 from raftmq.storage.schema import OWN_TABLES, VERSION_TABLE, metadata
-from raftmq.storage.sqlops import sessions_txn, upsert_sessions
+from raftmq.storage.sqlops import sessions_txn
+from raftmq.storage.statements import WriteStatements
 
 REPO = Path(__file__).resolve().parents[2]
 ALEMBIC = Path(sys.executable).parent / "alembic"
@@ -108,7 +109,7 @@ async def test_upgrade_0001_to_0002_keeps_sessions_with_last_seq_semantics(db_ur
 async def test_downgrade_0002_to_0001_and_back_to_head(db_url: str) -> None:
     await migrate.upgrade(db_url)
     row = ClientSession("p", 9, 50, 2, 50, floor=5, above=(7, 9))
-    await _run_sync(db_url, lambda c: upsert_sessions(c, [row]))
+    await _run_sync(db_url, lambda c: WriteStatements(c.dialect).put_sessions(c, [row]))
     assert await migrate.downgrade(db_url, "0001") == "0001"
     assert await migrate.current(db_url) == "0001"
     assert await migrate.upgrade(db_url) == migrate.head_revision() == "0002"
