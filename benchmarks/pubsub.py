@@ -3,6 +3,7 @@ SQLite FULL, Producer and Subscriber defaults), beside the plain alternative: ai
 publishing with confirms into a quorum queue and consuming it.
 
     .venv/bin/python benchmarks/pubsub.py [--messages 5000] [--rate 500] [--seconds 5]
+        [--only all|raftmq|plain]
 
 Both sides get the same driver: one task per message calls the client's publish and
 awaits it (the raftmq Producer returns after the commit receipt, aio-pika after the
@@ -21,8 +22,14 @@ Each message carries its send time in a header (int microseconds: pamqp sends a 
 float as a 32-bit float, useless for a timestamp); the subscriber side records
 receive - send. Throughput = messages / (last received - first sent). The plain paths run
 first (before the cluster starts); the 1-minute load average before each block and the
-CPU used by the node processes and this process during each raftmq run are printed, so
-that runs on a shared machine can be compared.
+CPU used during each run are printed, so that runs on a shared machine can be compared:
+in all (the node processes and this one) and per process (leader, followers, this client
+process, and the RabbitMQ server when it runs on this machine as ``beam.smp``).
+
+This process freezes its start-up objects out of the garbage collector before measuring
+(``gc.collect(); gc.freeze()``), as the README advises services that embed raftmq and
+care about tail latency: a full collection walking every imported object otherwise
+pauses the client for about 20 ms, on both the raftmq and the plain paths.
 """
 
 from __future__ import annotations
@@ -30,7 +37,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import os
+import subprocess
 import tempfile
 import time
 import uuid
@@ -54,6 +63,36 @@ def _cpu_seconds(pids: list[int]) -> float:
             fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
             total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
     return total
+
+
+def _broker_pids() -> list[int]:
+    """The local RabbitMQ server's pids (``beam.smp``), if it runs on this machine."""
+    try:
+        found = subprocess.run(["pgrep", "-x", "beam.smp"], capture_output=True, text=True)
+    except OSError:
+        return []
+    return [int(pid) for pid in found.stdout.split()]
+
+
+class _CpuMeter:
+    """Per-process CPU share (percent of one core) over a measured block."""
+
+    def __init__(self, processes: dict[str, list[int]]) -> None:
+        self.processes = processes  # label -> pids
+        self.started = time.time()
+        self.before = {label: _cpu_seconds(pids) for label, pids in processes.items()}
+
+    def shares(self) -> dict[str, float]:
+        elapsed = time.time() - self.started
+        return {
+            label: (_cpu_seconds(pids) - self.before[label]) / elapsed * 100
+            for label, pids in self.processes.items()
+        }
+
+    def summary(self, total_of: list[str]) -> str:
+        shares = self.shares()
+        parts = " ".join(f"{label} {share:.0f}" for label, share in shares.items())
+        return f"(cpu {sum(shares[label] for label in total_of):.0f}%: {parts})"
 
 
 def _load() -> str:
@@ -97,9 +136,13 @@ async def bench_raftmq(args: argparse.Namespace, sizes: list[int]) -> dict[str, 
         cluster.start_all()
         try:
             async with cluster.admin() as admin:
-                await wait_for_leader(admin, timeout=60)
+                leader = (await wait_for_leader(admin, timeout=60)).node_id
             received: list[float] = []
-            pids = [p.pid for p in cluster.processes.values()] + [os.getpid()]
+            # leader first, then the followers, this process and the broker
+            processes = {"leader": [cluster.processes[leader].pid]}
+            processes |= {n: [p.pid] for n, p in cluster.processes.items() if n != leader}
+            processes |= {"client": [os.getpid()], "broker": _broker_pids()}
+            in_total = [label for label in processes if label != "broker"]
             results["raftmq start"] = _load()
             async with (
                 Producer(args.amqp_url, name) as producer,
@@ -119,16 +162,16 @@ async def bench_raftmq(args: argparse.Namespace, sizes: list[int]) -> dict[str, 
 
                 await _run(send, received, 100, 100, None)  # warm-up
                 for size in sizes:
-                    cpu, clock = _cpu_seconds(pids), time.time()
+                    meter = _CpuMeter(processes)
                     rate, lat = await _run(send, received, args.messages, size, None)
-                    used = (_cpu_seconds(pids) - cpu) / (time.time() - clock) * 100
-                    results[f"raftmq {size} B burst"] = f"{rate:8.0f} msg/s  (cpu {used:.0f}%)"
-                    cpu, clock = _cpu_seconds(pids), time.time()
+                    results[f"raftmq {size} B burst"] = (
+                        f"{rate:8.0f} msg/s  {meter.summary(in_total)}"
+                    )
+                    meter = _CpuMeter(processes)
                     _, lat = await _run(send, received, args.rate * args.seconds, size, args.rate)
-                    used = (_cpu_seconds(pids) - cpu) / (time.time() - clock) * 100
                     results[f"raftmq {size} B @{args.rate}/s"] = (
                         f"p50 {_percentile(lat, 0.5):6.1f} ms  p99 {_percentile(lat, 0.99):6.1f} ms"
-                        f"  (cpu {used:.0f}%)"
+                        f"  {meter.summary(in_total)}"
                     )
                 consumer.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -163,7 +206,7 @@ async def bench_quorum_queue(
         consumer_channel = await connection.channel()
         await consumer_channel.set_qos(prefetch_count=1000)
         consumer_queue = await consumer_channel.get_queue(name)
-        await consumer_queue.consume(on_message)
+        consumer_tag = await consumer_queue.consume(on_message)
         lock = asyncio.Lock() if sequential else contextlib.nullcontext()
 
         async def send(body: bytes, sent: float) -> object:
@@ -178,13 +221,16 @@ async def bench_quorum_queue(
                 )
 
         await _run(send, received, 100, 100, None)
+        processes = {"client": [os.getpid()], "broker": _broker_pids()}
         for size in sizes:
+            meter = _CpuMeter(processes)
             rate, _ = await _run(send, received, args.messages, size, None)
-            results[f"{label} {size} B burst"] = f"{rate:8.0f} msg/s"
+            results[f"{label} {size} B burst"] = f"{rate:8.0f} msg/s  {meter.summary(['client'])}"
             _, lat = await _run(send, received, args.rate * args.seconds, size, args.rate)
             results[f"{label} {size} B @{args.rate}/s"] = (
                 f"p50 {_percentile(lat, 0.5):6.1f} ms  p99 {_percentile(lat, 0.99):6.1f} ms"
             )
+        await consumer_queue.cancel(consumer_tag)  # else the delete cancels it, with a warning
         await queue.delete(if_unused=False, if_empty=False)
     finally:
         await connection.close()
@@ -193,11 +239,18 @@ async def bench_quorum_queue(
 
 async def main(args: argparse.Namespace) -> None:
     sizes = [100, 1000]
-    results = await bench_quorum_queue(args, sizes, sequential=False)
-    results.update(await bench_quorum_queue(args, sizes, sequential=True))
-    results.update(await bench_raftmq(args, sizes))
+    gc.collect()  # see the module docstring: no full collection walks the imports mid-run
+    gc.freeze()
+    results: dict[str, str] = {}
+    if args.only in ("all", "plain"):
+        results.update(await bench_quorum_queue(args, sizes, sequential=False))
+        results.update(await bench_quorum_queue(args, sizes, sequential=True))
+    if args.only in ("all", "raftmq"):
+        results.update(await bench_raftmq(args, sizes))
     for key, value in results.items():
         print(f"{key:<32} {value}")
+    if args.only != "all":
+        return
     for size in sizes:  # the issue's throughput target: raftmq / plain quorum queue
         raft = float(results[f"raftmq {size} B burst"].split()[0])
         for label in ("quorum queue", "quorum queue seq"):
@@ -211,4 +264,5 @@ if __name__ == "__main__":
     parser.add_argument("--messages", type=int, default=5000)
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--only", choices=["all", "raftmq", "plain"], default="all")
     asyncio.run(main(parser.parse_args()))
