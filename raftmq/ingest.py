@@ -1,8 +1,9 @@
 """Ingest: the leader consumes ``raftmq.C.writes`` and turns queued writes into proposals.
 
 Only while the node leads (see :class:`raftmq.leading.LeaderService`). Each delivery is
-converted to a :class:`Record` and handed to ``node.write_record`` without an await in
-between, so all deliveries of one loop turn become one proposal batch, in queue order.
+converted to a :class:`Record` by the rules of :mod:`raftmq.write_rules`, whose encoded
+payload goes to ``node.submit_payload`` without an await in between, so all deliveries of
+one loop turn become one proposal batch, in queue order.
 A delivery is acked only after its entry committed (or it was a duplicate of a committed
 write), with one multiple-ack per loop turn over the contiguous settled prefix; the receipt
 goes to ``reply_to`` (receipts of one loop turn in one socket write, best effort). Bad
@@ -19,176 +20,27 @@ import contextlib
 import heapq
 import json
 import logging
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, cast
 
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractExchange
 from aiormq.abc import ChannelFrame
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from raftmq.errors import MalformedMessage, NodeStopped, NotLeader, WriteRejected
 from raftmq.leading import LeaderService
 from raftmq.node import Commit, Node
-from raftmq.record import BATCH_TYPE, HeaderValue, Record, decode_batch
-from raftmq.sessions import MAX_PRODUCER_ID, RESERVED_PREFIX, session_key
+from raftmq.record import BATCH_TYPE, Record, decode_batch
+from raftmq.sessions import session_key
 from raftmq.topology import H_PRODUCER, H_REASON, H_SEQ, declare_dead, declare_writes
 from raftmq.transport.amqp_wire import default_publish_frame, message_frames, status_table
+from raftmq.write_rules import BadWrite, Delivery, WriteRules, kept_headers
 
 logger = logging.getLogger("raftmq.ingest")
 
 DEFAULT_PREFETCH = 2000  # unacked writes in flight on the leader
-
-
-class BadWrite(Exception):
-    """A write that can never be committed; ``reason`` goes into ``raftmq-reason``."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason  # short machine-readable reason plus detail
-
-
-def _header_value(value: Any) -> HeaderValue | None:
-    if isinstance(value, str | int | float | bool):
-        return value
-    if isinstance(value, bytes):
-        with contextlib.suppress(UnicodeDecodeError):
-            return value.decode()
-    return None  # tables, arrays, timestamps, decimals, void: not carried
-
-
-class Delivery:
-    """One delivery of the writes queue, read straight from aiormq: aio-pika's
-    IncomingMessage costs ~26 attribute sets per message on the leader's hot path."""
-
-    __slots__ = (
-        "_channel",
-        "body",
-        "content_encoding",
-        "content_type",
-        "correlation_id",
-        "delivery_tag",
-        "headers",
-        "message_id",
-        "reply_to",
-        "type",
-    )
-
-    def __init__(self, delivered: aiormq.abc.DeliveredMessage) -> None:
-        props = delivered.header.properties
-        self.body: bytes = delivered.body
-        self.headers: dict[str, Any] | None = props.headers
-        self.content_type: str | None = props.content_type
-        self.content_encoding: str | None = props.content_encoding
-        self.message_id: str | None = props.message_id
-        self.correlation_id: str | None = props.correlation_id
-        self.reply_to: str | None = props.reply_to
-        self.type: str | None = props.message_type
-        self.delivery_tag = int(getattr(delivered.delivery, "delivery_tag", 0) or 0)
-        self._channel = delivered.channel
-
-    async def nack(self) -> None:
-        """Return the delivery to the queue (for the next leader)."""
-        await self._channel.basic_nack(self.delivery_tag, requeue=True)
-
-    async def ack_through(self) -> None:
-        """Ack this delivery and every earlier one of its channel (``multiple``)."""
-        await self._channel.basic_ack(self.delivery_tag, multiple=True)
-
-
-def _session_fields(producer: object, seq_value: object) -> tuple[str | None, int | None]:
-    """Validated (producer id, seq) of a write, (None, None) when it has neither."""
-    if producer is None and seq_value is None:
-        return None, None
-    if not isinstance(producer, str) or not producer:
-        raise BadWrite(f"invalid_producer: {H_PRODUCER} must be a non-empty string")
-    if len(producer) > MAX_PRODUCER_ID or producer.startswith(RESERVED_PREFIX):
-        raise BadWrite(f"invalid_producer: too long or reserved prefix {RESERVED_PREFIX!r}")
-    if isinstance(seq_value, bytes | str):
-        with contextlib.suppress(ValueError):
-            seq_value = int(seq_value)
-    if not isinstance(seq_value, int) or isinstance(seq_value, bool) or seq_value < 1:
-        raise BadWrite(f"invalid_seq: {H_SEQ} must be an integer >= 1 with {H_PRODUCER}")
-    return producer, seq_value
-
-
-def _kept_headers(raw: Mapping[str, Any]) -> dict[str, HeaderValue]:
-    headers: dict[str, HeaderValue] = {}
-    for key, value in raw.items():
-        kept = _header_value(value)
-        if kept is not None and not key.startswith("raftmq-"):
-            headers[key] = kept
-    return headers
-
-
-@dataclass(frozen=True, slots=True)
-class WriteRules:
-    """The node's rules for a write (docs/protocol.md §5), alone or in a batch."""
-
-    max_write_bytes: int  # encoded record size limit
-    content_types: tuple[str, ...] = ()  # allowed content types; empty: any
-    schema: type[BaseModel] | None = None  # bodies must validate against it, when set
-
-    def check(self, record: Record) -> tuple[Record, bytes]:
-        """``record`` and its encoded payload (the log entry), or :class:`BadWrite` when
-        it breaks a rule (content type, size, schema)."""
-        if self.content_types and record.content_type not in self.content_types:
-            raise BadWrite(
-                f"content_type: {record.content_type!r} is not one of {self.content_types}"
-            )
-        payload = record.encode()
-        size = len(payload)
-        if size > self.max_write_bytes:
-            raise BadWrite(
-                f"too_large: {size} bytes exceeds max_write_bytes={self.max_write_bytes}"
-            )
-        if self.schema is not None:
-            try:
-                self.schema.model_validate_json(record.body)
-            except ValidationError as exc:
-                raise BadWrite(
-                    f"schema: not a valid {self.schema.__name__}: {exc.error_count()} errors"
-                ) from None
-        return record, payload
-
-    def from_delivery(self, message: Delivery) -> tuple[Record, bytes]:
-        """The Record of one single-write delivery and its payload, or :class:`BadWrite`
-        saying why not."""
-        raw = dict(message.headers or {})
-        producer_id, seq = _session_fields(
-            _header_value(raw.pop(H_PRODUCER, None)), raw.pop(H_SEQ, None)
-        )
-        return self.check(
-            Record(
-                body=message.body,
-                content_type=message.content_type,
-                headers=_kept_headers(raw),
-                message_id=message.message_id or None,
-                producer_id=producer_id,
-                seq=seq,
-            )
-        )
-
-    def from_batch(self, payload: bytes) -> tuple[Record, bytes]:
-        """The Record of one encoded record of a batch (docs/protocol.md §3) and its payload
-        as the leader stores it, or :class:`BadWrite` saying why not."""
-        try:
-            decoded = Record.decode(payload)
-        except MalformedMessage as exc:
-            raise BadWrite(f"malformed_record: {exc}") from None
-        producer_id, seq = _session_fields(decoded.producer_id, decoded.seq)
-        return self.check(
-            Record(
-                body=decoded.body,
-                content_type=decoded.content_type,
-                headers=_kept_headers(decoded.headers),
-                message_id=decoded.message_id or None,
-                producer_id=producer_id,
-                seq=seq,
-            )
-        )
 
 
 def _receipt_body(commit: Commit, seq: int | None = None) -> dict[str, Any]:
@@ -494,7 +346,7 @@ class Ingest(LeaderService):
             record = Record.decode(payload)
         except MalformedMessage:
             record = Record(body=payload)
-        headers: dict[str, Any] = dict(_kept_headers(record.headers))
+        headers: dict[str, Any] = dict(kept_headers(record.headers))
         if record.producer_id is not None:
             headers[H_PRODUCER] = record.producer_id
         if record.seq is not None:
