@@ -1,23 +1,28 @@
-"""The ``raftmq`` command (typer). Configures logging; everything else lives in the library."""
+"""The ``raftmq`` command (typer). Configures logging; everything else lives in the library.
+
+The queue commands (``publish``, ``subscribe``) are in :mod:`raftmq.cli_queue`, the options
+and error exit the commands share in :mod:`raftmq.cli_options`.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import gc
 import json
 import logging
 import os
 import signal
 import sys
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from pydantic import RootModel, ValidationError
 
+from raftmq.cli_options import AmqpOpt, ClusterOpt, fail
+from raftmq.cli_queue import publish, subscribe
 from raftmq.errors import RaftMQError
 from raftmq.record import Record
 from raftmq.settings import DEFAULT_AMQP_URL, NodeSettings
@@ -30,10 +35,6 @@ app.add_typer(db_app, name="db")
 
 logger = logging.getLogger("raftmq.cli")
 
-ClusterOpt = Annotated[
-    str, typer.Option("--cluster", envvar="RAFTMQ_CLUSTER", help="Cluster name.")
-]
-AmqpOpt = Annotated[str, typer.Option("--amqp-url", envvar="RAFTMQ_AMQP_URL", help="RabbitMQ URL.")]
 NodesOpt = Annotated[
     str,
     typer.Option(
@@ -56,11 +57,6 @@ def _configure_logging(level: str) -> None:
     )
     # alembic narrates every migration step at INFO; a node's log is about Raft.
     logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
-
-
-def _fail(message: str) -> typer.Exit:
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=1)
 
 
 def _split(nodes: str) -> list[str]:
@@ -106,11 +102,11 @@ def node(
     try:
         settings = NodeSettings(**overrides)
     except ValidationError as exc:
-        raise _fail(f"invalid settings:\n{exc}") from None
+        raise fail(f"invalid settings:\n{exc}") from None
     try:
         _run(_run_node(settings, applied_log), settings.event_loop)
     except RaftMQError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 def _run(main: Coroutine[Any, Any, None], event_loop: str) -> None:
@@ -122,7 +118,7 @@ def _run(main: Coroutine[Any, Any, None], event_loop: str) -> None:
         except ImportError:
             if event_loop == "uvloop":
                 main.close()
-                raise _fail("event_loop=uvloop but uvloop is not installed") from None
+                raise fail("event_loop=uvloop but uvloop is not installed") from None
         else:
             uvloop.run(main)
             return
@@ -201,11 +197,11 @@ def status(
     """Ask every node of a cluster for its state and print a table."""
     node_ids = _split(nodes)
     if not node_ids:
-        raise _fail("name at least one node with --nodes (or RAFTMQ_NODES)")
+        raise fail("name at least one node with --nodes (or RAFTMQ_NODES)")
     try:
         statuses = asyncio.run(_statuses(amqp_url, cluster, node_ids, timeout))
     except RaftMQError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     if as_json:
         typer.echo(
             json.dumps({n: s.model_dump(mode="json") if s else None for n, s in statuses.items()})
@@ -246,12 +242,12 @@ def write(
     """Write through the current leader (found by asking the nodes); print index and term."""
     node_ids = _split(nodes)
     if not node_ids:
-        raise _fail("name at least one node with --nodes (or RAFTMQ_NODES)")
+        raise fail("name at least one node with --nodes (or RAFTMQ_NODES)")
     bodies = [line.rstrip("\n") for line in sys.stdin] if body == "-" else [body]
     try:
         asyncio.run(_write(amqp_url, cluster, node_ids, bodies, content_type, timeout))
     except RaftMQError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
 
 
 async def _write(
@@ -280,7 +276,7 @@ def transfer_leadership(
     try:
         asyncio.run(_transfer(amqp_url, cluster, node_ids, to, timeout))
     except (RaftMQError, TimeoutError) as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     typer.echo(f"{to} leads")
 
 
@@ -295,7 +291,7 @@ def _database_url(database_url: str | None, cluster: str | None, node_id: str | 
     if database_url:
         return database_url
     if not node_id:
-        raise _fail("give --database-url, or --node-id (and --cluster) for the default SQLite file")
+        raise fail("give --database-url, or --node-id (and --cluster) for the default SQLite file")
     settings = NodeSettings(node_id=node_id, cluster=cluster or "raftmq")
     return settings.resolved_database_url()
 
@@ -318,7 +314,7 @@ def db_upgrade(
     try:
         revision = asyncio.run(migrate.upgrade(url))
     except RaftMQError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     typer.echo(f"at revision {revision}")
 
 
@@ -333,7 +329,7 @@ def db_current(
     try:
         revision = asyncio.run(migrate.current(url))
     except RaftMQError as exc:
-        raise _fail(str(exc)) from None
+        raise fail(str(exc)) from None
     head = migrate.head_revision()
     suffix = " (head)" if revision == head else f" (head is {head})"
     typer.echo(f"{revision or 'none'}{suffix}")
@@ -352,115 +348,9 @@ def demo(
     raise typer.Exit(code=code)
 
 
-@app.command()
-def publish(
-    body: Annotated[
-        str, typer.Argument(help="The message body; '-' publishes one message per stdin line.")
-    ] = "-",
-    cluster: ClusterOpt = "raftmq",
-    amqp_url: AmqpOpt = DEFAULT_AMQP_URL,
-    wait: Annotated[
-        bool, typer.Option("--wait", help="Wait for each commit and print index and term.")
-    ] = False,
-    content_type: Annotated[str, typer.Option(help="Content type of the body.")] = "text/plain",
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for each message.")] = 30.0,
-) -> None:
-    """Publish messages to the cluster's writes queue (no need to know the leader)."""
-    lines = (line.rstrip("\n") for line in sys.stdin) if body == "-" else iter([body])
-    try:
-        asyncio.run(_publish(amqp_url, cluster, lines, wait, content_type, timeout))
-    except (RaftMQError, TimeoutError) as exc:
-        raise _fail(str(exc) or type(exc).__name__) from None
-
-
-async def _publish(
-    url: str,
-    cluster: str,
-    lines: Iterator[str],
-    wait: bool,
-    content_type: str,
-    timeout: float,
-) -> None:
-    from raftmq.client.producer import Producer, Receipt
-
-    async with Producer(url, cluster) as producer:
-        # Publishes run concurrently (they batch) but are printed in input order.
-        pending: list[asyncio.Task[Receipt]] = []
-
-        async def drain(limit: int) -> None:
-            while len(pending) > limit:
-                receipt = await pending.pop(0)
-                if wait:
-                    duplicate = " duplicate" if receipt.duplicate else ""
-                    typer.echo(f"index={receipt.index} term={receipt.term}{duplicate}")
-
-        for text in lines:
-            pending.append(
-                asyncio.create_task(
-                    producer.publish(
-                        text.encode(),
-                        content_type=content_type,
-                        wait_commit=wait,
-                        timeout=timeout,
-                    )
-                )
-            )
-            await drain(producer.max_batch)
-        await drain(0)
-
-
-@app.command()
-def subscribe(
-    cluster: ClusterOpt = "raftmq",
-    amqp_url: AmqpOpt = DEFAULT_AMQP_URL,
-    start: Annotated[
-        str, typer.Option("--from", help="latest, earliest, or a log index to start at.")
-    ] = "latest",
-    name: Annotated[
-        str | None, typer.Option("--name", help="Durable subscription that resumes later.")
-    ] = None,
-) -> None:
-    """Print committed messages (index, term, body per line) until Ctrl-C."""
-    position: Any
-    if start in ("latest", "earliest"):
-        position = start
-    elif start.isdigit() and int(start) >= 1:
-        position = int(start)
-    else:
-        raise _fail(f"--from must be latest, earliest or an index >= 1, not {start!r}")
-    try:
-        asyncio.run(_subscribe(amqp_url, cluster, position, name))
-    except RaftMQError as exc:
-        raise _fail(str(exc)) from None
-
-
-async def _subscribe(url: str, cluster: str, start: Any, name: str | None) -> None:
-    from raftmq.client.subscriber import Subscriber
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    async with Subscriber(url, cluster, start=start, name=name) as subscriber:
-        stopping = asyncio.ensure_future(stop.wait())
-        try:
-            while True:
-                following = asyncio.ensure_future(anext(subscriber))
-                await asyncio.wait({following, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if not following.done():
-                    # Ctrl-C: the message being waited for was not printed, so not processed.
-                    following.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await following
-                    return
-                message = following.result()
-                try:
-                    text = message.body.decode()
-                except UnicodeDecodeError:
-                    text = "base64:" + base64.b64encode(message.body).decode()
-                typer.echo(f"{message.index}\t{message.term}\t{text}")
-        finally:
-            stopping.cancel()
+# Registered last: `raftmq --help` lists the commands in this order.
+app.command()(publish)
+app.command()(subscribe)
 
 
 def main() -> None:
