@@ -9,7 +9,7 @@ Loop, per wake-up (a message, a write, or a tick)::
         transport.send(AppendEntries)     # leader only, term and vote already durable
         storage.save(hard state + truncation + entries + deferred bookkeeping)  # ONE txn
         transport.send(other messages)    # votes and replies only after the save returned
-        apply committed entries (on_commit, in index order); defer the applied index
+        apply committed entries (on_commit, in index order; raftmq.applier); defer the applied index
         core.advance(ready); serve storage reads the core asked for
     once per tick, when idle: save the deferred bookkeeping (applied index, sessions, ...)
 
@@ -20,37 +20,36 @@ save returned, so the leader never counts its own entries before they are durabl
 No lock guards Raft state: only the loop task touches the core. Other coroutines
 (`write`, `status`) hand work to the loop through queues and futures.
 
-On-commit contract: ``on_commit`` sees every committed NORMAL entry once, in index order,
-on every node. The applied index is saved with the next log save or at the next idle tick
-(within one tick_interval), so a crash *between* callbacks and that save repeats them after
-restart; each carries its log ``index`` so a state machine can skip what it already holds
-(the CLI's ``--applied-log`` does exactly that, and stays exactly-once across SIGKILL).
+On-commit contract: ``on_commit`` sees every committed write once, in index order, on
+every node (not the fan-out watermark entries, nor duplicates of a write). The applied
+index is saved with the next log save or at the next idle tick (within one tick_interval),
+so a crash *between* callbacks and that save repeats them after restart; each carries its
+log ``index`` so a state machine can skip what it already holds (the CLI's
+``--applied-log`` does exactly that, and stays exactly-once across SIGKILL).
 
-Client sessions (raftmq.sessions) are decided at apply time and persisted with the applied
-index in one transaction: a duplicate write gets no callback and its pending write
-resolves with the original index and ``duplicate=True``. ``services`` (ingest, fan-out,
-replay; see raftmq.runtime) start after the loop and stop before it; ``role_observers``
-see every soft-state change, ``apply_observers`` every applied batch.
+Client sessions (raftmq.sessions) are decided at apply time (raftmq.applier) and persisted
+with the applied index in one transaction: a duplicate write gets no callback and its
+pending write resolves with the original index and ``duplicate=True``. ``services``
+(ingest, fan-out, replay; see raftmq.runtime) start after the loop and stop before it;
+``role_observers`` see every soft-state change, ``apply_observers`` every applied batch.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Any, Generic
+from typing import Generic
 
-from pydantic import ValidationError
-
+from raftmq.applier import Applier
 from raftmq.core.config import RaftConfig
 from raftmq.core.messages import AppendEntries, Message
 from raftmq.core.raft import RaftCore
 from raftmq.core.ready import Ready
-from raftmq.core.types import Entry, EntryKind, HardState, LogReadResult, Role, SoftState
-from raftmq.errors import MalformedMessage, NodeStopped, NotLeader, StorageError, WriteRejected
+from raftmq.core.types import Entry, HardState, LogReadResult, Role, SoftState
+from raftmq.errors import NodeStopped, NotLeader, StorageError, WriteRejected
 from raftmq.node_types import Applied, Commit, NodeStatus, OnCommit, OnRecord, Service, T
 from raftmq.record import Record
 from raftmq.requests import RequestServer
@@ -58,7 +57,6 @@ from raftmq.sessions import (
     DEFAULT_MAX_SESSION_GAP,
     DEFAULT_SESSION_EXPIRY_ENTRIES,
     SessionTable,
-    decode_watermark,
     encode_watermark,
 )
 from raftmq.storage.port import PersistBatch, Storage
@@ -69,7 +67,6 @@ __all__ = ["Applied", "Commit", "Node", "NodeStatus", "OnCommit", "OnRecord", "S
 logger = logging.getLogger("raftmq.node")
 
 _MAX_QUEUED_MESSAGES = 100_000  # inbound Raft messages buffered while the loop is busy
-RECEIPT_MEMORY_ON_START = 50_000  # applied writes re-read at start for duplicate receipts
 _MAX_CATCHUP_TICKS = 3  # ticks replayed at once after a stall (never a burst of elections)
 _STORAGE_RETRY = (0.05, 2.0)  # first and maximal back-off between failed saves, seconds
 
@@ -100,9 +97,6 @@ class Node(Generic[T]):
         self.config = config.validate()
         self.storage = storage
         self.transport = transport
-        self.model = model
-        self.on_commit = on_commit
-        self.on_record = on_record
         self.tick_interval = tick_interval
         self.write_timeout = write_timeout
         self.max_write_bytes = max_write_bytes
@@ -119,10 +113,6 @@ class Node(Generic[T]):
         self.isolated = False  # fault injection: inbound Raft messages are discarded
         self._storage_ok = True
         self._last_leader_contact: float | None = None
-        # replicated client sessions
-        self.sessions = SessionTable(session_expiry_entries, max_session_gap)
-        self.fanout_watermark = 0  # highest index known published (persisted, replicated)
-        self._applied = 0  # last index whose callbacks ran (the core learns it at advance)
         # Bookkeeping not yet saved (applied index, sessions, watermark, a commit-only hard
         # state): it rides with the next save of entries, or is flushed when the loop idles.
         self._deferred: PersistBatch | None = None
@@ -136,6 +126,17 @@ class Node(Generic[T]):
             "apply_decode_errors": 0,
             "storage_retries": 0,
         }
+        # the apply path: callbacks, client sessions, fan-out watermark, write results
+        self._applier = Applier(
+            self.config.node_id,
+            model,
+            on_commit=on_commit,
+            on_record=on_record,
+            session_expiry_entries=session_expiry_entries,
+            max_session_gap=max_session_gap,
+            pending=self._pending,
+            counters=self.counters,
+        )
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -157,10 +158,7 @@ class Node(Generic[T]):
             raise RuntimeError("node already started")
         await self.storage.open()
         initial = await self.storage.initial_state()
-        self.sessions.load(await self.storage.sessions())
-        await self._remember_recent_writes(initial.first_index, initial.applied)
-        self.fanout_watermark = await self.storage.fanout_watermark()
-        self._applied = initial.applied
+        await self._applier.restore(self.storage, initial)
         self._core = RaftCore(self.config, initial, seed=self._seed)
         self._durable_vote = (initial.hard_state.term, initial.hard_state.voted_for)
         logger.info(
@@ -175,20 +173,6 @@ class Node(Generic[T]):
         self._task = asyncio.create_task(self._run(), name=f"raftmq-node-{self.node_id}")
         for service in self.services:
             await service.start()
-
-    async def _remember_recent_writes(self, first_index: int, applied: int) -> None:
-        """Re-learn where the last writes landed, so that a retry arriving after a restart
-        gets a receipt naming its original index (the decision itself is in the sessions)."""
-        lo = max(first_index, applied - RECEIPT_MEMORY_ON_START + 1)
-        while lo <= applied:
-            entries = await self.storage.entries(lo, applied, 4 << 20)
-            if not entries:
-                break
-            for entry in entries:
-                if entry.kind is EntryKind.NORMAL and decode_watermark(entry.data) is None:
-                    with contextlib.suppress(MalformedMessage):
-                        self.sessions.remember(Record.decode(entry.data), entry.index, entry.term)
-            lo = entries[-1].index + 1
 
     async def stop(self) -> None:
         """Stop the loop, fail pending writes with NodeStopped, close transport and storage."""
@@ -223,7 +207,44 @@ class Node(Generic[T]):
     def applied_index(self) -> int:
         """The last index applied (on-commit callbacks done); it runs ahead of
         ``core.applied_index``, which follows at the end of the loop turn."""
-        return self._applied
+        return self._applier.applied
+
+    @property
+    def model(self) -> type[T]:
+        """The type of the values this node holds (``on_commit`` receives them)."""
+        return self._applier.model
+
+    @property
+    def on_commit(self) -> OnCommit[T] | None:
+        """Called with each new committed write, on every node (raftmq.applier)."""
+        return self._applier.on_commit
+
+    @on_commit.setter
+    def on_commit(self, callback: OnCommit[T] | None) -> None:
+        self._applier.on_commit = callback
+
+    @property
+    def on_record(self) -> OnRecord | None:
+        """Raw form of ``on_commit``: (index, term, record)."""
+        return self._applier.on_record
+
+    @on_record.setter
+    def on_record(self, callback: OnRecord | None) -> None:
+        self._applier.on_record = callback
+
+    @property
+    def sessions(self) -> SessionTable:
+        """The replicated client sessions (decided at apply time)."""
+        return self._applier.sessions
+
+    @property
+    def fanout_watermark(self) -> int:
+        """The highest index known published (persisted, replicated)."""
+        return self._applier.fanout_watermark
+
+    @fanout_watermark.setter
+    def fanout_watermark(self, index: int) -> None:
+        self._applier.fanout_watermark = index
 
     @property
     def leader_id(self) -> str | None:
@@ -306,7 +327,7 @@ class Node(Generic[T]):
             term=core.term,
             leader_id=core.leader_id,
             commit=core.commit_index,
-            applied=self._applied,
+            applied=self._applier.applied,
             last_index=core.last_index,
             voters=list(self.config.voters),
             last_contact=contact,
@@ -453,22 +474,11 @@ class Node(Generic[T]):
             await self._serve_reads(ready)
 
     async def _apply_committed(self, ready: Ready, hard: HardState | None) -> None:
-        """Apply ``ready``'s committed entries; defer their bookkeeping (and ``hard``, a
-        commit-only hard state) to the next save."""
-        watermark = await self._apply(ready.committed_entries)
-        applied = self._applied = ready.committed_entries[-1].index
-        sessions, expire = self.sessions.take_changes(applied)
+        """Apply ``ready``'s committed entries (raftmq.applier); defer their bookkeeping (and
+        ``hard``, a commit-only hard state) to the next save."""
         # Saved with the next entries, or when the loop idles: a crash before that
         # repeats these callbacks after restart (the on-commit contract).
-        self._defer(
-            PersistBatch(
-                hard_state=hard,
-                applied=applied,
-                fanout_watermark=watermark,
-                sessions=sessions,
-                expire_sessions_before=expire,
-            )
-        )
+        self._defer(await self._applier.apply(ready.committed_entries, hard))
         for apply_observer in self.apply_observers:
             apply_observer(ready.committed_entries)
 
@@ -510,84 +520,6 @@ class Node(Generic[T]):
         for read in ready.reads:
             entries = await self.storage.entries(read.lo, read.hi, read.max_bytes)
             self.core.step_read(LogReadResult(read=read, entries=tuple(entries)))
-
-    async def _apply(self, entries: tuple[Entry, ...]) -> int | None:
-        """Apply committed entries in order; return a fan-out watermark to persist, if any.
-
-        Client sessions decide duplicates here, deterministically on every node."""
-        watermark: int | None = None
-        for entry in entries:
-            record: Record | None = None
-            original = None
-            if entry.kind is EntryKind.NORMAL:
-                carried = decode_watermark(entry.data)
-                if carried is not None:
-                    if carried > self.fanout_watermark:
-                        self.fanout_watermark = watermark = carried
-                else:
-                    record = self._decode_record(entry)
-                    if record is not None:
-                        original = self.sessions.apply(record, entry.index, entry.term)
-            pending = self._pending.pop(entry.index, None)
-            if pending is not None:
-                term, future = pending
-                if future.done():
-                    pass
-                elif entry.term != term:
-                    future.set_exception(
-                        WriteRejected(
-                            f"leadership changed: index {entry.index} committed in "
-                            f"term {entry.term}, the write was proposed in term {term}"
-                        )
-                    )
-                elif original is not None:  # index/term 0: the original's place is unknown
-                    future.set_result(
-                        Commit(original.index or 0, original.term or 0, duplicate=True)
-                    )
-                else:
-                    future.set_result(Commit(entry.index, entry.term))
-            if record is not None and original is None:
-                await self._call_callbacks(entry, record)
-        return watermark
-
-    def _decode_record(self, entry: Entry) -> Record | None:
-        try:
-            return Record.decode(entry.data)
-        except MalformedMessage as exc:
-            self.counters["apply_decode_errors"] += 1
-            logger.error(
-                "%s: entry %s is not a record, not applied: %s", self.node_id, entry.index, exc
-            )
-            return None
-
-    async def _call_callbacks(self, entry: Entry, record: Record) -> None:
-        if self.on_record is not None:
-            await self._guarded(entry.index, self.on_record, entry.index, entry.term, record)
-        if self.on_commit is not None:
-            try:
-                value = self.model.model_validate_json(record.body)
-            except ValidationError as exc:
-                self.counters["apply_decode_errors"] += 1
-                logger.error(
-                    "%s: entry %s is not a valid %s, not applied: %s",
-                    self.node_id,
-                    entry.index,
-                    self.model.__name__,
-                    exc,
-                )
-                return
-            await self._guarded(
-                entry.index, self.on_commit, Applied(entry.index, entry.term, value, record)
-            )
-
-    async def _guarded(self, index: int, callback: Callable[..., Any], *args: Any) -> None:
-        try:
-            result = callback(*args)
-            if inspect.isawaitable(result):
-                await result
-        except Exception:
-            self.counters["apply_errors"] += 1
-            logger.exception("%s: commit callback failed at index %s", self.node_id, index)
 
     def _fail_pending(self, error: Exception) -> None:
         for _, future in self._proposals:

@@ -1,0 +1,184 @@
+"""The apply path of a node: committed entries in, on-commit callbacks, client session
+decisions and write results out. It runs on the node's loop task (raftmq.node), which
+calls :meth:`Applier.apply` once per batch of committed entries and saves the bookkeeping
+it returns with its next save (the on-commit contract is in raftmq.node).
+
+Per committed entry, in index order::
+
+    a fan-out watermark entry raises fanout_watermark (see raftmq.sessions)
+    a record is decided by the client sessions: a duplicate gets no callback
+    the pending write at that index resolves: Commit, Commit(duplicate=True), or
+        WriteRejected when the entry's term is not the term it was proposed in
+    a new record goes to on_record, then to on_commit (validated against the model)
+
+Callback exceptions and entries that do not decode are logged and counted
+(``apply_errors``, ``apply_decode_errors``); they never stop the node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any, Generic
+
+from pydantic import ValidationError
+
+from raftmq.core.types import Entry, EntryKind, HardState, InitialState
+from raftmq.errors import MalformedMessage, WriteRejected
+from raftmq.node_types import Applied, Commit, OnCommit, OnRecord, T
+from raftmq.record import Record
+from raftmq.sessions import SessionTable, decode_watermark
+from raftmq.storage.port import PersistBatch, Storage
+
+__all__ = ["RECEIPT_MEMORY_ON_START", "Applier"]
+
+logger = logging.getLogger("raftmq.applier")
+
+RECEIPT_MEMORY_ON_START = 50_000  # applied writes re-read at start for duplicate receipts
+
+
+class Applier(Generic[T]):
+    """Applies a node's committed entries; owned and called by the node's loop task only
+    (no lock: nothing else touches its state)."""
+
+    def __init__(
+        self,
+        node_id: str,
+        model: type[T],
+        *,
+        on_commit: OnCommit[T] | None,
+        on_record: OnRecord | None,
+        session_expiry_entries: int,
+        max_session_gap: int,
+        pending: dict[int, tuple[int, asyncio.Future[Commit]]],
+        counters: dict[str, int],
+    ) -> None:
+        self.node_id = node_id  # the node's id, for log lines
+        self.model = model  # the type on_commit receives
+        self.on_commit = on_commit  # called per new committed write, decoded
+        self.on_record = on_record  # called per new committed write, raw
+        # replicated client sessions
+        self.sessions = SessionTable(session_expiry_entries, max_session_gap)
+        self.fanout_watermark = 0  # highest index known published (persisted, replicated)
+        self.applied = 0  # last index whose callbacks ran (the core learns it at advance)
+        # the node's writes awaiting their entry, index -> (term, future); resolved here
+        self._pending = pending
+        self.counters = counters  # the node's counters: apply_errors, apply_decode_errors
+
+    async def restore(self, storage: Storage, initial: InitialState) -> None:
+        """Load what was applied before (sessions, watermark, applied index) at start."""
+        self.sessions.load(await storage.sessions())
+        await self._remember_recent_writes(storage, initial.first_index, initial.applied)
+        self.fanout_watermark = await storage.fanout_watermark()
+        self.applied = initial.applied
+
+    async def _remember_recent_writes(
+        self, storage: Storage, first_index: int, applied: int
+    ) -> None:
+        """Re-learn where the last writes landed, so that a retry arriving after a restart
+        gets a receipt naming its original index (the decision itself is in the sessions)."""
+        lo = max(first_index, applied - RECEIPT_MEMORY_ON_START + 1)
+        while lo <= applied:
+            entries = await storage.entries(lo, applied, 4 << 20)
+            if not entries:
+                break
+            for entry in entries:
+                if entry.kind is EntryKind.NORMAL and decode_watermark(entry.data) is None:
+                    with contextlib.suppress(MalformedMessage):
+                        self.sessions.remember(Record.decode(entry.data), entry.index, entry.term)
+            lo = entries[-1].index + 1
+
+    async def apply(self, entries: tuple[Entry, ...], hard: HardState | None) -> PersistBatch:
+        """Apply committed ``entries`` (not empty, in index order); return their bookkeeping
+        to save, with ``hard`` (a commit-only hard state the node defers with it)."""
+        watermark = await self._apply(entries)
+        applied = self.applied = entries[-1].index
+        sessions, expire = self.sessions.take_changes(applied)
+        return PersistBatch(
+            hard_state=hard,
+            applied=applied,
+            fanout_watermark=watermark,
+            sessions=sessions,
+            expire_sessions_before=expire,
+        )
+
+    async def _apply(self, entries: tuple[Entry, ...]) -> int | None:
+        """Apply committed entries in order; return a fan-out watermark to persist, if any.
+
+        Client sessions decide duplicates here, deterministically on every node."""
+        watermark: int | None = None
+        for entry in entries:
+            record: Record | None = None
+            original = None
+            if entry.kind is EntryKind.NORMAL:
+                carried = decode_watermark(entry.data)
+                if carried is not None:
+                    if carried > self.fanout_watermark:
+                        self.fanout_watermark = watermark = carried
+                else:
+                    record = self._decode_record(entry)
+                    if record is not None:
+                        original = self.sessions.apply(record, entry.index, entry.term)
+            pending = self._pending.pop(entry.index, None)
+            if pending is not None:
+                term, future = pending
+                if future.done():
+                    pass
+                elif entry.term != term:
+                    future.set_exception(
+                        WriteRejected(
+                            f"leadership changed: index {entry.index} committed in "
+                            f"term {entry.term}, the write was proposed in term {term}"
+                        )
+                    )
+                elif original is not None:  # index/term 0: the original's place is unknown
+                    future.set_result(
+                        Commit(original.index or 0, original.term or 0, duplicate=True)
+                    )
+                else:
+                    future.set_result(Commit(entry.index, entry.term))
+            if record is not None and original is None:
+                await self._call_callbacks(entry, record)
+        return watermark
+
+    def _decode_record(self, entry: Entry) -> Record | None:
+        try:
+            return Record.decode(entry.data)
+        except MalformedMessage as exc:
+            self.counters["apply_decode_errors"] += 1
+            logger.error(
+                "%s: entry %s is not a record, not applied: %s", self.node_id, entry.index, exc
+            )
+            return None
+
+    async def _call_callbacks(self, entry: Entry, record: Record) -> None:
+        if self.on_record is not None:
+            await self._guarded(entry.index, self.on_record, entry.index, entry.term, record)
+        if self.on_commit is not None:
+            try:
+                value = self.model.model_validate_json(record.body)
+            except ValidationError as exc:
+                self.counters["apply_decode_errors"] += 1
+                logger.error(
+                    "%s: entry %s is not a valid %s, not applied: %s",
+                    self.node_id,
+                    entry.index,
+                    self.model.__name__,
+                    exc,
+                )
+                return
+            await self._guarded(
+                entry.index, self.on_commit, Applied(entry.index, entry.term, value, record)
+            )
+
+    async def _guarded(self, index: int, callback: Callable[..., Any], *args: Any) -> None:
+        try:
+            result = callback(*args)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:
+            self.counters["apply_errors"] += 1
+            logger.exception("%s: commit callback failed at index %s", self.node_id, index)
