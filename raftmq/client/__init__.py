@@ -1,7 +1,8 @@
 """What applications import to talk to a running cluster."""
 
 from raftmq.client.admin import AdminClient
+from raftmq.client.committed import CommittedMessage
 from raftmq.client.producer import Producer, Receipt
-from raftmq.client.subscriber import CommittedMessage, Subscriber
+from raftmq.client.subscriber import Subscriber
 
 __all__ = ["AdminClient", "CommittedMessage", "Producer", "Receipt", "Subscriber"]

@@ -3,7 +3,8 @@
 Wire protocol: docs/protocol.md sections 6 and 7. The subscriber's own queue is bound to
 the committed fan-out exchange (at-least-once, in index order); duplicates are dropped by
 index; a gap (``raftmq-prev-index`` above the last delivered index) is filled from the
-replay queue before newer messages are yielded.
+replay queue (raftmq.client.replay) before newer messages are yielded. Messages are
+parsed by raftmq.client.committed.
 
 Deliveries (live and replayed) are consumed at the aiormq level: a message is read
 straight from its AMQP properties and body, without an aio-pika ``IncomingMessage``
@@ -16,12 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import uuid
 from collections import deque
 from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, cast
 
@@ -37,7 +36,13 @@ from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
 from raftmq import topology
-from raftmq.record import HeaderValue
+from raftmq.client.committed import (
+    CommittedMessage,
+    parse_delivered,
+    position_queue,
+    subscription_queue,
+)
+from raftmq.client.replay import ReplayClient
 
 logger = logging.getLogger("raftmq.client.subscriber")
 
@@ -47,64 +52,8 @@ Start = Literal["latest", "earliest"] | int
 _FLUSH_EVERY = 100  # processed messages between position writes / acks (named subscriptions)
 _FLUSH_INTERVAL = 0.5  # seconds: a position older than this is written while idle
 _RESUME_PAUSE = 1.0  # seconds between attempts to consume again after a broker cancel
-_PLAIN = frozenset((str, int, float, bool))  # header value types kept as they are
 
 _Consumer = Callable[[DeliveredMessage], Coroutine[Any, Any, None]]
-
-
-@dataclass(frozen=True, slots=True)
-class CommittedMessage:
-    """One committed write. Invariant: index > 0 and index is unique in the log."""
-
-    index: int  # log index (strictly increasing along one Subscriber)
-    term: int  # term of the entry
-    body: bytes  # the producer's body, byte for byte
-    headers: dict[str, HeaderValue]  # producer headers plus the raftmq-* headers
-    content_type: str | None  # the producer's content type
-    message_id: str | None  # the producer's message id
-
-
-def subscription_queue(cluster: str, name: str) -> str:
-    """The durable queue of named subscription ``name``."""
-    return f"raftmq.{cluster}.sub.{name}"
-
-
-def position_queue(cluster: str, name: str) -> str:
-    """The one-message queue holding the last index a named subscription delivered."""
-    return f"raftmq.{cluster}.sub.{name}.position"
-
-
-def _narrowed(raw: dict[str, Any]) -> dict[str, HeaderValue]:
-    """The str/int/float/bool values of a header table (bytes decoded as text)."""
-    headers: dict[str, HeaderValue] = {}
-    for key, value in raw.items():
-        if isinstance(value, bytes):
-            value = value.decode(errors="replace")
-        if isinstance(value, str | int | float | bool):
-            headers[key] = value
-    return headers
-
-
-def parse_delivered(delivered: DeliveredMessage) -> tuple[CommittedMessage, int]:
-    """A committed (or replayed) aiormq delivery as (CommittedMessage, prev_index).
-    pamqp's decoded header table becomes the message's headers as it is when every value
-    already is a str/int/float/bool (the common case): nobody else holds it."""
-    props = delivered.header.properties
-    raw: dict[str, Any] = props.headers if props.headers is not None else {}
-    headers: dict[str, HeaderValue] = raw
-    for value in raw.values():
-        if type(value) not in _PLAIN:
-            headers = _narrowed(raw)
-            break
-    committed = CommittedMessage(
-        index=int(raw[topology.H_INDEX]),
-        term=int(raw[topology.H_TERM]),
-        body=delivered.body,
-        headers=headers,
-        content_type=props.content_type,
-        message_id=props.message_id,
-    )
-    return committed, int(raw.get(topology.H_PREV_INDEX, 0))
 
 
 class Subscriber:
@@ -146,7 +95,6 @@ class Subscriber:
         self._live: deque[DeliveredMessage] = deque()  # live deliveries not yet admitted
         self._waiter: asyncio.Future[None] | None = None  # set while waiting for a delivery
         self._flush_timer: asyncio.TimerHandle | None = None  # wakes the waiter to flush
-        self._replies: dict[str, asyncio.Queue[DeliveredMessage]] = {}
         self._unacked: DeliveredMessage | None = None  # newest processed live delivery
         self._unflushed = 0  # processed messages since the last flush
         self._flushed_at = 0.0  # loop time of the last flush
@@ -155,6 +103,7 @@ class Subscriber:
         self._channel: AbstractRobustChannel | None = None
         self._queue: AbstractRobustQueue | None = None  # the subscription's queue
         self._reply_queue: AbstractRobustQueue | None = None
+        self._replay: ReplayClient | None = None  # asks for missed messages (from open)
         self._position_queue: AbstractQueue | None = None
         self._live_tag = f"raftmq-sub-{uuid.uuid4().hex}"  # consumer tag, on every channel
         self._reply_tag = f"raftmq-replay-{uuid.uuid4().hex}"
@@ -213,6 +162,13 @@ class Subscriber:
             f"raftmq.{self.cluster}.replay-reply.{uuid.uuid4().hex}",
             exclusive=True,
             auto_delete=True,
+        )
+        self._replay = ReplayClient(
+            channel,
+            self._reply_queue.name,
+            self.cluster,
+            batch=self.replay_batch,
+            timeout=self.replay_timeout,
         )
         if resumed is not None:
             self._last = self._processed = resumed
@@ -340,22 +296,17 @@ class Subscriber:
         self._live.append(delivered)
         self._wake()
 
-    async def _on_reply(self, delivered: DeliveredMessage) -> None:
-        answers = self._replies.get(delivered.header.properties.correlation_id or "")
-        if answers is not None:
-            answers.put_nowait(delivered)
-
     async def _consume(self) -> None:
         """Consume the subscription and reply queues on the channel in use (idempotent:
         a consumer the channel already has is left alone)."""
-        assert self._channel is not None
+        assert self._channel is not None and self._replay is not None
         assert self._queue is not None and self._reply_queue is not None
         channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
         if channel is not self._watched:
             channel.on_consumer_cancel_callbacks.add(self._on_cancel)
             self._watched = channel
         consumers: tuple[tuple[AbstractQueue, str, _Consumer, bool], ...] = (
-            (self._reply_queue, self._reply_tag, self._on_reply, True),
+            (self._reply_queue, self._reply_tag, self._replay.on_reply, True),
             (self._queue, self._live_tag, self._on_delivery, False),
         )
         for queue, tag, callback, no_ack in consumers:
@@ -401,59 +352,9 @@ class Subscriber:
                 await asyncio.sleep(_RESUME_PAUSE)
 
     async def _fill(self, first: int, wanted: int | None) -> None:
-        """Replay [first, wanted] (``wanted`` None: up to the answering node's commit) into
-        the ready queue, re-asking until the wanted index is covered."""
-        pause = 0.05
-        while True:
-            got, end = await self._replay_once(first, wanted)
-            for message in got:
-                if self._last is None or message.index > max(self._last, self._ready_top()):
-                    self._ready.append((message, None))
-            if wanted is None and len(got) < self.replay_batch:
-                return
-            if wanted is not None and end >= wanted:
-                return
-            if got:
-                pause = 0.05
-            else:  # the answering node lags behind the fan-out: ask again shortly
-                await asyncio.sleep(pause)
-                pause = min(pause * 2, 1.0)
-            first = max(first, end + 1)
-
-    def _ready_top(self) -> int:
-        return self._ready[-1][0].index if self._ready else 0
-
-    async def _replay_once(
-        self, first: int, wanted: int | None
-    ) -> tuple[list[CommittedMessage], int]:
-        """One replay request/answer; re-asked when no answer comes in time."""
-        assert self._channel is not None and self._reply_queue is not None
-        request = json.dumps({"from": first, "to": wanted, "max": self.replay_batch}).encode()
-        while True:
-            correlation_id = uuid.uuid4().hex
-            answers: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
-            self._replies[correlation_id] = answers
-            try:
-                await self._channel.default_exchange.publish(
-                    aio_pika.Message(
-                        request,
-                        content_type="application/json",
-                        reply_to=self._reply_queue.name,
-                        correlation_id=correlation_id,
-                    ),
-                    routing_key=topology.replay_queue(self.cluster),
-                )
-                got: list[CommittedMessage] = []
-                while True:
-                    answer = await asyncio.wait_for(answers.get(), timeout=self.replay_timeout)
-                    end = (answer.header.properties.headers or {}).get(topology.H_REPLAY_END)
-                    if end is not None:
-                        return got, int(str(end))
-                    got.append(parse_delivered(answer)[0])
-            except TimeoutError:
-                logger.info("no replay answer for %s..%s; asking again", first, wanted)
-            finally:
-                self._replies.pop(correlation_id, None)
+        """Replay [first, wanted] into the ready queue (see ReplayClient.fill)."""
+        assert self._replay is not None
+        await self._replay.fill(first, wanted, self._ready, self._last)
 
     def _flush_due(self) -> bool:
         elapsed = asyncio.get_running_loop().time() - self._flushed_at

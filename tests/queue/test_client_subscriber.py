@@ -13,7 +13,7 @@ import aio_pika
 import pytest
 
 from raftmq.client import CommittedMessage, Producer, Subscriber
-from raftmq.client.subscriber import subscription_queue
+from raftmq.client.committed import subscription_queue
 from tests.queue.conftest import ProtocolNode
 
 pytestmark = pytest.mark.integration
