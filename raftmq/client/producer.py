@@ -71,6 +71,9 @@ class _Write:
     receipt: asyncio.Future[Receipt] | None  # resolved by the node's receipt (wait_commit)
     attempts: int = 0  # how many times it was handed to the broker
     abandoned: bool = field(default=False)  # the caller gave up: never publish it again
+    # loop time its latest attempt was confirmed while a receipt is awaited; None while an
+    # attempt waits for the broker (the receipt watchdog only re-publishes confirmed ones)
+    confirmed_at: float | None = None
 
 
 class Producer:
@@ -109,7 +112,7 @@ class Producer:
         self.max_batch = max_batch  # most writes per batch
         self.max_batch_bytes = max_batch_bytes  # most payload bytes per batch (one write more)
         self.max_in_flight = max_in_flight  # writes published and not yet confirmed, at most
-        self.attempt_timeout = attempt_timeout  # receipt wait before a re-publish
+        self.attempt_timeout = attempt_timeout  # receipt silence before a re-publish
         self._next_seq = 1  # invariant: greater than every seq handed out
         self._outbox: deque[_Write] = deque()  # waiting to be published, in seq order
         self._wakeup = asyncio.Event()  # set when the outbox gets work
@@ -118,6 +121,7 @@ class Producer:
         self._channel: AbstractRobustChannel | None = None
         self._reply_queue: AbstractQueue | None = None
         self._sender: asyncio.Task[None] | None = None
+        self._watchdog: asyncio.Task[None] | None = None  # re-publishes after receipt silence
         self._in_flight = 0  # writes handed to the broker whose confirm is still awaited
         self._capacity = asyncio.Event()  # set when a confirm freed room below max_in_flight
         self._flush_now = asyncio.Event()  # ends the linger: confirms in, or a full batch
@@ -155,16 +159,20 @@ class Producer:
         )
         await self._reply_queue.consume(self._on_receipt, no_ack=True)
         self._sender = asyncio.create_task(self._send_loop(), name=f"producer-{self.producer_id}")
+        self._watchdog = asyncio.create_task(
+            self._watch_receipts(), name=f"producer-{self.producer_id}-receipts"
+        )
 
     async def close(self) -> None:
         """Stop sending; fail every write still waiting; close the connection."""
         if self._closed:
             return
         self._closed = True
-        if self._sender is not None:
-            self._sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sender
+        for task in (self._sender, self._watchdog):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         for waiter in list(self._confirm_waiters):
             waiter.cancel()
         error = RaftMQError("producer closed")
@@ -222,11 +230,14 @@ class Producer:
             self._receipts[correlation_id] = write
         self._enqueue(write)
         try:
+            # No shield: a cancelled future only belongs to a write abandoned just below.
+            # Per write: one timeout, two futures; re-publishing after a silence is the
+            # receipt watchdog's (one task per producer, not a timer per write).
             async with asyncio.timeout(timeout):
-                await asyncio.shield(write.confirmed)
                 if write.receipt is None:
+                    await write.confirmed
                     return Receipt(index=None, term=None, duplicate=False, seq=seq)
-                return await self._await_receipt(write)
+                return await write.receipt
         except BaseException:
             write.abandoned = True
             self._receipts.pop(correlation_id, None)
@@ -234,40 +245,48 @@ class Producer:
                 self._outbox.remove(write)
             raise
 
-    async def _await_receipt(self, write: _Write) -> Receipt:
-        assert write.receipt is not None
+    async def _watch_receipts(self) -> None:
+        """Re-publish every confirmed write whose receipt has not come after
+        ``attempt_timeout`` seconds of silence (checked every quarter of it).
+
+        Receipts of this producer come in queue order: while any arrives, the cluster is
+        working through our backlog, so only a silence counts, measured from the later of
+        the write's confirm and the last receipt. Then the leader may have died with the
+        write unacked (it returns to the queue), or the receipt was lost: re-publishing
+        the same seq is safe (protocol §4)."""
         loop = asyncio.get_running_loop()
-        waiting_since = loop.time()
         while True:
-            # Receipts of this producer come in queue order: while any arrives, the cluster
-            # is working through our backlog, so only a silence of attempt_timeout counts.
-            quiet_since = max(waiting_since, self._last_receipt_at)
-            remaining = quiet_since + self.attempt_timeout - loop.time()
-            if remaining > 0:
-                done, _ = await asyncio.wait({write.receipt}, timeout=remaining)
-                if done:
-                    return write.receipt.result()
+            await asyncio.sleep(self.attempt_timeout / 4)
+            now = loop.time()
+            if now - self._last_receipt_at < self.attempt_timeout:
+                continue  # receipts are flowing
+            due = [
+                write
+                for write in self._receipts.values()
+                if write.confirmed_at is not None
+                and now - max(write.confirmed_at, self._last_receipt_at) >= self.attempt_timeout
+            ]
+            if not due:
                 continue
-            # Silence: the leader may have died with the write unacked (it returns to the
-            # queue) or the receipt was lost. Re-publishing the same seq is safe.
             logger.info(
-                "no receipt for seq %s after %.1f s of silence; re-publishing",
-                write.seq,
+                "no receipt for %s writes (seq %s..) after %.1f s of silence; re-publishing",
+                len(due),
+                min(write.seq for write in due),
                 self.attempt_timeout,
             )
-            write.confirmed = loop.create_future()
-            self._enqueue(write)
-            await asyncio.shield(write.confirmed)
-            waiting_since = loop.time()
+            for write in due:
+                write.confirmed_at = None
+                write.confirmed = loop.create_future()
+            self._enqueue(*due)
 
-    def _enqueue(self, write: _Write) -> None:
+    def _enqueue(self, *writes: _Write) -> None:
         # Keep the outbox in seq order: a retry goes before every newer seq (protocol §4).
-        if self._outbox and self._outbox[-1].seq > write.seq:
-            items = sorted([*self._outbox, write], key=lambda w: w.seq)
+        if len(writes) == 1 and (not self._outbox or self._outbox[-1].seq < writes[0].seq):
+            self._outbox.append(writes[0])
+        else:
+            items = sorted([*self._outbox, *writes], key=lambda w: w.seq)
             self._outbox.clear()
             self._outbox.extend(items)
-        else:
-            self._outbox.append(write)
         self._wakeup.set()
         if len(self._outbox) >= self.max_batch:
             self._flush_now.set()
@@ -403,9 +422,11 @@ class Producer:
             if self._in_flight == 0:
                 self._flush_now.set()
         if confirmed.done() and confirmed.exception() is None:
+            now = asyncio.get_running_loop().time()
             for write in batch:
                 if not write.confirmed.done():
                     write.confirmed.set_result(None)
+                    write.confirmed_at = now
             return
         # A nack or a closed channel: re-publish the whole batch (same seqs, so the
         # cluster appends each write at most once).

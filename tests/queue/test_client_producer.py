@@ -94,6 +94,27 @@ async def test_lost_receipt_is_retried_with_the_same_seq(
     assert [e.body for e in protocol_node.log] == [b"one", b"two", b"three"]
 
 
+async def test_a_lost_receipt_is_republished_only_after_a_silence(
+    amqp_url: str, cluster_name: str, protocol_node: ProtocolNode
+) -> None:
+    """While receipts of later writes keep arriving, the cluster is working through the
+    backlog: the write whose receipt was lost goes out again only after attempt_timeout
+    seconds without any receipt (protocol §4), with the same seq."""
+    protocol_node.drop_receipts.add(1)
+    async with Producer(amqp_url, cluster_name, attempt_timeout=0.4) as producer:
+        lost = asyncio.create_task(producer.publish(b"lost receipt"))
+        await asyncio.sleep(0.05)  # seq 1 leaves alone, in its own batch
+        for k in range(10):  # a receipt every ~0.1 s for 1 s, 2.5 attempt timeouts
+            await producer.publish(f"w{k}".encode())
+            await asyncio.sleep(0.1)
+        assert not lost.done()
+        assert [seq for _, seq in protocol_node.seen].count(1) == 1  # not re-published yet
+        receipt = await lost
+    assert (receipt.index, receipt.duplicate, receipt.seq) == (1, True, 1)
+    seqs = [seq for _, seq in protocol_node.seen]
+    assert seqs == [1, *range(2, 12), 1]
+
+
 async def test_dead_lettered_write_raises_and_traffic_continues(
     amqp_url: str, cluster_name: str, protocol_node: ProtocolNode
 ) -> None:
