@@ -26,6 +26,7 @@ from raftmq.errors import MalformedMessage
 _VERSION = 1
 _HEAD = struct.Struct(">BI")
 _LENGTH = struct.Struct(">I")
+_META_JSON = json.JSONEncoder(separators=(",", ":"))  # json.dumps would build one per call
 
 BATCH_TYPE = "raftmq.batch"
 """AMQP ``type`` of a write message that carries a batch of records (docs/protocol.md §3)."""
@@ -63,7 +64,7 @@ class Record:
         if self.producer_id is not None:
             meta["pid"] = self.producer_id
             meta["seq"] = self.seq
-        raw = json.dumps(meta, separators=(",", ":")).encode() if meta else b""
+        raw = _META_JSON.encode(meta).encode() if meta else b""
         return _HEAD.pack(_VERSION, len(raw)) + raw + self.body
 
     @classmethod
