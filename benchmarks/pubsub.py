@@ -18,6 +18,11 @@ broker confirm), all at once ("burst") or started at a fixed rate ("@N/s"). Colu
 - ``quorum queue seq``: the same, one publish at a time, each awaiting its confirm
   before the next starts (the simplest aio-pika loop).
 
+The ratio lines divide raftmq's burst rate by each plain one. Issue 5's target (3x "the
+plain quorum-queue path with default clients") is read against ``quorum queue seq``:
+aio-pika's default usage, where ``await exchange.publish(...)`` returns after the
+confirm. The concurrent column is the same client driven like raftmq, for comparison.
+
 Each message carries its send time in a header (int microseconds: pamqp sends a Python
 float as a 32-bit float, useless for a timestamp); the subscriber side records
 receive - send. Throughput = messages / (last received - first sent). The plain paths run
