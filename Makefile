@@ -41,6 +41,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/storage.py
 	$(BIN)/python benchmarks/transport.py
 	$(BIN)/python benchmarks/node.py
+	$(BIN)/python benchmarks/producer.py
 	$(BIN)/python benchmarks/subscriber.py
 	$(BIN)/python benchmarks/pubsub.py
 
