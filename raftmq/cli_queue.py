@@ -46,7 +46,8 @@ async def _publish(
     content_type: str,
     timeout: float,
 ) -> None:
-    from raftmq.client.producer import Producer, Receipt
+    from raftmq.client.producer import Producer
+    from raftmq.client.receipts import Receipt
 
     async with Producer(url, cluster) as producer:
         # Publishes run concurrently (they batch) but are printed in input order.

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import uuid
 from collections import deque
@@ -33,7 +32,8 @@ from aio_pika.abc import (
 )
 
 from raftmq import topology
-from raftmq.errors import RaftMQError, WriteRejected
+from raftmq.client.receipts import Receipt, batch_outcomes
+from raftmq.errors import RaftMQError
 from raftmq.record import (
     BATCH_CONTENT_TYPE,
     BATCH_TYPE,
@@ -49,16 +49,6 @@ logger = logging.getLogger("raftmq.client.producer")
 _MAX_BATCHES = 10_000  # batches awaiting a receipt before settled ones are forgotten
 DEFAULT_ATTEMPT_TIMEOUT = 10.0  # seconds without any receipt before re-publishing
 _RETRY_PAUSE = 0.2  # seconds between publish attempts while the broker is unreachable
-
-
-@dataclass(frozen=True, slots=True)
-class Receipt:
-    """The outcome of one publish. Invariant: index and term are both set or both None."""
-
-    index: int | None  # log index (None: wait_commit=False, or a duplicate of an unknown place)
-    term: int | None  # term of that entry (None when index is None)
-    duplicate: bool  # True when the write was already in the log (index names the original)
-    seq: int  # the producer sequence number the write carried
 
 
 @dataclass(eq=False, slots=True)
@@ -301,36 +291,19 @@ class Producer:
         self._last_receipt_at = asyncio.get_running_loop().time()
         status = (message.headers or {}).get(topology.H_STATUS)
         try:
-            answer = json.loads(message.body)
-            results = answer["results"] if status == "ok" else None
-            if results is not None and len(results) != len(seqs):
-                raise ValueError(f"{len(results)} results for {len(seqs)} writes")
-        except (ValueError, KeyError, TypeError) as exc:
-            logger.warning("receipt %s is not usable: %r", message.correlation_id, exc)
+            outcomes = batch_outcomes(message.body, status, seqs)
+        except ValueError as exc:
+            logger.warning("receipt %s is not usable: %s", message.correlation_id, exc)
             return
-        for position, seq in enumerate(seqs):
+        for seq, outcome in zip(seqs, outcomes, strict=True):
             write = self._receipts.get(str(seq))
             if write is None or write.receipt is None or write.receipt.done():
                 continue
             del self._receipts[str(seq)]
-            result = results[position] if results is not None else answer
-            if results is not None and "index" in result:
-                # A duplicate whose original's place the cluster no longer knows has index
-                # and term null (protocol §3): it is committed, just not locatable.
-                index, term = result.get("index"), result.get("term")
-                known = index is not None and term is not None
-                write.receipt.set_result(
-                    Receipt(
-                        index=int(index) if known else None,
-                        term=int(term) if known else None,
-                        duplicate=bool(result.get("duplicate", False)),
-                        seq=seq,
-                    )
-                )
+            if isinstance(outcome, Receipt):
+                write.receipt.set_result(outcome)
             else:
-                write.receipt.set_exception(
-                    WriteRejected(f"write seq {seq} rejected: {result.get('reason')}")
-                )
+                write.receipt.set_exception(outcome)
 
     async def _send_loop(self) -> None:
         assert self._channel is not None
