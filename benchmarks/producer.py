@@ -18,14 +18,11 @@ import argparse
 import asyncio
 import gc
 import statistics
-import tempfile
 import time
-import uuid
-from pathlib import Path
 from typing import Any
 
 from raftmq.client import Producer
-from raftmq.localcluster import LocalCluster, wait_for_leader
+from raftmq.localcluster import three_node_cluster
 from raftmq.settings import DEFAULT_AMQP_URL
 
 
@@ -63,29 +60,22 @@ async def _run(producer: Producer, writes: int, body: bytes, clock: _GcClock) ->
 
 async def main(args: argparse.Namespace) -> None:
     clock = _GcClock()
-    with tempfile.TemporaryDirectory(prefix="raftmq-bench-") as tmp:
-        name = f"bench{uuid.uuid4().hex[:6]}"
-        cluster = LocalCluster(name, ["n1", "n2", "n3"], Path(tmp), amqp_url=args.amqp_url)
-        cluster.start_all()
-        try:
-            async with cluster.admin() as admin:
-                await wait_for_leader(admin, timeout=60)
-            async with Producer(args.amqp_url, name) as producer:
-                body = b"x" * args.size
-                await asyncio.gather(*(producer.publish(body) for _ in range(1000)))  # warm-up
-                gc.collect()
-                gc.freeze()
-                gc.callbacks.append(clock)
-                rates = []
-                for run in range(args.runs):
-                    line = await _run(producer, args.writes, body, clock)
-                    rates.append(float(line.split()[0]))
-                    print(f"run {run + 1}: {args.writes} x {args.size} B  {line}", flush=True)
-                gc.callbacks.remove(clock)
-                print(f"median {statistics.median(rates):8.0f} writes/s")
-        finally:
-            cluster.stop_all()
-            await cluster.delete_queues()
+    async with (
+        three_node_cluster(args.amqp_url) as (cluster, _),
+        Producer(args.amqp_url, cluster.cluster) as producer,
+    ):
+        body = b"x" * args.size
+        await asyncio.gather(*(producer.publish(body) for _ in range(1000)))  # warm-up
+        gc.collect()
+        gc.freeze()
+        gc.callbacks.append(clock)
+        rates = []
+        for run in range(args.runs):
+            line = await _run(producer, args.writes, body, clock)
+            rates.append(float(line.split()[0]))
+            print(f"run {run + 1}: {args.writes} x {args.size} B  {line}", flush=True)
+        gc.callbacks.remove(clock)
+        print(f"median {statistics.median(rates):8.0f} writes/s")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,6 @@ import contextlib
 import gc
 import os
 import subprocess
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -54,7 +53,7 @@ from pathlib import Path
 import aio_pika
 
 from raftmq.client import Producer, Subscriber
-from raftmq.localcluster import LocalCluster, wait_for_leader
+from raftmq.localcluster import three_node_cluster
 from raftmq.settings import DEFAULT_AMQP_URL
 
 Send = Callable[[bytes, float], Coroutine[object, object, object]]
@@ -135,55 +134,42 @@ async def _run(
 
 async def bench_raftmq(args: argparse.Namespace, sizes: list[int]) -> dict[str, str]:
     results: dict[str, str] = {}
-    with tempfile.TemporaryDirectory(prefix="raftmq-bench-") as tmp:
-        name = f"bench{uuid.uuid4().hex[:6]}"
-        cluster = LocalCluster(name, ["n1", "n2", "n3"], Path(tmp), amqp_url=args.amqp_url)
-        cluster.start_all()
-        try:
-            async with cluster.admin() as admin:
-                leader = (await wait_for_leader(admin, timeout=60)).node_id
-            received: list[float] = []
-            # leader first, then the followers, this process and the broker
-            processes = {"leader": [cluster.processes[leader].pid]}
-            processes |= {n: [p.pid] for n, p in cluster.processes.items() if n != leader}
-            processes |= {"client": [os.getpid()], "broker": _broker_pids()}
-            in_total = [label for label in processes if label != "broker"]
-            results["raftmq start"] = _load()
-            async with (
-                Producer(args.amqp_url, name) as producer,
-                Subscriber(args.amqp_url, name) as subscriber,
-            ):
+    async with three_node_cluster(args.amqp_url) as (cluster, leader):
+        received: list[float] = []
+        # leader first, then the followers, this process and the broker
+        processes = {"leader": [cluster.processes[leader].pid]}
+        processes |= {n: [p.pid] for n, p in cluster.processes.items() if n != leader}
+        processes |= {"client": [os.getpid()], "broker": _broker_pids()}
+        in_total = [label for label in processes if label != "broker"]
+        results["raftmq start"] = _load()
+        async with (
+            Producer(args.amqp_url, cluster.cluster) as producer,
+            Subscriber(args.amqp_url, cluster.cluster) as subscriber,
+        ):
 
-                async def consume() -> None:
-                    async for message in subscriber:
-                        received.append(time.time() - int(message.headers["sent"]) / 1e6)
+            async def consume() -> None:
+                async for message in subscriber:
+                    received.append(time.time() - int(message.headers["sent"]) / 1e6)
 
-                consumer = asyncio.create_task(consume())
+            consumer = asyncio.create_task(consume())
 
-                async def send(body: bytes, sent: float) -> object:
-                    return await producer.publish(
-                        body, headers={"sent": int(sent * 1e6)}, timeout=300
-                    )
+            async def send(body: bytes, sent: float) -> object:
+                return await producer.publish(body, headers={"sent": int(sent * 1e6)}, timeout=300)
 
-                await _run(send, received, 100, 100, None)  # warm-up
-                for size in sizes:
-                    meter = _CpuMeter(processes)
-                    rate, lat = await _run(send, received, args.messages, size, None)
-                    results[f"raftmq {size} B burst"] = (
-                        f"{rate:8.0f} msg/s  {meter.summary(in_total)}"
-                    )
-                    meter = _CpuMeter(processes)
-                    _, lat = await _run(send, received, args.rate * args.seconds, size, args.rate)
-                    results[f"raftmq {size} B @{args.rate}/s"] = (
-                        f"p50 {_percentile(lat, 0.5):6.1f} ms  p99 {_percentile(lat, 0.99):6.1f} ms"
-                        f"  {meter.summary(in_total)}"
-                    )
-                consumer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await consumer
-        finally:
-            cluster.stop_all()
-            await cluster.delete_queues()
+            await _run(send, received, 100, 100, None)  # warm-up
+            for size in sizes:
+                meter = _CpuMeter(processes)
+                rate, lat = await _run(send, received, args.messages, size, None)
+                results[f"raftmq {size} B burst"] = f"{rate:8.0f} msg/s  {meter.summary(in_total)}"
+                meter = _CpuMeter(processes)
+                _, lat = await _run(send, received, args.rate * args.seconds, size, args.rate)
+                results[f"raftmq {size} B @{args.rate}/s"] = (
+                    f"p50 {_percentile(lat, 0.5):6.1f} ms  p99 {_percentile(lat, 0.99):6.1f} ms"
+                    f"  {meter.summary(in_total)}"
+                )
+            consumer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await consumer
     return results
 
 

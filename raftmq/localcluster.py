@@ -7,11 +7,15 @@ write) under ``workdir/<node_id>/``. Nothing here is needed in production.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+import tempfile
+import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -189,6 +193,24 @@ class LocalCluster:
                 item = json.loads(raw)
                 lines.append(AppliedLine(item["index"], item["term"], item["body"].encode()))
         return lines
+
+
+@contextlib.asynccontextmanager
+async def three_node_cluster(amqp_url: str) -> AsyncIterator[tuple[LocalCluster, str]]:
+    """Nodes n1..n3 of a fresh cluster (unique name, SQLite files in a temporary folder):
+    start them, wait for a leader, yield (the cluster, the leader's id); afterwards stop
+    them and delete the cluster's queues (what the benchmarks run against)."""
+    with tempfile.TemporaryDirectory(prefix="raftmq-cluster-") as tmp:
+        name = f"local{uuid.uuid4().hex[:6]}"
+        cluster = LocalCluster(name, ["n1", "n2", "n3"], Path(tmp), amqp_url=amqp_url)
+        cluster.start_all()
+        try:
+            async with cluster.admin() as admin:
+                leader = (await wait_for_leader(admin, timeout=60)).node_id
+            yield cluster, leader
+        finally:
+            cluster.stop_all()
+            await cluster.delete_queues()
 
 
 async def wait_for_leader(
