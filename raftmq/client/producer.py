@@ -60,9 +60,11 @@ class _Write:
     confirmed: asyncio.Future[None]  # resolved by the broker confirm of the first success
     receipt: asyncio.Future[Receipt] | None  # resolved by the node's receipt (wait_commit)
     attempts: int = 0  # how many times it was handed to the broker
-    abandoned: bool = field(default=False)  # the caller gave up: never publish it again
-    # loop time its latest attempt was confirmed while a receipt is awaited; None while an
-    # attempt waits for the broker (the receipt watchdog only re-publishes confirmed ones)
+    # the caller gave up, or the receipt came: never publish it again
+    abandoned: bool = field(default=False)
+    # loop time its latest attempt was confirmed; None while an attempt is queued, with
+    # the broker or paused for a retry (the receipt watchdog re-publishes only writes
+    # that are confirmed and still await their receipt)
     confirmed_at: float | None = None
 
 
@@ -107,6 +109,7 @@ class Producer:
         self._outbox: deque[_Write] = deque()  # waiting to be published, in seq order
         self._wakeup = asyncio.Event()  # set when the outbox gets work
         self._receipts: dict[str, _Write] = {}  # correlation_id -> write awaiting a receipt
+        self._live: dict[int, _Write] = {}  # seq -> write whose publish() has not returned
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._reply_queue: AbstractQueue | None = None
@@ -166,7 +169,7 @@ class Producer:
         for waiter in list(self._confirm_waiters):
             waiter.cancel()
         error = RaftMQError("producer closed")
-        for write in list(self._outbox) + list(self._receipts.values()):
+        for write in list(self._live.values()):
             for future in (write.confirmed, write.receipt):
                 if future is not None and not future.done():
                     future.set_exception(error)
@@ -218,6 +221,7 @@ class Producer:
         )
         if write.receipt is not None:
             self._receipts[correlation_id] = write
+        self._live[seq] = write
         self._enqueue(write)
         try:
             # No shield: a cancelled future only belongs to a write abandoned just below.
@@ -234,6 +238,8 @@ class Producer:
             with contextlib.suppress(ValueError):
                 self._outbox.remove(write)
             raise
+        finally:
+            del self._live[seq]
 
     async def _watch_receipts(self) -> None:
         """Re-publish every confirmed write whose receipt has not come after
@@ -300,6 +306,7 @@ class Producer:
             if write is None or write.receipt is None or write.receipt.done():
                 continue
             del self._receipts[str(seq)]
+            write.abandoned = True  # answered: a pending retry of it must not go out
             if isinstance(outcome, Receipt):
                 write.receipt.set_result(outcome)
             else:
@@ -408,10 +415,9 @@ class Producer:
 
     def _retry_later(self, batch: list[_Write]) -> None:
         def requeue() -> None:
-            for write in reversed(batch):
-                if not write.abandoned and not write.confirmed.done():
-                    self._outbox.appendleft(write)
-            self._wakeup.set()
+            retries = [w for w in batch if not w.abandoned and not w.confirmed.done()]
+            if retries:
+                self._enqueue(*retries)  # merged in seq order: oldest first (protocol §4)
 
-        # A pause for the robust connection to reconnect; failures go first (oldest seqs).
+        # A pause for the robust connection to reconnect.
         asyncio.get_running_loop().call_later(_RETRY_PAUSE, requeue)

@@ -9,8 +9,8 @@ import aio_pika
 import pytest
 
 from raftmq import topology
-from raftmq.client import Producer
-from raftmq.errors import WriteRejected
+from raftmq.client import Producer, Receipt
+from raftmq.errors import RaftMQError, WriteRejected
 from raftmq.record import BATCH_TYPE, Record, decode_batch
 from tests.queue.conftest import ProtocolNode
 
@@ -101,10 +101,10 @@ async def test_a_lost_receipt_is_republished_only_after_a_silence(
     backlog: the write whose receipt was lost goes out again only after attempt_timeout
     seconds without any receipt (protocol §4), with the same seq."""
     protocol_node.drop_receipts.add(1)
-    async with Producer(amqp_url, cluster_name, attempt_timeout=0.4) as producer:
+    async with Producer(amqp_url, cluster_name, attempt_timeout=0.6) as producer:
         lost = asyncio.create_task(producer.publish(b"lost receipt"))
         await asyncio.sleep(0.05)  # seq 1 leaves alone, in its own batch
-        for k in range(10):  # a receipt every ~0.1 s for 1 s, 2.5 attempt timeouts
+        for k in range(15):  # a receipt every ~0.1 s for 1.5 s, 2.5 attempt timeouts
             await producer.publish(f"w{k}".encode())
             await asyncio.sleep(0.1)
         assert not lost.done()
@@ -112,7 +112,41 @@ async def test_a_lost_receipt_is_republished_only_after_a_silence(
         receipt = await lost
     assert (receipt.index, receipt.duplicate, receipt.seq) == (1, True, 1)
     seqs = [seq for _, seq in protocol_node.seen]
-    assert seqs == [1, *range(2, 12), 1]
+    assert seqs == [1, *range(2, 17), 1]
+
+
+async def test_writes_without_receipts_go_again_oldest_first(
+    amqp_url: str, cluster_name: str, protocol_node: ProtocolNode
+) -> None:
+    """After the silence, the confirmed writes still without a receipt are re-published,
+    in seq order (protocol §4), and each receipt names its original index."""
+    protocol_node.drop_receipts.update({1, 2, 3, 4})
+    async with Producer(amqp_url, cluster_name, attempt_timeout=0.3) as producer:
+        receipts = await asyncio.gather(*(producer.publish(f"w{k}".encode()) for k in range(4)))
+    assert [(r.seq, r.index, r.duplicate) for r in receipts] == [
+        (seq, seq, True) for seq in (1, 2, 3, 4)
+    ]
+    assert [seq for _, seq in protocol_node.seen] == [1, 2, 3, 4, 1, 2, 3, 4]
+
+
+async def test_close_fails_every_waiting_publish_at_once(
+    amqp_url: str, cluster_name: str, protocol_node: ProtocolNode
+) -> None:
+    """close() ends every publish still waiting, also writes without wait_commit whose
+    broker confirm is outstanding: each gets its receipt or RaftMQError, none waits for
+    its own timeout."""
+    async with Producer(amqp_url, cluster_name) as producer:
+        tasks = [
+            asyncio.create_task(producer.publish(b"x" * 1000, wait_commit=False, timeout=60))
+            for _ in range(2000)
+        ]
+        await asyncio.sleep(0.02)  # some batches are out, awaiting their confirms
+    async with asyncio.timeout(5):
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(o, Receipt | RaftMQError) for o in outcomes), {
+        type(o).__name__ for o in outcomes
+    }
+    assert any(isinstance(o, RaftMQError) for o in outcomes)
 
 
 async def test_dead_lettered_write_raises_and_traffic_continues(
