@@ -353,8 +353,10 @@ class Subscriber:
 
     async def _fill(self, first: int, wanted: int | None) -> None:
         """Replay [first, wanted] into the ready queue (see ReplayClient.fill)."""
-        assert self._replay is not None
-        await self._replay.fill(first, wanted, self._ready, self._last)
+        replay = self._replay
+        assert replay is not None
+        replay.batch, replay.timeout = self.replay_batch, self.replay_timeout  # may change
+        await replay.fill(first, wanted, self._ready, self._last)
 
     def _flush_due(self) -> bool:
         elapsed = asyncio.get_running_loop().time() - self._flushed_at
