@@ -68,6 +68,11 @@ class _Write:
     confirmed_at: float | None = None
 
 
+def _awaits_receipt(write: _Write | None) -> bool:
+    """True while ``write`` (live, not abandoned) waits for the node's receipt."""
+    return write is not None and write.receipt is not None and not write.receipt.done()
+
+
 class Producer:
     """Publish writes to cluster ``cluster`` through RabbitMQ, with confirms and receipts.
 
@@ -108,7 +113,6 @@ class Producer:
         self._next_seq = 1  # invariant: greater than every seq handed out
         self._outbox: deque[_Write] = deque()  # waiting to be published, in seq order
         self._wakeup = asyncio.Event()  # set when the outbox gets work
-        self._receipts: dict[str, _Write] = {}  # correlation_id -> write awaiting a receipt
         self._live: dict[int, _Write] = {}  # seq -> write whose publish() has not returned
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
@@ -175,7 +179,6 @@ class Producer:
                     future.set_exception(error)
                     future.exception()  # retrieved: nobody may be awaiting any more
         self._outbox.clear()
-        self._receipts.clear()
         if self._connection is not None:
             await self._connection.close()
 
@@ -212,15 +215,12 @@ class Producer:
         except (TypeError, ValueError) as exc:  # a header value JSON cannot carry
             raise ValueError(f"headers must map str to str/int/float/bool: {exc}") from None
         self._next_seq += 1
-        correlation_id = str(seq)
         write = _Write(
             seq=seq,
             payload=payload,
             confirmed=loop.create_future(),
             receipt=loop.create_future() if wait_commit else None,
         )
-        if write.receipt is not None:
-            self._receipts[correlation_id] = write
         self._live[seq] = write
         self._enqueue(write)
         try:
@@ -234,7 +234,6 @@ class Producer:
                 return await write.receipt
         except BaseException:
             write.abandoned = True
-            self._receipts.pop(correlation_id, None)
             with contextlib.suppress(ValueError):
                 self._outbox.remove(write)
             raise
@@ -258,8 +257,9 @@ class Producer:
                 continue  # receipts are flowing
             due = [
                 write
-                for write in self._receipts.values()
-                if write.confirmed_at is not None
+                for write in self._live.values()
+                if _awaits_receipt(write)
+                and write.confirmed_at is not None
                 and now - max(write.confirmed_at, self._last_receipt_at) >= self.attempt_timeout
             ]
             if not due:
@@ -302,10 +302,9 @@ class Producer:
             logger.warning("receipt %s is not usable: %s", message.correlation_id, exc)
             return
         for seq, outcome in zip(seqs, outcomes, strict=True):
-            write = self._receipts.get(str(seq))
-            if write is None or write.receipt is None or write.receipt.done():
+            write = self._live.get(seq)
+            if write is None or write.receipt is None or not _awaits_receipt(write):
                 continue
-            del self._receipts[str(seq)]
             write.abandoned = True  # answered: a pending retry of it must not go out
             if isinstance(outcome, Receipt):
                 write.receipt.set_result(outcome)
@@ -386,7 +385,7 @@ class Producer:
         self._batches = {
             cid: seqs
             for cid, seqs in self._batches.items()
-            if any(str(seq) in self._receipts for seq in seqs)
+            if any(_awaits_receipt(self._live.get(seq)) for seq in seqs)
         }
 
     async def _confirm_batch(
