@@ -34,8 +34,7 @@ def batch_outcomes(body: bytes, status: object, seqs: list[int]) -> list[Receipt
     if not isinstance(answer, dict):
         raise ValueError("receipt is not a JSON object")
     if status != "ok":
-        refused = WriteRejected
-        return [refused(f"write seq {seq} rejected: {answer.get('reason')}") for seq in seqs]
+        return [_rejected(seq, answer.get("reason")) for seq in seqs]
     results = answer.get("results")
     if not isinstance(results, list) or len(results) != len(seqs):
         got = len(results) if isinstance(results, list) else "no"
@@ -47,7 +46,7 @@ def _outcome(result: Any, seq: int) -> Receipt | WriteRejected:
     if not isinstance(result, dict):
         raise ValueError(f"result for seq {seq} is not a JSON object")
     if "index" not in result:
-        return WriteRejected(f"write seq {seq} rejected: {result.get('reason')}")
+        return _rejected(seq, result.get("reason"))
     # A duplicate whose original's place the cluster no longer knows has index and term
     # null (protocol §3): it is committed, just not locatable.
     index, term = result.get("index"), result.get("term")
@@ -56,3 +55,7 @@ def _outcome(result: Any, seq: int) -> Receipt | WriteRejected:
     elif not (isinstance(index, int) and isinstance(term, int)):
         raise ValueError(f"result for seq {seq} has a bad index or term")
     return Receipt(index, term, duplicate=bool(result.get("duplicate", False)), seq=seq)
+
+
+def _rejected(seq: int, reason: object) -> WriteRejected:
+    return WriteRejected(f"write seq {seq} rejected: {reason}")
