@@ -139,35 +139,42 @@ class WriteRules:
         """The Record of one single-write delivery and its payload, or :class:`BadWrite`
         saying why not."""
         raw = dict(message.headers or {})
-        producer_id, seq = _session_fields(
-            _header_value(raw.pop(H_PRODUCER, None)), raw.pop(H_SEQ, None)
-        )
-        return self.check(
-            Record(
-                body=message.body,
-                content_type=message.content_type,
-                headers=kept_headers(raw),
-                message_id=message.message_id or None,
-                producer_id=producer_id,
-                seq=seq,
-            )
+        producer = _header_value(raw.pop(H_PRODUCER, None))
+        seq = raw.pop(H_SEQ, None)
+        return self._judge(
+            message.body, message.content_type, raw, message.message_id, producer, seq
         )
 
     def from_batch(self, payload: bytes) -> tuple[Record, bytes]:
         """The Record of one encoded record of a batch (docs/protocol.md §3) and its payload
         as the leader stores it, or :class:`BadWrite` saying why not."""
         try:
-            decoded = Record.decode(payload)
+            got = Record.decode(payload)
         except MalformedMessage as exc:
             raise BadWrite(f"malformed_record: {exc}") from None
-        producer_id, seq = _session_fields(decoded.producer_id, decoded.seq)
+        return self._judge(
+            got.body, got.content_type, got.headers, got.message_id, got.producer_id, got.seq
+        )
+
+    def _judge(
+        self,
+        body: bytes,
+        content_type: str | None,
+        headers: Mapping[str, Any],
+        message_id: str | None,
+        producer: object,
+        seq: object,
+    ) -> tuple[Record, bytes]:
+        """The write's Record as the log keeps it (session fields validated, headers
+        narrowed), checked by :meth:`check`."""
+        producer_id, valid_seq = _session_fields(producer, seq)
         return self.check(
             Record(
-                body=decoded.body,
-                content_type=decoded.content_type,
-                headers=kept_headers(decoded.headers),
-                message_id=decoded.message_id or None,
+                body=body,
+                content_type=content_type,
+                headers=kept_headers(headers),
+                message_id=message_id or None,
                 producer_id=producer_id,
-                seq=seq,
+                seq=valid_seq,
             )
         )
