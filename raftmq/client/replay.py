@@ -35,15 +35,10 @@ class ReplayClient:
         channel: AbstractRobustChannel,
         reply_to: str,
         cluster: str,
-        *,
-        batch: int,
-        timeout: float,
     ) -> None:
         self.channel = channel  # the subscriber's channel (robust: survives reconnects)
         self.reply_to = reply_to  # the subscriber's exclusive reply queue
         self.cluster = cluster  # cluster name
-        self.batch = batch  # "max" of one replay request
-        self.timeout = timeout  # seconds without a replay message: ask again
         self._replies: dict[str, asyncio.Queue[DeliveredMessage]] = {}
 
     async def on_reply(self, delivered: DeliveredMessage) -> None:
@@ -58,17 +53,22 @@ class ReplayClient:
         wanted: int | None,
         ready: deque[tuple[CommittedMessage, DeliveredMessage | None]],
         last: int | None,
+        *,
+        batch: int,
+        timeout: float,
     ) -> None:
         """Replay [first, wanted] (``wanted`` None: up to the answering node's commit) into
         the ready queue, re-asking until the wanted index is covered. ``last``: the last
-        index yielded (None: none yet); what is not above it and ``ready`` is dropped."""
+        index yielded (None: none yet); what is not above it and ``ready`` is dropped.
+        ``batch``: the "max" of one request; ``timeout``: seconds without an answer
+        message before asking again."""
         pause = 0.05
         while True:
-            got, end = await self._replay_once(first, wanted)
+            got, end = await self._replay_once(first, wanted, batch, timeout)
             for message in got:
                 if last is None or message.index > max(last, _top(ready)):
                     ready.append((message, None))
-            if wanted is None and len(got) < self.batch:
+            if wanted is None and len(got) < batch:
                 return
             if wanted is not None and end >= wanted:
                 return
@@ -80,10 +80,10 @@ class ReplayClient:
             first = max(first, end + 1)
 
     async def _replay_once(
-        self, first: int, wanted: int | None
+        self, first: int, wanted: int | None, batch: int, timeout: float
     ) -> tuple[list[CommittedMessage], int]:
         """One replay request/answer; re-asked when no answer comes in time."""
-        request = json.dumps({"from": first, "to": wanted, "max": self.batch}).encode()
+        request = json.dumps({"from": first, "to": wanted, "max": batch}).encode()
         while True:
             correlation_id = uuid.uuid4().hex
             answers: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
@@ -100,7 +100,7 @@ class ReplayClient:
                 )
                 got: list[CommittedMessage] = []
                 while True:
-                    answer = await asyncio.wait_for(answers.get(), timeout=self.timeout)
+                    answer = await asyncio.wait_for(answers.get(), timeout=timeout)
                     end = (answer.header.properties.headers or {}).get(topology.H_REPLAY_END)
                     if end is not None:
                         return got, int(str(end))

@@ -163,13 +163,7 @@ class Subscriber:
             exclusive=True,
             auto_delete=True,
         )
-        self._replay = ReplayClient(
-            channel,
-            self._reply_queue.name,
-            self.cluster,
-            batch=self.replay_batch,
-            timeout=self.replay_timeout,
-        )
+        self._replay = ReplayClient(channel, self._reply_queue.name, self.cluster)
         if resumed is not None:
             self._last = self._processed = resumed
         elif self.start == "earliest":
@@ -353,10 +347,15 @@ class Subscriber:
 
     async def _fill(self, first: int, wanted: int | None) -> None:
         """Replay [first, wanted] into the ready queue (see ReplayClient.fill)."""
-        replay = self._replay
-        assert replay is not None
-        replay.batch, replay.timeout = self.replay_batch, self.replay_timeout  # may change
-        await replay.fill(first, wanted, self._ready, self._last)
+        assert self._replay is not None
+        await self._replay.fill(
+            first,
+            wanted,
+            self._ready,
+            self._last,
+            batch=self.replay_batch,
+            timeout=self.replay_timeout,
+        )
 
     def _flush_due(self) -> bool:
         elapsed = asyncio.get_running_loop().time() - self._flushed_at
