@@ -19,8 +19,8 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from raftmq.localcluster import LocalCluster
-from raftmq.runtime import build_node
-from raftmq.settings import DEFAULT_AMQP_URL, NodeSettings
+from raftmq.node.runtime import build_node
+from raftmq.node.settings import DEFAULT_AMQP_URL, NodeSettings
 
 
 class Payload(BaseModel):

@@ -23,7 +23,7 @@ from typing import Any
 
 from raftmq.client import Producer
 from raftmq.localcluster import three_node_cluster
-from raftmq.settings import DEFAULT_AMQP_URL
+from raftmq.node.settings import DEFAULT_AMQP_URL
 
 
 class _GcClock:

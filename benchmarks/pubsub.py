@@ -54,7 +54,7 @@ import aio_pika
 
 from raftmq.client import Producer, Subscriber
 from raftmq.localcluster import three_node_cluster
-from raftmq.settings import DEFAULT_AMQP_URL
+from raftmq.node.settings import DEFAULT_AMQP_URL
 
 Send = Callable[[bytes, float], Coroutine[object, object, object]]
 

@@ -27,22 +27,22 @@ from raftmq.errors import (
 
 if TYPE_CHECKING:
     from raftmq.client.admin import AdminClient
-    from raftmq.node import Applied, Commit, Node, NodeStatus
+    from raftmq.node.node import Applied, Commit, Node, NodeStatus
+    from raftmq.node.runtime import build_node
+    from raftmq.node.settings import NodeSettings
     from raftmq.record import Record
-    from raftmq.runtime import build_node
-    from raftmq.settings import NodeSettings
 
 __version__ = "0.1.0"
 
 _LAZY = {
     "AdminClient": "raftmq.client.admin",
-    "Applied": "raftmq.node",
-    "Commit": "raftmq.node",
-    "Node": "raftmq.node",
-    "NodeStatus": "raftmq.node",
+    "Applied": "raftmq.node.node",
+    "Commit": "raftmq.node.node",
+    "Node": "raftmq.node.node",
+    "NodeStatus": "raftmq.node.node",
     "Record": "raftmq.record",
-    "build_node": "raftmq.runtime",
-    "NodeSettings": "raftmq.settings",
+    "build_node": "raftmq.node.runtime",
+    "NodeSettings": "raftmq.node.settings",
 }
 
 __all__ = [

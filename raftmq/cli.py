@@ -24,8 +24,8 @@ from pydantic import RootModel, ValidationError
 from raftmq.cli_options import AmqpOpt, ClusterOpt, fail
 from raftmq.cli_queue import publish, subscribe
 from raftmq.errors import RaftMQError
+from raftmq.node.settings import DEFAULT_AMQP_URL, NodeSettings
 from raftmq.record import Record
-from raftmq.settings import DEFAULT_AMQP_URL, NodeSettings
 
 app = typer.Typer(
     help="raftmq: Raft consensus over RabbitMQ.", no_args_is_help=True, add_completion=False
@@ -138,7 +138,7 @@ def _repair_applied_log(path: Path) -> int:
 
 
 async def _run_node(settings: NodeSettings, applied_log: Path | None) -> None:
-    from raftmq.runtime import build_node
+    from raftmq.node.runtime import build_node
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

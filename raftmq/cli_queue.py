@@ -15,7 +15,7 @@ import typer
 
 from raftmq.cli_options import AmqpOpt, ClusterOpt, fail
 from raftmq.errors import RaftMQError
-from raftmq.settings import DEFAULT_AMQP_URL
+from raftmq.node.settings import DEFAULT_AMQP_URL
 
 
 def publish(

@@ -1,7 +1,7 @@
 """Fan-out: the leader publishes every committed write to ``raftmq.C.committed``, in index
 order, with publisher confirms.
 
-What is published: NORMAL entries that are Records and not duplicates (raftmq.sessions);
+What is published: NORMAL entries that are Records and not duplicates (raftmq.node.sessions);
 NOOPs, watermark entries and duplicates are skipped, which is why each message carries
 ``raftmq-prev-index`` (the index of the previous message published) besides
 ``raftmq-index`` and ``raftmq-term``.
@@ -9,7 +9,7 @@ NOOPs, watermark entries and duplicates are skipped, which is why each message c
 The watermark (highest index whose message, if any, the broker confirmed) is kept in memory,
 saved locally and *replicated* at most every ``watermark_interval`` seconds, and only when a
 message was published since the last time: the leader proposes a watermark entry
-(raftmq.sessions.encode_watermark) and every node that applies it persists the watermark
+(raftmq.node.sessions.encode_watermark) and every node that applies it persists the watermark
 with its applied index. A new leader resumes at its replicated watermark + 1: messages
 after it may be published twice (at-least-once), none is skipped (no gap); subscribers
 drop repeats by index.
@@ -31,9 +31,9 @@ from pamqp.commands import Basic
 from raftmq.core.types import Entry, EntryKind
 from raftmq.errors import MalformedMessage, RaftMQError
 from raftmq.leading import LeaderService
-from raftmq.node import Node
+from raftmq.node.node import Node
+from raftmq.node.sessions import decode_watermark
 from raftmq.record import HeaderValue, Record
-from raftmq.sessions import decode_watermark
 from raftmq.topology import (
     H_INDEX,
     H_PREV_INDEX,

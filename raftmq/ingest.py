@@ -31,9 +31,9 @@ from pydantic import BaseModel
 
 from raftmq.errors import MalformedMessage, NodeStopped, NotLeader, WriteRejected
 from raftmq.leading import LeaderService
-from raftmq.node import Commit, Node
+from raftmq.node.node import Commit, Node
+from raftmq.node.sessions import session_key
 from raftmq.record import BATCH_TYPE, Record, decode_batch
-from raftmq.sessions import session_key
 from raftmq.topology import H_PRODUCER, H_REASON, H_SEQ, declare_dead, declare_writes
 from raftmq.transport.amqp_wire import default_publish_frame, message_frames, status_table
 from raftmq.write_rules import BadWrite, Delivery, WriteRules, kept_headers

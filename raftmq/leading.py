@@ -9,7 +9,7 @@ import logging
 from typing import Any
 
 from raftmq.core.types import SoftState
-from raftmq.node import Node
+from raftmq.node.node import Node
 
 logger = logging.getLogger("raftmq.leading")
 

@@ -23,7 +23,7 @@ from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from raftmq.fanout import committed_message, previous_published, publishable
-from raftmq.node import Node
+from raftmq.node.node import Node
 from raftmq.topology import H_REPLAY_END, H_STATUS, declare_replay
 
 logger = logging.getLogger("raftmq.replay")

@@ -18,8 +18,8 @@ import aiormq
 from pydantic import BaseModel, ValidationError
 
 from raftmq.errors import MalformedMessage
+from raftmq.node.sessions import MAX_PRODUCER_ID, RESERVED_PREFIX
 from raftmq.record import HeaderValue, Record
-from raftmq.sessions import MAX_PRODUCER_ID, RESERVED_PREFIX
 from raftmq.topology import H_PRODUCER, H_SEQ
 
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from raftmq.cli import _run, app
 from raftmq.localcluster import wait_for_leader
-from raftmq.settings import NodeSettings
+from raftmq.node.settings import NodeSettings
 from raftmq.storage import migrate
 from tests.conftest import ClusterFactory
 

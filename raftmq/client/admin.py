@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from types import TracebackType
 
 from raftmq.errors import NotLeader, TransportError, WriteRejected
-from raftmq.node_types import Commit, NodeStatus
+from raftmq.node.requests import WriteReply
+from raftmq.node.types import Commit, NodeStatus
 from raftmq.record import Record
-from raftmq.requests import WriteReply
 from raftmq.transport.port import RequestClient
 from raftmq.transport.rpc import RpcClient
 

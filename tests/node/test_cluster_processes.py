@@ -14,7 +14,7 @@ import pytest
 
 from raftmq.client.admin import AdminClient
 from raftmq.localcluster import LocalCluster, wait_applied, wait_for_leader
-from raftmq.node import Commit
+from raftmq.node.node import Commit
 from raftmq.record import Record
 from raftmq.testing.postgres import fresh_postgres_database
 from raftmq.transport.codec import inbox_queue

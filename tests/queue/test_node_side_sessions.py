@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from raftmq.node.sessions import SessionTable
 from raftmq.record import Record
-from raftmq.sessions import SessionTable
 from tests.node.memory_cluster import MemoryCluster
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from raftmq.node.sessions import SessionTable
 from raftmq.record import Record
-from raftmq.sessions import SessionTable
 from raftmq.storage.port import ClientSession
 
 

@@ -7,8 +7,8 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from raftmq.node import Node, OnCommit, OnRecord
-from raftmq.settings import NodeSettings
+from raftmq.node.node import Node, OnCommit, OnRecord
+from raftmq.node.settings import NodeSettings
 from raftmq.storage.sql import SqlStorage
 from raftmq.transport.amqp import AmqpTransport
 

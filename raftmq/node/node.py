@@ -9,7 +9,7 @@ Loop, per wake-up (a message, a write, or a tick)::
         transport.send(AppendEntries)     # leader only, term and vote already durable
         storage.save(hard state + truncation + entries + deferred bookkeeping)  # ONE txn
         transport.send(other messages)    # votes and replies only after the save returned
-        apply committed entries (on_commit, in index order; raftmq.applier); defer the applied index
+        apply committed entries (on_commit, in index order; node.applier); defer the applied index
         core.advance(ready); serve storage reads the core asked for
     once per tick, when idle: save the deferred bookkeeping (applied index, sessions, ...)
 
@@ -27,10 +27,10 @@ so a crash *between* callbacks and that save repeats them after restart; each ca
 log ``index`` so a state machine can skip what it already holds (the CLI's
 ``--applied-log`` does exactly that, and stays exactly-once across SIGKILL).
 
-Client sessions (raftmq.sessions) are decided at apply time (raftmq.applier) and persisted
+Client sessions (raftmq.node.sessions) are decided at apply time (raftmq.node.applier) and persisted
 with the applied index in one transaction: a duplicate write gets no callback and its
 pending write resolves with the original index and ``duplicate=True``. ``services``
-(ingest, fan-out, replay; see raftmq.runtime) start after the loop and stop before it;
+(ingest, fan-out, replay; see raftmq.node.runtime) start after the loop and stop before it;
 ``role_observers`` see every soft-state change, ``apply_observers`` every applied batch.
 """
 
@@ -43,28 +43,28 @@ from collections import deque
 from collections.abc import Callable
 from typing import Generic
 
-from raftmq.applier import Applier
 from raftmq.core.config import RaftConfig
 from raftmq.core.messages import AppendEntries, Message
 from raftmq.core.raft import RaftCore
 from raftmq.core.ready import Ready
 from raftmq.core.types import Entry, HardState, LogReadResult, Role, SoftState
 from raftmq.errors import NodeStopped, NotLeader, StorageError, WriteRejected
-from raftmq.node_types import Applied, Commit, NodeStatus, OnCommit, OnRecord, Service, T
-from raftmq.record import Record
-from raftmq.requests import RequestServer
-from raftmq.sessions import (
+from raftmq.node.applier import Applier
+from raftmq.node.requests import RequestServer
+from raftmq.node.sessions import (
     DEFAULT_MAX_SESSION_GAP,
     DEFAULT_SESSION_EXPIRY_ENTRIES,
     SessionTable,
     encode_watermark,
 )
+from raftmq.node.types import Applied, Commit, NodeStatus, OnCommit, OnRecord, Service, T
+from raftmq.record import Record
 from raftmq.storage.port import PersistBatch, Storage
 from raftmq.transport.port import Transport
 
 __all__ = ["Applied", "Commit", "Node", "NodeStatus", "OnCommit", "OnRecord", "Service"]
 
-logger = logging.getLogger("raftmq.node")
+logger = logging.getLogger("raftmq.node.node")
 
 _MAX_QUEUED_MESSAGES = 100_000  # inbound Raft messages buffered while the loop is busy
 _MAX_CATCHUP_TICKS = 3  # ticks replayed at once after a stall (never a burst of elections)
@@ -216,7 +216,7 @@ class Node(Generic[T]):
 
     @property
     def on_commit(self) -> OnCommit[T] | None:
-        """Called with each new committed write, on every node (raftmq.applier)."""
+        """Called with each new committed write, on every node (raftmq.node.applier)."""
         return self._applier.on_commit
 
     @on_commit.setter
@@ -293,7 +293,7 @@ class Node(Generic[T]):
         return future
 
     async def propose_watermark(self, index: int) -> Commit:
-        """Replicate the fan-out watermark ``index`` (leader only; see raftmq.sessions)."""
+        """Replicate the fan-out watermark ``index`` (leader only; see raftmq.node.sessions)."""
         if self._stopping or self._task is None:
             raise NodeStopped(f"node {self.node_id} is not running")
         if self.core.role is not Role.LEADER:
@@ -474,7 +474,7 @@ class Node(Generic[T]):
             await self._serve_reads(ready)
 
     async def _apply_committed(self, ready: Ready, hard: HardState | None) -> None:
-        """Apply ``ready``'s committed entries (raftmq.applier); defer their bookkeeping (and
+        """Apply ``ready``'s committed entries (raftmq.node.applier); defer their bookkeeping (and
         ``hard``, a commit-only hard state) to the next save."""
         # Saved with the next entries, or when the loop idles: a crash before that
         # repeats these callbacks after restart (the on-commit contract).

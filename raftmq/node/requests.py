@@ -16,9 +16,9 @@ from raftmq.errors import MalformedMessage, NodeStopped, NotLeader, WriteRejecte
 from raftmq.record import Record
 
 if TYPE_CHECKING:
-    from raftmq.node import Node
+    from raftmq.node.node import Node
 
-logger = logging.getLogger("raftmq.requests")
+logger = logging.getLogger("raftmq.node.requests")
 
 
 class WriteReply(BaseModel):

@@ -1,11 +1,11 @@
 """The apply path of a node: committed entries in, on-commit callbacks, client session
-decisions and write results out. It runs on the node's loop task (raftmq.node), which
+decisions and write results out. It runs on the node's loop task (raftmq.node.node), which
 calls :meth:`Applier.apply` once per batch of committed entries and saves the bookkeeping
-it returns with its next save (the on-commit contract is in raftmq.node).
+it returns with its next save (the on-commit contract is in raftmq.node.node).
 
 Per committed entry, in index order::
 
-    a fan-out watermark entry raises fanout_watermark (see raftmq.sessions)
+    a fan-out watermark entry raises fanout_watermark (see raftmq.node.sessions)
     a record is decided by the client sessions: a duplicate gets no callback
     the pending write at that index resolves: Commit, Commit(duplicate=True), or
         WriteRejected when the entry's term is not the term it was proposed in
@@ -28,14 +28,14 @@ from pydantic import ValidationError
 
 from raftmq.core.types import Entry, EntryKind, HardState, InitialState
 from raftmq.errors import MalformedMessage, WriteRejected
-from raftmq.node_types import Applied, Commit, OnCommit, OnRecord, T
+from raftmq.node.sessions import SessionTable, decode_watermark
+from raftmq.node.types import Applied, Commit, OnCommit, OnRecord, T
 from raftmq.record import Record
-from raftmq.sessions import SessionTable, decode_watermark
 from raftmq.storage.port import PersistBatch, Storage
 
 __all__ = ["RECEIPT_MEMORY_ON_START", "Applier"]
 
-logger = logging.getLogger("raftmq.applier")
+logger = logging.getLogger("raftmq.node.applier")
 
 RECEIPT_MEMORY_ON_START = 50_000  # applied writes re-read at start for duplicate receipts
 
