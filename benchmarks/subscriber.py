@@ -41,9 +41,9 @@ from pamqp.commands import Basic
 from raftmq import topology
 from raftmq.client import Subscriber
 from raftmq.core.types import Entry
-from raftmq.fanout import committed_frames, committed_headers
 from raftmq.node.settings import DEFAULT_AMQP_URL
 from raftmq.record import Record
+from raftmq.services.fanout import committed_frames, committed_headers
 from raftmq.transport.amqp_wire import publish_confirmed
 
 WARMUP = 1000  # untimed messages consumed before each timed run

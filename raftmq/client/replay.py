@@ -1,7 +1,7 @@
 """The subscriber's side of replay: fill a gap in the committed stream (or catch up from
 an earlier index) with messages asked from the cluster's replay queue.
 
-Wire protocol: docs/protocol.md section 7 (the server side is raftmq.replay). Requests go
+Wire protocol: docs/protocol.md section 7 (the server side is raftmq.services.replay). Requests go
 to ``raftmq.<cluster>.replay``; answers come back on one reply queue consumed for the
 subscriber's lifetime and are routed by correlation id (aio-pika's RPC pattern).
 """

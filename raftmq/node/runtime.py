@@ -68,9 +68,9 @@ def load_schema(path: str) -> type[BaseModel]:
 
 def attach_queue_services(node: Node[Any], settings: NodeSettings) -> None:
     """Run ingest (leader only), fan-out (leader only) and the replay server with ``node``."""
-    from raftmq.fanout import Fanout
-    from raftmq.ingest import Ingest
-    from raftmq.replay import ReplayServer
+    from raftmq.services.fanout import Fanout
+    from raftmq.services.ingest import Ingest
+    from raftmq.services.replay import ReplayServer
 
     schema = load_schema(settings.write_schema) if settings.write_schema else None
     node.services.append(

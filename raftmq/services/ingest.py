@@ -1,7 +1,7 @@
 """Ingest: the leader consumes ``raftmq.C.writes`` and turns queued writes into proposals.
 
-Only while the node leads (see :class:`raftmq.leading.LeaderService`). Each delivery is
-converted to a :class:`Record` by the rules of :mod:`raftmq.write_rules`, whose encoded
+Only while the node leads (see :class:`raftmq.services.leading.LeaderService`). Each delivery is
+converted to a :class:`Record` by the rules of :mod:`raftmq.services.write_rules`, whose encoded
 payload goes to ``node.submit_payload`` without an await in between, so all deliveries of
 one loop turn become one proposal batch, in queue order.
 A delivery is acked only after its entry committed (or it was a duplicate of a committed
@@ -30,15 +30,15 @@ from aiormq.abc import ChannelFrame
 from pydantic import BaseModel
 
 from raftmq.errors import MalformedMessage, NodeStopped, NotLeader, WriteRejected
-from raftmq.leading import LeaderService
 from raftmq.node.node import Commit, Node
 from raftmq.node.sessions import session_key
 from raftmq.record import BATCH_TYPE, Record, decode_batch
+from raftmq.services.leading import LeaderService
+from raftmq.services.write_rules import BadWrite, Delivery, WriteRules, kept_headers
 from raftmq.topology import H_PRODUCER, H_REASON, H_SEQ, declare_dead, declare_writes
 from raftmq.transport.amqp_wire import default_publish_frame, message_frames, status_table
-from raftmq.write_rules import BadWrite, Delivery, WriteRules, kept_headers
 
-logger = logging.getLogger("raftmq.ingest")
+logger = logging.getLogger("raftmq.services.ingest")
 
 DEFAULT_PREFETCH = 2000  # unacked writes in flight on the leader
 

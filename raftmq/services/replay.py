@@ -22,11 +22,11 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from raftmq.fanout import committed_message, previous_published, publishable
 from raftmq.node.node import Node
+from raftmq.services.fanout import committed_message, previous_published, publishable
 from raftmq.topology import H_REPLAY_END, H_STATUS, declare_replay
 
-logger = logging.getLogger("raftmq.replay")
+logger = logging.getLogger("raftmq.services.replay")
 
 MAX_REPLAY = 10_000  # entries answered per request at most, whatever ``max`` asks
 _READ_BYTES = 4 << 20  # bytes of entries read from storage at once

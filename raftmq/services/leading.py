@@ -11,7 +11,7 @@ from typing import Any
 from raftmq.core.types import SoftState
 from raftmq.node.node import Node
 
-logger = logging.getLogger("raftmq.leading")
+logger = logging.getLogger("raftmq.services.leading")
 
 _RETRY_DELAY = 0.5  # seconds between attempts after a failure (broker away, ...)
 

@@ -4,7 +4,7 @@
 as one record of a batch (docs/protocol.md §3), and turns it into the :class:`Record` and
 payload the leader proposes, or raises :class:`BadWrite` saying why it can never be
 committed. The rules do no I/O; :class:`Delivery` is the writes-queue delivery they read,
-whose ack and nack the ingest service (:mod:`raftmq.ingest`) calls.
+whose ack and nack the ingest service (:mod:`raftmq.services.ingest`) calls.
 """
 
 from __future__ import annotations

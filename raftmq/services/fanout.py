@@ -30,10 +30,10 @@ from pamqp.commands import Basic
 
 from raftmq.core.types import Entry, EntryKind
 from raftmq.errors import MalformedMessage, RaftMQError
-from raftmq.leading import LeaderService
 from raftmq.node.node import Node
 from raftmq.node.sessions import decode_watermark
 from raftmq.record import HeaderValue, Record
+from raftmq.services.leading import LeaderService
 from raftmq.topology import (
     H_INDEX,
     H_PREV_INDEX,
@@ -45,7 +45,7 @@ from raftmq.topology import (
 )
 from raftmq.transport.amqp_wire import field_table, message_frames, publish_confirmed
 
-logger = logging.getLogger("raftmq.fanout")
+logger = logging.getLogger("raftmq.services.fanout")
 
 DEFAULT_BATCH = 500  # messages published in one socket write (one confirm wait)
 DEFAULT_MAX_IN_FLIGHT = 4000  # messages published and not yet confirmed, at most
