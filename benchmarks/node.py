@@ -18,9 +18,9 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from raftmq.localcluster import LocalCluster
 from raftmq.node.runtime import build_node
 from raftmq.node.settings import DEFAULT_AMQP_URL, NodeSettings
+from raftmq.testing.localcluster import LocalCluster
 
 
 class Payload(BaseModel):

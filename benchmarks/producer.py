@@ -22,8 +22,8 @@ import time
 from typing import Any
 
 from raftmq.client import Producer
-from raftmq.localcluster import three_node_cluster
 from raftmq.node.settings import DEFAULT_AMQP_URL
+from raftmq.testing.localcluster import three_node_cluster
 
 
 class _GcClock:

@@ -53,8 +53,8 @@ from pathlib import Path
 import aio_pika
 
 from raftmq.client import Producer, Subscriber
-from raftmq.localcluster import three_node_cluster
 from raftmq.node.settings import DEFAULT_AMQP_URL
+from raftmq.testing.localcluster import three_node_cluster
 
 Send = Callable[[bytes, float], Coroutine[object, object, object]]
 

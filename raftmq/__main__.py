@@ -1,5 +1,5 @@
 """``python -m raftmq`` is the ``raftmq`` command."""
 
-from raftmq.cli import main
+from raftmq.cli.app import main
 
 main()

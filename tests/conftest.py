@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from raftmq.localcluster import LocalCluster
+from raftmq.testing.localcluster import LocalCluster
 from raftmq.testing.postgres import fresh_postgres_database
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"

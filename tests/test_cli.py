@@ -13,10 +13,10 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from raftmq.cli import _run, app
-from raftmq.localcluster import wait_for_leader
+from raftmq.cli.app import _run, app
 from raftmq.node.settings import NodeSettings
 from raftmq.storage import migrate
+from raftmq.testing.localcluster import wait_for_leader
 from tests.conftest import ClusterFactory
 
 runner = CliRunner()

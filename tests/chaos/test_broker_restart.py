@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from raftmq.client import Producer, Subscriber
-from raftmq.localcluster import wait_applied, wait_for_leader
+from raftmq.testing.localcluster import wait_applied, wait_for_leader
 from tests.conftest import ClusterFactory
 
 pytestmark = [pytest.mark.slow, pytest.mark.integration]

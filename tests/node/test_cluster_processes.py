@@ -13,9 +13,9 @@ import aio_pika
 import pytest
 
 from raftmq.client.admin import AdminClient
-from raftmq.localcluster import LocalCluster, wait_applied, wait_for_leader
 from raftmq.node.node import Commit
 from raftmq.record import Record
+from raftmq.testing.localcluster import LocalCluster, wait_applied, wait_for_leader
 from raftmq.testing.postgres import fresh_postgres_database
 from raftmq.transport.codec import inbox_queue
 from tests.node.conftest import ELECTION_TIMEOUT_MAX, ClusterFactory

@@ -13,7 +13,7 @@ import aio_pika
 import pytest
 
 from raftmq.client import CommittedMessage, Producer, Receipt, Subscriber
-from raftmq.localcluster import LocalCluster, wait_applied, wait_for_leader
+from raftmq.testing.localcluster import LocalCluster, wait_applied, wait_for_leader
 from tests.node.conftest import ClusterFactory
 
 pytestmark = pytest.mark.integration

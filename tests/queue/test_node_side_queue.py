@@ -15,7 +15,7 @@ import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
 from raftmq import topology
-from raftmq.localcluster import LocalCluster, wait_applied, wait_for_leader
+from raftmq.testing.localcluster import LocalCluster, wait_applied, wait_for_leader
 from tests.conftest import ClusterFactory
 
 pytestmark = pytest.mark.integration

@@ -1,5 +1,5 @@
 """The queue commands of ``raftmq``: ``publish`` to the writes queue, ``subscribe`` to
-committed messages (registered on the app in :mod:`raftmq.cli`)."""
+committed messages (registered on the app in :mod:`raftmq.cli.app`)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from typing import Annotated, Any
 
 import typer
 
-from raftmq.cli_options import AmqpOpt, ClusterOpt, fail
+from raftmq.cli.options import AmqpOpt, ClusterOpt, fail
 from raftmq.errors import RaftMQError
 from raftmq.node.settings import DEFAULT_AMQP_URL
 

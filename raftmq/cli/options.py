@@ -1,5 +1,5 @@
-"""The options and the error exit that the commands of ``raftmq`` (:mod:`raftmq.cli`,
-:mod:`raftmq.cli_queue`) share."""
+"""The options and the error exit that the commands of ``raftmq`` (:mod:`raftmq.cli.app`,
+:mod:`raftmq.cli.queue`) share."""
 
 from __future__ import annotations
 

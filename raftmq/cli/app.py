@@ -1,7 +1,7 @@
 """The ``raftmq`` command (typer). Configures logging; everything else lives in the library.
 
-The queue commands (``publish``, ``subscribe``) are in :mod:`raftmq.cli_queue`, the options
-and error exit the commands share in :mod:`raftmq.cli_options`.
+The queue commands (``publish``, ``subscribe``) are in :mod:`raftmq.cli.queue`, the options
+and error exit the commands share in :mod:`raftmq.cli.options`.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from typing import Annotated, Any
 import typer
 from pydantic import RootModel, ValidationError
 
-from raftmq.cli_options import AmqpOpt, ClusterOpt, fail
-from raftmq.cli_queue import publish, subscribe
+from raftmq.cli.options import AmqpOpt, ClusterOpt, fail
+from raftmq.cli.queue import publish, subscribe
 from raftmq.errors import RaftMQError
 from raftmq.node.settings import DEFAULT_AMQP_URL, NodeSettings
 from raftmq.record import Record
@@ -33,7 +33,7 @@ app = typer.Typer(
 db_app = typer.Typer(help="Database schema: upgrade and inspect.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 
-logger = logging.getLogger("raftmq.cli")
+logger = logging.getLogger("raftmq.cli.app")
 
 NodesOpt = Annotated[
     str,
@@ -341,7 +341,7 @@ def demo(
     writes: Annotated[int, typer.Option(help="Writes before and after the failover.")] = 20,
 ) -> None:
     """A local 3-node cluster on SQLite: writes, a leader failover, nothing lost."""
-    from raftmq.demo import run_demo
+    from raftmq.cli.demo import run_demo
 
     _configure_logging("WARNING")
     code = asyncio.run(run_demo(amqp_url, writes))

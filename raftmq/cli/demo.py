@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 from raftmq.client.admin import AdminClient
 from raftmq.client.producer import Producer
 from raftmq.client.subscriber import Subscriber
-from raftmq.localcluster import LocalCluster, wait_applied, wait_for_leader
+from raftmq.testing.localcluster import LocalCluster, wait_applied, wait_for_leader
 
 NODES = ["n1", "n2", "n3"]
 DEMO_TIMEOUT = 180.0  # the demo never hangs: it gives up after this many seconds
