@@ -38,13 +38,14 @@ import aiormq
 from pamqp import encode, frame
 from pamqp.commands import Basic
 
-from raftmq import topology
+from raftmq._amqp import topology
+from raftmq._amqp.wire import publish_confirmed
 from raftmq.client import Subscriber
 from raftmq.core.types import Entry
 from raftmq.node.settings import DEFAULT_AMQP_URL
-from raftmq.record import Record
+from raftmq.protocol import names
+from raftmq.protocol.record import Record
 from raftmq.services.fanout import committed_frames, committed_headers
-from raftmq.transport.amqp_wire import publish_confirmed
 
 WARMUP = 1000  # untimed messages consumed before each timed run
 _BATCH = 500  # messages per publish (one socket write, one confirm wait)
@@ -62,7 +63,7 @@ async def publish(
         channel = await connection.channel(publisher_confirms=True)
         await topology.declare_committed(channel, cluster)
         underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
-        method = Basic.Publish(exchange=topology.committed_exchange(cluster))
+        method = Basic.Publish(exchange=names.committed_exchange(cluster))
         publish_frame = frame.marshal(method, underlay.number)
         body = b"x" * size
         per_batch = _BATCH if rate <= 0 else max(1, int(rate / 100))
@@ -156,8 +157,8 @@ async def _cleanup(amqp_url: str, cluster: str) -> None:
     connection = await aio_pika.connect(amqp_url)
     try:
         channel = await connection.channel()
-        await channel.queue_delete(topology.replay_queue(cluster))
-        await channel.exchange_delete(topology.committed_exchange(cluster))
+        await channel.queue_delete(names.replay_queue(cluster))
+        await channel.exchange_delete(names.committed_exchange(cluster))
     finally:
         await connection.close()
 

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from raftmq.node.node import Applied, Commit, Node, NodeStatus
     from raftmq.node.runtime import build_node
     from raftmq.node.settings import NodeSettings
-    from raftmq.record import Record
+    from raftmq.protocol.record import Record
 
 __version__ = "0.1.0"
 
@@ -40,7 +40,7 @@ _LAZY = {
     "Commit": "raftmq.node.node",
     "Node": "raftmq.node.node",
     "NodeStatus": "raftmq.node.node",
-    "Record": "raftmq.record",
+    "Record": "raftmq.protocol.record",
     "build_node": "raftmq.node.runtime",
     "NodeSettings": "raftmq.node.settings",
 }

@@ -25,7 +25,7 @@ from raftmq.cli.options import AmqpOpt, ClusterOpt, fail
 from raftmq.cli.queue import publish, subscribe
 from raftmq.errors import RaftMQError
 from raftmq.node.settings import DEFAULT_AMQP_URL, NodeSettings
-from raftmq.record import Record
+from raftmq.protocol.record import Record
 
 app = typer.Typer(
     help="raftmq: Raft consensus over RabbitMQ.", no_args_is_help=True, add_completion=False

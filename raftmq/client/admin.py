@@ -11,7 +11,7 @@ from types import TracebackType
 from raftmq.errors import NotLeader, TransportError, WriteRejected
 from raftmq.node.requests import WriteReply
 from raftmq.node.types import Commit, NodeStatus
-from raftmq.record import Record
+from raftmq.protocol.record import Record
 from raftmq.transport.port import RequestClient
 from raftmq.transport.rpc import RpcClient
 

@@ -12,8 +12,8 @@ from typing import Any
 
 from aiormq.abc import DeliveredMessage
 
-from raftmq import topology
-from raftmq.record import HeaderValue
+from raftmq.protocol import names
+from raftmq.protocol.record import HeaderValue
 
 __all__ = ["CommittedMessage", "parse_delivered", "position_queue", "subscription_queue"]
 
@@ -65,11 +65,11 @@ def parse_delivered(delivered: DeliveredMessage) -> tuple[CommittedMessage, int]
             headers = _narrowed(raw)
             break
     committed = CommittedMessage(
-        index=int(raw[topology.H_INDEX]),
-        term=int(raw[topology.H_TERM]),
+        index=int(raw[names.H_INDEX]),
+        term=int(raw[names.H_TERM]),
         body=delivered.body,
         headers=headers,
         content_type=props.content_type,
         message_id=props.message_id,
     )
-    return committed, int(raw.get(topology.H_PREV_INDEX, 0))
+    return committed, int(raw.get(names.H_PREV_INDEX, 0))

@@ -31,10 +31,12 @@ from aio_pika.abc import (
     AbstractRobustConnection,
 )
 
-from raftmq import topology
+from raftmq._amqp import topology
+from raftmq._amqp.wire import default_publish_frame, message_frames, publish_confirmed
 from raftmq.client.receipts import Receipt, batch_outcomes
 from raftmq.errors import RaftMQError
-from raftmq.record import (
+from raftmq.protocol import names
+from raftmq.protocol.record import (
     BATCH_CONTENT_TYPE,
     BATCH_TYPE,
     MAX_BATCH_RECORDS,
@@ -42,7 +44,6 @@ from raftmq.record import (
     Record,
     encode_batch,
 )
-from raftmq.transport.amqp_wire import default_publish_frame, message_frames, publish_confirmed
 
 logger = logging.getLogger("raftmq.client.producer")
 
@@ -295,7 +296,7 @@ class Producer:
         if seqs is None:
             return  # a second receipt, or one for a batch of abandoned writes
         self._last_receipt_at = asyncio.get_running_loop().time()
-        status = (message.headers or {}).get(topology.H_STATUS)
+        status = (message.headers or {}).get(names.H_STATUS)
         try:
             outcomes = batch_outcomes(message.body, status, seqs)
         except ValueError as exc:
@@ -359,7 +360,7 @@ class Producer:
             number = channel.number
             frames = message_frames(
                 number,
-                default_publish_frame(number, topology.writes_queue(self.cluster)),
+                default_publish_frame(number, names.writes_queue(self.cluster)),
                 channel.max_content_size,
                 encode_batch([write.payload for write in batch]),
                 content_type=BATCH_CONTENT_TYPE,

@@ -18,8 +18,8 @@ import aio_pika
 from aio_pika.abc import AbstractRobustChannel
 from aiormq.abc import DeliveredMessage
 
-from raftmq import topology
 from raftmq.client.committed import CommittedMessage, parse_delivered
+from raftmq.protocol import names
 
 __all__ = ["ReplayClient"]
 
@@ -96,12 +96,12 @@ class ReplayClient:
                         reply_to=self.reply_to,
                         correlation_id=correlation_id,
                     ),
-                    routing_key=topology.replay_queue(self.cluster),
+                    routing_key=names.replay_queue(self.cluster),
                 )
                 got: list[CommittedMessage] = []
                 while True:
                     answer = await asyncio.wait_for(answers.get(), timeout=timeout)
-                    end = (answer.header.properties.headers or {}).get(topology.H_REPLAY_END)
+                    end = (answer.header.properties.headers or {}).get(names.H_REPLAY_END)
                     if end is not None:
                         return got, int(str(end))
                     got.append(parse_delivered(answer)[0])

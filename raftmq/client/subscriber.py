@@ -35,7 +35,7 @@ from aio_pika.abc import (
 from aiormq.abc import DeliveredMessage
 from pamqp.commands import Basic
 
-from raftmq import topology
+from raftmq._amqp import topology
 from raftmq.client.committed import (
     CommittedMessage,
     parse_delivered,

@@ -30,7 +30,7 @@ from raftmq.core.types import Entry, EntryKind, HardState, InitialState
 from raftmq.errors import MalformedMessage, WriteRejected
 from raftmq.node.sessions import SessionTable, decode_watermark
 from raftmq.node.types import Applied, Commit, OnCommit, OnRecord, T
-from raftmq.record import Record
+from raftmq.protocol.record import Record
 from raftmq.storage.port import PersistBatch, Storage
 
 __all__ = ["RECEIPT_MEMORY_ON_START", "Applier"]

@@ -58,7 +58,7 @@ from raftmq.node.sessions import (
     encode_watermark,
 )
 from raftmq.node.types import Applied, Commit, NodeStatus, OnCommit, OnRecord, Service, T
-from raftmq.record import Record
+from raftmq.protocol.record import Record
 from raftmq.storage.port import PersistBatch, Storage
 from raftmq.transport.port import Transport
 

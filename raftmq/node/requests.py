@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel
 
 from raftmq.errors import MalformedMessage, NodeStopped, NotLeader, WriteRejected
-from raftmq.record import Record
+from raftmq.protocol.record import Record
 
 if TYPE_CHECKING:
     from raftmq.node.node import Node

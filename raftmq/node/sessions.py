@@ -40,7 +40,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from raftmq.record import Record
+from raftmq.protocol.record import Record
 from raftmq.storage.port import ClientSession
 
 DEFAULT_SESSION_EXPIRY_ENTRIES = 1_000_000

@@ -9,7 +9,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from pydantic import BaseModel
 
 from raftmq.core.types import Role
-from raftmq.record import Record
+from raftmq.protocol.record import Record
 
 T = TypeVar("T", bound=BaseModel)
 

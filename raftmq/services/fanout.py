@@ -28,22 +28,22 @@ import aiormq
 from pamqp import frame as amqp_frame
 from pamqp.commands import Basic
 
+from raftmq._amqp.topology import declare_committed
+from raftmq._amqp.wire import field_table, message_frames, publish_confirmed
 from raftmq.core.types import Entry, EntryKind
 from raftmq.errors import MalformedMessage, RaftMQError
 from raftmq.node.node import Node
 from raftmq.node.sessions import decode_watermark
-from raftmq.record import HeaderValue, Record
-from raftmq.services.leading import LeaderService
-from raftmq.topology import (
+from raftmq.protocol.names import (
     H_INDEX,
     H_PREV_INDEX,
     H_PRODUCER,
     H_SEQ,
     H_TERM,
     committed_exchange,
-    declare_committed,
 )
-from raftmq.transport.amqp_wire import field_table, message_frames, publish_confirmed
+from raftmq.protocol.record import HeaderValue, Record
+from raftmq.services.leading import LeaderService
 
 logger = logging.getLogger("raftmq.services.fanout")
 

@@ -29,14 +29,15 @@ from aio_pika.abc import AbstractExchange
 from aiormq.abc import ChannelFrame
 from pydantic import BaseModel
 
+from raftmq._amqp.topology import declare_dead, declare_writes
+from raftmq._amqp.wire import default_publish_frame, message_frames, status_table
 from raftmq.errors import MalformedMessage, NodeStopped, NotLeader, WriteRejected
 from raftmq.node.node import Commit, Node
 from raftmq.node.sessions import session_key
-from raftmq.record import BATCH_TYPE, Record, decode_batch
+from raftmq.protocol.names import H_PRODUCER, H_REASON, H_SEQ
+from raftmq.protocol.record import BATCH_TYPE, Record, decode_batch
 from raftmq.services.leading import LeaderService
 from raftmq.services.write_rules import BadWrite, Delivery, WriteRules, kept_headers
-from raftmq.topology import H_PRODUCER, H_REASON, H_SEQ, declare_dead, declare_writes
-from raftmq.transport.amqp_wire import default_publish_frame, message_frames, status_table
 
 logger = logging.getLogger("raftmq.services.ingest")
 

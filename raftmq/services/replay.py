@@ -22,9 +22,10 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from raftmq._amqp.topology import declare_replay
 from raftmq.node.node import Node
+from raftmq.protocol.names import H_REPLAY_END, H_STATUS
 from raftmq.services.fanout import committed_message, previous_published, publishable
-from raftmq.topology import H_REPLAY_END, H_STATUS, declare_replay
 
 logger = logging.getLogger("raftmq.services.replay")
 

@@ -19,8 +19,8 @@ from pydantic import BaseModel, ValidationError
 
 from raftmq.errors import MalformedMessage
 from raftmq.node.sessions import MAX_PRODUCER_ID, RESERVED_PREFIX
-from raftmq.record import HeaderValue, Record
-from raftmq.topology import H_PRODUCER, H_SEQ
+from raftmq.protocol.names import H_PRODUCER, H_SEQ
+from raftmq.protocol.record import HeaderValue, Record
 
 
 class BadWrite(Exception):

@@ -166,8 +166,8 @@ class LocalCluster:
         nothing stays on the broker."""
         import aio_pika
 
-        from raftmq import topology
-        from raftmq.transport.codec import inbox_queue
+        from raftmq._amqp import topology
+        from raftmq.protocol.names import inbox_queue
 
         connection = await aio_pika.connect(self.amqp_url)
         try:

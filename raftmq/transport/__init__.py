@@ -5,7 +5,8 @@
 core and memory tests do not pay for aio-pika).
 """
 
-from raftmq.transport.codec import DropReason, Envelope, InvalidEnvelope, inbox_queue
+from raftmq.protocol.names import inbox_queue
+from raftmq.transport.codec import DropReason, Envelope, InvalidEnvelope
 from raftmq.transport.inbound import TransportStats
 from raftmq.transport.memory import MemoryNetwork, MemoryRequestClient, MemoryTransport
 from raftmq.transport.port import (

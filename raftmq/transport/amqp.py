@@ -28,16 +28,11 @@ import aio_pika
 import aiormq
 import aiormq.abc
 
+from raftmq._amqp.wire import envelope_from_delivery, publish_batch
 from raftmq.core.messages import Message
 from raftmq.errors import TransportError
-from raftmq.transport.amqp_wire import envelope_from_delivery, publish_batch
-from raftmq.transport.codec import (
-    DEFAULT_MAX_MESSAGE_BYTES,
-    REPLY_TO_REQUEST,
-    Envelope,
-    encode,
-    inbox_queue,
-)
+from raftmq.protocol.names import inbox_queue
+from raftmq.transport.codec import DEFAULT_MAX_MESSAGE_BYTES, REPLY_TO_REQUEST, Envelope, encode
 from raftmq.transport.inbound import Correlator, InboundDispatcher, OnceLogger, TransportStats
 from raftmq.transport.port import MessageHandler, RequestHandler
 

@@ -31,9 +31,6 @@ from raftmq.errors import MalformedMessage
 DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 """Inbound bodies larger than this are dropped as ``oversized``."""
 
-STATUS_HEADER = "raftmq-status"
-"""AMQP header of a client-facing reply: ``ok`` or ``error`` (then the body is the reason)."""
-
 RAFT_MESSAGE_TYPES: frozenset[str] = frozenset(
     model.model_fields["type"].default
     for model in (RequestVote, RequestVoteReply, AppendEntries, AppendEntriesReply, TimeoutNow)
@@ -78,11 +75,6 @@ class Envelope:
     reply_to: str | None = None  # queue the answer goes to (requests only)
     correlation_id: str | None = None  # pairs a reply with its request
     status: str | None = None  # `raftmq-status` header on client-facing replies
-
-
-def inbox_queue(cluster: str, node_id: str) -> str:
-    """Name of a node's inbox queue (part of the public protocol)."""
-    return f"raftmq.{cluster}.node.{node_id}"
 
 
 def encode(

@@ -20,9 +20,10 @@ from types import TracebackType
 import aio_pika
 import aiormq.abc
 
+from raftmq._amqp.wire import envelope_from_delivery, properties_for
 from raftmq.errors import TransportError
-from raftmq.transport.amqp_wire import envelope_from_delivery, properties_for
-from raftmq.transport.codec import Envelope, inbox_queue
+from raftmq.protocol.names import inbox_queue
+from raftmq.transport.codec import Envelope
 from raftmq.transport.port import RequestFailed, RequestTimeout
 
 log = logging.getLogger("raftmq.transport.rpc")

@@ -14,10 +14,10 @@ import pytest
 
 from raftmq.client.admin import AdminClient
 from raftmq.node.node import Commit
-from raftmq.record import Record
+from raftmq.protocol.names import inbox_queue
+from raftmq.protocol.record import Record
 from raftmq.testing.localcluster import LocalCluster, wait_applied, wait_for_leader
 from raftmq.testing.postgres import fresh_postgres_database
-from raftmq.transport.codec import inbox_queue
 from tests.node.conftest import ELECTION_TIMEOUT_MAX, ClusterFactory
 
 pytestmark = pytest.mark.integration

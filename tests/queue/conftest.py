@@ -18,8 +18,9 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 
-from raftmq import topology
-from raftmq.record import BATCH_TYPE, Record, decode_batch
+from raftmq._amqp import topology
+from raftmq.protocol import names
+from raftmq.protocol.record import BATCH_TYPE, Record, decode_batch
 
 
 @dataclass
@@ -68,9 +69,9 @@ class ProtocolNode:
     def _headers(self, entry: LoggedWrite, prev: int) -> dict[str, Any]:
         return {
             **entry.headers,
-            topology.H_INDEX: entry.index,
-            topology.H_TERM: entry.term,
-            topology.H_PREV_INDEX: prev,
+            names.H_INDEX: entry.index,
+            names.H_TERM: entry.term,
+            names.H_PREV_INDEX: prev,
         }
 
     def _message(self, entry: LoggedWrite, prev: int, correlation_id: str | None = None) -> Any:
@@ -85,7 +86,7 @@ class ProtocolNode:
 
     async def publish_committed(self, entry: LoggedWrite, prev: int) -> None:
         """Publish ``entry`` on the committed exchange (also used to send a duplicate)."""
-        exchange = await self.channel.get_exchange(topology.committed_exchange(self.cluster))
+        exchange = await self.channel.get_exchange(names.committed_exchange(self.cluster))
         await exchange.publish(self._message(entry, prev), routing_key="")
 
     async def _receipt(self, write: AbstractIncomingMessage, status: str, body: Any) -> None:
@@ -94,7 +95,7 @@ class ProtocolNode:
         await self.channel.default_exchange.publish(
             aio_pika.Message(
                 json.dumps(body).encode(),
-                headers={topology.H_STATUS: status},
+                headers={names.H_STATUS: status},
                 correlation_id=write.correlation_id,
             ),
             routing_key=write.reply_to,
@@ -111,8 +112,8 @@ class ProtocolNode:
                     record = Record.decode(payload)
                     headers: dict[str, Any] = dict(record.headers)
                     if record.producer_id is not None:
-                        headers[topology.H_PRODUCER] = record.producer_id
-                        headers[topology.H_SEQ] = record.seq
+                        headers[names.H_PRODUCER] = record.producer_id
+                        headers[names.H_SEQ] = record.seq
                     result, dropped = await self._accept(
                         record.body, record.content_type, record.message_id, headers
                     )
@@ -133,8 +134,8 @@ class ProtocolNode:
         self, body: bytes, content_type: str | None, message_id: str | None, headers: dict[str, Any]
     ) -> tuple[dict[str, Any], bool]:
         """One write: (its receipt fields, whether its receipt is to be lost)."""
-        producer: str | None = headers.get(topology.H_PRODUCER)
-        seq: int | None = headers.get(topology.H_SEQ)
+        producer: str | None = headers.get(names.H_PRODUCER)
+        seq: int | None = headers.get(names.H_SEQ)
         self.seen.append((producer, seq))
         reason = self.reject(body)
         if reason is not None:
@@ -174,7 +175,7 @@ class ProtocolNode:
         await self.channel.default_exchange.publish(
             aio_pika.Message(
                 b"",
-                headers={topology.H_REPLAY_END: sent},
+                headers={names.H_REPLAY_END: sent},
                 correlation_id=request.correlation_id,
             ),
             routing_key=request.reply_to or "",

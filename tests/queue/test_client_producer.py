@@ -8,10 +8,10 @@ import asyncio
 import aio_pika
 import pytest
 
-from raftmq import topology
+from raftmq._amqp import topology
 from raftmq.client import Producer, Receipt
 from raftmq.errors import RaftMQError, WriteRejected
-from raftmq.record import BATCH_TYPE, Record, decode_batch
+from raftmq.protocol.record import BATCH_TYPE, Record, decode_batch
 from tests.queue.conftest import ProtocolNode
 
 pytestmark = pytest.mark.integration

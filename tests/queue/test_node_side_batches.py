@@ -14,7 +14,7 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel
 
-from raftmq import topology
+from raftmq.protocol import names
 from tests.conftest import ClusterFactory
 from tests.queue.test_node_side_queue import _dead_letters, _h, _publish, _started
 
@@ -42,7 +42,7 @@ async def _publish_batch(
             correlation_id=correlation_id,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         ),
-        routing_key=topology.writes_queue(cluster),
+        routing_key=names.writes_queue(cluster),
     )
 
 
@@ -64,7 +64,7 @@ async def test_a_batch_is_judged_record_by_record_with_one_receipt(
     await _publish_batch(channel, cluster.cluster, _batch(records), receipts.queue.name, "b1")
     await receipts.wait(lambda: len(receipts.messages) >= 1, timeout=60)
     receipt = receipts.messages[0]
-    assert receipt.correlation_id == "b1" and _h(receipt, topology.H_STATUS) == "ok"
+    assert receipt.correlation_id == "b1" and _h(receipt, names.H_STATUS) == "ok"
     results = json.loads(receipt.body)["results"]
     assert len(results) == len(records)
     one, big, zero, junk, three, again, plain = results
@@ -80,16 +80,16 @@ async def test_a_batch_is_judged_record_by_record_with_one_receipt(
     assert [m.body for m in committed.messages] == [b"one", b"three", b"plain"]
     first, _, last = committed.messages
     assert first.content_type == "text/plain" and first.message_id == "m1"
-    assert _h(first, "color") == "red" and _h(first, topology.H_PRODUCER) == "bp"
-    assert _h(first, topology.H_SEQ) == 1 and _h(first, topology.H_INDEX) == one["index"]
+    assert _h(first, "color") == "red" and _h(first, names.H_PRODUCER) == "bp"
+    assert _h(first, names.H_SEQ) == 1 and _h(first, names.H_INDEX) == one["index"]
     assert _h(last, "kept") == 1.5 and _h(last, "nested") is None
-    assert _h(last, topology.H_INDEX) == plain["index"]  # a reserved header is not taken over
+    assert _h(last, names.H_INDEX) == plain["index"]  # a reserved header is not taken over
 
     await dead.wait(lambda: len(dead.messages) >= 3, timeout=30)
-    reasons = sorted(str(_h(m, topology.H_REASON)).split(":")[0] for m in dead.messages)
+    reasons = sorted(str(_h(m, names.H_REASON)).split(":")[0] for m in dead.messages)
     assert reasons == ["invalid_seq", "malformed_record", "too_large"]
     big_dead = next(m for m in dead.messages if _h(m, "tag") == "big")
-    assert big_dead.body == b"x" * 5000 and _h(big_dead, topology.H_SEQ) == 2
+    assert big_dead.body == b"x" * 5000 and _h(big_dead, names.H_SEQ) == 2
 
     # The same batch again (a producer retry, or a redelivery after a leader change): the
     # session records are duplicates naming their originals; the record without a session
@@ -102,7 +102,7 @@ async def test_a_batch_is_judged_record_by_record_with_one_receipt(
     assert second[6]["index"] > plain["index"]
     await committed.wait(lambda: len(committed.messages) >= 4, timeout=30)
     assert [m.body for m in committed.messages] == [b"one", b"three", b"plain", b"plain"]
-    writes = await channel.declare_queue(topology.writes_queue(cluster.cluster), passive=True)
+    writes = await channel.declare_queue(names.writes_queue(cluster.cluster), passive=True)
     assert writes.declaration_result.message_count == 0  # both batches acked
 
 
@@ -119,8 +119,8 @@ async def test_a_batch_with_broken_framing_is_dead_lettered_whole(
     assert [m.body for m in committed.messages] == [b"behind it"]  # nothing of the batch
     await receipts.wait(lambda: len(receipts.messages) >= 1, timeout=30)
     receipt = receipts.messages[0]
-    assert _h(receipt, topology.H_STATUS) == "error"
+    assert _h(receipt, names.H_STATUS) == "error"
     assert json.loads(receipt.body)["reason"].startswith("bad_batch")
     await dead.wait(lambda: len(dead.messages) >= 1, timeout=30)
     assert dead.messages[0].body == broken
-    assert str(_h(dead.messages[0], topology.H_REASON)).startswith("bad_batch")
+    assert str(_h(dead.messages[0], names.H_REASON)).startswith("bad_batch")

@@ -14,7 +14,8 @@ import aio_pika
 import pytest
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage, AbstractQueue
 
-from raftmq import topology
+from raftmq._amqp import topology
+from raftmq.protocol import names
 from raftmq.testing.localcluster import LocalCluster, wait_applied, wait_for_leader
 from tests.conftest import ClusterFactory
 
@@ -72,7 +73,7 @@ async def _publish(
             content_type=content_type,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         ),
-        routing_key=topology.writes_queue(cluster),
+        routing_key=names.writes_queue(cluster),
     )
 
 
@@ -84,17 +85,17 @@ def _check_no_gap(messages: list[AbstractIncomingMessage]) -> dict[int, Abstract
     """First copy of each index; the prev-index chain over them has no hole."""
     by_index: dict[int, AbstractIncomingMessage] = {}
     for message in messages:
-        by_index.setdefault(int(_h(message, topology.H_INDEX)), message)
+        by_index.setdefault(int(_h(message, names.H_INDEX)), message)
     previous = 0
     for index in sorted(by_index):
-        assert int(_h(by_index[index], topology.H_PREV_INDEX)) == previous, index
+        assert int(_h(by_index[index], names.H_PREV_INDEX)) == previous, index
         previous = index
     return by_index
 
 
 async def _dead_letters(channel: AbstractChannel, cluster: str) -> Inbox:
     """Consume the cluster's dead-letter queue (declared by _started)."""
-    dead_queue = await channel.declare_queue(topology.dead_name(cluster), passive=True)
+    dead_queue = await channel.declare_queue(names.dead_name(cluster), passive=True)
     return await Inbox(dead_queue).start()
 
 
@@ -121,7 +122,7 @@ async def test_plain_amqp_writes_are_committed_receipted_and_fanned_out_in_order
             channel,
             cluster.cluster,
             f"m{seq}".encode(),
-            headers={topology.H_PRODUCER: "p1", topology.H_SEQ: seq, "color": "red", "n": seq},
+            headers={names.H_PRODUCER: "p1", names.H_SEQ: seq, "color": "red", "n": seq},
             reply_to=receipts.queue.name if seq % 3 == 0 else None,
             correlation_id=f"c{seq}",
             message_id=f"id{seq}",
@@ -131,15 +132,15 @@ async def test_plain_amqp_writes_are_committed_receipted_and_fanned_out_in_order
     ordered = [by_index[i] for i in sorted(by_index)]
     assert [m.body for m in ordered] == [f"m{s}".encode() for s in range(1, count + 1)]
     for seq, message in enumerate(ordered, start=1):
-        assert _h(message, topology.H_PRODUCER) == "p1"
-        assert _h(message, topology.H_SEQ) == seq
+        assert _h(message, names.H_PRODUCER) == "p1"
+        assert _h(message, names.H_SEQ) == seq
         assert _h(message, "color") == "red" and _h(message, "n") == seq
-        assert int(_h(message, topology.H_TERM)) >= 1
+        assert int(_h(message, names.H_TERM)) >= 1
         assert message.content_type == "text/plain" and message.message_id == f"id{seq}"
-    index_of = {m.body: int(_h(m, topology.H_INDEX)) for m in ordered}
+    index_of = {m.body: int(_h(m, names.H_INDEX)) for m in ordered}
     await receipts.wait(lambda: len(receipts.messages) >= count // 3, timeout=30)
     for receipt in receipts.messages:
-        assert _h(receipt, topology.H_STATUS) == "ok"
+        assert _h(receipt, names.H_STATUS) == "ok"
         body = json.loads(receipt.body)
         seq = int((receipt.correlation_id or "c0")[1:])
         assert body["index"] == index_of[f"m{seq}".encode()] and body["duplicate"] is False
@@ -150,7 +151,7 @@ async def test_plain_amqp_writes_are_committed_receipted_and_fanned_out_in_order
         channel,
         cluster.cluster,
         b"m300",
-        headers={topology.H_PRODUCER: "p1", topology.H_SEQ: 300},
+        headers={names.H_PRODUCER: "p1", names.H_SEQ: 300},
         reply_to=receipts.queue.name,
         correlation_id="retry",
     )
@@ -160,7 +161,7 @@ async def test_plain_amqp_writes_are_committed_receipted_and_fanned_out_in_order
     await receipts.wait(lambda: receipts.messages[-1].correlation_id == "retry", timeout=30)
     dup = json.loads(receipts.messages[-1].body)
     assert dup == {"index": index_of[b"m300"], "term": dup["term"], "duplicate": True}
-    writes = await channel.declare_queue(topology.writes_queue(cluster.cluster), passive=True)
+    writes = await channel.declare_queue(names.writes_queue(cluster.cluster), passive=True)
     assert writes.declaration_result.message_count == 0  # everything acked
 
 
@@ -172,10 +173,10 @@ async def test_bad_writes_are_dead_lettered_and_traffic_behind_them_flows(
     dead = await _dead_letters(channel, cluster.cluster)
     bad: dict[str, tuple[dict[str, Any], bytes, str]] = {
         "big": ({}, b"x" * 5000, "too_large"),
-        "noseq": ({topology.H_PRODUCER: "p"}, b"no seq", "invalid_seq"),
-        "zero": ({topology.H_PRODUCER: "p", topology.H_SEQ: 0}, b"seq 0", "invalid_seq"),
-        "junkseq": ({topology.H_PRODUCER: "p", topology.H_SEQ: "abc"}, b"x", "invalid_seq"),
-        "reserved": ({topology.H_PRODUCER: "raftmq:x", topology.H_SEQ: 1}, b"r", "invalid_pro"),
+        "noseq": ({names.H_PRODUCER: "p"}, b"no seq", "invalid_seq"),
+        "zero": ({names.H_PRODUCER: "p", names.H_SEQ: 0}, b"seq 0", "invalid_seq"),
+        "junkseq": ({names.H_PRODUCER: "p", names.H_SEQ: "abc"}, b"x", "invalid_seq"),
+        "reserved": ({names.H_PRODUCER: "raftmq:x", names.H_SEQ: 1}, b"r", "invalid_pro"),
     }
     for k in range(20):
         await _publish(channel, cluster.cluster, f"good{k}".encode())
@@ -195,11 +196,11 @@ async def test_bad_writes_are_dead_lettered_and_traffic_behind_them_flows(
     await dead.wait(lambda: len(dead.messages) >= len(bad), timeout=30)
     for message in dead.messages:
         headers, body, reason = bad[str(_h(message, "tag"))]
-        assert str(_h(message, topology.H_REASON)).startswith(reason)
+        assert str(_h(message, names.H_REASON)).startswith(reason)
         assert message.body == body
     await receipts.wait(lambda: len(receipts.messages) >= len(bad), timeout=30)
     assert {r.correlation_id for r in receipts.messages} == set(bad)
-    assert all(_h(r, topology.H_STATUS) == "error" for r in receipts.messages)
+    assert all(_h(r, names.H_STATUS) == "error" for r in receipts.messages)
     async with cluster.admin() as admin:
         statuses = await admin.statuses()
     assert sum(s.counters.get("ingest_dead", 0) for s in statuses.values() if s) == len(bad)
@@ -213,26 +214,26 @@ async def test_replay_answers_from_the_database(
     for k in range(30):
         await _publish(channel, cluster.cluster, f"r{k}".encode())
     await committed.wait(lambda: len(committed.messages) >= 30, timeout=60)
-    live = {int(_h(m, topology.H_INDEX)): m for m in committed.messages}
+    live = {int(_h(m, names.H_INDEX)): m for m in committed.messages}
     first = min(live)
     async with cluster.admin() as admin:  # any node may answer: each answers up to its applied
         await wait_applied(admin, cluster.node_ids, max(live), timeout=30)
     request = json.dumps({"from": 1, "to": None, "max": 10}).encode()
     await channel.default_exchange.publish(
         aio_pika.Message(request, reply_to=receipts.queue.name, correlation_id="rp"),
-        routing_key=topology.replay_queue(cluster.cluster),
+        routing_key=names.replay_queue(cluster.cluster),
     )
-    await receipts.wait(lambda: any(_h(m, topology.H_REPLAY_END) for m in receipts.messages), 30)
+    await receipts.wait(lambda: any(_h(m, names.H_REPLAY_END) for m in receipts.messages), 30)
     answer = [m for m in receipts.messages if m.correlation_id == "rp"]
     end = answer[-1]
     items = answer[:-1]
     assert len(items) == 10 and end.body == b""
-    assert int(_h(end, topology.H_REPLAY_END)) == int(_h(items[-1], topology.H_INDEX))
+    assert int(_h(end, names.H_REPLAY_END)) == int(_h(items[-1], names.H_INDEX))
     for item in items:
-        original = live[int(_h(item, topology.H_INDEX))]
+        original = live[int(_h(item, names.H_INDEX))]
         assert item.body == original.body
-        assert _h(item, topology.H_PREV_INDEX) == _h(original, topology.H_PREV_INDEX)
-    assert int(_h(items[0], topology.H_INDEX)) == first
+        assert _h(item, names.H_PREV_INDEX) == _h(original, names.H_PREV_INDEX)
+    assert int(_h(items[0], names.H_INDEX)) == first
     async with cluster.admin() as admin:
         statuses = await admin.statuses()
     assert sum(s.counters.get("replay_answered", 0) for s in statuses.values() if s) == 1
@@ -251,7 +252,7 @@ async def test_leader_crash_mid_stream_loses_no_write_and_leaves_no_gap(
                 channel,
                 cluster.cluster,
                 f"s{seq}".encode(),
-                headers={topology.H_PRODUCER: "crash", topology.H_SEQ: seq},
+                headers={names.H_PRODUCER: "crash", names.H_SEQ: seq},
             )
 
     producer = asyncio.create_task(produce())
@@ -274,12 +275,12 @@ async def test_leader_crash_mid_stream_loses_no_write_and_leaves_no_gap(
     for node_id in survivors:
         applied = {line.index for line in cluster.read_applied(node_id)}
         assert set(by_index) <= applied, node_id
-    writes = await channel.declare_queue(topology.writes_queue(cluster.cluster), passive=True)
+    writes = await channel.declare_queue(names.writes_queue(cluster.cluster), passive=True)
     assert writes.declaration_result.message_count == 0
 
 
 async def _consumers(channel: AbstractChannel, cluster: str) -> int:
-    queue = await channel.declare_queue(topology.writes_queue(cluster), passive=True)
+    queue = await channel.declare_queue(names.writes_queue(cluster), passive=True)
     return int(queue.declaration_result.consumer_count or 0)
 
 
@@ -305,7 +306,7 @@ async def test_a_leader_that_loses_quorum_stops_consuming_writes(
         for k in range(20):
             await _publish(channel, cluster.cluster, f"after{k}".encode())
         await committed.wait(lambda: len(committed.messages) >= 20, timeout=30)
-        terms = {int(_h(m, topology.H_TERM)) for m in committed.messages}
+        terms = {int(_h(m, names.H_TERM)) for m in committed.messages}
         assert terms == {new.term}
         assert [m.body for m in committed.messages] == [f"after{k}".encode() for k in range(20)]
         await admin.requests.request(leader.node_id, "rejoin")

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from raftmq.node.sessions import SessionTable
-from raftmq.record import Record
+from raftmq.protocol.record import Record
 from tests.node.memory_cluster import MemoryCluster
 
 

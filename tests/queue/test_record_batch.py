@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from raftmq.errors import MalformedMessage
-from raftmq.record import MAX_BATCH_RECORDS, Record, decode_batch, encode_batch
+from raftmq.protocol.record import MAX_BATCH_RECORDS, Record, decode_batch, encode_batch
 
 _values = st.one_of(st.text(max_size=20), st.integers(-(2**63), 2**63 - 1), st.booleans())
 _records = st.builds(

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from raftmq.node.sessions import SessionTable
-from raftmq.record import Record
+from raftmq.protocol.record import Record
 from raftmq.storage.port import ClientSession
 
 

@@ -11,6 +11,7 @@ from raftmq.core.messages import (
     TimeoutNow,
 )
 from raftmq.errors import MalformedMessage
+from raftmq.protocol.names import inbox_queue
 from raftmq.transport.codec import (
     RAFT_MESSAGE_TYPES,
     DropReason,
@@ -18,7 +19,6 @@ from raftmq.transport.codec import (
     InvalidEnvelope,
     decode,
     encode,
-    inbox_queue,
 )
 
 from .helpers import append, vote

@@ -9,7 +9,7 @@ from pamqp.body import ContentBody
 from pamqp.commands import Basic
 from pamqp.header import ContentHeader
 
-from raftmq.transport.amqp_wire import field_table, message_frames, publish_frame
+from raftmq._amqp.wire import field_table, message_frames, publish_frame
 
 
 def _decode(data: bytes) -> list[object]:

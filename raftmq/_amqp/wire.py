@@ -17,7 +17,8 @@ from aiormq.abc import ChannelFrame
 from pamqp import frame as amqp_frame
 from pamqp.commands import Basic
 
-from raftmq.transport.codec import STATUS_HEADER, Envelope
+from raftmq.protocol.names import H_STATUS
+from raftmq.transport.codec import Envelope
 
 OutboundItem = tuple[str, Envelope, "int | None"]
 """(routing key, envelope, per-message TTL in ms or None) waiting to be published."""
@@ -143,7 +144,7 @@ def envelope_from_delivery(delivered: aiormq.abc.DeliveredMessage) -> Envelope:
         cluster=props.app_id,
         reply_to=props.reply_to,
         correlation_id=props.correlation_id,
-        status=header_text(props.headers, STATUS_HEADER) if props.headers else None,
+        status=header_text(props.headers, H_STATUS) if props.headers else None,
     )
 
 
@@ -158,7 +159,7 @@ def properties_for(envelope: Envelope, *, ttl_ms: int | None) -> Basic.Propertie
         expiration=None if ttl_ms is None else str(ttl_ms),
         message_type=envelope.type,
         app_id=envelope.cluster,
-        headers=None if envelope.status is None else {STATUS_HEADER: envelope.status},
+        headers=None if envelope.status is None else {H_STATUS: envelope.status},
         reply_to=envelope.reply_to,
         correlation_id=envelope.correlation_id,
     )
@@ -171,7 +172,7 @@ def status_table(status: str) -> bytes:
     """The encoded ``raftmq-status`` header table of ``status`` (made once per value)."""
     table = _STATUS_TABLES.get(status)
     if table is None:
-        table = _STATUS_TABLES[status] = field_table({STATUS_HEADER: status})
+        table = _STATUS_TABLES[status] = field_table({H_STATUS: status})
     return table
 
 

@@ -1,0 +1,56 @@
+"""AMQP names and headers of a cluster (part of the public protocol, docs/protocol.md).
+
+Cluster ``C``, node ``N``:
+
+- ``raftmq.C.node.N``   queue, one per node: Raft RPCs and client requests (transport layer)
+- ``raftmq.C.writes``   durable quorum queue: producers' writes, consumed by the leader only
+- ``raftmq.C.committed`` durable fan-out exchange: every committed write, in index order
+- ``raftmq.C.dead``     fan-out exchange + durable queue: rejected writes, reason in a header
+- ``raftmq.C.replay``   durable queue, all nodes consume: "send me entries from index i"
+"""
+
+from __future__ import annotations
+
+# Header names (AMQP message headers) of the public protocol.
+H_INDEX = "raftmq-index"  # int: log index of a committed message
+H_TERM = "raftmq-term"  # int: term of that entry
+H_PRODUCER = "raftmq-producer"  # str: producer id (client session, thesis §6.3)
+H_SEQ = "raftmq-seq"  # int: producer sequence number within its session
+H_REASON = "raftmq-reason"  # str: why a write was dead-lettered
+H_DUPLICATE = "raftmq-duplicate"  # bool: a receipt for a write already in the log
+H_STATUS = (
+    "raftmq-status"  # str: "ok" | "error" on replies and receipts (error: body is the reason)
+)
+H_PREV_INDEX = "raftmq-prev-index"  # int: index of the previous committed message published
+H_REPLAY_END = "raftmq-replay-end"  # int: end marker of a replay answer (last index covered)
+
+# RabbitMQ counts every return of an unacked write (the leader's channel closed on a
+# leader change) as a delivery: the limit must tolerate leader churn, not only poison.
+# Changing it for an existing cluster fails the redeclare with PRECONDITION_FAILED: the
+# arguments below are declared only here, identical for every node and client.
+WRITES_DELIVERY_LIMIT = 20  # a write delivered more often than this is dead-lettered
+
+
+def writes_queue(cluster: str) -> str:
+    """The leader queue producers publish to."""
+    return f"raftmq.{cluster}.writes"
+
+
+def committed_exchange(cluster: str) -> str:
+    """The fan-out exchange of committed writes."""
+    return f"raftmq.{cluster}.committed"
+
+
+def dead_name(cluster: str) -> str:
+    """The dead-letter exchange and queue (same name)."""
+    return f"raftmq.{cluster}.dead"
+
+
+def replay_queue(cluster: str) -> str:
+    """The queue of replay requests, consumed by every node."""
+    return f"raftmq.{cluster}.replay"
+
+
+def inbox_queue(cluster: str, node_id: str) -> str:
+    """Name of a node's inbox queue (part of the public protocol)."""
+    return f"raftmq.{cluster}.node.{node_id}"
