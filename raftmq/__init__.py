@@ -27,19 +27,22 @@ from raftmq.errors import (
 
 if TYPE_CHECKING:
     from raftmq.client.admin import AdminClient
-    from raftmq.node.node import Applied, Commit, Node, NodeStatus
+    from raftmq.node.node import Node
     from raftmq.node.runtime import build_node
     from raftmq.node.settings import NodeSettings
+    from raftmq.node.types import Applied
+    from raftmq.protocol.receipts import Commit
     from raftmq.protocol.record import Record
+    from raftmq.protocol.requests import NodeStatus
 
 __version__ = "0.1.0"
 
 _LAZY = {
     "AdminClient": "raftmq.client.admin",
-    "Applied": "raftmq.node.node",
-    "Commit": "raftmq.node.node",
+    "Applied": "raftmq.node.types",
+    "Commit": "raftmq.protocol.receipts",
     "Node": "raftmq.node.node",
-    "NodeStatus": "raftmq.node.node",
+    "NodeStatus": "raftmq.protocol.requests",
     "Record": "raftmq.protocol.record",
     "build_node": "raftmq.node.runtime",
     "NodeSettings": "raftmq.node.settings",

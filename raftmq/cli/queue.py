@@ -47,7 +47,7 @@ async def _publish(
     timeout: float,
 ) -> None:
     from raftmq.client.producer import Producer
-    from raftmq.client.receipts import Receipt
+    from raftmq.protocol.receipts import Receipt
 
     async with Producer(url, cluster) as producer:
         # Publishes run concurrently (they batch) but are printed in input order.

@@ -9,9 +9,9 @@ from collections.abc import Sequence
 from types import TracebackType
 
 from raftmq.errors import NotLeader, TransportError, WriteRejected
-from raftmq.node.requests import WriteReply
-from raftmq.node.types import Commit, NodeStatus
+from raftmq.protocol.receipts import Commit
 from raftmq.protocol.record import Record
+from raftmq.protocol.requests import NodeStatus, WriteReply
 from raftmq.transport.port import RequestClient
 from raftmq.transport.rpc import RpcClient
 

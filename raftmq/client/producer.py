@@ -33,9 +33,9 @@ from aio_pika.abc import (
 
 from raftmq._amqp import topology
 from raftmq._amqp.wire import default_publish_frame, message_frames, publish_confirmed
-from raftmq.client.receipts import Receipt, batch_outcomes
 from raftmq.errors import RaftMQError
 from raftmq.protocol import names
+from raftmq.protocol.receipts import Receipt, batch_outcomes
 from raftmq.protocol.record import (
     BATCH_CONTENT_TYPE,
     BATCH_TYPE,

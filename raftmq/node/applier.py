@@ -28,9 +28,11 @@ from pydantic import ValidationError
 
 from raftmq.core.types import Entry, EntryKind, HardState, InitialState
 from raftmq.errors import MalformedMessage, WriteRejected
-from raftmq.node.sessions import SessionTable, decode_watermark
-from raftmq.node.types import Applied, Commit, OnCommit, OnRecord, T
+from raftmq.node.sessions import SessionTable
+from raftmq.node.types import Applied, OnCommit, OnRecord, T
+from raftmq.protocol.receipts import Commit
 from raftmq.protocol.record import Record
+from raftmq.protocol.watermark import decode_watermark
 from raftmq.storage.port import PersistBatch, Storage
 
 __all__ = ["RECEIPT_MEMORY_ON_START", "Applier"]

@@ -55,14 +55,16 @@ from raftmq.node.sessions import (
     DEFAULT_MAX_SESSION_GAP,
     DEFAULT_SESSION_EXPIRY_ENTRIES,
     SessionTable,
-    encode_watermark,
 )
-from raftmq.node.types import Applied, Commit, NodeStatus, OnCommit, OnRecord, Service, T
+from raftmq.node.types import OnCommit, OnRecord, Service, T
+from raftmq.protocol.receipts import Commit
 from raftmq.protocol.record import Record
+from raftmq.protocol.requests import NodeStatus
+from raftmq.protocol.watermark import encode_watermark
 from raftmq.storage.port import PersistBatch, Storage
 from raftmq.transport.port import Transport
 
-__all__ = ["Applied", "Commit", "Node", "NodeStatus", "OnCommit", "OnRecord", "Service"]
+__all__ = ["Node"]
 
 logger = logging.getLogger("raftmq.node.node")
 

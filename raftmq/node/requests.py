@@ -1,4 +1,5 @@
-"""Client-facing requests a node answers on its inbox (`raftmq status`, `write`, ...).
+"""The node side of client-facing requests on its inbox (`raftmq status`, `write`, ...);
+their answers are defined in :mod:`raftmq.protocol.requests`.
 
 Kinds: ``status`` (-> NodeStatus JSON), ``write`` (an encoded Record -> WriteReply JSON),
 ``transfer`` (a voter id: hand leadership to it), and, only with
@@ -10,27 +11,14 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel
-
 from raftmq.errors import MalformedMessage, NodeStopped, NotLeader, WriteRejected
 from raftmq.protocol.record import Record
+from raftmq.protocol.requests import WriteReply
 
 if TYPE_CHECKING:
     from raftmq.node.node import Node
 
 logger = logging.getLogger("raftmq.node.requests")
-
-
-class WriteReply(BaseModel):
-    """Answer to a client-facing ``write`` request (the body is an encoded Record)."""
-
-    ok: bool  # committed
-    index: int | None = None  # where it committed, when ok
-    term: int | None = None  # term of that entry, when ok
-    duplicate: bool = False  # the write was already in the log (client sessions)
-    error: str | None = None  # "not_leader" or the exception name, when not ok
-    leader_hint: str | None = None  # with not_leader: the known leader, if any
-    detail: str | None = None  # human-readable reason
 
 
 class RequestServer:

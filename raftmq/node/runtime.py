@@ -7,8 +7,9 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
-from raftmq.node.node import Node, OnCommit, OnRecord
+from raftmq.node.node import Node
 from raftmq.node.settings import NodeSettings
+from raftmq.node.types import OnCommit, OnRecord
 from raftmq.storage.sql import SqlStorage
 from raftmq.transport.amqp import AmqpTransport
 

@@ -30,7 +30,7 @@ as the applied index; they never expire (duplicates in the log are rare: they ne
 racing a leader change). Producer ids starting with ``raftmq:`` are reserved.
 
 The fan-out watermark is carried to followers by *watermark entries*: NORMAL entries whose
-payload is ``WATERMARK_MAGIC + str(index)`` (not a Record, so never a write). A node that
+payload is made by :mod:`raftmq.protocol.watermark` (not a Record, so never a write). A node that
 applies one persists ``fanout_watermark = max(current, index)`` with its applied index.
 """
 
@@ -48,25 +48,9 @@ DEFAULT_MAX_SESSION_GAP = 10_000  # applied seqs kept above a session's floor, a
 RESERVED_PREFIX = "raftmq:"  # producer ids with this prefix are refused at ingest
 DUP_PREFIX = "raftmq:dup:"  # pseudo session of a duplicate entry: raftmq:dup:<index>
 NEVER = 1 << 62  # updated_index of pseudo sessions: never expired
-WATERMARK_MAGIC = b"\xffraftmq-watermark:"  # payload prefix of a watermark entry
 MAX_PRODUCER_ID = 190  # the session table's key column holds 200 characters
 _GC_EVERY = 4096  # entries between in-memory sweeps of expired sessions
 _RECENT = 200_000  # (producer, seq) -> index remembered in memory for exact receipts
-
-
-def encode_watermark(index: int) -> bytes:
-    """The payload of a watermark entry carrying ``index``."""
-    return WATERMARK_MAGIC + str(index).encode()
-
-
-def decode_watermark(payload: bytes) -> int | None:
-    """The index carried by a watermark entry payload, or None when it is not one."""
-    if not payload.startswith(WATERMARK_MAGIC):
-        return None
-    try:
-        return int(payload[len(WATERMARK_MAGIC) :])
-    except ValueError:
-        return None
 
 
 def session_key(record: Record) -> tuple[str, int] | None:

@@ -9,7 +9,7 @@ NOOPs, watermark entries and duplicates are skipped, which is why each message c
 The watermark (highest index whose message, if any, the broker confirmed) is kept in memory,
 saved locally and *replicated* at most every ``watermark_interval`` seconds, and only when a
 message was published since the last time: the leader proposes a watermark entry
-(raftmq.node.sessions.encode_watermark) and every node that applies it persists the watermark
+(raftmq.protocol.watermark.encode_watermark) and every node that applies it persists the watermark
 with its applied index. A new leader resumes at its replicated watermark + 1: messages
 after it may be published twice (at-least-once), none is skipped (no gap); subscribers
 drop repeats by index.
@@ -33,7 +33,6 @@ from raftmq._amqp.wire import field_table, message_frames, publish_confirmed
 from raftmq.core.types import Entry, EntryKind
 from raftmq.errors import MalformedMessage, RaftMQError
 from raftmq.node.node import Node
-from raftmq.node.sessions import decode_watermark
 from raftmq.protocol.names import (
     H_INDEX,
     H_PREV_INDEX,
@@ -43,6 +42,7 @@ from raftmq.protocol.names import (
     committed_exchange,
 )
 from raftmq.protocol.record import HeaderValue, Record
+from raftmq.protocol.watermark import decode_watermark
 from raftmq.services.leading import LeaderService
 
 logger = logging.getLogger("raftmq.services.fanout")

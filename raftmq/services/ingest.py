@@ -32,9 +32,10 @@ from pydantic import BaseModel
 from raftmq._amqp.topology import declare_dead, declare_writes
 from raftmq._amqp.wire import default_publish_frame, message_frames, status_table
 from raftmq.errors import MalformedMessage, NodeStopped, NotLeader, WriteRejected
-from raftmq.node.node import Commit, Node
+from raftmq.node.node import Node
 from raftmq.node.sessions import session_key
 from raftmq.protocol.names import H_PRODUCER, H_REASON, H_SEQ
+from raftmq.protocol.receipts import Commit
 from raftmq.protocol.record import BATCH_TYPE, Record, decode_batch
 from raftmq.services.leading import LeaderService
 from raftmq.services.write_rules import BadWrite, Delivery, WriteRules, kept_headers

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import IO
 
 from raftmq.client.admin import AdminClient
-from raftmq.node.types import NodeStatus
+from raftmq.protocol.requests import NodeStatus
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,8 @@ from collections.abc import Callable
 from pydantic import BaseModel
 
 from raftmq.core.config import RaftConfig
-from raftmq.node.node import Applied, Node
+from raftmq.node.node import Node
+from raftmq.node.types import Applied
 from raftmq.storage.memory import MemoryStorage
 from raftmq.storage.port import Storage
 from raftmq.transport.memory import MemoryNetwork

@@ -13,8 +13,8 @@ import aio_pika
 import pytest
 
 from raftmq.client.admin import AdminClient
-from raftmq.node.node import Commit
 from raftmq.protocol.names import inbox_queue
+from raftmq.protocol.receipts import Commit
 from raftmq.protocol.record import Record
 from raftmq.testing.localcluster import LocalCluster, wait_applied, wait_for_leader
 from raftmq.testing.postgres import fresh_postgres_database

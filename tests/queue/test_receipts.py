@@ -8,8 +8,8 @@ import json
 
 import pytest
 
-from raftmq.client.receipts import Receipt, batch_outcomes
 from raftmq.errors import WriteRejected
+from raftmq.protocol.receipts import Receipt, batch_outcomes
 
 
 def _body(answer: object) -> bytes:

@@ -1,4 +1,5 @@
-"""What a batch receipt says (docs/protocol.md §3): one outcome per write of the batch.
+"""Where a write landed: :class:`Commit` (a node's answer), :class:`Receipt` (a producer's),
+and what a batch receipt says (docs/protocol.md §3): one outcome per write of the batch.
 
 Pure parsing, no I/O: the Producer hands each outcome to the write that awaits it.
 """
@@ -10,6 +11,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from raftmq.errors import WriteRejected
+
+
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """Where a write landed: committed at ``index`` in ``term``."""
+
+    index: int  # log index of the write (of the original when duplicate; 0: no longer known)
+    term: int  # term of the entry
+    duplicate: bool = False  # the write was already in the log (client session, §6.3)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,44 @@
+"""Client-facing requests a node answers on its inbox, and their answers (docs/protocol.md).
+
+Kinds: ``status`` (-> :class:`NodeStatus` JSON), ``write`` (an encoded Record ->
+:class:`WriteReply` JSON), ``transfer`` (a voter id: hand leadership to it), and, only with
+``allow_fault_injection``, ``isolate`` / ``rejoin`` for chaos tests.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+
+from raftmq.core.types import Role
+
+
+class WriteReply(BaseModel):
+    """Answer to a client-facing ``write`` request (the body is an encoded Record)."""
+
+    ok: bool  # committed
+    index: int | None = None  # where it committed, when ok
+    term: int | None = None  # term of that entry, when ok
+    duplicate: bool = False  # the write was already in the log (client sessions)
+    error: str | None = None  # "not_leader" or the exception name, when not ok
+    leader_hint: str | None = None  # with not_leader: the known leader, if any
+    detail: str | None = None  # human-readable reason
+
+
+class NodeStatus(BaseModel):
+    """A snapshot of a node's state, as `raftmq status` prints it."""
+
+    cluster: str  # cluster name
+    node_id: str  # this node
+    role: Role  # current role
+    term: int  # current term
+    leader_id: str | None  # known leader, if any
+    commit: int  # commit index
+    applied: int  # highest applied index
+    last_index: int  # last log index
+    voters: list[str]  # the voter set
+    last_contact: float | None  # seconds since the leader was last heard (0 on the leader)
+    storage_ok: bool  # False while saves are failing and being retried
+    counters: dict[str, int]  # inbox overflow, apply errors, storage retries
+    transport: dict[str, Any]  # transport counters: sent, received, dropped by reason, ...
