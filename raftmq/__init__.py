@@ -4,8 +4,8 @@ The public surface, re-exported here (imported lazily, so that ``import raftmq.c
 does not pull in SQLAlchemy or aio-pika)::
 
     from raftmq import build_node, NodeSettings, Node, Applied, Commit, NodeStatus
-    from raftmq import AdminClient, Record
-    from raftmq import RaftMQError, NotLeader, WriteRejected, StorageError, TransportError
+    from raftmq import Producer, Subscriber, Receipt, CommittedMessage, AdminClient, Record
+    from raftmq import RaftMQError, NotLeader, WriteRejected, ...   # the tree in raftmq.errors
 """
 
 from __future__ import annotations
@@ -14,11 +14,14 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from raftmq.errors import (
+    ClientNotOpen,
     ConfigError,
     MalformedMessage,
     NodeStopped,
     NotLeader,
     RaftMQError,
+    RequestFailed,
+    RequestTimeout,
     StorageError,
     StoreMismatch,
     TransportError,
@@ -27,11 +30,14 @@ from raftmq.errors import (
 
 if TYPE_CHECKING:
     from raftmq.client.admin import AdminClient
+    from raftmq.client.committed import CommittedMessage
+    from raftmq.client.producer import Producer
+    from raftmq.client.subscriber import Subscriber
     from raftmq.node.node import Node
     from raftmq.node.runtime import build_node
     from raftmq.node.settings import NodeSettings
     from raftmq.node.types import Applied
-    from raftmq.protocol.receipts import Commit
+    from raftmq.protocol.receipts import Commit, Receipt
     from raftmq.protocol.record import Record
     from raftmq.protocol.requests import NodeStatus
 
@@ -39,6 +45,10 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "AdminClient": "raftmq.client.admin",
+    "CommittedMessage": "raftmq.client.committed",
+    "Producer": "raftmq.client.producer",
+    "Receipt": "raftmq.protocol.receipts",
+    "Subscriber": "raftmq.client.subscriber",
     "Applied": "raftmq.node.types",
     "Commit": "raftmq.protocol.receipts",
     "Node": "raftmq.node.node",
@@ -51,7 +61,9 @@ _LAZY = {
 __all__ = [
     "AdminClient",
     "Applied",
+    "ClientNotOpen",
     "Commit",
+    "CommittedMessage",
     "ConfigError",
     "MalformedMessage",
     "Node",
@@ -59,10 +71,15 @@ __all__ = [
     "NodeStatus",
     "NodeStopped",
     "NotLeader",
+    "Producer",
     "RaftMQError",
+    "Receipt",
     "Record",
+    "RequestFailed",
+    "RequestTimeout",
     "StorageError",
     "StoreMismatch",
+    "Subscriber",
     "TransportError",
     "WriteRejected",
     "build_node",

@@ -12,7 +12,8 @@
     │   ├── RequestFailed      a node answered a client request with an error
     │   └── RequestTimeout     no answer to a client request in time
     ├── MalformedMessage       bytes that do not decode into a valid message
-    └── NodeStopped            the node is stopped or stopping
+    ├── NodeStopped            the node is stopped or stopping
+    └── ClientNotOpen          a client used before it was started or after it was closed
 """
 
 from __future__ import annotations
@@ -51,9 +52,22 @@ class TransportError(RaftMQError):
     """The broker connection failed or the broker refused an operation."""
 
 
+class RequestFailed(TransportError):
+    """The node answered a client-facing request with an error (the message says which)."""
+
+
+class RequestTimeout(TransportError):
+    """No answer to a client-facing request within its timeout (node down or unknown)."""
+
+
 class MalformedMessage(RaftMQError):
     """Bytes that do not decode into a valid raftmq message."""
 
 
 class NodeStopped(RaftMQError):
     """The node is stopped or stopping."""
+
+
+class ClientNotOpen(RaftMQError):
+    """A Producer, Subscriber or AdminClient was used before it was started (``async with``
+    or ``start()``) or after it was closed."""

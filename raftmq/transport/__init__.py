@@ -5,18 +5,12 @@
 core and memory tests do not pay for aio-pika).
 """
 
+from raftmq.errors import RequestFailed, RequestTimeout
 from raftmq.protocol.names import inbox_queue
 from raftmq.transport.codec import DropReason, Envelope, InvalidEnvelope
 from raftmq.transport.inbound import TransportStats
 from raftmq.transport.memory import MemoryNetwork, MemoryRequestClient, MemoryTransport
-from raftmq.transport.port import (
-    MessageHandler,
-    RequestClient,
-    RequestFailed,
-    RequestHandler,
-    RequestTimeout,
-    Transport,
-)
+from raftmq.transport.port import MessageHandler, RequestClient, RequestHandler, Transport
 
 __all__ = [
     "DropReason",

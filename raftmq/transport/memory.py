@@ -19,15 +19,11 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from raftmq.core.messages import Message
+from raftmq.errors import RequestFailed, RequestTimeout
 from raftmq.protocol.names import inbox_queue
 from raftmq.transport.codec import DEFAULT_MAX_MESSAGE_BYTES, REPLY_TO_REQUEST, Envelope, encode
 from raftmq.transport.inbound import Correlator, InboundDispatcher, OnceLogger, TransportStats
-from raftmq.transport.port import (
-    MessageHandler,
-    RequestFailed,
-    RequestHandler,
-    RequestTimeout,
-)
+from raftmq.transport.port import MessageHandler, RequestHandler
 
 log = logging.getLogger("raftmq.transport.memory")
 

@@ -15,7 +15,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from raftmq.core.messages import Message
-from raftmq.errors import TransportError
 
 if TYPE_CHECKING:  # inbound.py imports this module
     from raftmq.transport.inbound import TransportStats
@@ -61,14 +60,6 @@ class Transport(Protocol):
     async def stop(self) -> None:
         """Stop consuming and close connections. Idempotent."""
         ...
-
-
-class RequestFailed(TransportError):
-    """The node answered a client-facing request with an error (the message says which)."""
-
-
-class RequestTimeout(TransportError):
-    """No answer to a client-facing request within its timeout (node down or unknown)."""
 
 
 @runtime_checkable

@@ -21,10 +21,9 @@ import aio_pika
 import aiormq.abc
 
 from raftmq._amqp.wire import envelope_from_delivery, properties_for
-from raftmq.errors import TransportError
+from raftmq.errors import RequestFailed, RequestTimeout, TransportError
 from raftmq.protocol.names import inbox_queue
 from raftmq.transport.codec import Envelope
-from raftmq.transport.port import RequestFailed, RequestTimeout
 
 log = logging.getLogger("raftmq.transport.rpc")
 
