@@ -18,8 +18,8 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from raftmq.node.runtime import build_node
 from raftmq.node.settings import DEFAULT_AMQP_URL, NodeSettings
+from raftmq.runtime import build_node
 from raftmq.testing.localcluster import LocalCluster
 
 

@@ -34,12 +34,12 @@ if TYPE_CHECKING:
     from raftmq.client.producer import Producer
     from raftmq.client.subscriber import Subscriber
     from raftmq.node.node import Node
-    from raftmq.node.runtime import build_node
     from raftmq.node.settings import NodeSettings
     from raftmq.node.types import Applied
     from raftmq.protocol.receipts import Commit, Receipt
     from raftmq.protocol.record import Record
     from raftmq.protocol.requests import NodeStatus
+    from raftmq.runtime import build_node
 
 __version__ = "0.1.0"
 
@@ -54,7 +54,7 @@ _LAZY = {
     "Node": "raftmq.node.node",
     "NodeStatus": "raftmq.protocol.requests",
     "Record": "raftmq.protocol.record",
-    "build_node": "raftmq.node.runtime",
+    "build_node": "raftmq.runtime",
     "NodeSettings": "raftmq.node.settings",
 }
 

@@ -1,4 +1,4 @@
-"""How an :class:`~raftmq.transport.codec.Envelope` maps onto AMQP (pamqp/aiormq level).
+"""How an :class:`~raftmq.protocol.codec.Envelope` maps onto AMQP (pamqp/aiormq level).
 
 Kept apart from the transport's lifecycle code: this is the hot path, tuned for
 CPU per message (few properties, many publishes per socket write).
@@ -17,8 +17,8 @@ from aiormq.abc import ChannelFrame
 from pamqp import frame as amqp_frame
 from pamqp.commands import Basic
 
+from raftmq.protocol.codec import Envelope
 from raftmq.protocol.names import H_STATUS
-from raftmq.transport.codec import Envelope
 
 OutboundItem = tuple[str, Envelope, "int | None"]
 """(routing key, envelope, per-message TTL in ms or None) waiting to be published."""

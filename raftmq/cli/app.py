@@ -138,7 +138,7 @@ def _repair_applied_log(path: Path) -> int:
 
 
 async def _run_node(settings: NodeSettings, applied_log: Path | None) -> None:
-    from raftmq.node.runtime import build_node
+    from raftmq.runtime import build_node
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -30,7 +30,7 @@ log ``index`` so a state machine can skip what it already holds (the CLI's
 Client sessions (raftmq.node.sessions) are decided at apply time (raftmq.node.applier) and persisted
 with the applied index in one transaction: a duplicate write gets no callback and its
 pending write resolves with the original index and ``duplicate=True``. ``services``
-(ingest, fan-out, replay; see raftmq.node.runtime) start after the loop and stop before it;
+(ingest, fan-out, replay; see raftmq.runtime) start after the loop and stop before it;
 ``role_observers`` see every soft-state change, ``apply_observers`` every applied batch.
 """
 

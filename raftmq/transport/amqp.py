@@ -31,8 +31,8 @@ import aiormq.abc
 from raftmq._amqp.wire import envelope_from_delivery, publish_batch
 from raftmq.core.messages import Message
 from raftmq.errors import TransportError
+from raftmq.protocol.codec import DEFAULT_MAX_MESSAGE_BYTES, REPLY_TO_REQUEST, Envelope, encode
 from raftmq.protocol.names import inbox_queue
-from raftmq.transport.codec import DEFAULT_MAX_MESSAGE_BYTES, REPLY_TO_REQUEST, Envelope, encode
 from raftmq.transport.inbound import Correlator, InboundDispatcher, OnceLogger, TransportStats
 from raftmq.transport.port import MessageHandler, RequestHandler
 

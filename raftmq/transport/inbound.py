@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from raftmq.core.messages import Message
-from raftmq.transport.codec import (
+from raftmq.protocol.codec import (
     RAFT_MESSAGE_TYPES,
     REPLY_TO_REQUEST,
     DropReason,

@@ -22,8 +22,8 @@ import aiormq.abc
 
 from raftmq._amqp.wire import envelope_from_delivery, properties_for
 from raftmq.errors import RequestFailed, RequestTimeout, TransportError
+from raftmq.protocol.codec import Envelope
 from raftmq.protocol.names import inbox_queue
-from raftmq.transport.codec import Envelope
 
 log = logging.getLogger("raftmq.transport.rpc")
 

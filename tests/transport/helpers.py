@@ -9,7 +9,7 @@ from typing import Any, Protocol
 
 from raftmq.core.messages import AppendEntries, Message, RequestVote, RequestVoteReply
 from raftmq.core.types import Entry
-from raftmq.transport.codec import Envelope
+from raftmq.protocol.codec import Envelope
 from raftmq.transport.inbound import TransportStats
 from raftmq.transport.port import RequestClient, RequestHandler, Transport
 

@@ -15,9 +15,9 @@ import pytest
 
 from raftmq.core.messages import MESSAGE_ADAPTER, Message, RequestVote
 from raftmq.errors import TransportError
+from raftmq.protocol.codec import DropReason, Envelope, encode
 from raftmq.protocol.names import inbox_queue
 from raftmq.transport.amqp import AmqpTransport
-from raftmq.transport.codec import DropReason, Envelope, encode
 from raftmq.transport.port import RequestClient
 from raftmq.transport.rpc import RpcClient
 

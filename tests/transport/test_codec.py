@@ -11,8 +11,7 @@ from raftmq.core.messages import (
     TimeoutNow,
 )
 from raftmq.errors import MalformedMessage
-from raftmq.protocol.names import inbox_queue
-from raftmq.transport.codec import (
+from raftmq.protocol.codec import (
     RAFT_MESSAGE_TYPES,
     DropReason,
     Envelope,
@@ -20,6 +19,7 @@ from raftmq.transport.codec import (
     decode,
     encode,
 )
+from raftmq.protocol.names import inbox_queue
 
 from .helpers import append, vote
 

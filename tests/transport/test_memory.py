@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 
 from raftmq.core.messages import AppendEntries, Message
+from raftmq.protocol.codec import Envelope
 from raftmq.protocol.names import inbox_queue
-from raftmq.transport.codec import Envelope
 from raftmq.transport.memory import MemoryNetwork, MemoryRequestClient, MemoryTransport
 from raftmq.transport.port import RequestClient
 

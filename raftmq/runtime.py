@@ -1,4 +1,6 @@
-"""Assemble a production node from settings: SQL storage + AMQP transport + RaftCore."""
+"""The composition root: assemble a production node from settings (SQL storage + AMQP
+transport + the node + its leader services). It sits above node/ and services/, the only
+module besides cli/ and testing/ that imports both."""
 
 from __future__ import annotations
 
