@@ -8,9 +8,14 @@ core and memory tests do not pay for aio-pika).
 from raftmq.errors import RequestFailed, RequestTimeout
 from raftmq.protocol.codec import DropReason, Envelope, InvalidEnvelope
 from raftmq.protocol.names import inbox_queue
-from raftmq.transport.inbound import TransportStats
 from raftmq.transport.memory import MemoryNetwork, MemoryRequestClient, MemoryTransport
-from raftmq.transport.port import MessageHandler, RequestClient, RequestHandler, Transport
+from raftmq.transport.port import (
+    MessageHandler,
+    RequestClient,
+    RequestHandler,
+    Transport,
+    TransportStats,
+)
 
 __all__ = [
     "DropReason",

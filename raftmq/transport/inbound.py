@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import Counter, deque
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 from raftmq.core.messages import Message
 from raftmq.protocol.codec import (
@@ -24,7 +23,7 @@ from raftmq.protocol.codec import (
     check_envelope,
     decode,
 )
-from raftmq.transport.port import MessageHandler, RequestHandler
+from raftmq.transport.port import MessageHandler, RequestHandler, TransportStats
 
 log = logging.getLogger("raftmq.transport")
 
@@ -33,29 +32,6 @@ ReplySender = Callable[[str, Envelope], None]
 
 _MAX_CORRELATED_PEERS = 1024  # bound on remembered (peer, request type) keys
 _MAX_CORRELATIONS_PER_KEY = 64  # bound on pipelined requests remembered per key
-
-
-@dataclass
-class TransportStats:
-    """Counters of one transport; read them, never write them."""
-
-    sent: int = 0  # Raft messages handed to the network
-    received: int = 0  # valid Raft messages delivered to on_message (duplicates included)
-    requests_served: int = 0  # client-facing requests answered (ok or error)
-    reconnects: int = 0  # successful reconnections after a lost broker connection
-    dropped: Counter[str] = field(default_factory=Counter)  # inbound drops by DropReason value
-    send_dropped: Counter[str] = field(default_factory=Counter)  # outbound drops by reason
-
-    def snapshot(self) -> dict[str, object]:
-        """A plain-dict copy, handy for logs and status output."""
-        return {
-            "sent": self.sent,
-            "received": self.received,
-            "requests_served": self.requests_served,
-            "reconnects": self.reconnects,
-            "dropped": dict(self.dropped),
-            "send_dropped": dict(self.send_dropped),
-        }
 
 
 class OnceLogger:

@@ -22,8 +22,8 @@ from raftmq.core.messages import Message
 from raftmq.errors import RequestFailed, RequestTimeout
 from raftmq.protocol.codec import DEFAULT_MAX_MESSAGE_BYTES, REPLY_TO_REQUEST, Envelope, encode
 from raftmq.protocol.names import inbox_queue
-from raftmq.transport.inbound import Correlator, InboundDispatcher, OnceLogger, TransportStats
-from raftmq.transport.port import MessageHandler, RequestHandler
+from raftmq.transport.inbound import Correlator, InboundDispatcher, OnceLogger
+from raftmq.transport.port import MessageHandler, RequestHandler, TransportStats
 
 log = logging.getLogger("raftmq.transport.memory")
 

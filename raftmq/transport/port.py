@@ -11,19 +11,41 @@ a node's inbox and the node's :data:`RequestHandler` returns the reply body.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Protocol, runtime_checkable
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from raftmq.core.messages import Message
-
-if TYPE_CHECKING:  # inbound.py imports this module
-    from raftmq.transport.inbound import TransportStats
 
 MessageHandler = Callable[[Message], None]
 """Called for every valid inbound Raft message, on the event loop. Must not block."""
 
 RequestHandler = Callable[[str, bytes], Awaitable[bytes]]
 """Serves a client-facing request (``kind``, body) -> reply body (e.g. status queries)."""
+
+
+@dataclass
+class TransportStats:
+    """Counters of one transport; read them, never write them."""
+
+    sent: int = 0  # Raft messages handed to the network
+    received: int = 0  # valid Raft messages delivered to on_message (duplicates included)
+    requests_served: int = 0  # client-facing requests answered (ok or error)
+    reconnects: int = 0  # successful reconnections after a lost broker connection
+    dropped: Counter[str] = field(default_factory=Counter)  # inbound drops by DropReason value
+    send_dropped: Counter[str] = field(default_factory=Counter)  # outbound drops by reason
+
+    def snapshot(self) -> dict[str, object]:
+        """A plain-dict copy, handy for logs and status output."""
+        return {
+            "sent": self.sent,
+            "received": self.received,
+            "requests_served": self.requests_served,
+            "reconnects": self.reconnects,
+            "dropped": dict(self.dropped),
+            "send_dropped": dict(self.send_dropped),
+        }
 
 
 @runtime_checkable

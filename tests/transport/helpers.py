@@ -10,8 +10,7 @@ from typing import Any, Protocol
 from raftmq.core.messages import AppendEntries, Message, RequestVote, RequestVoteReply
 from raftmq.core.types import Entry
 from raftmq.protocol.codec import Envelope
-from raftmq.transport.inbound import TransportStats
-from raftmq.transport.port import RequestClient, RequestHandler, Transport
+from raftmq.transport.port import RequestClient, RequestHandler, Transport, TransportStats
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
