@@ -18,7 +18,6 @@ restores the consumer; sends while disconnected are dropped and counted.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
 from collections import deque
 from collections.abc import Sequence
@@ -31,14 +30,13 @@ import aiormq.abc
 from raftmq._amqp.wire import envelope_from_delivery, publish_batch
 from raftmq.core.messages import Message
 from raftmq.errors import TransportError
-from raftmq.protocol.codec import DEFAULT_MAX_MESSAGE_BYTES, REPLY_TO_REQUEST, Envelope, encode
+from raftmq.protocol.codec import DEFAULT_MAX_MESSAGE_BYTES, Envelope
 from raftmq.protocol.names import inbox_queue
-from raftmq.transport.inbound import Correlator, InboundDispatcher, OnceLogger
-from raftmq.transport.port import MessageHandler, RequestHandler, TransportStats
+from raftmq.transport.inbound import Endpoint
+from raftmq.transport.port import MessageHandler, RequestHandler
 
 log = logging.getLogger("raftmq.transport.amqp")
 
-_REQUEST_TYPES = frozenset(REPLY_TO_REQUEST.values())
 _PUBLISH_BATCH = 256  # publishes written to the socket in one write
 
 
@@ -73,18 +71,15 @@ class AmqpTransport:
         self.outbox_limit = outbox_limit  # queued sends beyond this are dropped (oldest first)
         self.reconnect_delay = reconnect_delay  # (first, max) seconds between attempts
         self.connect_timeout = connect_timeout  # seconds for one connection attempt
-        self.stats = TransportStats()  # counters; see TransportStats
-        self._correlator = Correlator()
-        self._dispatcher = InboundDispatcher(
+        self._endpoint = Endpoint(
             cluster=cluster,
             node_id=node_id,
+            queue=self.queue,
             max_bytes=max_message_bytes,
-            stats=self.stats,
-            correlator=self._correlator,
             send_reply=self._send_reply,
         )
-        self._once = OnceLogger()
-        self._ids = itertools.count(1)
+        self.stats = self._endpoint.stats  # counters; see TransportStats
+        self._dispatcher = self._endpoint.dispatcher
         # Invariant: entries are (routing key, envelope, ttl); len <= outbox_limit.
         self._outbox: deque[tuple[str, Envelope, int | None]] = deque()
         self._wakeup = asyncio.Event()  # set when the outbox gained messages
@@ -149,20 +144,13 @@ class AmqpTransport:
     # -- sending ---------------------------------------------------------------------------
     def send(self, messages: Sequence[Message]) -> None:
         """Queue messages for the publisher task; never blocks, never raises."""
+        endpoint = self._endpoint
         for message in messages:
             if self._stopping or not self._connected.is_set():
-                self._drop_send("disconnected" if not self._stopping else "stopped", message)
+                endpoint.drop_send("disconnected" if not self._stopping else "stopped", message)
                 continue
-            reply_to = correlation_id = None
-            if message.type in _REQUEST_TYPES:
-                reply_to, correlation_id = self.queue, f"{self.node_id}-{next(self._ids)}"
-            else:
-                correlation_id = self._correlator.take(message)
-            envelope = encode(
-                message, self.cluster, reply_to=reply_to, correlation_id=correlation_id
-            )
-            if len(envelope.body) > self.max_message_bytes:
-                self._drop_send("oversized", message)
+            envelope = endpoint.envelope(message)
+            if envelope is None:
                 continue
             if len(self._outbox) >= self.outbox_limit:
                 self._outbox.popleft()  # the oldest is the most likely to be stale
@@ -186,13 +174,6 @@ class AmqpTransport:
         self._idle.clear()
         self._wakeup.set()
 
-    def _drop_send(self, reason: str, message: Message) -> None:
-        self.stats.send_dropped[reason] += 1
-        self._once.warn(
-            f"send-{reason}", "node %s dropped a %s to %s: %s",
-            self.node_id, message.type, message.recipient, reason,
-        )  # fmt: skip
-
     async def _publish_loop(self) -> None:
         while True:
             await self._wakeup.wait()
@@ -210,7 +191,9 @@ class AmqpTransport:
                     await publish_batch(channel, batch)
                 except (TimeoutError, *aio_pika.exceptions.CONNECTION_EXCEPTIONS) as exc:
                     self.stats.send_dropped["publish_failed"] += len(batch)
-                    self._once.warn("publish-failed", "publish from %s failed: %s", self.queue, exc)
+                    self._endpoint.once.warn(
+                        "publish-failed", "publish from %s failed: %s", self.queue, exc
+                    )
             if not self._outbox:
                 self._idle.set()
 

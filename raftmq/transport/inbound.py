@@ -1,4 +1,5 @@
-"""What both transports do with an inbound envelope: decode, count, dispatch.
+"""What both transports do around a node's inbox: decode, count and dispatch inbound
+envelopes; encode and correlate outbound messages (:class:`Endpoint` wires it together).
 
 Raft messages go to the node's ``on_message``; client requests (a non-Raft AMQP
 type carrying ``reply_to`` and ``correlation_id``) go to ``on_request`` and the
@@ -9,6 +10,7 @@ counted per reason and logged once per reason -- never raised into the node.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections import deque
 from collections.abc import Callable
@@ -22,6 +24,7 @@ from raftmq.protocol.codec import (
     InvalidEnvelope,
     check_envelope,
     decode,
+    encode,
 )
 from raftmq.transport.port import MessageHandler, RequestHandler, TransportStats
 
@@ -30,6 +33,7 @@ log = logging.getLogger("raftmq.transport")
 ReplySender = Callable[[str, Envelope], None]
 """Publishes a client-facing reply envelope to the given ``reply_to`` address."""
 
+_REQUEST_TYPES = frozenset(REPLY_TO_REQUEST.values())  # Raft messages that expect a reply
 _MAX_CORRELATED_PEERS = 1024  # bound on remembered (peer, request type) keys
 _MAX_CORRELATIONS_PER_KEY = 64  # bound on pipelined requests remembered per key
 
@@ -177,3 +181,52 @@ class InboundDispatcher:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class Endpoint:
+    """The part of one node's transport that does not depend on the network: counters,
+    correlation ids, the inbound dispatcher and the outbound envelopes. Both adapters
+    build one, so the memory twin handles messages exactly like the broker transport."""
+
+    def __init__(
+        self, *, cluster: str, node_id: str, queue: str, max_bytes: int, send_reply: ReplySender
+    ) -> None:
+        self.cluster = cluster  # the cluster name carried by every envelope
+        self.node_id = node_id  # whose inbox this is
+        self.queue = queue  # this node's inbox: the reply_to of its Raft requests
+        self.max_bytes = max_bytes  # size limit, both directions
+        self.stats = TransportStats()  # the owning transport's counters
+        self.once = OnceLogger()  # warns once per outbound drop reason
+        self._correlator = Correlator()
+        self.dispatcher = InboundDispatcher(
+            cluster=cluster,
+            node_id=node_id,
+            max_bytes=max_bytes,
+            stats=self.stats,
+            correlator=self._correlator,
+            send_reply=send_reply,
+        )
+        self._ids = itertools.count(1)  # numbers the correlation ids of Raft requests
+
+    def envelope(self, message: Message) -> Envelope | None:
+        """The envelope of an outbound Raft message, or None when it is too big to send
+        (dropped and counted). A request carries this node's inbox as ``reply_to`` and a
+        fresh correlation id; a reply carries the correlation id of its request."""
+        reply_to = correlation_id = None
+        if message.type in _REQUEST_TYPES:
+            reply_to, correlation_id = self.queue, f"{self.node_id}-{next(self._ids)}"
+        else:
+            correlation_id = self._correlator.take(message)
+        envelope = encode(message, self.cluster, reply_to=reply_to, correlation_id=correlation_id)
+        if len(envelope.body) > self.max_bytes:
+            self.drop_send("oversized", message)
+            return None
+        return envelope
+
+    def drop_send(self, reason: str, message: Message) -> None:
+        """Count an outbound message that is not sent, and warn once per ``reason``."""
+        self.stats.send_dropped[reason] += 1
+        self.once.warn(
+            f"send-{reason}", "node %s dropped a %s to %s: %s",
+            self.node_id, message.type, message.recipient, reason,
+        )  # fmt: skip

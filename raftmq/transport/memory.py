@@ -20,14 +20,12 @@ from dataclasses import dataclass, field
 
 from raftmq.core.messages import Message
 from raftmq.errors import RequestFailed, RequestTimeout
-from raftmq.protocol.codec import DEFAULT_MAX_MESSAGE_BYTES, REPLY_TO_REQUEST, Envelope, encode
+from raftmq.protocol.codec import DEFAULT_MAX_MESSAGE_BYTES, Envelope
 from raftmq.protocol.names import inbox_queue
-from raftmq.transport.inbound import Correlator, InboundDispatcher, OnceLogger
-from raftmq.transport.port import MessageHandler, RequestHandler, TransportStats
+from raftmq.transport.inbound import Endpoint
+from raftmq.transport.port import MessageHandler, RequestHandler
 
 log = logging.getLogger("raftmq.transport.memory")
-
-_REQUEST_TYPES = frozenset(REPLY_TO_REQUEST.values())
 
 
 @dataclass
@@ -215,18 +213,15 @@ class MemoryTransport:
         self.message_ttl_ms = message_ttl_ms  # per-message expiration of outbound messages
         self.max_message_bytes = max_message_bytes  # size limit, both directions
         self.inbox_max_length = inbox_max_length  # drop-head bound of the inbox
-        self.stats = TransportStats()  # counters; see TransportStats
-        self._correlator = Correlator()
-        self._dispatcher = InboundDispatcher(
+        self._endpoint = Endpoint(
             cluster=cluster,
             node_id=node_id,
+            queue=self.queue,
             max_bytes=max_message_bytes,
-            stats=self.stats,
-            correlator=self._correlator,
             send_reply=self._send_reply,
         )
-        self._once = OnceLogger()
-        self._ids = itertools.count(1)
+        self.stats = self._endpoint.stats  # counters; see TransportStats
+        self._dispatcher = self._endpoint.dispatcher
         self._inbox: _Inbox | None = None  # set by start()
         self._started = False  # start() ran and stop() did not
         self._paused = False  # pause() is in force
@@ -243,20 +238,13 @@ class MemoryTransport:
 
     def send(self, messages: Sequence[Message]) -> None:
         """Hand messages to the network; never raises."""
+        endpoint = self._endpoint
         for message in messages:
             if not self._started:
-                self._drop_send("stopped", message)
+                endpoint.drop_send("stopped", message)
                 continue
-            reply_to = correlation_id = None
-            if message.type in _REQUEST_TYPES:
-                reply_to, correlation_id = self.queue, f"{self.node_id}-{next(self._ids)}"
-            else:
-                correlation_id = self._correlator.take(message)
-            envelope = encode(
-                message, self.cluster, reply_to=reply_to, correlation_id=correlation_id
-            )
-            if len(envelope.body) > self.max_message_bytes:
-                self._drop_send("oversized", message)
+            envelope = endpoint.envelope(message)
+            if envelope is None:
                 continue
             self.stats.sent += 1
             self.network.route(self.node_id, message.recipient, envelope, self.message_ttl_ms)
@@ -294,13 +282,6 @@ class MemoryTransport:
 
     def _send_reply(self, reply_to: str, envelope: Envelope) -> None:
         self.network.inject(reply_to, envelope)
-
-    def _drop_send(self, reason: str, message: Message) -> None:
-        self.stats.send_dropped[reason] += 1
-        self._once.warn(
-            f"send-{reason}", "node %s dropped a %s to %s: %s",
-            self.node_id, message.type, message.recipient, reason,
-        )  # fmt: skip
 
 
 class MemoryRequestClient:
