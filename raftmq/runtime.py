@@ -76,14 +76,15 @@ def attach_queue_services(node: Node[Any], settings: NodeSettings) -> None:
     from raftmq.services.replay import ReplayServer
 
     schema = load_schema(settings.write_schema) if settings.write_schema else None
-    node.services.append(
+    host = node.service_host
+    node.add_service(
         Ingest(
-            node,
+            host,
             settings.amqp_url,
             prefetch=settings.ingest_prefetch,
             content_types=settings.write_content_types,
             schema=schema,
         )
     )
-    node.services.append(Fanout(node, settings.amqp_url))
-    node.services.append(ReplayServer(node, settings.amqp_url))
+    node.add_service(Fanout(host, settings.amqp_url))
+    node.add_service(ReplayServer(host, settings.amqp_url))

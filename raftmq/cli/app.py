@@ -165,7 +165,7 @@ async def _run_node(settings: NodeSettings, applied_log: Path | None) -> None:
     if sink is not None:
         # One flush per applied batch, before the node saves that batch's applied index:
         # a crash never leaves the file behind what the database says was applied.
-        node.apply_observers.insert(0, lambda _entries: sink.flush())
+        node.on_applied(lambda _entries: sink.flush(), first=True)
     try:
         async with node:
             # What exists now (modules, classes, the node) lives as long as the process:

@@ -41,7 +41,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Callable
-from typing import Generic
+from typing import Any, Generic
 
 from raftmq.core.config import RaftConfig
 from raftmq.core.messages import AppendEntries, Message
@@ -54,9 +54,10 @@ from raftmq.node.requests import RequestServer
 from raftmq.node.sessions import (
     DEFAULT_MAX_SESSION_GAP,
     DEFAULT_SESSION_EXPIRY_ENTRIES,
+    Original,
     SessionTable,
 )
-from raftmq.node.types import OnCommit, OnRecord, Service, T
+from raftmq.node.types import OnCommit, OnRecord, Service, ServiceHost, T
 from raftmq.protocol.receipts import Commit
 from raftmq.protocol.record import Record
 from raftmq.protocol.requests import NodeStatus
@@ -97,8 +98,8 @@ class Node(Generic[T]):
         max_session_gap: int = DEFAULT_MAX_SESSION_GAP,
     ) -> None:
         self.config = config.validate()
-        self.storage = storage
-        self.transport = transport
+        self._storage = storage
+        self._transport = transport
         self.tick_interval = tick_interval
         self.write_timeout = write_timeout
         self.max_write_bytes = max_write_bytes
@@ -112,17 +113,17 @@ class Node(Generic[T]):
         self._pending: dict[int, tuple[int, asyncio.Future[Commit]]] = {}  # index -> (term, fut)
         self._stopping = False
         self._durable_vote: tuple[int, str | None] = (0, None)  # (term, vote) known saved
-        self.isolated = False  # fault injection: inbound Raft messages are discarded
+        self._isolated = False  # fault injection: inbound Raft messages are discarded
         self._storage_ok = True
         self._last_leader_contact: float | None = None
         # Bookkeeping not yet saved (applied index, sessions, watermark, a commit-only hard
         # state): it rides with the next save of entries, or is flushed when the loop idles.
         self._deferred: PersistBatch | None = None
-        self.role_observers: list[Callable[[SoftState], None]] = []  # on soft state changes
+        self._role_observers: list[Callable[[SoftState], None]] = []  # on soft state changes
         # after each applied batch, with its entries (persisted, applied)
-        self.apply_observers: list[Callable[[tuple[Entry, ...]], None]] = []
-        self.services: list[Service] = []  # started/stopped with the node, in order
-        self.counters: dict[str, int] = {
+        self._apply_observers: list[Callable[[tuple[Entry, ...]], None]] = []
+        self._services: list[Service] = []  # started/stopped with the node, in order
+        self._counters: dict[str, int] = {
             "inbox_overflow": 0,
             "apply_errors": 0,
             "apply_decode_errors": 0,
@@ -137,7 +138,7 @@ class Node(Generic[T]):
             session_expiry_entries=session_expiry_entries,
             max_session_gap=max_session_gap,
             pending=self._pending,
-            counters=self.counters,
+            counters=self._counters,
         )
 
     # ----------------------------------------------------------------- lifecycle
@@ -158,9 +159,9 @@ class Node(Generic[T]):
         """Open storage, rebuild the core from it, connect the transport and run."""
         if self._task is not None:
             raise RuntimeError("node already started")
-        await self.storage.open()
-        initial = await self.storage.initial_state()
-        await self._applier.restore(self.storage, initial)
+        await self._storage.open()
+        initial = await self._storage.initial_state()
+        await self._applier.restore(self._storage, initial)
         self._core = RaftCore(self.config, initial, seed=self._seed)
         self._durable_vote = (initial.hard_state.term, initial.hard_state.voted_for)
         logger.info(
@@ -171,31 +172,30 @@ class Node(Generic[T]):
             initial.hard_state.commit,
             initial.applied,
         )
-        await self.transport.start(self._on_message, RequestServer(self))
+        await self._transport.start(self._on_message, RequestServer(_Host(self)))
         self._task = asyncio.create_task(self._run(), name=f"raftmq-node-{self.node_id}")
-        for service in self.services:
+        for service in self._services:
             await service.start()
 
     async def stop(self) -> None:
         """Stop the loop, fail pending writes with NodeStopped, close transport and storage."""
         if self._stopping:
             return
-        for service in reversed(self.services):
+        for service in reversed(self._services):
             await service.stop()  # ingest returns its unacked writes while we still run
         self._stopping = True
         self._wake.set()
         if self._task is not None:
             await asyncio.gather(self._task, return_exceptions=True)
         self._fail_pending(NodeStopped(f"node {self.node_id} stopped"))
-        await self.transport.stop()
-        await self.storage.close()
+        await self._transport.stop()
+        await self._storage.close()
         logger.info("%s: stopped", self.node_id)
 
     # ------------------------------------------------------------------- public
 
     @property
-    def core(self) -> RaftCore:
-        """The core (read it only; the loop task owns it)."""
+    def _running_core(self) -> RaftCore:
         if self._core is None:
             raise NodeStopped("node not started")
         return self._core
@@ -236,17 +236,19 @@ class Node(Generic[T]):
 
     @property
     def sessions(self) -> SessionTable:
-        """The replicated client sessions (decided at apply time)."""
+        """The replicated client sessions, decided at apply time (read them only)."""
         return self._applier.sessions
 
-    @property
-    def fanout_watermark(self) -> int:
-        """The highest index known published (persisted, replicated)."""
-        return self._applier.fanout_watermark
-
-    @fanout_watermark.setter
-    def fanout_watermark(self, index: int) -> None:
-        self._applier.fanout_watermark = index
+    def on_applied(
+        self, observer: Callable[[tuple[Entry, ...]], None], *, first: bool = False
+    ) -> None:
+        """Call ``observer`` with each batch of applied entries, after their on-commit
+        callbacks and before their applied index is saved (``first``: before the
+        observers already added)."""
+        if first:
+            self._apply_observers.insert(0, observer)
+        else:
+            self._apply_observers.append(observer)
 
     @property
     def leader_id(self) -> str | None:
@@ -275,14 +277,12 @@ class Node(Generic[T]):
         WriteRejected for size). Records submitted without an await in between go into
         ONE proposal batch, in submission order (the ingest path relies on it). The
         future never times out by itself: the caller bounds its wait."""
-        return self.submit_payload(record.encode())
+        return self._submit_payload(record.encode())
 
-    def submit_payload(self, payload: bytes) -> asyncio.Future[Commit]:
-        """:meth:`submit_record` for a record already encoded (``Record.encode()``), so
-        that a caller that encoded it to check it does not encode it twice."""
+    def _submit_payload(self, payload: bytes) -> asyncio.Future[Commit]:
         if self._stopping or self._task is None:
             raise NodeStopped(f"node {self.node_id} is not running")
-        core = self.core
+        core = self._running_core
         if core.role is not Role.LEADER:
             raise NotLeader(core.leader_id)
         if len(payload) > self.max_write_bytes:
@@ -294,27 +294,36 @@ class Node(Generic[T]):
         self._wake.set()
         return future
 
-    async def propose_watermark(self, index: int) -> Commit:
-        """Replicate the fan-out watermark ``index`` (leader only; see raftmq.node.sessions)."""
+    async def _propose_watermark(self, index: int) -> Commit:
         if self._stopping or self._task is None:
             raise NodeStopped(f"node {self.node_id} is not running")
-        if self.core.role is not Role.LEADER:
-            raise NotLeader(self.core.leader_id)
+        if self._running_core.role is not Role.LEADER:
+            raise NotLeader(self._running_core.leader_id)
         future: asyncio.Future[Commit] = asyncio.get_running_loop().create_future()
         self._proposals.append((encode_watermark(index), future))
         self._wake.set()
         return await asyncio.wait_for(future, self.write_timeout)
 
-    def save_fanout_watermark(self, index: int) -> None:
-        """Have the loop persist the fan-out watermark ``index`` (the loop is the only
-        writer of storage: adapters cache log bounds per save)."""
-        self.fanout_watermark = max(self.fanout_watermark, index)
-        self._defer(PersistBatch(fanout_watermark=self.fanout_watermark))
+    def _save_fanout_watermark(self, index: int) -> None:
+        # The loop is the only writer of storage (adapters cache log bounds per save).
+        applier = self._applier
+        applier.fanout_watermark = max(applier.fanout_watermark, index)
+        self._defer(PersistBatch(fanout_watermark=applier.fanout_watermark))
         self._wake.set()
+
+    @property
+    def service_host(self) -> ServiceHost:
+        """This node as its leader services see it (:class:`raftmq.node.types.ServiceHost`)."""
+        return _Host(self)
+
+    def add_service(self, service: Service) -> None:
+        """Run ``service`` beside the node: started after the loop starts (in the order
+        added), stopped before it stops (in reverse order). Add before :meth:`start`."""
+        self._services.append(service)
 
     def status(self) -> NodeStatus:
         """The node's current state."""
-        core = self.core
+        core = self._running_core
         loop = asyncio.get_running_loop()
         if core.role is Role.LEADER:
             contact: float | None = 0.0
@@ -323,7 +332,7 @@ class Node(Generic[T]):
         else:
             contact = round(loop.time() - self._last_leader_contact, 3)
         return NodeStatus(
-            cluster=self.transport.cluster,
+            cluster=self._transport.cluster,
             node_id=self.node_id,
             role=core.role,
             term=core.term,
@@ -334,23 +343,23 @@ class Node(Generic[T]):
             voters=list(self.config.voters),
             last_contact=contact,
             storage_ok=self._storage_ok,
-            counters=dict(self.counters),
-            transport=self.transport.stats.snapshot(),
+            counters=dict(self._counters),
+            transport=self._transport.stats.snapshot(),
         )
 
     async def transfer_leadership(self, to: str) -> None:
         """Ask the leader to hand leadership to ``to`` (returns once requested)."""
-        self.core.transfer_leadership(to)
+        self._running_core.transfer_leadership(to)
         self._wake.set()
 
     # ----------------------------------------------------------- transport hooks
 
     def _on_message(self, message: Message) -> None:
-        if self.isolated:
+        if self._isolated:
             return
         if len(self._inbox) >= _MAX_QUEUED_MESSAGES:
             self._inbox.popleft()  # oldest first: Raft tolerates loss, not unbounded memory
-            self.counters["inbox_overflow"] += 1
+            self._counters["inbox_overflow"] += 1
         self._inbox.append(message)
         self._wake.set()
 
@@ -375,7 +384,7 @@ class Node(Generic[T]):
                 if ticked:
                     elapsed = int((now - next_tick) / self.tick_interval) + 1
                     for _ in range(min(elapsed, _MAX_CATCHUP_TICKS)):
-                        self.core.tick()
+                        self._running_core.tick()
                     next_tick += elapsed * self.tick_interval
                 self._step_inbox(now)
                 self._propose_queued()
@@ -392,7 +401,7 @@ class Node(Generic[T]):
             raise
 
     def _step_inbox(self, now: float) -> None:
-        core = self.core
+        core = self._running_core
         while self._inbox:
             message = self._inbox.popleft()
             core.step(message)
@@ -406,7 +415,7 @@ class Node(Generic[T]):
         self._proposals.clear()
         if not batch:
             return
-        core = self.core
+        core = self._running_core
         try:
             first = core.propose_batch([payload for payload, _ in batch])
         except NotLeader as exc:
@@ -417,7 +426,7 @@ class Node(Generic[T]):
             self._pending[first + offset] = (core.term, future)
 
     async def _handle_ready(self) -> None:
-        core = self.core
+        core = self._running_core
         while core.has_ready() and not self._stopping:
             ready = core.ready()
             if ready.soft_state is not None:
@@ -429,7 +438,7 @@ class Node(Generic[T]):
                     soft.term,
                     soft.leader_id or "unknown",
                 )
-                for observer in self.role_observers:
+                for observer in self._role_observers:
                     observer(soft)
             # Term and vote must be durable before any message leaves; a change of the
             # commit index alone need not be (commit is a fact held by a majority's logs,
@@ -446,7 +455,7 @@ class Node(Generic[T]):
                 early = [m for m in late if isinstance(m, AppendEntries)]
                 late = [m for m in late if not isinstance(m, AppendEntries)]
             if early:
-                self.transport.send(early)
+                self._transport.send(early)
             # Entries committed before this Ready's new entries are durable already (the
             # leader steps no reply before its save returned; a follower's commit never
             # covers entries it has not saved): apply them before the save, so that a
@@ -469,7 +478,7 @@ class Node(Generic[T]):
             if hard is not None:
                 self._durable_vote = (hard.term, hard.voted_for)
             if late:
-                self.transport.send(late)
+                self._transport.send(late)
             if committed and not apply_first:
                 await self._apply_committed(ready, hard if defer_hard else None)
             core.advance(ready)
@@ -481,7 +490,7 @@ class Node(Generic[T]):
         # Saved with the next entries, or when the loop idles: a crash before that
         # repeats these callbacks after restart (the on-commit contract).
         self._defer(await self._applier.apply(ready.committed_entries, hard))
-        for apply_observer in self.apply_observers:
+        for apply_observer in self._apply_observers:
             apply_observer(ready.committed_entries)
 
     def _defer(self, batch: PersistBatch) -> None:
@@ -501,10 +510,10 @@ class Node(Generic[T]):
         delay = _STORAGE_RETRY[0]
         while True:
             try:
-                await self.storage.save(batch)
+                await self._storage.save(batch)
             except StorageError as exc:
                 # Nothing that depends on this batch has left the node: retrying is safe.
-                self.counters["storage_retries"] += 1
+                self._counters["storage_retries"] += 1
                 if self._storage_ok:
                     logger.error("%s: storage save failed, retrying: %s", self.node_id, exc)
                 self._storage_ok = False
@@ -520,8 +529,8 @@ class Node(Generic[T]):
 
     async def _serve_reads(self, ready: Ready) -> None:
         for read in ready.reads:
-            entries = await self.storage.entries(read.lo, read.hi, read.max_bytes)
-            self.core.step_read(LogReadResult(read=read, entries=tuple(entries)))
+            entries = await self._storage.entries(read.lo, read.hi, read.max_bytes)
+            self._running_core.step_read(LogReadResult(read=read, entries=tuple(entries)))
 
     def _fail_pending(self, error: Exception) -> None:
         for _, future in self._proposals:
@@ -532,3 +541,103 @@ class Node(Generic[T]):
             if not future.done():
                 future.set_exception(error)
         self._pending.clear()
+
+
+class _Host:
+    """The node as its services and request server see it (:class:`ServiceHost` and
+    :class:`raftmq.node.requests.RequestTarget`): the only way in besides the public API."""
+
+    __slots__ = ("_node",)
+
+    def __init__(self, node: Node[Any]) -> None:
+        self._node = node
+
+    @property
+    def node_id(self) -> str:
+        return self._node.node_id
+
+    @property
+    def cluster(self) -> str:
+        return self._node._transport.cluster
+
+    @property
+    def is_leader(self) -> bool:
+        return self._node.is_leader
+
+    @property
+    def leader_id(self) -> str | None:
+        return self._node.leader_id
+
+    @property
+    def voters(self) -> tuple[str, ...]:
+        return self._node.config.voters
+
+    @property
+    def applied_index(self) -> int:
+        return self._node.applied_index
+
+    @property
+    def write_timeout(self) -> float:
+        return self._node.write_timeout
+
+    @property
+    def max_write_bytes(self) -> int:
+        return self._node.max_write_bytes
+
+    @property
+    def fanout_watermark(self) -> int:
+        return self._node._applier.fanout_watermark
+
+    @property
+    def allow_fault_injection(self) -> bool:
+        return self._node.allow_fault_injection
+
+    def on_role_change(self, observer: Callable[[SoftState], None]) -> None:
+        self._node._role_observers.append(observer)
+
+    def on_applied(self, observer: Callable[[tuple[Entry, ...]], None]) -> None:
+        self._node.on_applied(observer)
+
+    def count(self, counter: str, n: int = 1) -> None:
+        counters = self._node._counters
+        counters[counter] = counters.get(counter, 0) + n
+
+    def original(self, producer_id: str, seq: int) -> Original | None:
+        node = self._node
+        return node._applier.sessions.original(producer_id, seq, node._running_core.last_index + 1)
+
+    def is_duplicate(self, index: int) -> bool:
+        return self._node._applier.sessions.is_duplicate(index)
+
+    def submit_payload(self, payload: bytes) -> asyncio.Future[Commit]:
+        return self._node._submit_payload(payload)
+
+    async def propose_watermark(self, index: int) -> Commit:
+        return await self._node._propose_watermark(index)
+
+    def advance_fanout_watermark(self, index: int) -> None:
+        applier = self._node._applier
+        applier.fanout_watermark = max(applier.fanout_watermark, index)
+
+    def save_fanout_watermark(self, index: int) -> None:
+        self._node._save_fanout_watermark(index)
+
+    async def first_index(self) -> int:
+        return await self._node._storage.first_index()
+
+    async def committed_entries(
+        self, lo: int, hi: int, max_bytes: int | None = None
+    ) -> list[Entry]:
+        return await self._node._storage.entries(lo, hi, max_bytes)
+
+    def status(self) -> NodeStatus:
+        return self._node.status()
+
+    async def write_record(self, record: Record) -> Commit:
+        return await self._node.write_record(record)
+
+    async def transfer_leadership(self, to: str) -> None:
+        await self._node.transfer_leadership(to)
+
+    def set_isolated(self, isolated: bool) -> None:
+        self._node._isolated = isolated

@@ -9,22 +9,65 @@ Kinds: ``status`` (-> NodeStatus JSON), ``write`` (an encoded Record -> WriteRep
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Protocol
 
 from raftmq.errors import MalformedMessage, NodeStopped, NotLeader, WriteRejected
+from raftmq.protocol.receipts import Commit
 from raftmq.protocol.record import Record
-from raftmq.protocol.requests import WriteReply
-
-if TYPE_CHECKING:
-    from raftmq.node.node import Node
+from raftmq.protocol.requests import NodeStatus, WriteReply
 
 logger = logging.getLogger("raftmq.node.requests")
+
+
+class RequestTarget(Protocol):
+    """What the request server may use of its node (the node provides it)."""
+
+    @property
+    def node_id(self) -> str:
+        """The node's id."""
+        ...
+
+    @property
+    def voters(self) -> tuple[str, ...]:
+        """The voter set."""
+        ...
+
+    @property
+    def is_leader(self) -> bool:
+        """True while the node leads."""
+        ...
+
+    @property
+    def leader_id(self) -> str | None:
+        """The known leader, if any."""
+        ...
+
+    @property
+    def allow_fault_injection(self) -> bool:
+        """Whether ``isolate`` / ``rejoin`` are served."""
+        ...
+
+    def status(self) -> NodeStatus:
+        """The node's current state."""
+        ...
+
+    async def write_record(self, record: Record) -> Commit:
+        """Replicate ``record`` through the node's write path."""
+        ...
+
+    async def transfer_leadership(self, to: str) -> None:
+        """Hand leadership to ``to`` (leader only)."""
+        ...
+
+    def set_isolated(self, isolated: bool) -> None:
+        """Fault injection: discard (or again step) inbound Raft messages."""
+        ...
 
 
 class RequestServer:
     """The transport's ``on_request`` handler of one node."""
 
-    def __init__(self, node: Node[Any]) -> None:
+    def __init__(self, node: RequestTarget) -> None:
         self.node = node  # the node that answers
 
     async def __call__(self, kind: str, body: bytes) -> bytes:
@@ -35,7 +78,7 @@ class RequestServer:
             return (await self._write(body)).model_dump_json().encode()
         if kind == "transfer":
             target = body.decode(errors="replace")
-            if target not in node.config.voters:
+            if target not in node.voters:
                 raise MalformedMessage(f"transfer target {target!r} is not a voter")
             if not node.is_leader:
                 raise NotLeader(node.leader_id)
@@ -44,7 +87,7 @@ class RequestServer:
         if kind in ("isolate", "rejoin") and node.allow_fault_injection:
             # Chaos testing: stop/restart consuming Raft traffic; sending goes on, as in a
             # one-way partition. Requests still reach the node (they are answered here).
-            node.isolated = kind == "isolate"
+            node.set_isolated(kind == "isolate")
             logger.warning("%s: fault injection: %s", node.node_id, kind)
             return b"{}"
         raise MalformedMessage(f"unknown request kind {kind!r}")

@@ -1,13 +1,18 @@
-"""The node's public value types: applied writes, callbacks, services."""
+"""The node's public value types: applied writes, callbacks, services and what a
+service may use of its node."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 from pydantic import BaseModel
 
+from raftmq.core.types import Entry, SoftState
+from raftmq.node.sessions import Original
+from raftmq.protocol.receipts import Commit
 from raftmq.protocol.record import Record
 
 T = TypeVar("T", bound=BaseModel)
@@ -40,4 +45,95 @@ class Service(Protocol):
 
     async def stop(self) -> None:
         """End; must not raise."""
+        ...
+
+
+class ServiceHost(Protocol):
+    """What a leader service (ingest, fan-out, replay) may use of its node, and nothing
+    more: no core, storage or transport. :class:`raftmq.node.node.Node` provides it as
+    ``node.service_host``; every method is called on the node's event loop."""
+
+    @property
+    def node_id(self) -> str:
+        """The node's id (for logs and task names)."""
+        ...
+
+    @property
+    def cluster(self) -> str:
+        """The cluster name (names the broker objects)."""
+        ...
+
+    @property
+    def is_leader(self) -> bool:
+        """True while the node leads."""
+        ...
+
+    @property
+    def applied_index(self) -> int:
+        """The last index applied on this node."""
+        ...
+
+    @property
+    def write_timeout(self) -> float:
+        """Seconds a write may wait for its commit."""
+        ...
+
+    @property
+    def max_write_bytes(self) -> int:
+        """The largest encoded record the node accepts."""
+        ...
+
+    @property
+    def fanout_watermark(self) -> int:
+        """The highest index known published on the committed exchange."""
+        ...
+
+    def on_role_change(self, observer: Callable[[SoftState], None]) -> None:
+        """Call ``observer`` on every change of role, leader or term."""
+        ...
+
+    def on_applied(self, observer: Callable[[tuple[Entry, ...]], None]) -> None:
+        """Call ``observer`` with each batch of applied entries."""
+        ...
+
+    def count(self, counter: str, n: int = 1) -> None:
+        """Add ``n`` to a counter shown by ``status`` (``n=0`` makes it appear)."""
+        ...
+
+    def original(self, producer_id: str, seq: int) -> Original | None:
+        """Where write ``(producer_id, seq)`` landed when its session already applied it
+        (it would be a duplicate if proposed now), else None."""
+        ...
+
+    def is_duplicate(self, index: int) -> bool:
+        """True when the entry at ``index`` was skipped as a duplicate write."""
+        ...
+
+    def submit_payload(self, payload: bytes) -> asyncio.Future[Commit]:
+        """Queue an encoded record for the next proposal batch (leader only); payloads
+        submitted without an await in between go into one batch, in order. Raises
+        NotLeader, WriteRejected (size) or NodeStopped at once."""
+        ...
+
+    async def propose_watermark(self, index: int) -> Commit:
+        """Replicate the fan-out watermark ``index`` (leader only)."""
+        ...
+
+    def advance_fanout_watermark(self, index: int) -> None:
+        """Raise the in-memory fan-out watermark to ``index`` (never lowers it)."""
+        ...
+
+    def save_fanout_watermark(self, index: int) -> None:
+        """Raise the fan-out watermark to ``index`` and have the loop persist it."""
+        ...
+
+    async def first_index(self) -> int:
+        """The first index the log holds."""
+        ...
+
+    async def committed_entries(
+        self, lo: int, hi: int, max_bytes: int | None = None
+    ) -> list[Entry]:
+        """Entries ``lo..hi`` (at least one when any exist, then up to ``max_bytes``);
+        callers ask only for applied, hence committed, indexes."""
         ...

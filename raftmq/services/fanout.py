@@ -32,7 +32,7 @@ from raftmq._amqp.topology import declare_committed
 from raftmq._amqp.wire import field_table, message_frames, publish_confirmed
 from raftmq.core.types import Entry, EntryKind
 from raftmq.errors import MalformedMessage, RaftMQError
-from raftmq.node.node import Node
+from raftmq.node.types import ServiceHost
 from raftmq.protocol.names import (
     H_INDEX,
     H_PREV_INDEX,
@@ -55,9 +55,9 @@ _FEED_MAX = 50_000  # applied entries buffered for the fan-out
 _SCAN_BACK = 256  # entries read per step when looking for the previous published index
 
 
-def publishable(node: Node[Any], entry: Entry) -> Record | None:
+def publishable(node: ServiceHost, entry: Entry) -> Record | None:
     """The Record an applied entry publishes, or None (NOOP, watermark, duplicate, junk)."""
-    if entry.kind is not EntryKind.NORMAL or node.sessions.is_duplicate(entry.index):
+    if entry.kind is not EntryKind.NORMAL or node.is_duplicate(entry.index):
         return None
     if decode_watermark(entry.data) is not None:
         return None
@@ -106,13 +106,13 @@ def committed_frames(
     )
 
 
-async def previous_published(node: Node[Any], index: int) -> int:
+async def previous_published(node: ServiceHost, index: int) -> int:
     """The highest index <= ``index`` that publishes a message, or 0 when none does."""
-    first = await node.storage.first_index()
+    first = await node.first_index()
     hi = index
     while hi >= max(first, 1):
         lo = max(first, hi - _SCAN_BACK + 1, 1)
-        for entry in reversed(await node.storage.entries(lo, hi)):
+        for entry in reversed(await node.committed_entries(lo, hi)):
             if publishable(node, entry) is not None:
                 return entry.index
         hi = lo - 1
@@ -126,7 +126,7 @@ class Fanout(LeaderService):
 
     def __init__(
         self,
-        node: Node[Any],
+        node: ServiceHost,
         amqp_url: str,
         *,
         batch: int = DEFAULT_BATCH,
@@ -138,13 +138,13 @@ class Fanout(LeaderService):
         self.batch = batch  # entries per publish batch (one socket write)
         self.max_in_flight = max_in_flight  # published messages awaiting confirms, at most
         self.watermark_interval = watermark_interval  # seconds between watermark rounds
-        node.counters.setdefault("fanout_published", 0)  # messages confirmed by the broker
+        node.count("fanout_published", 0)  # messages confirmed by the broker
         self._wake = asyncio.Event()  # set when the node applied something or a batch confirmed
         self._replicated = 0  # last watermark proposed or found replicated
         # Applied entries handed over by the node (saves reading them back from storage);
         # contiguous, ascending; bounded: when it overflows, storage is read instead.
         self._feed: deque[Entry] = deque()
-        node.apply_observers.append(self._on_applied)
+        node.on_applied(self._on_applied)
 
     def _on_applied(self, entries: tuple[Entry, ...]) -> None:
         if self.active:
@@ -168,7 +168,7 @@ class Fanout(LeaderService):
         if feed and feed[0].index == next_index:
             return [feed.popleft() for _ in range(min(self.batch, len(feed)))]
         feed.clear()
-        return (await self.node.storage.entries(next_index, applied, _READ_BYTES))[: self.batch]
+        return (await self.node.committed_entries(next_index, applied, _READ_BYTES))[: self.batch]
 
     async def lead(self) -> None:
         """Publish from the replicated watermark on, until cancelled."""
@@ -176,9 +176,9 @@ class Fanout(LeaderService):
         connection = await aio_pika.connect(self.amqp_url)
         try:
             channel = await connection.channel(publisher_confirms=True)
-            await declare_committed(channel, node.transport.cluster)
+            await declare_committed(channel, node.cluster)
             underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
-            publish = Basic.Publish(exchange=committed_exchange(node.transport.cluster))
+            publish = Basic.Publish(exchange=committed_exchange(node.cluster))
             frame = amqp_frame.marshal(publish, underlay.number)
             await self._publish_loop(underlay, frame)
         finally:
@@ -219,9 +219,9 @@ class Fanout(LeaderService):
                 last, count, confirms = in_flight.popleft()
                 confirms.result()  # a nack or a closed channel: resume at the watermark
                 unconfirmed -= count
-                node.counters["fanout_published"] += count
+                node.count("fanout_published", count)
                 dirty = dirty or count > 0
-                node.fanout_watermark = max(node.fanout_watermark, last)
+                node.advance_fanout_watermark(last)
             progressed = False
             if next_index <= node.applied_index and unconfirmed < self.max_in_flight:
                 entries = await self._next_entries(next_index, node.applied_index)

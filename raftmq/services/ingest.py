@@ -2,7 +2,7 @@
 
 Only while the node leads (see :class:`raftmq.services.leading.LeaderService`). Each delivery is
 converted to a :class:`Record` by the rules of :mod:`raftmq.services.write_rules`, whose encoded
-payload goes to ``node.submit_payload`` without an await in between, so all deliveries of
+payload goes to ``ServiceHost.submit_payload`` without an await in between, so all deliveries of
 one loop turn become one proposal batch, in queue order.
 A delivery is acked only after its entry committed (or it was a duplicate of a committed
 write), with one multiple-ack per loop turn over the contiguous settled prefix; the receipt
@@ -32,8 +32,8 @@ from pydantic import BaseModel
 from raftmq._amqp.topology import declare_dead, declare_writes
 from raftmq._amqp.wire import default_publish_frame, message_frames, status_table
 from raftmq.errors import MalformedMessage, NodeStopped, NotLeader, WriteRejected
-from raftmq.node.node import Node
 from raftmq.node.sessions import session_key
+from raftmq.node.types import ServiceHost
 from raftmq.protocol.names import H_PRODUCER, H_REASON, H_SEQ
 from raftmq.protocol.receipts import Commit
 from raftmq.protocol.record import BATCH_TYPE, Record, decode_batch
@@ -152,7 +152,7 @@ class Ingest(LeaderService):
 
     def __init__(
         self,
-        node: Node[Any],
+        node: ServiceHost,
         amqp_url: str,
         *,
         prefetch: int = DEFAULT_PREFETCH,
@@ -164,11 +164,11 @@ class Ingest(LeaderService):
         self.prefetch = prefetch  # unacked deliveries at once
         self.rules = WriteRules(node.max_write_bytes, tuple(content_types), schema)
         for key in ("committed", "duplicates", "dead", "requeued"):
-            node.counters.setdefault(f"ingest_{key}", 0)  # shown by `raftmq status --json`
+            node.count(f"ingest_{key}", 0)  # shown by `raftmq status --json`
 
     async def lead(self) -> None:
         """Consume until cancelled; then cancel the consumer and close the channel."""
-        cluster = self.node.transport.cluster
+        cluster = self.node.cluster
         # Per run: a slow clean-up of a previous run must not touch this run's handlers.
         handlers: set[asyncio.Task[None]] = set()
         connection = await aio_pika.connect(self.amqp_url)
@@ -260,17 +260,17 @@ class Ingest(LeaderService):
         WriteRejected, NodeStopped at once)."""
         key = session_key(record)
         if key is not None:
-            original = self.node.sessions.original(key[0], key[1], self.node.core.last_index + 1)
+            original = self.node.original(key[0], key[1])
             if original is not None:
                 return Commit(original.index or 0, original.term or 0, duplicate=True)
         return self.node.submit_payload(payload)
 
     def _count(self, duplicate: bool) -> None:
-        self.node.counters["ingest_duplicates" if duplicate else "ingest_committed"] += 1
+        self.node.count("ingest_duplicates" if duplicate else "ingest_committed")
 
     async def _requeue(self, acks: _Acks, message: Delivery, reason: BaseException) -> None:
         # Not committed here (or unknown): back to the queue, for the next leader.
-        self.node.counters["ingest_requeued"] += 1
+        self.node.count("ingest_requeued")
         logger.debug("%s: write requeued: %r", self.node.node_id, reason)
         with contextlib.suppress(Exception):
             await message.nack()
@@ -369,7 +369,7 @@ class Ingest(LeaderService):
         self, dead: AbstractExchange, reason: str, letter: aio_pika.Message
     ) -> None:
         """Publish ``letter`` (persistent, with ``raftmq-reason``) to the dead exchange."""
-        self.node.counters["ingest_dead"] += 1
+        self.node.count("ingest_dead")
         logger.warning("%s: dead-lettering a write: %s", self.node.node_id, reason)
         letter.headers = {**(letter.headers or {}), H_REASON: reason}
         letter.delivery_mode = aio_pika.DeliveryMode.PERSISTENT

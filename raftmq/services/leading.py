@@ -6,10 +6,9 @@ import abc
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 from raftmq.core.types import SoftState
-from raftmq.node.node import Node
+from raftmq.node.types import ServiceHost
 
 logger = logging.getLogger("raftmq.services.leading")
 
@@ -26,12 +25,12 @@ class LeaderService(abc.ABC):
 
     name = "service"  # for logs
 
-    def __init__(self, node: Node[Any]) -> None:
+    def __init__(self, node: ServiceHost) -> None:
         self.node = node  # the node whose leadership gates this service
         self._started = False  # between start() and stop()
         self._task: asyncio.Task[None] | None = None  # the running lead(), if leading
         self.failures = 0  # lead() attempts that raised
-        node.role_observers.append(self._on_role)
+        node.on_role_change(self._on_role)
 
     async def start(self) -> None:
         """Begin following the node's leadership."""

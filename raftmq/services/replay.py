@@ -16,14 +16,13 @@ import asyncio
 import contextlib
 import json
 import logging
-from typing import Any
 
 import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from raftmq._amqp.topology import declare_replay
-from raftmq.node.node import Node
+from raftmq.node.types import ServiceHost
 from raftmq.protocol.names import H_REPLAY_END, H_STATUS
 from raftmq.services.fanout import committed_message, previous_published, publishable
 
@@ -47,11 +46,11 @@ class ReplayRequest(BaseModel):
 class ReplayServer:
     """Answers replay requests from this node's database (on every node, leader or not)."""
 
-    def __init__(self, node: Node[Any], amqp_url: str, *, prefetch: int = 4) -> None:
+    def __init__(self, node: ServiceHost, amqp_url: str, *, prefetch: int = 4) -> None:
         self.node = node  # whose database answers
         self.amqp_url = amqp_url  # broker URL (own connection)
         self.prefetch = prefetch  # requests handled at once
-        node.counters.setdefault("replay_answered", 0)  # replay requests answered
+        node.count("replay_answered", 0)  # replay requests answered
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -81,7 +80,7 @@ class ReplayServer:
         try:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=self.prefetch)
-            queue = await declare_replay(channel, self.node.transport.cluster)
+            queue = await declare_replay(channel, self.node.cluster)
             async with queue.iterator() as requests:
                 async for request in requests:
                     try:
@@ -118,7 +117,7 @@ class ReplayServer:
         prev = await previous_published(node, covered)
         lo = ask.start
         while lo <= hi and budget > 0:
-            entries = await node.storage.entries(lo, hi, _READ_BYTES)
+            entries = await node.committed_entries(lo, hi, _READ_BYTES)
             if not entries:
                 break
             for entry in entries:
@@ -140,4 +139,4 @@ class ReplayServer:
             routing_key=request.reply_to,
             mandatory=False,
         )
-        node.counters["replay_answered"] += 1
+        node.count("replay_answered")

@@ -75,11 +75,11 @@ class MemoryCluster:
             while True:
                 leaders = [n for i, n in self.nodes.items() if n.is_leader and i not in exclude]
                 if leaders:
-                    return max(leaders, key=lambda n: n.core.term)
+                    return max(leaders, key=lambda n: n.status().term)
                 await asyncio.sleep(self.tick)
 
     async def wait_applied(self, index: int, timeout: float = 10.0) -> None:
         """Wait until every running node applied ``index``."""
         async with asyncio.timeout(timeout):
-            while not all(n.core.applied_index >= index for n in self.nodes.values()):  # noqa: ASYNC110 - polls node state owned by other tasks
+            while not all(n.applied_index >= index for n in self.nodes.values()):  # noqa: ASYNC110 - polls node state owned by other tasks
                 await asyncio.sleep(self.tick)

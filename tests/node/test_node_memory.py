@@ -52,10 +52,10 @@ async def test_follower_refuses_writes_with_leader_hint(cluster: MemoryCluster) 
 async def test_oversized_write_is_rejected_and_nothing_appended(cluster: MemoryCluster) -> None:
     leader = await cluster.leader()
     leader.max_write_bytes = 100
-    before = leader.core.last_index
+    before = leader.status().last_index
     with pytest.raises(WriteRejected, match="max_write_bytes"):
         await leader.write(Item(n=10**200))
-    assert leader.core.last_index == before
+    assert leader.status().last_index == before
 
 
 async def test_leader_loss_fails_over_without_losing_commits(cluster: MemoryCluster) -> None:
@@ -64,7 +64,7 @@ async def test_leader_loss_fails_over_without_losing_commits(cluster: MemoryClus
     old = leader.node_id
     await cluster.stop(old)
     new = await cluster.leader(exclude=frozenset({old}))
-    assert new.core.term > first[-1].term
+    assert new.status().term > first[-1].term
     second = await asyncio.gather(*(new.write(Item(n=k)) for k in range(50, 100)))
     await cluster.start(old)
     await cluster.wait_applied(second[-1].index)
@@ -125,7 +125,7 @@ async def test_failing_saves_are_retried_and_nothing_is_lost() -> None:
         commits = await asyncio.gather(*(leader.write(Item(n=k)) for k in range(30)))
         await c.wait_applied(commits[-1].index)
         assert flaky[follower].failures == 0
-        assert c.nodes[follower].counters["storage_retries"] >= 5
+        assert c.nodes[follower].status().counters["storage_retries"] >= 5
         assert c.nodes[follower].status().storage_ok
         _assert_same_applied(c, 30)
     finally:
@@ -158,7 +158,7 @@ async def test_failing_callback_is_counted_and_the_node_goes_on() -> None:
         commit = await leader.write(Item(n=1))
         commit2 = await leader.write(Item(n=2))
         assert commit2.index == commit.index + 1
-        assert leader.counters["apply_errors"] == 2 and len(calls) == 2
+        assert leader.status().counters["apply_errors"] == 2 and len(calls) == 2
     finally:
         await c.stop_all()
 
@@ -168,12 +168,12 @@ async def test_isolated_follower_rejoins_without_deposing_the_leader(
 ) -> None:
     """Pre-vote (thesis §9.6): a node that was cut off does not disrupt on return."""
     leader = await cluster.leader()
-    term = leader.core.term
+    term = leader.status().term
     follower = next(i for i in cluster.ids if i != leader.node_id)
     cluster.network.disconnect(follower)
     await asyncio.sleep(0.5)  # many election timeouts (0.1-0.2 s each) while cut off
     cluster.network.connect(follower)
     last = await leader.write(Item(n=7))
     await cluster.wait_applied(last.index)
-    assert leader.is_leader and leader.core.term == term
-    assert cluster.nodes[follower].core.term == term
+    assert leader.is_leader and leader.status().term == term
+    assert cluster.nodes[follower].status().term == term
