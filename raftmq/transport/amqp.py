@@ -83,13 +83,9 @@ class AmqpTransport:
         # Invariant: entries are (routing key, envelope, ttl); len <= outbox_limit.
         self._outbox: deque[tuple[str, Envelope, int | None]] = deque()
         self._wakeup = asyncio.Event()  # set when the outbox gained messages
-        self._idle = asyncio.Event()  # set when the outbox is empty and nothing is mid-publish
-        self._idle.set()
         self._connected = asyncio.Event()  # set while a channel is open and the inbox declared
         self._connection: aio_pika.abc.AbstractConnection | None = None
         self._channel: aiormq.Channel | None = None  # underlay channel while connected
-        self._consumer_tag: str | None = None  # set while consuming
-        self._paused = False  # pause() is in force (survives reconnects)
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []  # supervisor and publisher
 
@@ -130,7 +126,6 @@ class AmqpTransport:
             except aio_pika.exceptions.CONNECTION_EXCEPTIONS as exc:
                 log.debug("closing %s: %s", self.connection_name, exc)
         self._outbox.clear()
-        self._idle.set()
 
     @property
     def connected(self) -> bool:
@@ -160,18 +155,11 @@ class AmqpTransport:
             )
             self.stats.sent += 1
         if self._outbox:
-            self._idle.clear()
             self._wakeup.set()
-
-    async def flush(self) -> None:
-        """Wait until every queued message was written to the connection (best effort)."""
-        if not self._stopping:
-            await self._idle.wait()
 
     def _send_reply(self, reply_to: str, envelope: Envelope) -> None:
         # Client-facing replies never expire: the client's own timeout decides.
         self._outbox.append((reply_to, envelope, None))
-        self._idle.clear()
         self._wakeup.set()
 
     async def _publish_loop(self) -> None:
@@ -194,45 +182,9 @@ class AmqpTransport:
                     self._endpoint.once.warn(
                         "publish-failed", "publish from %s failed: %s", self.queue, exc
                     )
-            if not self._outbox:
-                self._idle.set()
 
     # -- consuming ---------------------------------------------------------------------------
-    async def pause(self) -> None:
-        """Cancel the inbox consumer; messages wait in the queue until they expire."""
-        self._paused = True
-        await self._cancel_consumer()
-
-    async def resume(self) -> None:
-        """Consume again after :meth:`pause`."""
-        self._paused = False
-        if self._connected.is_set() and self._consumer_tag is None:
-            try:
-                await self._consume()
-            except aio_pika.exceptions.CONNECTION_EXCEPTIONS as exc:
-                log.warning("resume of %s failed (will retry on reconnect): %s", self.queue, exc)
-
-    async def _consume(self) -> None:
-        channel = self._channel
-        if channel is None:
-            return
-        ok = await channel.basic_consume(self.queue, self._on_delivery, no_ack=True)
-        self._consumer_tag = ok.consumer_tag
-
-    async def _cancel_consumer(self) -> None:
-        tag, self._consumer_tag = self._consumer_tag, None
-        channel = self._channel
-        if tag is None or channel is None or channel.is_closed:
-            return
-        try:
-            await channel.basic_cancel(tag)
-        except aio_pika.exceptions.CONNECTION_EXCEPTIONS as exc:
-            log.debug("cancel of %s consumer failed: %s", self.queue, exc)
-
     async def _on_delivery(self, delivered: aiormq.abc.DeliveredMessage) -> None:
-        if self._paused:
-            self.stats.dropped["paused"] += 1  # in flight when the consumer was cancelled
-            return
         self._dispatcher.dispatch(envelope_from_delivery(delivered))
 
     # -- connection supervision -------------------------------------------------------------
@@ -296,13 +248,11 @@ class AmqpTransport:
             },
         )
         self._channel = cast(aiormq.Channel, await channel.get_underlay_channel())
-        if not self._paused:
-            await self._consume()
+        await self._channel.basic_consume(self.queue, self._on_delivery, no_ack=True)
 
     def _set_disconnected(self) -> None:
         self._connected.clear()
         self._channel = None
-        self._consumer_tag = None
 
     async def _discard_connection(self) -> None:
         connection, self._connection = self._connection, None

@@ -2,7 +2,7 @@
 
 A :class:`MemoryNetwork` plays the broker: it holds one inbox per node (named
 like the AMQP queue, kept across a node's restart), applies per-message TTL and
-the drop-head length bound while a consumer is paused, and can drop, delay,
+the drop-head length bound while nobody consumes an inbox, and can drop, delay,
 duplicate, reorder and partition traffic with a seeded random generator. Inbound
 envelopes go through the same codec and dispatcher as on the real broker.
 """
@@ -33,7 +33,7 @@ class _Inbox:
     """A node's queue on the in-memory broker."""
 
     max_length: int  # drop-head bound while nobody consumes
-    consumer: MemoryTransport | None = None  # None while paused or stopped: messages wait
+    consumer: MemoryTransport | None = None  # None while stopped: messages wait
     backlog: deque[tuple[float, Envelope]] = field(default_factory=deque)  # (expires at, msg)
 
 
@@ -224,7 +224,6 @@ class MemoryTransport:
         self._dispatcher = self._endpoint.dispatcher
         self._inbox: _Inbox | None = None  # set by start()
         self._started = False  # start() ran and stop() did not
-        self._paused = False  # pause() is in force
 
     async def start(
         self, on_message: MessageHandler, on_request: RequestHandler | None = None
@@ -233,8 +232,7 @@ class MemoryTransport:
         self._dispatcher.bind(on_message, on_request)
         self._inbox = self.network.declare(self.queue, self.inbox_max_length)
         self._started = True
-        if not self._paused:
-            self._consume()
+        self._consume()
 
     def send(self, messages: Sequence[Message]) -> None:
         """Hand messages to the network; never raises."""
@@ -248,21 +246,6 @@ class MemoryTransport:
                 continue
             self.stats.sent += 1
             self.network.route(self.node_id, message.recipient, envelope, self.message_ttl_ms)
-
-    async def flush(self) -> None:
-        """Nothing is buffered on this side: send() hands messages to the network at once."""
-
-    async def pause(self) -> None:
-        """Stop consuming; messages wait in the inbox until they expire."""
-        self._paused = True
-        if self._inbox is not None and self._inbox.consumer is self:
-            self._inbox.consumer = None
-
-    async def resume(self) -> None:
-        """Consume again, receiving whatever did not expire meanwhile."""
-        self._paused = False
-        if self._started:
-            self._consume()
 
     async def stop(self) -> None:
         """Stop consuming; the inbox stays (like the AMQP queue) for a restart. Idempotent."""

@@ -67,18 +67,6 @@ class Transport(Protocol):
         for an unreachable peer (the loss is counted and logged)."""
         ...
 
-    async def flush(self) -> None:
-        """Wait until queued messages were handed to the network (best effort)."""
-        ...
-
-    async def pause(self) -> None:
-        """Stop consuming the inbox (used to simulate or enforce isolation)."""
-        ...
-
-    async def resume(self) -> None:
-        """Resume consuming the inbox after :meth:`pause`."""
-        ...
-
     async def stop(self) -> None:
         """Stop consuming and close connections. Idempotent."""
         ...

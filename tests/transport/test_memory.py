@@ -144,16 +144,16 @@ async def test_partition_and_heal(harness: MemoryHarness) -> None:
     await wait_until(lambda: len(inboxes["c"]) == 2, what="delivery after connect")
 
 
-async def test_paused_inbox_overflow_drops_the_oldest(harness: MemoryHarness) -> None:
-    inbox = Inbox()
+async def test_unconsumed_inbox_overflow_drops_the_oldest(harness: MemoryHarness) -> None:
     sender = harness.transport("a")
     await sender.start(Inbox())
-    receiver = harness.transport("b", inbox_max_length=5)
-    await receiver.start(inbox)
-    await receiver.pause()
+    stopped = harness.transport("b", inbox_max_length=5)
+    await stopped.start(Inbox())
+    await stopped.stop()  # the inbox stays, bounded, with nobody consuming it
     sender.send([append("a", "b", i) for i in range(10)])
     await wait_until(lambda: harness.network.stats["overflow"] == 5, what="overflow")
-    await receiver.resume()
+    inbox = Inbox()
+    await harness.transport("b").start(inbox)
     assert _commits(inbox) == [5, 6, 7, 8, 9]
 
 
