@@ -18,16 +18,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from raftmq.errors import StorageError, StoreMismatch
-
-if TYPE_CHECKING:
-    from raftmq.storage.runner import Runner
 
 Durability = Literal["full", "normal"]
 SqliteRunner = Literal["thread", "aiosqlite"]
@@ -136,26 +133,6 @@ def create_sqlite_engine(
     )
     _install_sqlite_hooks(engine, durability, busy_timeout_ms)
     return engine
-
-
-def make_runner(
-    url: str,
-    *,
-    durability: Durability = "full",
-    busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
-    sqlite_runner: SqliteRunner = "thread",
-) -> Runner:
-    """The runner for ``url``: a dedicated thread for SQLite (unless ``sqlite_runner`` is
-    "aiosqlite"), the async driver otherwise. See raftmq.storage.runner."""
-    from raftmq.storage.runner import AsyncRunner, ThreadRunner
-
-    if is_sqlite(url) and sqlite_runner == "thread":
-        return ThreadRunner(
-            create_sqlite_engine(url, durability=durability, busy_timeout_ms=busy_timeout_ms)
-        )
-    return AsyncRunner(
-        create_store_engine(url, durability=durability, busy_timeout_ms=busy_timeout_ms)
-    )
 
 
 def enable_wal(conn: Connection) -> None:

@@ -35,14 +35,8 @@ from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from raftmq.errors import StorageError, StoreMismatch
-from raftmq.storage.engine import (
-    check_sqlite_file,
-    enable_wal,
-    make_runner,
-    normalize_url,
-    sqlite_path,
-)
-from raftmq.storage.runner import Runner
+from raftmq.storage.engine import check_sqlite_file, enable_wal, normalize_url, sqlite_path
+from raftmq.storage.runner import Runner, make_runner
 from raftmq.storage.schema import OWN_TABLES, VERSION_TABLE, meta_table
 
 logger = logging.getLogger("raftmq.storage.migrate")

@@ -32,7 +32,15 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from raftmq.storage.engine import BEGIN_OPTION
+from raftmq.storage.engine import (
+    BEGIN_OPTION,
+    DEFAULT_BUSY_TIMEOUT_MS,
+    Durability,
+    SqliteRunner,
+    create_sqlite_engine,
+    create_store_engine,
+    is_sqlite,
+)
 
 T = TypeVar("T")
 
@@ -224,3 +232,21 @@ class AsyncRunner:
         async with self._lock:
             await self._drop()
         await self._engine.dispose()
+
+
+def make_runner(
+    url: str,
+    *,
+    durability: Durability = "full",
+    busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
+    sqlite_runner: SqliteRunner = "thread",
+) -> Runner:
+    """The runner for ``url``: a dedicated thread for SQLite (unless ``sqlite_runner`` is
+    "aiosqlite"), the async driver otherwise."""
+    if is_sqlite(url) and sqlite_runner == "thread":
+        return ThreadRunner(
+            create_sqlite_engine(url, durability=durability, busy_timeout_ms=busy_timeout_ms)
+        )
+    return AsyncRunner(
+        create_store_engine(url, durability=durability, busy_timeout_ms=busy_timeout_ms)
+    )

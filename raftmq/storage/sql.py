@@ -36,14 +36,13 @@ from raftmq.storage.engine import (
     SqliteRunner,
     check_sqlite_file,
     enable_wal,
-    make_runner,
     normalize_url,
     sqlite_path,
 )
 from raftmq.storage.migrate import check_owner, check_schema, read_info, translate, upgrade_in
 from raftmq.storage.port import ClientSession, PersistBatch, Snapshot
 from raftmq.storage.rules import check_batch, check_snapshot
-from raftmq.storage.runner import Runner
+from raftmq.storage.runner import Runner, make_runner
 from raftmq.storage.schema import (
     SCHEMA_IDENTITY,
     hard_state_table,

@@ -10,9 +10,8 @@ from pathlib import Path
 import pytest
 
 from raftmq.core.types import Entry
-from raftmq.storage.engine import make_runner
 from raftmq.storage.port import PersistBatch
-from raftmq.storage.runner import ThreadRunner
+from raftmq.storage.runner import ThreadRunner, make_runner
 from raftmq.storage.sql import SqlStorage
 from raftmq.storage.sqlops import nothing
 
