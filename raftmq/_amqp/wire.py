@@ -17,6 +17,7 @@ from aiormq.abc import ChannelFrame
 from pamqp import frame as amqp_frame
 from pamqp.commands import Basic
 
+from raftmq._amqp.channel import wait_unless_closed
 from raftmq.protocol.codec import Envelope
 from raftmq.protocol.names import H_STATUS
 
@@ -229,12 +230,7 @@ async def publish_batch(channel: aiormq.Channel, batch: list[OutboundItem]) -> N
 async def _drained(channel: aiormq.Channel, drained: asyncio.Future[None]) -> None:
     """Wait until the socket took a frame write; ChannelInvalidStateError if the channel
     closes first."""
-    closing = channel.closing  # an observer future: cancel it after use, or it leaks
-    try:
-        await asyncio.wait((drained, closing), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        closing.cancel()
-    if not drained.done():
+    if not await wait_unless_closed(channel, drained):
         drained.cancel()
         raise aiormq.exceptions.ChannelInvalidStateError("channel closed while publishing")
 

@@ -32,6 +32,7 @@ from aio_pika.abc import (
 )
 
 from raftmq._amqp import topology
+from raftmq._amqp.channel import wait_unless_closed
 from raftmq._amqp.wire import default_publish_frame, message_frames, publish_confirmed
 from raftmq.errors import RaftMQError
 from raftmq.protocol import names
@@ -392,11 +393,9 @@ class Producer:
     async def _confirm_batch(
         self, batch: list[_Write], channel: aiormq.Channel, confirmed: asyncio.Future[None]
     ) -> None:
-        closing = channel.closing  # pending confirms never resolve on a closed channel
         try:
-            await asyncio.wait((confirmed, closing), return_when=asyncio.FIRST_COMPLETED)
+            await wait_unless_closed(channel, confirmed)
         finally:
-            closing.cancel()  # an observer future: cancel it after use, or it leaks
             self._in_flight -= len(batch)
             self._capacity.set()
             if self._in_flight == 0:

@@ -28,6 +28,7 @@ import aiormq
 from pamqp import frame as amqp_frame
 from pamqp.commands import Basic
 
+from raftmq._amqp.channel import closing_observer
 from raftmq._amqp.topology import declare_committed
 from raftmq._amqp.wire import field_table, message_frames, publish_confirmed
 from raftmq.core.types import Entry, EntryKind
@@ -193,12 +194,9 @@ class Fanout(LeaderService):
         prev = await previous_published(node, next_index - 1)
         self._replicated = node.fanout_watermark
         logger.info("%s: fan-out resumes at index %s", node.node_id, next_index)
-        closing = channel.closing  # pending confirms never resolve on a closed channel
-        closing.add_done_callback(lambda _: self._wake.set())
-        try:
+        with closing_observer(channel) as closing:  # confirms never come on a closed channel
+            closing.add_done_callback(lambda _: self._wake.set())
             await self._publish(channel, publish_frame, next_index, prev)
-        finally:
-            closing.cancel()
 
     async def _publish(
         self, channel: aiormq.Channel, publish_frame: bytes, next_index: int, prev: int
