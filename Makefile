@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest demo safety-soak chaos bench clean
+.PHONY: test unit fmt lint typecheck pytest demo safety-soak chaos bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,6 +16,16 @@ demo: $(STAMP)
 	$(BIN)/raftmq demo
 
 test: lint typecheck pytest
+
+# The tests that need no broker and no database (under a minute): the safety search runs
+# 50 seeds here, 500 in `make test`.
+unit: $(STAMP)
+	RAFTMQ_SAFETY_SEEDS=$${RAFTMQ_SAFETY_SEEDS:-50} $(BIN)/pytest -q -m 'not integration and not slow'
+
+# Rewrite the tree into the shape `make lint` checks (import order, formatting, safe fixes).
+fmt: $(STAMP)
+	$(BIN)/ruff check --fix raftmq tests benchmarks migrations
+	$(BIN)/ruff format raftmq tests benchmarks migrations
 
 lint: $(STAMP)
 	$(BIN)/ruff check raftmq tests benchmarks migrations

@@ -242,7 +242,7 @@ async def main(args: argparse.Namespace) -> None:
         print(f"{key:<32} {value}")
     if args.only != "all":
         return
-    for size in sizes:  # the throughput target: raftmq / plain quorum queue
+    for size in sizes:  # the throughput target: raftmq / plain quorum queue
         raft = float(results[f"raftmq {size} B burst"].split()[0])
         for label in ("quorum queue", "quorum queue seq"):
             plain = float(results[f"{label} {size} B burst"].split()[0])

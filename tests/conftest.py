@@ -137,3 +137,14 @@ async def local_cluster(amqp_url: str, tmp_path: Path) -> AsyncIterator[ClusterF
     for cluster in made:
         cluster.stop_all()
         await cluster.delete_queues()
+
+
+_SERVICE_FIXTURES = frozenset({"amqp_url", "postgres_server_url"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses a broker or database fixture (directly or through another fixture)
+    is an integration test, whether or not it says so: `make unit` deselects them."""
+    for item in items:
+        if _SERVICE_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)

@@ -63,7 +63,7 @@ class NodeSettings(BaseSettings):
     max_write_bytes: int = Field(1 << 20, gt=0)  # larger writes are refused
     write_timeout: float = Field(30.0, gt=0)  # seconds a write may wait for its commit
     allow_fault_injection: bool = False  # serve "isolate"/"rejoin" requests (chaos tests only)
-    queue_services: bool = True  # run ingest, fan-out and replay (issue 5) beside the node
+    queue_services: bool = True  # run ingest, fan-out and replay beside the node
     session_expiry_entries: int = Field(1_000_000, gt=0)  # idle client sessions expire after
     max_session_gap: int = Field(10_000, gt=0)  # missing seqs tolerated per producer session
     write_content_types: Annotated[list[str], NoDecode] = Field(default_factory=list)  # or any
