@@ -1,7 +1,7 @@
-"""How an :class:`~raftmq.protocol.codec.Envelope` maps onto AMQP (pamqp/aiormq level).
+"""Publishing below aio-pika: hand-written AMQP frames and the fast publish paths.
 
-Kept apart from the transport's lifecycle code: this is the hot path, tuned for
-CPU per message (few properties, many publishes per socket write).
+The hot paths (Raft traffic, producer batches, receipts, the fan-out) are tuned for CPU
+per message: few properties, frames marshalled by hand, many publishes per socket write.
 """
 
 from __future__ import annotations
@@ -9,15 +9,14 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import aiormq
-import aiormq.abc
 from aiormq.abc import ChannelFrame
 from pamqp import frame as amqp_frame
 from pamqp.commands import Basic
 
-from raftmq._amqp.channel import wait_unless_closed
+from raftmq._amqp.channel import RawChannel, wait_unless_closed
 from raftmq.protocol.codec import Envelope
 from raftmq.protocol.names import H_STATUS
 
@@ -128,28 +127,19 @@ def message_frames(
     return b"".join(out)
 
 
-def header_text(headers: dict[str, Any] | None, name: str) -> str | None:
-    """A text header as str (pamqp may hand back bytes), or None when absent."""
-    value = (headers or {}).get(name)
-    if isinstance(value, bytes):
-        return value.decode(errors="replace")
-    return value if isinstance(value, str) else None
+class Framing(NamedTuple):
+    """What :func:`message_frames` needs of the raw channel the frames go out on."""
+
+    number: int  # the channel number every frame carries
+    max_body: int  # bytes per body frame (the connection's frame_max less the overhead)
 
 
-def envelope_from_delivery(delivered: aiormq.abc.DeliveredMessage) -> Envelope:
-    """The broker-independent view of one delivered AMQP message."""
-    props = delivered.header.properties
-    return Envelope(
-        body=delivered.body,
-        type=props.message_type,
-        cluster=props.app_id,
-        reply_to=props.reply_to,
-        correlation_id=props.correlation_id,
-        status=header_text(props.headers, H_STATUS) if props.headers else None,
-    )
+def framing(channel: RawChannel) -> Framing:
+    """The :class:`Framing` of ``channel`` (read it once per channel, not per message)."""
+    return Framing(channel.number, channel.max_content_size)
 
 
-def properties_for(envelope: Envelope, *, ttl_ms: int | None) -> Basic.Properties:
+def _properties_for(envelope: Envelope, *, ttl_ms: int | None) -> Basic.Properties:
     """AMQP properties for an outbound envelope (non-persistent, optionally expiring).
 
     Only what the protocol needs: every extra property (content type, message id,
@@ -163,6 +153,19 @@ def properties_for(envelope: Envelope, *, ttl_ms: int | None) -> Basic.Propertie
         headers=None if envelope.status is None else {H_STATUS: envelope.status},
         reply_to=envelope.reply_to,
         correlation_id=envelope.correlation_id,
+    )
+
+
+async def publish_envelope(
+    channel: RawChannel, routing_key: str, envelope: Envelope, *, ttl_ms: int
+) -> None:
+    """Publish one envelope to the default exchange (non-persistent, expiring after
+    ``ttl_ms``) with aiormq's own ``basic_publish``: for the occasional client request,
+    where one socket write per message does not matter."""
+    await channel.basic_publish(
+        envelope.body,
+        routing_key=routing_key,
+        properties=_properties_for(envelope, ttl_ms=ttl_ms),
     )
 
 
@@ -193,7 +196,7 @@ def default_publish_frame(channel_number: int, routing_key: str) -> bytes:
     return frame
 
 
-async def publish_batch(channel: aiormq.Channel, batch: list[OutboundItem]) -> None:
+async def publish_batch(channel: RawChannel, batch: list[OutboundItem]) -> None:
     """Write a batch of basic.publish frames to the socket in ONE write.
 
     aiormq's ``basic_publish`` costs one socket write (a syscall) per message; without
@@ -227,7 +230,18 @@ async def publish_batch(channel: aiormq.Channel, batch: list[OutboundItem]) -> N
     await _drained(channel, drained)
 
 
-async def _drained(channel: aiormq.Channel, drained: asyncio.Future[None]) -> None:
+async def write_frames(channel: RawChannel, payload: bytes) -> None:
+    """Queue ready-made frames (e.g. :func:`message_frames` of several messages) for the
+    socket without waiting for the write, only while the connection's frame queue is
+    full: for best-effort messages on a channel without confirms. Nothing is queued for
+    a closed channel."""
+    if not channel.is_closed:
+        await channel.write_queue.put(
+            ChannelFrame(payload=payload, should_close=False, drain_future=None)
+        )
+
+
+async def _drained(channel: RawChannel, drained: asyncio.Future[None]) -> None:
     """Wait until the socket took a frame write; ChannelInvalidStateError if the channel
     closes first."""
     if not await wait_unless_closed(channel, drained):
@@ -263,7 +277,7 @@ class BatchConfirms:
             self.future.set_exception(exc)
 
 
-async def publish_confirmed(channel: aiormq.Channel, messages: list[bytes]) -> asyncio.Future[None]:
+async def publish_confirmed(channel: RawChannel, messages: list[bytes]) -> asyncio.Future[None]:
     """Publish ``messages`` (each the complete wire frames of one basic.publish) on a
     confirm-mode ``channel`` in ONE socket write; return a future that resolves when the
     broker confirmed every one of them (fails on a nack; a closed channel leaves it

@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from aiormq.abc import DeliveredMessage
-
+from raftmq._amqp.delivery import Delivered, properties
 from raftmq.protocol import names
 from raftmq.protocol.record import HeaderValue
 
@@ -53,11 +52,11 @@ def _narrowed(raw: dict[str, Any]) -> dict[str, HeaderValue]:
     return headers
 
 
-def parse_delivered(delivered: DeliveredMessage) -> tuple[CommittedMessage, int]:
-    """A committed (or replayed) aiormq delivery as (CommittedMessage, prev_index).
-    pamqp's decoded header table becomes the message's headers as it is when every value
+def parse_delivered(delivered: Delivered) -> tuple[CommittedMessage, int]:
+    """A committed (or replayed) raw delivery as (CommittedMessage, prev_index).
+    The decoded header table becomes the message's headers as it is when every value
     already is a str/int/float/bool (the common case): nobody else holds it."""
-    props = delivered.header.properties
+    props = properties(delivered)
     raw: dict[str, Any] = props.headers if props.headers is not None else {}
     headers: dict[str, HeaderValue] = raw
     for value in raw.values():

@@ -20,10 +20,8 @@ from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import cast
 
 import aio_pika
-import aiormq
 from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractQueue,
@@ -32,8 +30,8 @@ from aio_pika.abc import (
 )
 
 from raftmq._amqp import topology
-from raftmq._amqp.channel import wait_unless_closed
-from raftmq._amqp.wire import default_publish_frame, message_frames, publish_confirmed
+from raftmq._amqp.channel import RawChannel, underlay, wait_unless_closed
+from raftmq._amqp.wire import default_publish_frame, framing, message_frames, publish_confirmed
 from raftmq.errors import RaftMQError
 from raftmq.protocol import names
 from raftmq.protocol.receipts import Receipt, batch_outcomes
@@ -357,12 +355,12 @@ class Producer:
                 self._forget_settled_batches()
             self._batches[correlation_id] = [write.seq for write in batch]
         try:
-            channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
-            number = channel.number
+            channel = await underlay(self._channel)
+            number, max_body = framing(channel)
             frames = message_frames(
                 number,
                 default_publish_frame(number, names.writes_queue(self.cluster)),
-                channel.max_content_size,
+                max_body,
                 encode_batch([write.payload for write in batch]),
                 content_type=BATCH_CONTENT_TYPE,
                 message_type=BATCH_TYPE,
@@ -391,7 +389,7 @@ class Producer:
         }
 
     async def _confirm_batch(
-        self, batch: list[_Write], channel: aiormq.Channel, confirmed: asyncio.Future[None]
+        self, batch: list[_Write], channel: RawChannel, confirmed: asyncio.Future[None]
     ) -> None:
         try:
             await wait_unless_closed(channel, confirmed)

@@ -16,8 +16,8 @@ from collections import deque
 
 import aio_pika
 from aio_pika.abc import AbstractRobustChannel
-from aiormq.abc import DeliveredMessage
 
+from raftmq._amqp.delivery import Delivered, properties
 from raftmq.client.committed import CommittedMessage, parse_delivered
 from raftmq.protocol import names
 
@@ -39,11 +39,11 @@ class ReplayClient:
         self.channel = channel  # the subscriber's channel (robust: survives reconnects)
         self.reply_to = reply_to  # the subscriber's exclusive reply queue
         self.cluster = cluster  # cluster name
-        self._replies: dict[str, asyncio.Queue[DeliveredMessage]] = {}
+        self._replies: dict[str, asyncio.Queue[Delivered]] = {}
 
-    async def on_reply(self, delivered: DeliveredMessage) -> None:
+    async def on_reply(self, delivered: Delivered) -> None:
         """Consumer callback of the reply queue: hand an answer to its request."""
-        answers = self._replies.get(delivered.header.properties.correlation_id or "")
+        answers = self._replies.get(properties(delivered).correlation_id or "")
         if answers is not None:
             answers.put_nowait(delivered)
 
@@ -51,7 +51,7 @@ class ReplayClient:
         self,
         first: int,
         wanted: int | None,
-        ready: deque[tuple[CommittedMessage, DeliveredMessage | None]],
+        ready: deque[tuple[CommittedMessage, Delivered | None]],
         last: int | None,
         *,
         batch: int,
@@ -86,7 +86,7 @@ class ReplayClient:
         request = json.dumps({"from": first, "to": wanted, "max": batch}).encode()
         while True:
             correlation_id = uuid.uuid4().hex
-            answers: asyncio.Queue[DeliveredMessage] = asyncio.Queue()
+            answers: asyncio.Queue[Delivered] = asyncio.Queue()
             self._replies[correlation_id] = answers
             try:
                 await self.channel.default_exchange.publish(
@@ -101,7 +101,7 @@ class ReplayClient:
                 got: list[CommittedMessage] = []
                 while True:
                     answer = await asyncio.wait_for(answers.get(), timeout=timeout)
-                    end = (answer.header.properties.headers or {}).get(names.H_REPLAY_END)
+                    end = (properties(answer).headers or {}).get(names.H_REPLAY_END)
                     if end is not None:
                         return got, int(str(end))
                     got.append(parse_delivered(answer)[0])
@@ -111,5 +111,5 @@ class ReplayClient:
                 self._replies.pop(correlation_id, None)
 
 
-def _top(ready: deque[tuple[CommittedMessage, DeliveredMessage | None]]) -> int:
+def _top(ready: deque[tuple[CommittedMessage, Delivered | None]]) -> int:
     return ready[-1][0].index if ready else 0

@@ -6,8 +6,8 @@ index; a gap (``raftmq-prev-index`` above the last delivered index) is filled fr
 replay queue (raftmq.client.replay) before newer messages are yielded. Messages are
 parsed by raftmq.client.committed.
 
-Deliveries (live and replayed) are consumed at the aiormq level: a message is read
-straight from its AMQP properties and body, without an aio-pika ``IncomingMessage``
+Deliveries (live and replayed) are consumed on the raw channel (raftmq._amqp): a message
+is read straight from its AMQP properties and body, without an aio-pika ``IncomingMessage``
 (which costs more CPU than everything else the subscriber does per message). aio-pika's
 robust connection still redeclares the queues and bindings after a reconnect; the
 subscriber then consumes again on the new channel.
@@ -20,22 +20,27 @@ import contextlib
 import logging
 import uuid
 from collections import deque
-from collections.abc import Callable, Coroutine
 from types import TracebackType
-from typing import Any, Literal, cast
+from typing import Literal
 
 import aio_pika
-import aiormq
 from aio_pika.abc import (
     AbstractQueue,
     AbstractRobustChannel,
     AbstractRobustConnection,
     AbstractRobustQueue,
 )
-from aiormq.abc import DeliveredMessage
-from pamqp.commands import Basic
 
 from raftmq._amqp import topology
+from raftmq._amqp.channel import (
+    Consumer,
+    RawChannel,
+    consume,
+    consuming,
+    on_broker_cancel,
+    underlay,
+)
+from raftmq._amqp.delivery import Delivered, ack, delivery_channel, delivery_tag
 from raftmq.client.committed import (
     CommittedMessage,
     parse_delivered,
@@ -52,8 +57,6 @@ Start = Literal["latest", "earliest"] | int
 _FLUSH_EVERY = 100  # processed messages between position writes / acks (named subscriptions)
 _FLUSH_INTERVAL = 0.5  # seconds: a position older than this is written while idle
 _RESUME_PAUSE = 1.0  # seconds between attempts to consume again after a broker cancel
-
-_Consumer = Callable[[DeliveredMessage], Coroutine[Any, Any, None]]
 
 
 class Subscriber:
@@ -90,12 +93,12 @@ class Subscriber:
         self._processed: int | None = None  # last index the application finished with
         # Admitted messages not yet yielded, in index order, each with its live delivery
         # (None: replayed). Live deliveries are only admitted while this is empty.
-        self._ready: deque[tuple[CommittedMessage, DeliveredMessage | None]] = deque()
-        self._yielded: tuple[CommittedMessage, DeliveredMessage | None] | None = None
-        self._live: deque[DeliveredMessage] = deque()  # live deliveries not yet admitted
+        self._ready: deque[tuple[CommittedMessage, Delivered | None]] = deque()
+        self._yielded: tuple[CommittedMessage, Delivered | None] | None = None
+        self._live: deque[Delivered] = deque()  # live deliveries not yet admitted
         self._waiter: asyncio.Future[None] | None = None  # set while waiting for a delivery
         self._flush_timer: asyncio.TimerHandle | None = None  # wakes the waiter to flush
-        self._unacked: DeliveredMessage | None = None  # newest processed live delivery
+        self._unacked: Delivered | None = None  # newest processed live delivery
         self._unflushed = 0  # processed messages since the last flush
         self._flushed_at = 0.0  # loop time of the last flush
         self._replay_from: int | None = None  # proactive replay still to do (earliest / N)
@@ -107,7 +110,7 @@ class Subscriber:
         self._position_queue: AbstractQueue | None = None
         self._live_tag = f"raftmq-sub-{uuid.uuid4().hex}"  # consumer tag, on every channel
         self._reply_tag = f"raftmq-replay-{uuid.uuid4().hex}"
-        self._watched: aiormq.Channel | None = None  # channel with our cancel callback
+        self._watched: RawChannel | None = None  # channel with our cancel callback
         self._resuming: asyncio.Task[None] | None = None  # re-consume after a broker cancel
         self._closed = False
 
@@ -286,7 +289,7 @@ class Subscriber:
         self._flush_timer = None
         self._wake()
 
-    async def _on_delivery(self, delivered: DeliveredMessage) -> None:
+    async def _on_delivery(self, delivered: Delivered) -> None:
         self._live.append(delivered)
         self._wake()
 
@@ -295,17 +298,17 @@ class Subscriber:
         a consumer the channel already has is left alone)."""
         assert self._channel is not None and self._replay is not None
         assert self._queue is not None and self._reply_queue is not None
-        channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
+        channel = await underlay(self._channel)
         if channel is not self._watched:
-            channel.on_consumer_cancel_callbacks.add(self._on_cancel)
+            on_broker_cancel(channel, self._on_cancel)
             self._watched = channel
-        consumers: tuple[tuple[AbstractQueue, str, _Consumer, bool], ...] = (
+        consumers: tuple[tuple[AbstractQueue, str, Consumer, bool], ...] = (
             (self._reply_queue, self._reply_tag, self._replay.on_reply, True),
             (self._queue, self._live_tag, self._on_delivery, False),
         )
         for queue, tag, callback, no_ack in consumers:
-            if tag not in channel.consumers:  # registered before basic_consume awaits
-                await channel.basic_consume(queue.name, callback, no_ack=no_ack, consumer_tag=tag)
+            if not consuming(channel, tag):  # registered before basic_consume awaits
+                await consume(channel, queue.name, callback, no_ack=no_ack, consumer_tag=tag)
 
     async def _on_reopen(self, _channel: object) -> None:
         try:
@@ -314,10 +317,10 @@ class Subscriber:
             logger.warning("could not consume after a reconnect: %s", exc)
             self._resume()
 
-    def _on_cancel(self, frame: Basic.Cancel) -> None:
+    def _on_cancel(self, consumer_tag: str) -> None:
         """The broker cancelled a consumer (its queue was deleted): like aio-pika does for
         its robust queues, redeclare the queue and consume again."""
-        if frame.consumer_tag in (self._live_tag, self._reply_tag):
+        if consumer_tag in (self._live_tag, self._reply_tag):
             self._resume()
 
     def _resume(self) -> None:
@@ -332,12 +335,12 @@ class Subscriber:
         while not self._closed:
             try:
                 await self._channel.ready()
-                channel = cast(aiormq.Channel, await self._channel.get_underlay_channel())
+                channel = await underlay(self._channel)
                 for queue, tag in (
                     (self._reply_queue, self._reply_tag),
                     (self._queue, self._live_tag),
                 ):
-                    if tag not in channel.consumers:
+                    if not consuming(channel, tag):
                         await queue.restore()  # declare and bind again
                 await self._consume()
                 return
@@ -384,9 +387,9 @@ class Subscriber:
                 self._unflushed = max(unflushed, 1)
                 return
         unacked, self._unacked = self._unacked, None
-        if unacked is not None and unacked.delivery_tag is not None:
+        if unacked is not None and delivery_tag(unacked):
             with contextlib.suppress(Exception):  # a reconnect invalidated the tag: redelivered
-                await unacked.channel.basic_ack(unacked.delivery_tag, multiple=True)
+                await ack(delivery_channel(unacked), delivery_tag(unacked), multiple=True)
 
     async def _load_position(self) -> int | None:
         assert self._position_queue is not None

@@ -21,16 +21,19 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from typing import Any, cast
+from typing import Any
 
 import aio_pika
-import aiormq
-from pamqp import frame as amqp_frame
-from pamqp.commands import Basic
 
-from raftmq._amqp.channel import closing_observer
+from raftmq._amqp.channel import ChannelInvalidStateError, RawChannel, closing_observer, underlay
 from raftmq._amqp.topology import declare_committed
-from raftmq._amqp.wire import field_table, message_frames, publish_confirmed
+from raftmq._amqp.wire import (
+    field_table,
+    framing,
+    message_frames,
+    publish_confirmed,
+    publish_frame,
+)
 from raftmq.core.types import Entry, EntryKind
 from raftmq.errors import MalformedMessage, RaftMQError
 from raftmq.node.types import ServiceHost
@@ -178,15 +181,14 @@ class Fanout(LeaderService):
         try:
             channel = await connection.channel(publisher_confirms=True)
             await declare_committed(channel, node.cluster)
-            underlay = cast(aiormq.Channel, await channel.get_underlay_channel())
-            publish = Basic.Publish(exchange=committed_exchange(node.cluster))
-            frame = amqp_frame.marshal(publish, underlay.number)
-            await self._publish_loop(underlay, frame)
+            raw = await underlay(channel)
+            frame = publish_frame(framing(raw).number, committed_exchange(node.cluster), "")
+            await self._publish_loop(raw, frame)
         finally:
             with contextlib.suppress(Exception):
                 await connection.close()
 
-    async def _publish_loop(self, channel: aiormq.Channel, publish_frame: bytes) -> None:
+    async def _publish_loop(self, channel: RawChannel, publish_frame: bytes) -> None:
         """Publish batches in index order with many batches awaiting their confirms; the
         watermark advances only over the contiguous prefix of confirmed batches."""
         node = self.node
@@ -199,7 +201,7 @@ class Fanout(LeaderService):
             await self._publish(channel, publish_frame, next_index, prev)
 
     async def _publish(
-        self, channel: aiormq.Channel, publish_frame: bytes, next_index: int, prev: int
+        self, channel: RawChannel, publish_frame: bytes, next_index: int, prev: int
     ) -> None:
         node = self.node
         loop = asyncio.get_running_loop()
@@ -208,11 +210,11 @@ class Fanout(LeaderService):
         unconfirmed = 0  # messages in in_flight
         last_round = loop.time()
         dirty = False  # messages confirmed since the last watermark round
-        number, step = channel.number, channel.max_content_size
+        number, step = framing(channel)
         while True:
             self._wake.clear()
             if channel.is_closed:
-                raise aiormq.exceptions.ChannelInvalidStateError("fan-out channel closed")
+                raise ChannelInvalidStateError("fan-out channel closed")
             while in_flight and in_flight[0][2].done():
                 last, count, confirms = in_flight.popleft()
                 confirms.result()  # a nack or a closed channel: resume at the watermark

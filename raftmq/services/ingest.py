@@ -21,16 +21,22 @@ import heapq
 import json
 import logging
 from collections.abc import Sequence
-from typing import Any, cast
+from typing import Any
 
 import aio_pika
-import aiormq
 from aio_pika.abc import AbstractExchange
-from aiormq.abc import ChannelFrame
 from pydantic import BaseModel
 
+from raftmq._amqp.channel import RawChannel, cancel, consume, underlay
+from raftmq._amqp.delivery import Delivered
 from raftmq._amqp.topology import declare_dead, declare_writes
-from raftmq._amqp.wire import default_publish_frame, message_frames, status_table
+from raftmq._amqp.wire import (
+    default_publish_frame,
+    framing,
+    message_frames,
+    status_table,
+    write_frames,
+)
 from raftmq.errors import MalformedMessage, NodeStopped, NotLeader, WriteRejected
 from raftmq.node.sessions import session_key
 from raftmq.node.types import ServiceHost
@@ -108,22 +114,23 @@ class _Receipts:
     without confirms (a receipt is best effort: the ack is what counts). aio-pika's
     ``publish`` costs a task, a lock round and a frame write per receipt."""
 
-    def __init__(self, channel: aiormq.Channel) -> None:
+    def __init__(self, channel: RawChannel) -> None:
         self._channel = channel  # the receipts channel (no confirm mode)
+        self._framing = framing(channel)  # its number and body frame size
         self._queued: list[bytes] = []  # wire frames of receipts not yet written
         self._sending: set[asyncio.Task[None]] = set()  # writes in progress
 
     def send(self, message: Delivery, status: str, body: dict[str, Any]) -> None:
         """Queue the receipt for ``message`` (which has ``reply_to``)."""
-        channel = self._channel
+        number, max_body = self._framing
         reply_to = message.reply_to or ""
         if len(reply_to.encode()) > 255 or len((message.correlation_id or "").encode()) > 255:
             logger.debug("receipt not sendable to %r: name too long", reply_to[:300])
             return
         frames = message_frames(
-            channel.number,
-            default_publish_frame(channel.number, reply_to),
-            channel.max_content_size,
+            number,
+            default_publish_frame(number, reply_to),
+            max_body,
             json.dumps(body, separators=(",", ":")).encode(),
             headers=status_table(status),
             content_type="application/json",
@@ -139,10 +146,7 @@ class _Receipts:
     async def _write(self) -> None:
         await asyncio.sleep(0)  # gather every receipt of this loop turn
         payload, self._queued = b"".join(self._queued), []
-        if not self._channel.is_closed:
-            await self._channel.write_queue.put(
-                ChannelFrame(payload=payload, should_close=False, drain_future=None)
-            )
+        await write_frames(self._channel, payload)
 
 
 class Ingest(LeaderService):
@@ -180,12 +184,11 @@ class Ingest(LeaderService):
             # Receipts are best effort (the ack is what counts): a channel without confirms
             # spares a broker round trip and a future per receipt.
             receipt_channel = await connection.channel(publisher_confirms=False)
-            underlay = cast(aiormq.Channel, await receipt_channel.get_underlay_channel())
-            receipts = _Receipts(underlay)
+            receipts = _Receipts(await underlay(receipt_channel))
             acks = _Acks()
 
-            async def on_message(delivered: aiormq.abc.DeliveredMessage) -> None:
-                # aiormq runs each delivery in a task of its own: handle it right here.
+            async def on_message(delivered: Delivered) -> None:
+                # Each delivery runs in a task of its own (aiormq's): handle it right here.
                 message = Delivery(delivered)
                 acks.received(message)
                 task = asyncio.current_task()
@@ -197,13 +200,13 @@ class Ingest(LeaderService):
                     if task is not None:
                         handlers.discard(task)
 
-            consumer = cast(aiormq.Channel, await channel.get_underlay_channel())
-            consume_ok = await consumer.basic_consume(queue.name, on_message, no_ack=False)
+            consumer = await underlay(channel)
+            consumer_tag = await consume(consumer, queue.name, on_message, no_ack=False)
             try:
                 await asyncio.Future()  # until cancelled (leadership lost, node stopping)
             finally:
                 with contextlib.suppress(Exception):
-                    await consumer.basic_cancel(str(consume_ok.consumer_tag))
+                    await cancel(consumer, consumer_tag)
         finally:
             for task in list(handlers):
                 task.cancel()

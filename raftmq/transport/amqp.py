@@ -21,13 +21,12 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Sequence
-from typing import cast
 
 import aio_pika
-import aiormq
-import aiormq.abc
 
-from raftmq._amqp.wire import envelope_from_delivery, publish_batch
+from raftmq._amqp.channel import RawChannel, consume, underlay
+from raftmq._amqp.delivery import Delivered, envelope_from_delivery
+from raftmq._amqp.wire import publish_batch
 from raftmq.core.messages import Message
 from raftmq.errors import TransportError
 from raftmq.protocol.codec import DEFAULT_MAX_MESSAGE_BYTES, Envelope
@@ -85,7 +84,7 @@ class AmqpTransport:
         self._wakeup = asyncio.Event()  # set when the outbox gained messages
         self._connected = asyncio.Event()  # set while a channel is open and the inbox declared
         self._connection: aio_pika.abc.AbstractConnection | None = None
-        self._channel: aiormq.Channel | None = None  # underlay channel while connected
+        self._channel: RawChannel | None = None  # underlay channel while connected
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []  # supervisor and publisher
 
@@ -184,7 +183,7 @@ class AmqpTransport:
                     )
 
     # -- consuming ---------------------------------------------------------------------------
-    async def _on_delivery(self, delivered: aiormq.abc.DeliveredMessage) -> None:
+    async def _on_delivery(self, delivered: Delivered) -> None:
         self._dispatcher.dispatch(envelope_from_delivery(delivered))
 
     # -- connection supervision -------------------------------------------------------------
@@ -247,8 +246,8 @@ class AmqpTransport:
                 "x-overflow": "drop-head",
             },
         )
-        self._channel = cast(aiormq.Channel, await channel.get_underlay_channel())
-        await self._channel.basic_consume(self.queue, self._on_delivery, no_ack=True)
+        self._channel = await underlay(channel)
+        await consume(self._channel, self.queue, self._on_delivery, no_ack=True)
 
     def _set_disconnected(self) -> None:
         self._connected.clear()

@@ -18,9 +18,10 @@ import uuid
 from types import TracebackType
 
 import aio_pika
-import aiormq.abc
 
-from raftmq._amqp.wire import envelope_from_delivery, properties_for
+from raftmq._amqp.channel import RawChannel, consume, underlay
+from raftmq._amqp.delivery import Delivered, envelope_from_delivery
+from raftmq._amqp.wire import publish_envelope
 from raftmq.errors import RequestFailed, RequestTimeout, TransportError
 from raftmq.protocol.codec import Envelope
 from raftmq.protocol.names import inbox_queue
@@ -53,7 +54,7 @@ class RpcClient:
         self._ids = itertools.count(1)
         self._pending: dict[str, asyncio.Future[Envelope]] = {}  # correlation id -> waiter
         self._connection: aio_pika.abc.AbstractConnection | None = None
-        self._channel: aiormq.abc.AbstractChannel | None = None  # underlay channel
+        self._channel: RawChannel | None = None  # underlay channel
 
     async def __aenter__(self) -> RpcClient:
         await self.start()
@@ -74,9 +75,9 @@ class RpcClient:
                 self.url, client_properties={"connection_name": self.connection_name}
             )
             channel = await self._connection.channel(publisher_confirms=False)
-            self._channel = await channel.get_underlay_channel()
+            self._channel = await underlay(channel)
             # Direct reply-to requires no_ack and the consumer on the publishing channel.
-            await self._channel.basic_consume(DIRECT_REPLY_TO, self._on_reply, no_ack=True)
+            await consume(self._channel, DIRECT_REPLY_TO, self._on_reply, no_ack=True)
         except (TimeoutError, *aio_pika.exceptions.CONNECTION_EXCEPTIONS) as exc:
             await self.close()
             raise TransportError(f"cannot connect to the broker at {self.url}: {exc}") from exc
@@ -100,11 +101,9 @@ class RpcClient:
         )
         wait = timeout if timeout is not None else self.timeout
         try:
-            await channel.basic_publish(
-                body,
-                routing_key=inbox_queue(self.cluster, node_id),
-                # A request nobody reads within the timeout is garbage: let it expire.
-                properties=properties_for(envelope, ttl_ms=int(wait * 1000)),
+            # A request nobody reads within the timeout is garbage: let it expire.
+            await publish_envelope(
+                channel, inbox_queue(self.cluster, node_id), envelope, ttl_ms=int(wait * 1000)
             )
             reply = await asyncio.wait_for(future, wait)
         except TimeoutError:
@@ -117,7 +116,7 @@ class RpcClient:
             raise RequestFailed(reply.body.decode(errors="replace"))
         return reply.body
 
-    async def _on_reply(self, delivered: aiormq.abc.DeliveredMessage) -> None:
+    async def _on_reply(self, delivered: Delivered) -> None:
         envelope = envelope_from_delivery(delivered)
         future = self._pending.get(envelope.correlation_id or "")
         if future is None:
