@@ -32,7 +32,7 @@ from aio_pika.abc import (
 from raftmq._amqp import topology
 from raftmq._amqp.channel import RawChannel, underlay, wait_unless_closed
 from raftmq._amqp.wire import default_publish_frame, framing, message_frames, publish_confirmed
-from raftmq.errors import RaftMQError
+from raftmq.errors import ClientNotOpen, ConfigError
 from raftmq.protocol import names
 from raftmq.protocol.receipts import Receipt, batch_outcomes
 from raftmq.protocol.record import (
@@ -99,9 +99,9 @@ class Producer:
         attempt_timeout: float = DEFAULT_ATTEMPT_TIMEOUT,
     ) -> None:
         if max_batch < 1 or max_in_flight < 1 or max_batch_bytes < 1:
-            raise ValueError("max_batch, max_batch_bytes and max_in_flight must be >= 1")
+            raise ConfigError("max_batch, max_batch_bytes and max_in_flight must be >= 1")
         if max_batch > MAX_BATCH_RECORDS:
-            raise ValueError(f"max_batch must be <= {MAX_BATCH_RECORDS} (the nodes' limit)")
+            raise ConfigError(f"max_batch must be <= {MAX_BATCH_RECORDS} (the nodes' limit)")
         self.amqp_url = amqp_url  # broker URL
         self.cluster = cluster  # cluster name (names the queues)
         self.producer_id = producer_id or uuid.uuid4().hex  # the session id on every write
@@ -172,7 +172,7 @@ class Producer:
                     await task
         for waiter in list(self._confirm_waiters):
             waiter.cancel()
-        error = RaftMQError("producer closed")
+        error = ClientNotOpen("producer closed")
         for write in list(self._live.values()):
             for future in (write.confirmed, write.receipt):
                 if future is not None and not future.done():
@@ -197,10 +197,14 @@ class Producer:
         With ``wait_commit`` (default) this returns once the write is committed (index and
         term set; ``duplicate`` when a retry found it already in the log). Without, it
         returns after the broker confirm (index None). Raises :class:`WriteRejected` when
-        the cluster dead-lettered the write, ``TimeoutError`` after ``timeout`` seconds.
+        the cluster dead-lettered the write, ``TimeoutError`` after ``timeout`` seconds,
+        :class:`ConfigError` for headers a write cannot carry and :class:`ClientNotOpen`
+        before :meth:`start` or once the producer is closed.
         """
-        if self._closed or self._sender is None or self._reply_queue is None:
-            raise RaftMQError("producer is not started (use `async with Producer(...)`)")
+        if self._closed:
+            raise ClientNotOpen("producer is closed")
+        if self._sender is None or self._reply_queue is None:
+            raise ClientNotOpen("producer is not started (use `async with Producer(...)`)")
         loop = asyncio.get_running_loop()
         seq = self._next_seq
         try:
@@ -213,7 +217,7 @@ class Producer:
                 seq=seq,
             ).encode()
         except (TypeError, ValueError) as exc:  # a header value JSON cannot carry
-            raise ValueError(f"headers must map str to str/int/float/bool: {exc}") from None
+            raise ConfigError(f"headers must map str to str/int/float/bool: {exc}") from None
         self._next_seq += 1
         write = _Write(
             seq=seq,

@@ -48,6 +48,7 @@ from raftmq.client.committed import (
     subscription_queue,
 )
 from raftmq.client.replay import ReplayClient
+from raftmq.errors import ConfigError
 
 logger = logging.getLogger("raftmq.client.subscriber")
 
@@ -81,7 +82,7 @@ class Subscriber:
         replay_timeout: float = 5.0,
     ) -> None:
         if isinstance(start, int) and start < 1:
-            raise ValueError("start index must be >= 1")
+            raise ConfigError("start index must be >= 1")
         self.amqp_url = amqp_url  # broker URL
         self.cluster = cluster  # cluster name
         self.start = start  # where a new subscription begins

@@ -10,8 +10,8 @@ import pytest
 
 from raftmq._amqp import topology
 from raftmq.client import Producer, Receipt
-from raftmq.errors import RaftMQError, WriteRejected
-from raftmq.protocol.record import BATCH_TYPE, Record, decode_batch
+from raftmq.errors import ClientNotOpen, ConfigError, WriteRejected
+from raftmq.protocol.record import BATCH_TYPE, MAX_BATCH_RECORDS, Record, decode_batch
 from tests.queue.conftest import ProtocolNode
 
 pytestmark = pytest.mark.integration
@@ -59,8 +59,9 @@ async def test_a_header_json_cannot_carry_is_refused_before_sending(
     amqp_url: str, cluster_name: str, protocol_node: ProtocolNode
 ) -> None:
     async with Producer(amqp_url, cluster_name) as producer:
-        with pytest.raises(ValueError, match="headers must map"):
+        with pytest.raises(ValueError, match="headers must map") as refused:
             await producer.publish(b"x", headers={"raw": b"bytes"})  # type: ignore[dict-item]
+        assert type(refused.value) is ConfigError
         ok = await producer.publish(b"after")
     assert (ok.seq, ok.index) == (1, 1)  # the refused write took no seq
     assert protocol_node.seen == [(producer.producer_id, 1)]
@@ -133,7 +134,7 @@ async def test_close_fails_every_waiting_publish_at_once(
     amqp_url: str, cluster_name: str, protocol_node: ProtocolNode
 ) -> None:
     """close() ends every publish still waiting, also writes without wait_commit whose
-    broker confirm is outstanding: each gets its receipt or RaftMQError, none waits for
+    broker confirm is outstanding: each gets its receipt or ClientNotOpen, none waits for
     its own timeout."""
     async with Producer(amqp_url, cluster_name) as producer:
         tasks = [
@@ -143,10 +144,37 @@ async def test_close_fails_every_waiting_publish_at_once(
         await asyncio.sleep(0.02)  # some batches are out, awaiting their confirms
     async with asyncio.timeout(5):
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
-    assert all(isinstance(o, Receipt | RaftMQError) for o in outcomes), {
+    assert all(isinstance(o, Receipt | ClientNotOpen) for o in outcomes), {
         type(o).__name__ for o in outcomes
     }
-    assert any(isinstance(o, RaftMQError) for o in outcomes)
+    assert any(isinstance(o, ClientNotOpen) for o in outcomes)
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("max_batch", 0),
+        ("max_batch", MAX_BATCH_RECORDS + 1),
+        ("max_batch_bytes", 0),
+        ("max_in_flight", 0),
+    ],
+)
+def test_invalid_settings_raise_config_error(option: str, value: int) -> None:
+    with pytest.raises(ConfigError, match=option):
+        Producer("amqp://unused", "c", **{option: value})  # type: ignore[arg-type]
+
+
+async def test_publish_before_start_or_after_close_raises_client_not_open(
+    amqp_url: str, cluster_name: str, protocol_node: ProtocolNode
+) -> None:
+    producer = Producer(amqp_url, cluster_name)
+    with pytest.raises(ClientNotOpen, match="not started"):
+        await producer.publish(b"too early")
+    async with producer:
+        assert (await producer.publish(b"in time")).index == 1
+    with pytest.raises(ClientNotOpen, match="closed"):
+        await producer.publish(b"too late")
+    assert protocol_node.seen == [(producer.producer_id, 1)]
 
 
 async def test_dead_lettered_write_raises_and_traffic_continues(

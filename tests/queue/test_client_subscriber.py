@@ -14,6 +14,7 @@ import pytest
 
 from raftmq.client import CommittedMessage, Producer, Subscriber
 from raftmq.client.committed import subscription_queue
+from raftmq.errors import ConfigError
 from tests.queue.conftest import ProtocolNode
 
 pytestmark = pytest.mark.integration
@@ -95,6 +96,12 @@ async def test_start_earliest_and_at_index(
     async with Subscriber(amqp_url, cluster_name, start=20) as sub:
         tail = await _take(sub, 7)
     assert [m.index for m in tail] == list(range(20, 27))
+
+
+@pytest.mark.parametrize("start", [0, -3])
+def test_a_start_index_below_one_raises_config_error(start: int) -> None:
+    with pytest.raises(ConfigError, match="start index must be >= 1"):
+        Subscriber("amqp://unused", "c", start=start)
 
 
 async def test_named_subscription_resumes_where_it_stopped(
