@@ -59,7 +59,6 @@ class _Write:
     payload: bytes  # the encoded Record (docs/protocol.md §8), the same for every attempt
     confirmed: asyncio.Future[None]  # resolved by the broker confirm of the first success
     receipt: asyncio.Future[Receipt] | None  # resolved by the node's receipt (wait_commit)
-    attempts: int = 0  # how many times it was handed to the broker
     # the caller gave up, or the receipt came: never publish it again
     abandoned: bool = field(default=False)
     # loop time its latest attempt was confirmed; None while an attempt is queued, with
@@ -348,8 +347,6 @@ class Producer:
         waiting for its confirm: the next batch goes out while this one is being confirmed
         (pipelined)."""
         assert self._channel is not None and self._reply_queue is not None
-        for write in batch:
-            write.attempts += 1
         wants_receipt = any(write.receipt is not None for write in batch)
         correlation_id = None
         if wants_receipt:
