@@ -29,7 +29,6 @@ class LeaderService(abc.ABC):
         self.node = node  # the node whose leadership gates this service
         self._started = False  # between start() and stop()
         self._task: asyncio.Task[None] | None = None  # the running lead(), if leading
-        self.failures = 0  # lead() attempts that raised
         node.on_role_change(self._on_role)
 
     async def start(self) -> None:
@@ -74,7 +73,6 @@ class LeaderService(abc.ABC):
                 except asyncio.CancelledError:
                     raise
                 except Exception:
-                    self.failures += 1
                     logger.exception("%s: %s failed; retrying", self.node.node_id, self.name)
                 await asyncio.sleep(_RETRY_DELAY)
         finally:
