@@ -20,7 +20,7 @@ import contextlib
 import heapq
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import aio_pika
@@ -359,23 +359,41 @@ class Ingest(LeaderService):
         await self._publish_dead(
             dead,
             reason,
-            aio_pika.Message(
-                record.body,
-                content_type=record.content_type,
-                message_id=record.message_id,
-                correlation_id=message.correlation_id,
-                headers=headers,
-            ),
+            record.body,
+            headers,
+            content_type=record.content_type,
+            message_id=record.message_id,
+            correlation_id=message.correlation_id,
         )
 
     async def _publish_dead(
-        self, dead: AbstractExchange, reason: str, letter: aio_pika.Message
+        self,
+        dead: AbstractExchange,
+        reason: str,
+        body: bytes,
+        headers: Mapping[str, Any],
+        *,
+        content_type: str | None,
+        message_id: str | None,
+        correlation_id: str | None,
+        content_encoding: str | None = None,
+        reply_to: str | None = None,
     ) -> None:
-        """Publish ``letter`` (persistent, with ``raftmq-reason``) to the dead exchange."""
+        """Publish a dead letter: ``body`` and ``headers`` plus ``raftmq-reason``,
+        persistent, to the dead exchange (the one builder for a refused write, whether a
+        whole delivery or one record of a batch)."""
         self.node.count("ingest_dead")
         logger.warning("%s: dead-lettering a write: %s", self.node.node_id, reason)
-        letter.headers = {**(letter.headers or {}), H_REASON: reason}
-        letter.delivery_mode = aio_pika.DeliveryMode.PERSISTENT
+        letter = aio_pika.Message(
+            body,
+            headers={**headers, H_REASON: reason},
+            content_type=content_type,
+            content_encoding=content_encoding,
+            message_id=message_id,
+            correlation_id=correlation_id,
+            reply_to=reply_to,
+            delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
+        )
         await dead.publish(letter, routing_key="", mandatory=False)
 
     async def _dead_letter(
@@ -389,15 +407,13 @@ class Ingest(LeaderService):
         await self._publish_dead(
             dead,
             reason,
-            aio_pika.Message(
-                message.body,
-                content_type=message.content_type,
-                content_encoding=message.content_encoding,
-                message_id=message.message_id,
-                correlation_id=message.correlation_id,
-                reply_to=message.reply_to,
-                headers=dict(message.headers or {}),
-            ),
+            message.body,
+            message.headers or {},
+            content_type=message.content_type,
+            content_encoding=message.content_encoding,
+            message_id=message.message_id,
+            correlation_id=message.correlation_id,
+            reply_to=message.reply_to,
         )
         acks.ack(message)
         if message.reply_to:
