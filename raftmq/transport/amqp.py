@@ -1,6 +1,6 @@
 """The AMQP transport (aio-pika): one inbox queue per node on a RabbitMQ broker.
 
-Topology (public protocol, see ARCHITECTURE.md): node N of cluster C consumes
+Topology (public protocol, see docs/architecture.md, "AMQP"): node N of cluster C consumes
 ``raftmq.C.node.N``, a non-durable, non-exclusive queue that outlives a short node
 restart, bounded by ``x-max-length`` with ``x-overflow: drop-head`` and deleted by
 the broker after ``x-expires`` without consumers. Messages are published to the

@@ -1,4 +1,4 @@
-"""Fixtures for the queue tests (issue 5).
+"""Fixtures for the queue tests.
 
 ``ProtocolNode`` plays the node's side of docs/protocol.md with plain aio-pika (consume
 the writes queue, append to an in-memory log with producer sessions, publish receipts and

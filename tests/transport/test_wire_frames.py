@@ -1,4 +1,4 @@
-"""The hand-written AMQP frames (transport.amqp_wire.message_frames) decode with pamqp to
+"""The hand-written AMQP frames (raftmq._amqp.wire.message_frames) decode with pamqp to
 exactly the properties and body they were given."""
 
 from __future__ import annotations
