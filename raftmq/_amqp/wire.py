@@ -262,17 +262,22 @@ class BatchConfirms:
         self.remaining = count  # acks still expected; > 0 while the future is pending
 
     def done(self) -> bool:
-        return False  # aiormq would log every later tag of a failed batch as "ignored"
+        """Never done for aiormq, which would log every later tag of a failed batch as
+        "ignored"."""
+        return False
 
     def cancelled(self) -> bool:
+        """Never cancelled (asked by aiormq before it logs an ignored confirm)."""
         return False
 
     def set_result(self, _frame: object) -> None:
+        """One message of the batch was acked (aiormq calls it once per tag)."""
         self.remaining -= 1
         if self.remaining == 0 and not self.future.done():
             self.future.set_result(None)
 
     def set_exception(self, exc: BaseException) -> None:
+        """One message of the batch was nacked: the whole batch failed."""
         if not self.future.done():
             self.future.set_exception(exc)
 
@@ -281,12 +286,14 @@ async def publish_confirmed(channel: RawChannel, messages: list[bytes]) -> async
     """Publish ``messages`` (each the complete wire frames of one basic.publish) on a
     confirm-mode ``channel`` in ONE socket write; return a future that resolves when the
     broker confirmed every one of them (fails on a nack; a closed channel leaves it
-    pending: watch ``channel.closing``). Awaits only the socket drain, not the confirms:
-    callers keep many batches in flight (pipelined confirms).
+    pending: wait with :func:`~raftmq._amqp.channel.wait_unless_closed`). Awaits only
+    the socket drain, not the confirms: callers keep many batches in flight (pipelined
+    confirms). Raises ChannelInvalidStateError on a closed channel.
 
     aio-pika's ``publish`` costs a task, a lock round, futures and a socket write per
     message; this does what aiormq's ``basic_publish`` does, for a whole batch at once.
-    It relies on aiormq 7 internals (write_queue, delivery_tag, confirmations, lock).
+    It relies on aiormq 7.2 internals (write_queue, delivery_tag, confirmations, lock),
+    which tests/amqp/test_internals.py checks.
     """
     loop = asyncio.get_running_loop()
     drained: asyncio.Future[None] = loop.create_future()
