@@ -9,12 +9,9 @@ answer until the entries are handed out in a Ready.
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
 
+from raftmq.core.state import RaftState
 from raftmq.core.types import Entry, LogRead, LogReadResult
-
-if TYPE_CHECKING:
-    from raftmq.core.raft import RaftCore
 
 log = logging.getLogger("raftmq.core.applying")
 
@@ -23,69 +20,77 @@ log = logging.getLogger("raftmq.core.applying")
 TRIM_SLACK = 1024
 
 
-def request_missing(r: RaftCore) -> None:
+def commit_to(s: RaftState, index: int) -> None:
+    """Raise the commit index to ``index`` (never lower it) and fetch what is now due."""
+    if index > s.commit:
+        s.commit = index
+        request_missing(s)
+
+
+def request_missing(s: RaftState) -> None:
     """Ask storage for committed entries that are neither buffered nor in the window."""
-    if r._apply_read is not None:
+    if s.apply_read is not None:
         return
-    wanted = r._applied + len(r._apply_buf) + 1
-    start = r._log.window_start
-    if wanted <= r._commit and wanted < start:
+    wanted = s.applied + len(s.apply_buf) + 1
+    start = s.raft_log.window_start
+    if wanted <= s.commit and wanted < start:
         read = LogRead(
-            lo=wanted, hi=min(r._commit, start - 1), max_bytes=r._cfg.max_batch_bytes, peer=None
+            lo=wanted, hi=min(s.commit, start - 1), max_bytes=s.cfg.max_batch_bytes, peer=None
         )
-        r._apply_read = read
-        r._reads.append(read)
+        s.apply_read = read
+        s.reads.append(read)
 
 
-def step_apply_read(r: RaftCore, result: LogReadResult) -> None:
+def step_apply_read(s: RaftState, result: LogReadResult) -> None:
     """Buffer read-back committed entries; a stale or unusable answer is dropped."""
-    if result.read != r._apply_read:
+    if result.read != s.apply_read:
         return
-    r._apply_read = None
-    wanted = r._applied + len(r._apply_buf) + 1
+    s.apply_read = None
+    wanted = s.applied + len(s.apply_buf) + 1
     taken = 0
     if result.read.lo == wanted:
         for ent in result.entries:
-            if ent.index != wanted or ent.term != r._log.term(ent.index):
+            if ent.index != wanted or ent.term != s.raft_log.term(ent.index):
                 break
-            r._apply_buf.append(ent)
+            s.apply_buf.append(ent)
             wanted += 1
             taken += 1
     if taken:
-        request_missing(r)
+        request_missing(s)
     else:
         # Do not spin on a read storage cannot serve: retry on the next advance.
-        log.warning("%s: storage returned nothing usable for %s", r._id, result.read)
+        log.warning("%s: storage returned nothing usable for %s", s.id, result.read)
 
 
-def committed_to_apply(r: RaftCore) -> tuple[Entry, ...]:
+def committed_to_apply(s: RaftState) -> tuple[Entry, ...]:
     """Committed entries from applied + 1, contiguous, as far as they are at hand."""
-    hi = min(r._commit, r._log.last_index)
-    nxt = r._applied + 1
+    rlog = s.raft_log
+    hi = min(s.commit, rlog.last_index)
+    nxt = s.applied + 1
     if nxt > hi:
         return ()
-    out = [ent for ent in r._apply_buf if ent.index <= hi]
+    out = [ent for ent in s.apply_buf if ent.index <= hi]
     nxt += len(out)
-    if nxt <= hi and nxt >= r._log.window_start:
-        out.extend(r._log.slice(nxt, hi))
+    if nxt <= hi and nxt >= rlog.window_start:
+        out.extend(rlog.slice(nxt, hi))
     return tuple(out)
 
 
-def mark_applied(r: RaftCore, entries: tuple[Entry, ...]) -> None:
+def mark_applied(s: RaftState, entries: tuple[Entry, ...]) -> None:
     """The driver applied ``entries``: move applied, drop buffers, trim the window."""
-    r._applied = max(r._applied, entries[-1].index)
-    buf = r._apply_buf
+    s.applied = max(s.applied, entries[-1].index)
+    buf = s.apply_buf
     if buf:
         drop = 0
-        while drop < len(buf) and buf[drop].index <= r._applied:
+        while drop < len(buf) and buf[drop].index <= s.applied:
             drop += 1
         del buf[:drop]
-    trim_window(r)
+    trim_window(s)
 
 
-def trim_window(r: RaftCore) -> None:
+def trim_window(s: RaftState) -> None:
     """Keep at most max_cached_entries applied entries in memory, trimming in chunks."""
-    cached = r._cfg.max_cached_entries
-    if r._applied - r._log.window_start + 1 > cached:
+    cached = s.cfg.max_cached_entries
+    if s.applied - s.raft_log.window_start + 1 > cached:
         slack = min(TRIM_SLACK, cached // 4)
-        r._log.trim_before(r._applied - cached + slack + 1)
+        s.raft_log.trim_before(s.applied - cached + slack + 1)

@@ -2,37 +2,45 @@
 
 Inputs are :meth:`RaftCore.tick`, :meth:`RaftCore.step`, proposals and storage
 read results; the output is one :class:`Ready` at a time, acknowledged with
-:meth:`RaftCore.advance`. Role behaviour lives in :mod:`raftmq.core.election`
-(follower, pre-candidate, candidate) and :mod:`raftmq.core.replication` (leader);
-``become_*`` swaps the step function like etcd's ``becomeX``.
+:meth:`RaftCore.advance`. The state lives in a :class:`~raftmq.core.state.RaftState`;
+role behaviour lives in :mod:`raftmq.core.votes` (rules every role follows),
+:mod:`raftmq.core.election` (follower, pre-candidate, candidate) and
+:mod:`raftmq.core.replication` (leader), and :meth:`RaftCore.step` dispatches on the
+role like etcd's ``step`` function pointer.
+
+Dependency order inside the core (each module imports only modules before it)::
+
+    types, messages, config, log, progress, fast, ready
+      -> state -> applying -> votes -> replication -> election -> raft
 """
 
 from __future__ import annotations
 
 import logging
-import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from raftmq.core import applying, election, replication
+from raftmq.core import applying, election, replication, votes
 from raftmq.core.config import RaftConfig
 from raftmq.core.fast import new_entry, new_hard_state
-from raftmq.core.log import RaftLog
 from raftmq.core.messages import Message
-from raftmq.core.progress import Progress
 from raftmq.core.ready import Ready
+from raftmq.core.state import RaftState
 from raftmq.core.types import (
     CoreStatus,
-    Entry,
     EntryKind,
     InitialState,
-    LogRead,
     LogReadResult,
     Role,
-    SoftState,
 )
 from raftmq.errors import ConfigError, NotLeader
 
 log = logging.getLogger("raftmq.core.raft")
+
+# Bound once: step() and tick() compare the role on every call, and looking a member
+# up on an Enum class costs several times a global load.
+_FOLLOWER = Role.FOLLOWER
+_LEADER = Role.LEADER
+_NORMAL = EntryKind.NORMAL
 
 
 class RaftCore:
@@ -43,150 +51,89 @@ class RaftCore:
     the vote of the current term.
     """
 
-    __slots__ = (
-        "_applied",
-        "_apply_buf",
-        "_apply_read",
-        "_bcast_pending",
-        "_cfg",
-        "_commit",
-        "_election_elapsed",
-        "_heartbeat_elapsed",
-        "_id",
-        "_leader_id",
-        "_log",
-        "_msgs",
-        "_others",
-        "_pending_truncate",
-        "_persisted_hs",
-        "_progress",
-        "_quorum",
-        "_randomized_timeout",
-        "_reads",
-        "_reported_ss",
-        "_rng",
-        "_role",
-        "_stable_last",
-        "_step_role",
-        "_term",
-        "_transferee",
-        "_trunc_since_ready",
-        "_vote",
-        "_votes",
-    )
+    __slots__ = ("_state",)
 
     def __init__(
         self, config: RaftConfig, initial: InitialState | None = None, *, seed: int | None = None
     ) -> None:
-        self._cfg = config.validate()  # immutable configuration
-        initial = initial if initial is not None else InitialState()
-        # All randomness comes from here: same seed, same run.
-        self._rng = random.Random(seed) if seed is not None else random.Random()
-        self._id = config.node_id  # this node
-        self._others = tuple(v for v in config.voters if v != config.node_id)  # peer voters
-        self._quorum = len(config.voters) // 2 + 1  # votes/replicas for a majority
-        hs = initial.hard_state
-        self._term = hs.term  # current term; never decreases
-        self._vote: str | None = hs.voted_for  # vote cast in _term
-        self._log = RaftLog(initial)  # term runs + entry window
-        self._applied = initial.applied  # highest index applied and advanced
-        self._commit = max(hs.commit, initial.applied)  # commit index; never decreases
-        if self._commit > self._log.last_index:
-            raise ConfigError(f"commit {self._commit} beyond last index {self._log.last_index}")
-        self._stable_last = self._log.last_index  # last index storage holds (after advances)
-        self._pending_truncate: int | None = None  # storage must drop entries from here
-        self._trunc_since_ready: int | None = None  # lowest truncation since the last ready()
-        self._persisted_hs = (hs.term, hs.voted_for, hs.commit)  # hard state storage holds
-        self._reported_ss = SoftState(Role.FOLLOWER, None, hs.term)  # last soft state handed out
-        self._msgs: list[Message] = []  # to send; prefix removed by advance()
-        self._reads: list[LogRead] = []  # storage reads to hand out; prefix removed by advance()
-        self._apply_read: LogRead | None = None  # outstanding read of committed entries
-        self._apply_buf: list[Entry] = []  # read-back entries applied+1.. not in the window
-        self._role = Role.FOLLOWER  # current role
-        self._leader_id: str | None = None  # leader of _term when known
-        self._election_elapsed = 0  # ticks since last reset (leader: since last quorum check)
-        self._heartbeat_elapsed = 0  # leader: ticks since last heartbeat
-        self._randomized_timeout = config.election_ticks  # in [e, 2e), redrawn on each reset
-        self._votes: dict[str, bool] = {}  # (pre-)candidate: answers received this round
-        self._progress: dict[str, Progress] = {}  # leader: per peer voter
-        self._transferee: str | None = None  # leader: leadership transfer target
-        self._bcast_pending = False  # leader: new entries not yet offered to followers
-        self._step_role: Callable[[RaftCore, Message], None] = election.step_follower
-        self.become_follower(self._term, None)
-        applying.request_missing(self)
+        s = RaftState(config, initial, seed=seed)
+        self._state = s  # everything this node knows; the role modules work on it
+        s.become_follower(s.term, None)
+        applying.request_missing(s)
 
     # ----------------------------------------------------------------- read-only state
 
     @property
     def id(self) -> str:
         """This node's id."""
-        return self._id
+        return self._state.id
 
     @property
     def role(self) -> Role:
         """Current role."""
-        return self._role
+        return self._state.role
 
     @property
     def term(self) -> int:
         """Current term."""
-        return self._term
+        return self._state.term
 
     @property
     def leader_id(self) -> str | None:
         """Known leader of the current term, or None."""
-        return self._leader_id
+        return self._state.leader_id
 
     @property
     def voted_for(self) -> str | None:
         """Vote cast in the current term, or None."""
-        return self._vote
+        return self._state.vote
 
     @property
     def commit_index(self) -> int:
         """Highest index known committed."""
-        return self._commit
+        return self._state.commit
 
     @property
     def applied_index(self) -> int:
         """Highest index applied (handed out in a Ready and advanced)."""
-        return self._applied
+        return self._state.applied
 
     @property
     def last_index(self) -> int:
         """Index of the last log entry (0 when empty)."""
-        return self._log.last_index
+        return self._state.raft_log.last_index
 
     @property
     def first_index(self) -> int:
         """Index of the first log entry held."""
-        return self._log.first_index
+        return self._state.raft_log.first_index
 
     @property
     def config(self) -> RaftConfig:
         """The configuration this core runs with."""
-        return self._cfg
+        return self._state.cfg
 
     def last_term(self) -> int:
         """Term of the last log entry (0 when empty)."""
-        return self._log.last_term()
+        return self._state.raft_log.last_term()
 
     def log_term(self, index: int) -> int:
         """Term of the entry at ``index`` (0 outside the log), from the term runs."""
-        return self._log.term(index)
+        return self._state.raft_log.term(index)
 
     def status(self) -> CoreStatus:
         """A read-only snapshot of this core."""
-        progress = {peer: pr.view() for peer, pr in self._progress.items()}
+        s = self._state
+        progress = {peer: pr.view() for peer, pr in s.progress.items()}
         return CoreStatus(
-            id=self._id,
-            role=self._role,
-            term=self._term,
-            leader_id=self._leader_id,
-            commit=self._commit,
-            applied=self._applied,
-            last_index=self._log.last_index,
-            voters=self._cfg.voters,
+            id=s.id,
+            role=s.role,
+            term=s.term,
+            leader_id=s.leader_id,
+            commit=s.commit,
+            applied=s.applied,
+            last_index=s.raft_log.last_index,
+            voters=s.cfg.voters,
             progress=progress,
         )
 
@@ -194,28 +141,33 @@ class RaftCore:
 
     def tick(self) -> None:
         """Advance logical time by one tick."""
-        if self._role is Role.LEADER:
-            replication.tick_leader(self)
+        s = self._state
+        if s.role is _LEADER:
+            replication.tick_leader(s)
         else:
-            self._election_elapsed += 1
-            if self._election_elapsed >= self._randomized_timeout:
-                self._election_elapsed = 0
-                self.campaign()
+            election.tick(s)
 
     def step(self, msg: Message) -> None:
         """Process one message; stale, duplicated or misaddressed ones are harmless."""
-        if msg.recipient != self._id or msg.sender == self._id:
+        s = self._state
+        if msg.recipient != s.id or msg.sender == s.id:
             return
-        if msg.sender not in self._others:
-            log.debug("%s: dropping message from non-voter %s", self._id, msg.sender)
+        if msg.sender not in s.others:
+            log.debug("%s: dropping message from non-voter %s", s.id, msg.sender)
             return
-        if msg.term > self._term:
-            if not election.accept_higher_term(self, msg):
+        if msg.term > s.term:
+            if not votes.accept_higher_term(s, msg):
                 return
-        elif msg.term < self._term:
-            election.answer_stale(self, msg)
+        elif msg.term < s.term:
+            votes.answer_stale(s, msg)
             return
-        self._step_role(self, msg)
+        role = s.role
+        if role is _LEADER:
+            replication.step_leader(s, msg)
+        elif role is _FOLLOWER:
+            election.step_follower(s, msg)
+        else:
+            election.step_candidate(s, msg)
 
     def propose(self, data: bytes) -> int:
         """Append one NORMAL entry (leader only) and return its index."""
@@ -223,191 +175,123 @@ class RaftCore:
 
     def propose_batch(self, items: Sequence[bytes]) -> int:
         """Append one NORMAL entry per item (leader only); return the first one's index."""
-        if self._role is not Role.LEADER:
-            raise NotLeader(self._leader_id)
-        if self._transferee is not None:
-            raise NotLeader(self._transferee, "leadership transfer in progress")
-        first = self._log.last_index + 1
-        term = self._term
-        normal = EntryKind.NORMAL
+        s = self._state
+        if s.role is not _LEADER:
+            raise NotLeader(s.leader_id)
+        if s.transferee is not None:
+            raise NotLeader(s.transferee, "leadership transfer in progress")
+        first = s.raft_log.last_index + 1
+        term = s.term
+        normal = _NORMAL
         entries = [new_entry(first + pos, term, normal, data) for pos, data in enumerate(items)]
-        replication.append_as_leader(self, entries)
+        replication.append_as_leader(s, entries)
         return first
 
     def campaign(self) -> None:
         """Start an election now (a pre-vote round first when pre-vote is enabled)."""
-        if self._role is Role.LEADER:
+        s = self._state
+        if s.role is _LEADER:
             return
-        election.campaign(self, pre_vote=self._cfg.pre_vote, transfer=False)
+        election.campaign(s, pre_vote=s.cfg.pre_vote, transfer=False)
 
     def transfer_leadership(self, to: str) -> None:
         """Hand leadership to ``to`` (§3.10): catch it up, then send TimeoutNow."""
-        if self._role is not Role.LEADER:
-            raise NotLeader(self._leader_id)
-        if to == self._id:
+        s = self._state
+        if s.role is not _LEADER:
+            raise NotLeader(s.leader_id)
+        if to == s.id:
             return
-        if to not in self._progress:
+        if to not in s.progress:
             raise ConfigError(f"{to!r} is not a voter")
-        replication.start_transfer(self, to)
+        replication.start_transfer(s, to)
 
     def step_read(self, result: LogReadResult) -> None:
         """Take the driver's answer to a LogRead; a stale or useless answer is dropped."""
-        read = result.read
-        if read.peer is None:
-            applying.step_apply_read(self, result)
+        if result.read.peer is None:
+            applying.step_apply_read(self._state, result)
         else:
-            replication.step_peer_read(self, result)
+            replication.step_peer_read(self._state, result)
 
     # ----------------------------------------------------------------- role changes
 
-    def _reset(self, term: int) -> None:
-        if term != self._term:
-            self._term = term
-            self._vote = None
-        self._leader_id = None
-        self._election_elapsed = 0
-        self._heartbeat_elapsed = 0
-        e = self._cfg.election_ticks
-        self._randomized_timeout = self._rng.randrange(e, 2 * e)
-        self._votes = {}
-        self._progress = {}
-        self._transferee = None
-        self._bcast_pending = False
-
     def become_follower(self, term: int, leader_id: str | None) -> None:
         """Follow ``leader_id`` (or nobody yet) in ``term``."""
-        if self._role is not Role.FOLLOWER or term != self._term:
-            log.debug("%s: follower in term %s (leader %s)", self._id, term, leader_id)
-        self._reset(term)
-        self._role = Role.FOLLOWER
-        self._leader_id = leader_id
-        self._step_role = election.step_follower
+        self._state.become_follower(term, leader_id)
 
     def become_pre_candidate(self) -> None:
         """Ask for pre-votes for term + 1 without changing any state (thesis §9.6)."""
-        self._role = Role.PRE_CANDIDATE
-        self._leader_id = None
-        e = self._cfg.election_ticks
-        self._randomized_timeout = self._rng.randrange(e, 2 * e)
-        self._votes = {}
-        self._progress = {}
-        self._step_role = election.step_candidate
+        self._state.become_pre_candidate()
 
     def become_candidate(self) -> None:
         """Start a real election: new term, vote for self (§5.2)."""
-        self._reset(self._term + 1)
-        self._vote = self._id
-        self._role = Role.CANDIDATE
-        self._step_role = election.step_candidate
-        log.debug("%s: candidate in term %s", self._id, self._term)
+        self._state.become_candidate()
 
     def become_leader(self) -> None:
         """Won the election: set up progress and append the no-op of this term (§5.4.2)."""
-        self._reset(self._term)
-        self._role = Role.LEADER
-        self._leader_id = self._id
-        self._step_role = replication.step_leader
-        next_index = self._log.last_index + 1
-        self._progress = {peer: Progress(next_index) for peer in self._others}
-        log.info("%s: leader in term %s", self._id, self._term)
-        noop = new_entry(next_index, self._term, EntryKind.NOOP, b"")
-        replication.append_as_leader(self, [noop])
-
-    # ----------------------------------------------------------------- helpers for roles
-
-    def _send(self, msg: Message) -> None:
-        self._msgs.append(msg)
-
-    def _set_commit(self, index: int) -> None:
-        if index > self._commit:
-            self._commit = index
-            applying.request_missing(self)
-
-    def _truncate(self, index: int) -> None:
-        """Drop the log suffix from ``index`` and remember what storage must drop."""
-        self._log.truncate_from(index)
-        if self._trunc_since_ready is None or index < self._trunc_since_ready:
-            self._trunc_since_ready = index
-        if index <= self._stable_last and (
-            self._pending_truncate is None or index < self._pending_truncate
-        ):
-            self._pending_truncate = index
+        replication.become_leader(self._state)
 
     # ----------------------------------------------------------------- output
 
-    def _flush(self) -> None:
-        if self._bcast_pending:
-            self._bcast_pending = False
-            replication.send_to_all(self)
-
-    def _hard_state_changed(self) -> bool:
-        return (self._term, self._vote, self._commit) != self._persisted_hs
-
-    def _soft_state(self) -> SoftState:
-        return SoftState(self._role, self._leader_id, self._term)
-
-    def _unstable_from(self) -> int:
-        if self._pending_truncate is not None:
-            return self._pending_truncate
-        return self._stable_last + 1
-
     def has_ready(self) -> bool:
         """True when :meth:`ready` would return something to do."""
-        self._flush()
-        if self._msgs or self._reads or self._pending_truncate is not None:
+        s = self._state
+        replication.flush(s)
+        if s.msgs or s.reads or s.pending_truncate is not None:
             return True
-        rlog = self._log
+        rlog = s.raft_log
         last = rlog.last_index
-        if self._stable_last < last or self._hard_state_changed():
+        if s.stable_last < last or s.hard_state_changed():
             return True
-        nxt = self._applied + 1
-        if nxt <= self._commit and nxt <= last and (self._apply_buf or nxt >= rlog.window_start):
+        nxt = s.applied + 1
+        if nxt <= s.commit and nxt <= last and (s.apply_buf or nxt >= rlog.window_start):
             return True
-        ss = self._reported_ss
-        return ss.role is not self._role or ss.leader_id != self._leader_id or ss.term != self._term
+        ss = s.reported_ss
+        return ss.role is not s.role or ss.leader_id != s.leader_id or ss.term != s.term
 
     def ready(self) -> Ready:
         """Everything pending since the last advance (calling twice returns the same work)."""
-        self._flush()
-        self._trunc_since_ready = None
+        s = self._state
+        replication.flush(s)
+        s.trunc_since_ready = None
         hard_state = None
-        if self._hard_state_changed():
-            hard_state = new_hard_state(self._term, self._vote, self._commit)
-        start = self._unstable_from()
-        last = self._log.last_index
-        entries = tuple(self._log.slice(start, last)) if start <= last else ()
-        soft = self._soft_state()
+        if s.hard_state_changed():
+            hard_state = new_hard_state(s.term, s.vote, s.commit)
+        start = s.unstable_from()
+        last = s.raft_log.last_index
+        entries = tuple(s.raft_log.slice(start, last)) if start <= last else ()
+        soft = s.soft_state()
         return Ready(
             hard_state=hard_state,
-            truncate_from=self._pending_truncate,
+            truncate_from=s.pending_truncate,
             entries=entries,
-            messages=tuple(self._msgs),
-            committed_entries=applying.committed_to_apply(self),
-            reads=tuple(self._reads),
-            soft_state=soft if soft != self._reported_ss else None,
+            messages=tuple(s.msgs),
+            committed_entries=applying.committed_to_apply(s),
+            reads=tuple(s.reads),
+            soft_state=soft if soft != s.reported_ss else None,
         )
 
     def advance(self, ready: Ready) -> None:
         """The driver persisted, sent and applied ``ready``; forget it."""
+        s = self._state
         if ready.hard_state is not None:
             hs = ready.hard_state
-            self._persisted_hs = (hs.term, hs.voted_for, hs.commit)
+            s.persisted_hs = (hs.term, hs.voted_for, hs.commit)
         if ready.entries:
             stable = ready.entries[-1].index
         elif ready.truncate_from is not None:
             stable = ready.truncate_from - 1
         else:
-            stable = self._stable_last
-        trunc = self._trunc_since_ready
-        self._pending_truncate = trunc if trunc is not None and trunc <= stable else None
-        self._trunc_since_ready = None
-        self._stable_last = stable
+            stable = s.stable_last
+        trunc = s.trunc_since_ready
+        s.pending_truncate = trunc if trunc is not None and trunc <= stable else None
+        s.trunc_since_ready = None
+        s.stable_last = stable
         if ready.messages:
-            del self._msgs[: len(ready.messages)]
+            del s.msgs[: len(ready.messages)]
         if ready.reads:
-            del self._reads[: len(ready.reads)]
+            del s.reads[: len(ready.reads)]
         if ready.committed_entries:
-            applying.mark_applied(self, ready.committed_entries)
+            applying.mark_applied(s, ready.committed_entries)
         if ready.soft_state is not None:
-            self._reported_ss = ready.soft_state
-        applying.request_missing(self)
+            s.reported_ss = ready.soft_state
+        applying.request_missing(s)

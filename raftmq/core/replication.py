@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
 
-from raftmq.core import election
-from raftmq.core.fast import new_append, new_append_reply
+from raftmq.core import applying
+from raftmq.core.fast import new_append, new_append_reply, new_entry
 from raftmq.core.messages import (
     AppendEntries,
     AppendEntriesReply,
@@ -22,10 +21,9 @@ from raftmq.core.messages import (
     TimeoutNow,
 )
 from raftmq.core.progress import Progress, ProgressState
-from raftmq.core.types import Entry, LogRead, LogReadResult, Role
-
-if TYPE_CHECKING:
-    from raftmq.core.raft import RaftCore
+from raftmq.core.state import RaftState
+from raftmq.core.types import Entry, EntryKind, LogRead, LogReadResult, Role
+from raftmq.core.votes import handle_vote_request
 
 log = logging.getLogger("raftmq.core.replication")
 
@@ -40,24 +38,42 @@ _construct_reply = new_append_reply
 # --------------------------------------------------------------------- leader side
 
 
-def append_as_leader(r: RaftCore, entries: Sequence[Entry]) -> None:
+def become_leader(s: RaftState) -> None:
+    """Won the election: set up progress and append the no-op of this term (§5.4.2)."""
+    s.setup_leader()
+    noop = new_entry(s.raft_log.last_index + 1, s.term, EntryKind.NOOP, b"")
+    append_as_leader(s, [noop])
+
+
+def append_as_leader(s: RaftState, entries: Sequence[Entry]) -> None:
     """Append the leader's own new entries and schedule sending them."""
-    r._log.append(entries)
-    r._bcast_pending = True
-    if not r._others:
-        maybe_commit(r)
+    s.raft_log.append(entries)
+    s.bcast_pending = True
+    if not s.others:
+        maybe_commit(s)
 
 
-def send_to_all(r: RaftCore) -> None:
+def flush(s: RaftState) -> None:
+    """Offer entries appended since the last flush to every follower, in one pass.
+
+    Appends only set ``bcast_pending`` so that many proposals between two Readys
+    share one AppendEntries per follower.
+    """
+    if s.bcast_pending:
+        s.bcast_pending = False
+        send_to_all(s)
+
+
+def send_to_all(s: RaftState) -> None:
     """Offer new entries to every follower (as far as its state allows)."""
-    for peer, pr in r._progress.items():
-        send_append(r, peer, pr)
+    for peer, pr in s.progress.items():
+        send_append(s, peer, pr)
 
 
-def send_append(r: RaftCore, peer: str, pr: Progress) -> None:
+def send_append(s: RaftState, peer: str, pr: Progress) -> None:
     """Send as much as ``pr`` allows: one probe, or batches up to the inflight window."""
-    cfg = r._cfg
-    rlog = r._log
+    cfg = s.cfg
+    rlog = s.raft_log
     while True:
         if pr.read is not None:
             return  # waiting for storage to hand us older entries
@@ -72,24 +88,24 @@ def send_append(r: RaftCore, peer: str, pr: Progress) -> None:
         if nxt < start and nxt <= hi:
             read = LogRead(lo=nxt, hi=min(hi, start - 1), max_bytes=cfg.max_batch_bytes, peer=peer)
             pr.read = read
-            r._reads.append(read)
+            s.reads.append(read)
             return
         entries = rlog.slice(nxt, hi, cfg.max_batch_bytes) if nxt <= hi else []
-        _send_entries(r, peer, pr, nxt, entries)
+        _send_entries(s, peer, pr, nxt, entries)
         if pr.state is ProgressState.PROBE:
             return
 
 
-def _send_entries(r: RaftCore, peer: str, pr: Progress, nxt: int, entries: list[Entry]) -> None:
-    r._send(
+def _send_entries(s: RaftState, peer: str, pr: Progress, nxt: int, entries: list[Entry]) -> None:
+    s.send(
         _construct_append(
-            term=r._term,
-            sender=r._id,
+            term=s.term,
+            sender=s.id,
             recipient=peer,
             prev_log_index=nxt - 1,
-            prev_log_term=r._log.term(nxt - 1),
+            prev_log_term=s.raft_log.term(nxt - 1),
             entries=tuple(entries),
-            leader_commit=r._commit,
+            leader_commit=s.commit,
         )
     )
     if pr.state is ProgressState.PROBE:
@@ -100,37 +116,37 @@ def _send_entries(r: RaftCore, peer: str, pr: Progress, nxt: int, entries: list[
         pr.inflight.append(last)
 
 
-def step_peer_read(r: RaftCore, result: LogReadResult) -> None:
+def step_peer_read(s: RaftState, result: LogReadResult) -> None:
     """Entries read from storage for a lagging follower: send them if still wanted."""
     read = result.read
     peer = read.peer
-    pr = r._progress.get(peer) if peer is not None and r._role is Role.LEADER else None
+    pr = s.progress.get(peer) if peer is not None and s.role is Role.LEADER else None
     if pr is None or pr.read != read:
         return
     pr.read = None
     ents = list(result.entries)
     ok = bool(ents) and read.lo == pr.next
     for pos, ent in enumerate(ents):
-        if ent.index != read.lo + pos or ent.term != r._log.term(ent.index):
+        if ent.index != read.lo + pos or ent.term != s.raft_log.term(ent.index):
             ok = False
             break
     if peer is None:
         return
     if ok:
-        _send_entries(r, peer, pr, read.lo, ents)
+        _send_entries(s, peer, pr, read.lo, ents)
     elif read.lo == pr.next:
         # Storage could not serve what we asked: retry from match + 1 at the next
         # heartbeat instead of spinning on the same read.
-        log.warning("%s: storage returned nothing usable for %s..%s", r._id, read.lo, read.hi)
+        log.warning("%s: storage returned nothing usable for %s..%s", s.id, read.lo, read.hi)
         pr.become_probe()
         pr.paused = True
         return
-    send_append(r, peer, pr)
+    send_append(s, peer, pr)
 
 
-def heartbeat(r: RaftCore) -> None:
+def heartbeat(s: RaftState) -> None:
     """Heartbeat every follower: empty AppendEntries at its match, or a probe."""
-    for peer, pr in r._progress.items():
+    for peer, pr in s.progress.items():
         if pr.state is ProgressState.REPLICATE:
             if pr.inflight and pr.match == pr.match_at_heartbeat:
                 pr.stalled_heartbeats += 1
@@ -138,97 +154,97 @@ def heartbeat(r: RaftCore) -> None:
                 pr.stalled_heartbeats = 0
             pr.match_at_heartbeat = pr.match
             if pr.stalled_heartbeats >= STALL_HEARTBEATS:
-                log.debug("%s: pipeline to %s stalled at %s, probing", r._id, peer, pr.match)
+                log.debug("%s: pipeline to %s stalled at %s, probing", s.id, peer, pr.match)
                 pr.become_probe()
-                send_append(r, peer, pr)
+                send_append(s, peer, pr)
                 continue
-            r._send(
+            s.send(
                 _construct_append(
-                    term=r._term,
-                    sender=r._id,
+                    term=s.term,
+                    sender=s.id,
                     recipient=peer,
                     prev_log_index=pr.match,
-                    prev_log_term=r._log.term(pr.match),
+                    prev_log_term=s.raft_log.term(pr.match),
                     entries=(),
-                    leader_commit=r._commit,
+                    leader_commit=s.commit,
                 )
             )
         else:
             pr.paused = False
-            send_append(r, peer, pr)
+            send_append(s, peer, pr)
 
 
-def tick_leader(r: RaftCore) -> None:
+def tick_leader(s: RaftState) -> None:
     """Leader tick: heartbeats, check-quorum, leadership-transfer timeout."""
-    cfg = r._cfg
-    r._heartbeat_elapsed += 1
-    r._election_elapsed += 1
-    if r._election_elapsed >= cfg.election_ticks:
-        r._election_elapsed = 0
+    cfg = s.cfg
+    s.heartbeat_elapsed += 1
+    s.election_elapsed += 1
+    if s.election_elapsed >= cfg.election_ticks:
+        s.election_elapsed = 0
         if cfg.check_quorum:
-            active = 1 + sum(1 for pr in r._progress.values() if pr.recent_active)
-            if active < r._quorum:
-                log.info("%s: lost contact with a majority in term %s", r._id, r._term)
-                r.become_follower(r._term, None)
+            active = 1 + sum(1 for pr in s.progress.values() if pr.recent_active)
+            if active < s.quorum:
+                log.info("%s: lost contact with a majority in term %s", s.id, s.term)
+                s.become_follower(s.term, None)
                 return
-            for pr in r._progress.values():
+            for pr in s.progress.values():
                 pr.recent_active = False
-        if r._transferee is not None:
-            log.info("%s: leadership transfer to %s timed out", r._id, r._transferee)
-            r._transferee = None
-    if r._heartbeat_elapsed >= cfg.heartbeat_ticks:
-        r._heartbeat_elapsed = 0
-        r._flush()
-        heartbeat(r)
+        if s.transferee is not None:
+            log.info("%s: leadership transfer to %s timed out", s.id, s.transferee)
+            s.transferee = None
+    if s.heartbeat_elapsed >= cfg.heartbeat_ticks:
+        s.heartbeat_elapsed = 0
+        flush(s)
+        heartbeat(s)
 
 
-def maybe_commit(r: RaftCore) -> bool:
+def maybe_commit(s: RaftState) -> bool:
     """§5.3/§5.4.2: commit the highest index on a majority if it is of the current term."""
-    matches = sorted((pr.match for pr in r._progress.values()), reverse=True)
-    matches.insert(0, r._log.last_index)  # the leader's own log (>= every match)
-    candidate = matches[r._quorum - 1]
-    if candidate > r._commit and r._log.term(candidate) == r._term:
-        r._set_commit(candidate)
+    matches = sorted((pr.match for pr in s.progress.values()), reverse=True)
+    matches.insert(0, s.raft_log.last_index)  # the leader's own log (>= every match)
+    candidate = matches[s.quorum - 1]
+    if candidate > s.commit and s.raft_log.term(candidate) == s.term:
+        applying.commit_to(s, candidate)
         return True
     return False
 
 
-def start_transfer(r: RaftCore, to: str) -> None:
+def start_transfer(s: RaftState, to: str) -> None:
     """Begin leadership transfer (§3.10): TimeoutNow once ``to`` is up to date."""
-    if r._transferee == to:
+    if s.transferee == to:
         return
-    r._transferee = to
-    r._election_elapsed = 0  # the transfer must finish within one election timeout
-    pr = r._progress[to]
-    if pr.match == r._log.last_index:
-        _send_timeout_now(r, to)
+    s.transferee = to
+    s.election_elapsed = 0  # the transfer must finish within one election timeout
+    pr = s.progress[to]
+    if pr.match == s.raft_log.last_index:
+        _send_timeout_now(s, to)
     else:
-        r._flush()
+        flush(s)
         # Resend from match + 1: an optimistic pipeline may have lost its tail.
         pr.become_probe()
-        send_append(r, to, pr)
+        send_append(s, to, pr)
 
 
-def _send_timeout_now(r: RaftCore, to: str) -> None:
-    r._send(TimeoutNow(term=r._term, sender=r._id, recipient=to))
+def _send_timeout_now(s: RaftState, to: str) -> None:
+    s.send(TimeoutNow(term=s.term, sender=s.id, recipient=to))
 
 
-def step_leader(r: RaftCore, msg: Message) -> None:
+def step_leader(s: RaftState, msg: Message) -> None:
     """Leader: track follower progress; answer vote requests (always rejected here)."""
     if isinstance(msg, AppendEntriesReply):
-        pr = r._progress.get(msg.sender)
+        pr = s.progress.get(msg.sender)
         if pr is not None:
             pr.recent_active = True
-            _handle_append_reply(r, msg.sender, pr, msg)
+            _handle_append_reply(s, msg.sender, pr, msg)
     elif isinstance(msg, RequestVote):
-        election.handle_vote_request(r, msg)
+        handle_vote_request(s, msg)
     else:
-        pr = r._progress.get(msg.sender)
+        pr = s.progress.get(msg.sender)
         if pr is not None:
             pr.recent_active = True
 
 
-def _handle_append_reply(r: RaftCore, peer: str, pr: Progress, msg: AppendEntriesReply) -> None:
+def _handle_append_reply(s: RaftState, peer: str, pr: Progress, msg: AppendEntriesReply) -> None:
     if msg.success:
         updated = msg.match_index > pr.match
         if updated:
@@ -241,10 +257,10 @@ def _handle_append_reply(r: RaftCore, peer: str, pr: Progress, msg: AppendEntrie
             if pr.next <= pr.match:
                 pr.next = pr.match + 1
         if updated:
-            maybe_commit(r)
-            if r._transferee == peer and pr.match == r._log.last_index:
-                _send_timeout_now(r, peer)
-        send_append(r, peer, pr)
+            maybe_commit(s)
+            if s.transferee == peer and pr.match == s.raft_log.last_index:
+                _send_timeout_now(s, peer)
+        send_append(s, peer, pr)
         return
     # A rejection: ignore stale ones (for a prev index we know matches, or not our probe).
     if pr.state is ProgressState.REPLICATE:
@@ -254,31 +270,31 @@ def _handle_append_reply(r: RaftCore, peer: str, pr: Progress, msg: AppendEntrie
         return
     hint = msg.conflict_index
     if msg.conflict_term > 0:
-        last_of_term = r._log.last_index_of_term(msg.conflict_term)
+        last_of_term = s.raft_log.last_index_of_term(msg.conflict_term)
         if last_of_term > 0:
             hint = last_of_term + 1
     pr.become_probe()
     pr.next = max(pr.match + 1, min(hint, msg.reject_index))
-    send_append(r, peer, pr)
+    send_append(s, peer, pr)
 
 
 # --------------------------------------------------------------------- follower side
 
 
-def handle_append_entries(r: RaftCore, msg: AppendEntries) -> None:
+def handle_append_entries(s: RaftState, msg: AppendEntries) -> None:
     """§5.3: consistency check, keep a matching prefix, truncate only a conflict."""
-    rlog = r._log
+    rlog = s.raft_log
     prev = msg.prev_log_index
     if prev > rlog.last_index or rlog.term(prev) != msg.prev_log_term:
         if prev > rlog.last_index:
             conflict_term, conflict_index = 0, rlog.last_index + 1
         else:
             conflict_term = rlog.term(prev)
-            conflict_index = max(rlog.first_index_of_run(prev), r._commit + 1)
-        r._send(
+            conflict_index = max(rlog.first_index_of_run(prev), s.commit + 1)
+        s.send(
             _construct_reply(
-                term=r._term,
-                sender=r._id,
+                term=s.term,
+                sender=s.id,
                 recipient=msg.sender,
                 success=False,
                 match_index=0,
@@ -298,21 +314,21 @@ def handle_append_entries(r: RaftCore, msg: AppendEntries) -> None:
         if pos < len(ents):
             first_new = prev + 1 + pos
             if first_new <= rlog.last_index:
-                if first_new <= r._commit:
+                if first_new <= s.commit:
                     log.error(
                         "%s: leader %s conflicts with committed index %s; ignoring",
-                        r._id,
+                        s.id,
                         msg.sender,
                         first_new,
                     )
                     return
-                r._truncate(first_new)
+                s.truncate(first_new)
             rlog.append(ents[pos:])
-    r._set_commit(min(msg.leader_commit, last_new))
-    r._send(
+    applying.commit_to(s, min(msg.leader_commit, last_new))
+    s.send(
         _construct_reply(
-            term=r._term,
-            sender=r._id,
+            term=s.term,
+            sender=s.id,
             recipient=msg.sender,
             success=True,
             match_index=last_new,
