@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from raftmq.errors import (
     ClientNotOpen,
     ConfigError,
+    InvalidEnvelope,
     MalformedMessage,
     NodeStopped,
     NotLeader,
@@ -65,6 +66,7 @@ __all__ = [
     "Commit",
     "CommittedMessage",
     "ConfigError",
+    "InvalidEnvelope",
     "MalformedMessage",
     "Node",
     "NodeSettings",

@@ -12,11 +12,14 @@
     │   ├── RequestFailed      a node answered a client request with an error
     │   └── RequestTimeout     no answer to a client request in time
     ├── MalformedMessage       bytes that do not decode into a valid message
+    │   └── InvalidEnvelope    an inbound Raft message or request dropped (``reason``)
     ├── NodeStopped            the node is stopped or stopping
     └── ClientNotOpen          a client used before it was started or after it was closed
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
 
 
 class RaftMQError(Exception):
@@ -71,3 +74,24 @@ class NodeStopped(RaftMQError):
 class ClientNotOpen(RaftMQError):
     """A Producer, Subscriber or AdminClient was used before it was started (``async with``
     or ``start()``) or after it was closed."""
+
+
+class DropReason(StrEnum):
+    """Why an inbound envelope was dropped (the keys of the per-reason counters)."""
+
+    OVERSIZED = "oversized"  # body larger than the size limit
+    GARBAGE = "garbage"  # body is not JSON
+    UNKNOWN_TYPE = "unknown_type"  # AMQP type is neither a Raft message nor a servable request
+    WRONG_CLUSTER = "wrong_cluster"  # app_id missing or names another cluster
+    INVALID_FIELDS = "invalid_fields"  # JSON that is not a valid message (missing/wrong fields)
+    TYPE_MISMATCH = "type_mismatch"  # AMQP type property disagrees with the body's type
+    WRONG_RECIPIENT = "wrong_recipient"  # message addressed to another node
+
+
+class InvalidEnvelope(MalformedMessage):
+    """An inbound envelope that is dropped; ``reason`` says why."""
+
+    def __init__(self, reason: DropReason, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason.value}: {detail}")

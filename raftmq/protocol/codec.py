@@ -13,7 +13,6 @@ judged by one set of rules. Every rejection raises :class:`InvalidEnvelope`, a
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import StrEnum
 
 from pydantic import ValidationError
 
@@ -26,7 +25,7 @@ from raftmq.core.messages import (
     RequestVoteReply,
     TimeoutNow,
 )
-from raftmq.errors import MalformedMessage
+from raftmq.errors import DropReason, InvalidEnvelope
 
 DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 """Inbound bodies larger than this are dropped as ``oversized``."""
@@ -42,27 +41,6 @@ REPLY_TO_REQUEST: dict[str, str] = {
     AppendEntriesReply.model_fields["type"].default: AppendEntries.model_fields["type"].default,
 }
 """Raft reply type -> the request type it answers (to carry the request's correlation_id)."""
-
-
-class DropReason(StrEnum):
-    """Why an inbound envelope was dropped (the keys of the per-reason counters)."""
-
-    OVERSIZED = "oversized"  # body larger than the size limit
-    GARBAGE = "garbage"  # body is not JSON
-    UNKNOWN_TYPE = "unknown_type"  # AMQP type is neither a Raft message nor a servable request
-    WRONG_CLUSTER = "wrong_cluster"  # app_id missing or names another cluster
-    INVALID_FIELDS = "invalid_fields"  # JSON that is not a valid message (missing/wrong fields)
-    TYPE_MISMATCH = "type_mismatch"  # AMQP type property disagrees with the body's type
-    WRONG_RECIPIENT = "wrong_recipient"  # message addressed to another node
-
-
-class InvalidEnvelope(MalformedMessage):
-    """An inbound envelope that is dropped; ``reason`` says why."""
-
-    def __init__(self, reason: DropReason, detail: str) -> None:
-        self.reason = reason
-        self.detail = detail
-        super().__init__(f"{reason.value}: {detail}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,8 @@
 core and memory tests do not pay for aio-pika).
 """
 
-from raftmq.errors import RequestFailed, RequestTimeout
-from raftmq.protocol.codec import DropReason, Envelope, InvalidEnvelope
+from raftmq.errors import DropReason, InvalidEnvelope, RequestFailed, RequestTimeout
+from raftmq.protocol.codec import Envelope
 from raftmq.protocol.names import inbox_queue
 from raftmq.transport.memory import MemoryNetwork, MemoryRequestClient, MemoryTransport
 from raftmq.transport.port import (

@@ -16,12 +16,11 @@ from collections import deque
 from collections.abc import Callable
 
 from raftmq.core.messages import Message
+from raftmq.errors import DropReason, InvalidEnvelope
 from raftmq.protocol.codec import (
     RAFT_MESSAGE_TYPES,
     REPLY_TO_REQUEST,
-    DropReason,
     Envelope,
-    InvalidEnvelope,
     check_envelope,
     decode,
     encode,

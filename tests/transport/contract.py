@@ -13,8 +13,8 @@ import logging
 import pytest
 
 from raftmq.core.messages import MESSAGE_ADAPTER, AppendEntries, Message, RequestVote
-from raftmq.errors import RequestFailed, RequestTimeout
-from raftmq.protocol.codec import DropReason, Envelope, encode
+from raftmq.errors import DropReason, RequestFailed, RequestTimeout
+from raftmq.protocol.codec import Envelope, encode
 from raftmq.transport.port import Transport
 
 from .helpers import Harness, Inbox, append, started, vote, vote_reply, wait_until

@@ -14,8 +14,8 @@ import aio_pika.abc
 import pytest
 
 from raftmq.core.messages import MESSAGE_ADAPTER, Message, RequestVote
-from raftmq.errors import TransportError
-from raftmq.protocol.codec import DropReason, Envelope, encode
+from raftmq.errors import DropReason, TransportError
+from raftmq.protocol.codec import Envelope, encode
 from raftmq.protocol.names import inbox_queue
 from raftmq.transport.amqp import AmqpTransport
 from raftmq.transport.port import RequestClient

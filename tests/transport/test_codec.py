@@ -10,15 +10,8 @@ from raftmq.core.messages import (
     RequestVoteReply,
     TimeoutNow,
 )
-from raftmq.errors import MalformedMessage
-from raftmq.protocol.codec import (
-    RAFT_MESSAGE_TYPES,
-    DropReason,
-    Envelope,
-    InvalidEnvelope,
-    decode,
-    encode,
-)
+from raftmq.errors import DropReason, InvalidEnvelope, MalformedMessage
+from raftmq.protocol.codec import RAFT_MESSAGE_TYPES, Envelope, decode, encode
 from raftmq.protocol.names import inbox_queue
 
 from .helpers import append, vote
