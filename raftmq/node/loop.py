@@ -1,0 +1,288 @@
+"""The node loop: the one asyncio task that owns a node's RaftCore and drives it with a
+Storage and a Transport, obeying *persist before send*.
+
+Per wake-up (a message, a write, or a tick)::
+
+    tick the core for every elapsed tick_interval
+    step every queued message; propose every queued write as one batch
+    while the core has a Ready:
+        transport.send(AppendEntries)     # leader only, term and vote already durable
+        storage.save(hard state + truncation + entries + deferred bookkeeping)  # ONE txn
+        transport.send(other messages)    # votes and replies only after the save returned
+        apply committed entries (on_commit, in index order; node.applier); defer the applied index
+        core.advance(ready); serve storage reads the core asked for
+    once per tick, when idle: save the deferred bookkeeping (applied index, sessions, ...)
+
+The leader's early AppendEntries follow the thesis (§10.2.1: a leader may write its log
+in parallel with replicating it); it is safe because replies are stepped only after the
+save returned, so the leader never counts its own entries before they are durable.
+
+No lock guards Raft state: only this task touches the core. Other coroutines (`write`,
+`status`) hand work to it through its queues (``inbox``, ``proposals``) and futures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from raftmq.core.messages import AppendEntries, Message
+from raftmq.core.raft import RaftCore
+from raftmq.core.ready import Ready
+from raftmq.core.types import Entry, HardState, LogReadResult, SoftState
+from raftmq.errors import NodeStopped, NotLeader, StorageError
+from raftmq.node.applier import Applier
+from raftmq.protocol.receipts import Commit
+from raftmq.storage.port import PersistBatch, Storage
+from raftmq.transport.port import Transport
+
+logger = logging.getLogger("raftmq.node.loop")
+
+_MAX_QUEUED_MESSAGES = 100_000  # inbound Raft messages buffered while the loop is busy
+_MAX_CATCHUP_TICKS = 3  # ticks replayed at once after a stall (never a burst of elections)
+_STORAGE_RETRY = (0.05, 2.0)  # first and maximal back-off between failed saves, seconds
+
+
+class NodeLoop:
+    """The state of one node's loop task and the loop itself (see the module docstring).
+
+    :class:`raftmq.node.node.Node` creates it, starts :meth:`run` as a task and hands it
+    work; everything here runs on the node's event loop.
+    """
+
+    def __init__(
+        self,
+        *,
+        core: RaftCore,
+        storage: Storage,
+        transport: Transport,
+        applier: Applier[Any],
+        pending: dict[int, tuple[int, asyncio.Future[Commit]]],
+        counters: dict[str, int],
+        durable_vote: tuple[int, str | None],
+        tick_interval: float,
+    ) -> None:
+        self.core = core  # owned by the loop task; others only read it
+        self.node_id = core.id  # this node
+        self._storage = storage
+        self._transport = transport
+        self._applier = applier  # the apply path: callbacks, sessions, write results
+        self._counters = counters  # shared with the node's status
+        self.tick_interval = tick_interval  # seconds per logical tick
+        self.wake = asyncio.Event()  # set when there is work for the loop
+        self.inbox: deque[Message] = deque()  # inbound Raft messages, stepped in order
+        self.proposals: deque[tuple[bytes, asyncio.Future[Commit]]] = deque()  # next batch
+        self.pending = pending  # index -> (term, future) of proposed writes (the applier's)
+        self.stopping = False  # set once: the loop ends at its next turn
+        self._durable_vote = durable_vote  # (term, vote) known saved
+        self.isolated = False  # fault injection: inbound Raft messages are discarded
+        self.storage_ok = True  # False while saves fail and are retried
+        self.last_leader_contact: float | None = None  # loop time of the last AppendEntries
+        # Bookkeeping not yet saved (applied index, sessions, watermark, a commit-only hard
+        # state): it rides with the next save of entries, or is flushed when the loop idles.
+        self._deferred: PersistBatch | None = None
+        self.role_observers: list[Callable[[SoftState], None]] = []  # on soft state changes
+        # after each applied batch, with its entries (persisted, applied)
+        self.apply_observers: list[Callable[[tuple[Entry, ...]], None]] = []
+
+    def propose(self, payload: bytes) -> asyncio.Future[Commit]:
+        """Queue ``payload`` for the next proposal batch; the future resolves at commit."""
+        future: asyncio.Future[Commit] = asyncio.get_running_loop().create_future()
+        self.proposals.append((payload, future))
+        self.wake.set()
+        return future
+
+    def stop(self) -> None:
+        """End :meth:`run` at its next turn (it saves what was applied first)."""
+        self.stopping = True
+        self.wake.set()
+
+    def on_message(self, message: Message) -> None:
+        if self.isolated:
+            return
+        if len(self.inbox) >= _MAX_QUEUED_MESSAGES:
+            self.inbox.popleft()  # oldest first: Raft tolerates loss, not unbounded memory
+            self._counters["inbox_overflow"] += 1
+        self.inbox.append(message)
+        self.wake.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + self.tick_interval
+        try:
+            while not self.stopping:
+                delay = next_tick - loop.time()
+                if delay > 0 and not (self.inbox or self.proposals):
+                    self.wake.clear()
+                    # asyncio.timeout, not wait_for: no task per wait (this runs per message)
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await self.wake.wait()
+                if self.stopping:
+                    break
+                now = loop.time()
+                ticked = now >= next_tick
+                if ticked:
+                    elapsed = int((now - next_tick) / self.tick_interval) + 1
+                    for _ in range(min(elapsed, _MAX_CATCHUP_TICKS)):
+                        self.core.tick()
+                    next_tick += elapsed * self.tick_interval
+                self._step_inbox(now)
+                self._propose_queued()
+                await self._handle_ready()
+                if ticked:
+                    await self._flush_deferred()
+            if self._deferred is not None:  # stopping: save what was applied
+                batch, self._deferred = self._deferred, None
+                await self._persist(batch)
+        except Exception:
+            logger.exception("%s: node loop failed; stopping", self.node_id)
+            self.fail_pending(NodeStopped(f"node {self.node_id} loop failed"))
+            self.stopping = True
+            raise
+
+    def _step_inbox(self, now: float) -> None:
+        core = self.core
+        while self.inbox:
+            message = self.inbox.popleft()
+            core.step(message)
+            if isinstance(message, AppendEntries) and message.sender == core.leader_id:
+                self.last_leader_contact = now
+
+    def _propose_queued(self) -> None:
+        if not self.proposals:
+            return
+        batch = [(p, f) for p, f in self.proposals if not f.done()]
+        self.proposals.clear()
+        if not batch:
+            return
+        core = self.core
+        try:
+            first = core.propose_batch([payload for payload, _ in batch])
+        except NotLeader as exc:
+            for _, future in batch:
+                future.set_exception(NotLeader(exc.leader_hint))
+            return
+        for offset, (_, future) in enumerate(batch):
+            self.pending[first + offset] = (core.term, future)
+
+    async def _handle_ready(self) -> None:
+        core = self.core
+        while core.has_ready() and not self.stopping:
+            ready = core.ready()
+            if ready.soft_state is not None:
+                soft = ready.soft_state
+                logger.info(
+                    "%s: %s in term %s (leader: %s)",
+                    self.node_id,
+                    soft.role.value,
+                    soft.term,
+                    soft.leader_id or "unknown",
+                )
+                for observer in self.role_observers:
+                    observer(soft)
+            # Term and vote must be durable before any message leaves; a change of the
+            # commit index alone need not be (commit is a fact held by a majority's logs,
+            # Fig. 2 calls it volatile), so it is saved with the applied index below.
+            hard = ready.hard_state
+            votes_durable = hard is None or (hard.term, hard.voted_for) == self._durable_vote
+            defer_hard = hard is not None and votes_durable and bool(ready.committed_entries)
+            early: list[Message] = []
+            late: list[Message] = list(ready.messages)
+            if votes_durable and ready.truncate_from is None:
+                # Thesis §10.2.1: the leader may write its log in parallel with replicating
+                # it. Safe here because replies are only stepped after this save returns,
+                # so the leader never counts its own entries before they are durable.
+                early = [m for m in late if isinstance(m, AppendEntries)]
+                late = [m for m in late if not isinstance(m, AppendEntries)]
+            if early:
+                self._transport.send(early)
+            # Entries committed before this Ready's new entries are durable already (the
+            # leader steps no reply before its save returned; a follower's commit never
+            # covers entries it has not saved): apply them before the save, so that a
+            # commit does not wait for the save of newer entries, and their bookkeeping
+            # rides with this very save.
+            committed = ready.committed_entries
+            apply_first = bool(committed) and ready.truncate_from is None
+            if apply_first and ready.entries:
+                apply_first = committed[-1].index < ready.entries[0].index
+            if apply_first:
+                await self._apply_committed(ready, hard if defer_hard else None)
+            batch = PersistBatch(
+                hard_state=None if defer_hard else hard,
+                truncate_from=ready.truncate_from,
+                entries=ready.entries,
+            )
+            if not batch.is_empty() and self._deferred is not None:
+                batch, self._deferred = self._deferred.followed_by(batch), None
+            await self._persist(batch)
+            if hard is not None:
+                self._durable_vote = (hard.term, hard.voted_for)
+            if late:
+                self._transport.send(late)
+            if committed and not apply_first:
+                await self._apply_committed(ready, hard if defer_hard else None)
+            core.advance(ready)
+            await self._serve_reads(ready)
+
+    async def _apply_committed(self, ready: Ready, hard: HardState | None) -> None:
+        """Apply ``ready``'s committed entries (raftmq.node.applier); defer their bookkeeping (and
+        ``hard``, a commit-only hard state) to the next save."""
+        # Saved with the next entries, or when the loop idles: a crash before that
+        # repeats these callbacks after restart (the on-commit contract).
+        self.defer(await self._applier.apply(ready.committed_entries, hard))
+        for apply_observer in self.apply_observers:
+            apply_observer(ready.committed_entries)
+
+    def defer(self, batch: PersistBatch) -> None:
+        self._deferred = batch if self._deferred is None else self._deferred.followed_by(batch)
+
+    async def _flush_deferred(self) -> None:
+        # Once per tick, and only when no work is waiting: under traffic the bookkeeping
+        # rides with the next save of entries; flushing at every idle moment would put an
+        # extra transaction in front of the next write that arrives during it.
+        if self._deferred is not None and not (self.inbox or self.proposals):
+            batch, self._deferred = self._deferred, None
+            await self._persist(batch)
+
+    async def _persist(self, batch: PersistBatch) -> None:
+        if batch.is_empty():
+            return
+        delay = _STORAGE_RETRY[0]
+        while True:
+            try:
+                await self._storage.save(batch)
+            except StorageError as exc:
+                # Nothing that depends on this batch has left the node: retrying is safe.
+                self._counters["storage_retries"] += 1
+                if self.storage_ok:
+                    logger.error("%s: storage save failed, retrying: %s", self.node_id, exc)
+                self.storage_ok = False
+                if self.stopping:
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _STORAGE_RETRY[1])
+                continue
+            if not self.storage_ok:
+                logger.info("%s: storage is back", self.node_id)
+                self.storage_ok = True
+            return
+
+    async def _serve_reads(self, ready: Ready) -> None:
+        for read in ready.reads:
+            entries = await self._storage.entries(read.lo, read.hi, read.max_bytes)
+            self.core.step_read(LogReadResult(read=read, entries=tuple(entries)))
+
+    def fail_pending(self, error: Exception) -> None:
+        for _, future in self.proposals:
+            if not future.done():
+                future.set_exception(error)
+        self.proposals.clear()
+        for _, future in self.pending.values():
+            if not future.done():
+                future.set_exception(error)
+        self.pending.clear()
