@@ -31,8 +31,6 @@ log = logging.getLogger("raftmq.core.replication")
 # assumes the tail of its pipeline was lost and probes again.
 STALL_HEARTBEATS = 2
 
-_construct_append = new_append
-_construct_reply = new_append_reply
 
 
 # --------------------------------------------------------------------- leader side
@@ -98,7 +96,7 @@ def send_append(s: RaftState, peer: str, pr: Progress) -> None:
 
 def _send_entries(s: RaftState, peer: str, pr: Progress, nxt: int, entries: list[Entry]) -> None:
     s.send(
-        _construct_append(
+        new_append(
             term=s.term,
             sender=s.id,
             recipient=peer,
@@ -159,7 +157,7 @@ def heartbeat(s: RaftState) -> None:
                 send_append(s, peer, pr)
                 continue
             s.send(
-                _construct_append(
+                new_append(
                     term=s.term,
                     sender=s.id,
                     recipient=peer,
@@ -292,7 +290,7 @@ def handle_append_entries(s: RaftState, msg: AppendEntries) -> None:
             conflict_term = rlog.term(prev)
             conflict_index = max(rlog.first_index_of_run(prev), s.commit + 1)
         s.send(
-            _construct_reply(
+            new_append_reply(
                 term=s.term,
                 sender=s.id,
                 recipient=msg.sender,
@@ -326,7 +324,7 @@ def handle_append_entries(s: RaftState, msg: AppendEntries) -> None:
             rlog.append(ents[pos:])
     applying.commit_to(s, min(msg.leader_commit, last_new))
     s.send(
-        _construct_reply(
+        new_append_reply(
             term=s.term,
             sender=s.id,
             recipient=msg.sender,
