@@ -14,7 +14,7 @@ from raftmq._amqp.delivery import Delivered, properties
 from raftmq.protocol import names
 from raftmq.protocol.record import HeaderValue
 
-__all__ = ["CommittedMessage", "parse_delivered", "position_queue", "subscription_queue"]
+__all__ = ["CommittedMessage", "parse_delivered"]
 
 _PLAIN = frozenset((str, int, float, bool))  # header value types kept as they are
 
@@ -29,16 +29,6 @@ class CommittedMessage:
     headers: dict[str, HeaderValue]  # producer headers plus the raftmq-* headers
     content_type: str | None  # the producer's content type
     message_id: str | None  # the producer's message id
-
-
-def subscription_queue(cluster: str, name: str) -> str:
-    """The durable queue of named subscription ``name``."""
-    return f"raftmq.{cluster}.sub.{name}"
-
-
-def position_queue(cluster: str, name: str) -> str:
-    """The one-message queue holding the last index a named subscription delivered."""
-    return f"raftmq.{cluster}.sub.{name}.position"
 
 
 def _narrowed(raw: dict[str, Any]) -> dict[str, HeaderValue]:

@@ -149,7 +149,7 @@ class Producer:
         # One long-lived reply queue per producer (aio-pika RPC pattern), named so that a
         # robust reconnect re-declares the same name.
         self._reply_queue = await channel.declare_queue(
-            f"raftmq.{self.cluster}.reply.{self.producer_id}.{uuid.uuid4().hex[:8]}",
+            names.producer_reply_queue(self.cluster, self.producer_id, uuid.uuid4().hex[:8]),
             exclusive=True,
             auto_delete=True,
         )

@@ -41,14 +41,11 @@ from raftmq._amqp.channel import (
     underlay,
 )
 from raftmq._amqp.delivery import Delivered, ack, delivery_channel, delivery_tag
-from raftmq.client.committed import (
-    CommittedMessage,
-    parse_delivered,
-    position_queue,
-    subscription_queue,
-)
+from raftmq.client.committed import CommittedMessage, parse_delivered
 from raftmq.client.replay import ReplayClient
 from raftmq.errors import ConfigError
+from raftmq.protocol import names
+from raftmq.protocol.names import position_queue, subscription_queue
 
 logger = logging.getLogger("raftmq.client.subscriber")
 
@@ -146,7 +143,7 @@ class Subscriber:
         await topology.declare_replay(channel, self.cluster)
         if self.name is None:
             queue = await channel.declare_queue(
-                f"raftmq.{self.cluster}.sub.anon.{uuid.uuid4().hex}",
+                names.anonymous_subscription_queue(self.cluster, uuid.uuid4().hex),
                 exclusive=True,
                 auto_delete=True,
             )
@@ -163,7 +160,7 @@ class Subscriber:
             resumed = await self._load_position()
         await queue.bind(exchange)
         self._reply_queue = await channel.declare_queue(
-            f"raftmq.{self.cluster}.replay-reply.{uuid.uuid4().hex}",
+            names.replay_reply_queue(self.cluster, uuid.uuid4().hex),
             exclusive=True,
             auto_delete=True,
         )

@@ -54,3 +54,28 @@ def replay_queue(cluster: str) -> str:
 def inbox_queue(cluster: str, node_id: str) -> str:
     """Name of a node's inbox queue (part of the public protocol)."""
     return f"raftmq.{cluster}.node.{node_id}"
+
+
+def subscription_queue(cluster: str, name: str) -> str:
+    """The durable queue of named subscription ``name``."""
+    return f"raftmq.{cluster}.sub.{name}"
+
+
+def position_queue(cluster: str, name: str) -> str:
+    """The one-message queue holding the last index a named subscription delivered."""
+    return f"raftmq.{cluster}.sub.{name}.position"
+
+
+def anonymous_subscription_queue(cluster: str, unique: str) -> str:
+    """The exclusive queue of an anonymous subscription (``unique`` tells them apart)."""
+    return f"raftmq.{cluster}.sub.anon.{unique}"
+
+
+def producer_reply_queue(cluster: str, producer_id: str, unique: str) -> str:
+    """The exclusive queue a producer's receipts come back to."""
+    return f"raftmq.{cluster}.reply.{producer_id}.{unique}"
+
+
+def replay_reply_queue(cluster: str, unique: str) -> str:
+    """The exclusive queue a subscriber's replay answers come back to."""
+    return f"raftmq.{cluster}.replay-reply.{unique}"

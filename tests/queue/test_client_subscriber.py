@@ -13,8 +13,8 @@ import aio_pika
 import pytest
 
 from raftmq.client import CommittedMessage, Producer, Subscriber
-from raftmq.client.committed import subscription_queue
 from raftmq.errors import ConfigError
+from raftmq.protocol.names import subscription_queue
 from tests.queue.conftest import ProtocolNode
 
 pytestmark = pytest.mark.integration
