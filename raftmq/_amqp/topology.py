@@ -5,13 +5,17 @@ they are declared only here, identical for every node and client)."""
 from __future__ import annotations
 
 import aio_pika
-from aio_pika.abc import AbstractChannel, AbstractExchange, AbstractQueue
+import aiormq
+from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractQueue
 
 from raftmq.protocol.names import (
     WRITES_DELIVERY_LIMIT,
     committed_exchange,
     dead_name,
+    positions_exchange,
+    replay_exchange,
     replay_queue,
+    writes_exchange,
     writes_queue,
 )
 
@@ -27,9 +31,10 @@ async def declare_dead(channel: AbstractChannel, cluster: str) -> AbstractExchan
 
 
 async def declare_writes(channel: AbstractChannel, cluster: str) -> AbstractQueue:
-    """Declare the writes queue: durable, quorum type, delivery limit, dead-lettering."""
+    """Declare the writes queue (durable, quorum type, delivery limit, dead-lettering) and
+    the writes exchange that routes to it."""
     await declare_dead(channel, cluster)
-    return await channel.declare_queue(
+    queue = await channel.declare_queue(
         writes_queue(cluster),
         durable=True,
         arguments={
@@ -38,6 +43,11 @@ async def declare_writes(channel: AbstractChannel, cluster: str) -> AbstractQueu
             "x-dead-letter-exchange": dead_name(cluster),
         },
     )
+    exchange = await channel.declare_exchange(
+        writes_exchange(cluster), aio_pika.ExchangeType.FANOUT, durable=True
+    )
+    await queue.bind(exchange)
+    return queue
 
 
 async def declare_committed(channel: AbstractChannel, cluster: str) -> AbstractExchange:
@@ -48,8 +58,20 @@ async def declare_committed(channel: AbstractChannel, cluster: str) -> AbstractE
 
 
 async def declare_replay(channel: AbstractChannel, cluster: str) -> AbstractQueue:
-    """Declare the replay request queue."""
-    return await channel.declare_queue(replay_queue(cluster), durable=True)
+    """Declare the replay request queue and the replay exchange that routes to it."""
+    queue = await channel.declare_queue(replay_queue(cluster), durable=True)
+    exchange = await channel.declare_exchange(
+        replay_exchange(cluster), aio_pika.ExchangeType.FANOUT, durable=True
+    )
+    await queue.bind(exchange)
+    return queue
+
+
+async def declare_positions(channel: AbstractChannel, cluster: str) -> AbstractExchange:
+    """Declare the topic exchange of named subscriptions' positions."""
+    return await channel.declare_exchange(
+        positions_exchange(cluster), aio_pika.ExchangeType.TOPIC, durable=True
+    )
 
 
 async def declare_all(channel: AbstractChannel, cluster: str) -> None:
@@ -57,11 +79,33 @@ async def declare_all(channel: AbstractChannel, cluster: str) -> None:
     await declare_writes(channel, cluster)
     await declare_committed(channel, cluster)
     await declare_replay(channel, cluster)
+    await declare_positions(channel, cluster)
+
+
+async def exchange_exists(connection: AbstractConnection, name: str) -> bool:
+    """True when exchange ``name`` exists. A passive declare needs no configure
+    permission, so a restricted client account can ask; it runs on a channel of its own
+    because a missing exchange closes the channel it was asked on."""
+    channel = await connection.channel()
+    try:
+        await channel.declare_exchange(name, passive=True)
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        return False
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+    return True
 
 
 async def delete_all(channel: AbstractChannel, cluster: str) -> None:
     """Delete every shared object of a cluster (tests and `raftmq` cleanup)."""
     for queue in (writes_queue(cluster), dead_name(cluster), replay_queue(cluster)):
         await channel.queue_delete(queue)
-    for exchange in (committed_exchange(cluster), dead_name(cluster)):
+    for exchange in (
+        committed_exchange(cluster),
+        dead_name(cluster),
+        writes_exchange(cluster),
+        replay_exchange(cluster),
+        positions_exchange(cluster),
+    ):
         await channel.exchange_delete(exchange)

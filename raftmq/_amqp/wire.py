@@ -180,20 +180,25 @@ def status_table(status: str) -> bytes:
     return table
 
 
-_PUBLISH_FRAMES: dict[tuple[int, str], bytes] = {}  # (channel, routing key) -> frame
+_PUBLISH_FRAMES: dict[tuple[int, str, str], bytes] = {}  # (channel, exchange, key) -> frame
 _PUBLISH_FRAME_CACHE = 4096  # entries kept before the cache starts afresh
 
 
-def default_publish_frame(channel_number: int, routing_key: str) -> bytes:
-    """The basic.publish frame to the default exchange (cached: one per destination
-    queue, e.g. a peer's inbox, a producer's reply queue, the writes queue)."""
-    key = (channel_number, routing_key)
+def cached_publish_frame(channel_number: int, exchange: str, routing_key: str) -> bytes:
+    """The basic.publish frame to ``exchange`` with ``routing_key``, cached (one per
+    destination: a peer's inbox, a producer's reply queue, the writes exchange)."""
+    key = (channel_number, exchange, routing_key)
     frame = _PUBLISH_FRAMES.get(key)
     if frame is None:
         if len(_PUBLISH_FRAMES) >= _PUBLISH_FRAME_CACHE:
             _PUBLISH_FRAMES.clear()
-        frame = _PUBLISH_FRAMES[key] = publish_frame(channel_number, "", routing_key)
+        frame = _PUBLISH_FRAMES[key] = publish_frame(channel_number, exchange, routing_key)
     return frame
+
+
+def default_publish_frame(channel_number: int, routing_key: str) -> bytes:
+    """The basic.publish frame to the default exchange, straight to queue ``routing_key``."""
+    return cached_publish_frame(channel_number, "", routing_key)
 
 
 async def publish_batch(channel: RawChannel, batch: list[OutboundItem]) -> None:

@@ -31,7 +31,7 @@ from aio_pika.abc import (
 
 from raftmq._amqp import topology
 from raftmq._amqp.channel import RawChannel, underlay, wait_unless_closed
-from raftmq._amqp.wire import default_publish_frame, framing, message_frames, publish_confirmed
+from raftmq._amqp.wire import cached_publish_frame, framing, message_frames, publish_confirmed
 from raftmq.errors import ClientNotOpen, ConfigError
 from raftmq.protocol import names
 from raftmq.protocol.receipts import Receipt, batch_outcomes
@@ -145,7 +145,12 @@ class Producer:
         channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
         assert isinstance(channel, AbstractRobustChannel)
         self._channel = channel
-        await topology.declare_writes(channel, self.cluster)
+        if not await topology.exchange_exists(
+            self._connection, names.writes_exchange(self.cluster)
+        ):
+            # A fresh cluster: declare its writes path (a restricted producer account
+            # may not; it then needs a node or `raftmq permissions apply` to go first).
+            await topology.declare_writes(channel, self.cluster)
         # One long-lived reply queue per producer (aio-pika RPC pattern), named so that a
         # robust reconnect re-declares the same name.
         self._reply_queue = await channel.declare_queue(
@@ -360,7 +365,7 @@ class Producer:
             number, max_body = framing(channel)
             frames = message_frames(
                 number,
-                default_publish_frame(number, names.writes_queue(self.cluster)),
+                cached_publish_frame(number, names.writes_exchange(self.cluster), ""),
                 max_body,
                 encode_batch([write.payload for write in batch]),
                 content_type=BATCH_CONTENT_TYPE,

@@ -2,11 +2,16 @@
 
 Cluster ``C``, node ``N``:
 
-- ``raftmq.C.node.N``   queue, one per node: Raft RPCs and client requests (transport layer)
-- ``raftmq.C.writes``   durable quorum queue: producers' writes, consumed by the leader only
+- ``raftmq.C.node.N``    queue, one per node: Raft RPCs and client requests (transport layer)
+- ``raftmq.C.writes``    durable quorum queue: producers' writes, consumed by the leader only;
+                         a durable fan-out exchange of the same name routes to it (producers
+                         publish there, so their accounts need no write on the default exchange)
 - ``raftmq.C.committed`` durable fan-out exchange: every committed write, in index order
-- ``raftmq.C.dead``     fan-out exchange + durable queue: rejected writes, reason in a header
-- ``raftmq.C.replay``   durable queue, all nodes consume: "send me entries from index i"
+- ``raftmq.C.dead``      fan-out exchange + durable queue: rejected writes, reason in a header
+- ``raftmq.C.replay``    durable queue, all nodes consume: "send me entries from index i";
+                         a durable fan-out exchange of the same name routes to it
+- ``raftmq.C.positions`` durable topic exchange: named subscriptions' positions, routed by
+                         subscription name to ``raftmq.C.sub.NAME.position``
 """
 
 from __future__ import annotations
@@ -34,6 +39,22 @@ WRITES_DELIVERY_LIMIT = 20  # a write delivered more often than this is dead-let
 def writes_queue(cluster: str) -> str:
     """The leader queue producers publish to."""
     return f"raftmq.{cluster}.writes"
+
+
+def writes_exchange(cluster: str) -> str:
+    """The fan-out exchange producers publish writes to (routes to the writes queue)."""
+    return writes_queue(cluster)
+
+
+def replay_exchange(cluster: str) -> str:
+    """The fan-out exchange subscribers publish replay requests to (routes to the queue)."""
+    return replay_queue(cluster)
+
+
+def positions_exchange(cluster: str) -> str:
+    """The topic exchange named subscriptions publish their positions to (routing key: the
+    subscription name)."""
+    return f"raftmq.{cluster}.positions"
 
 
 def committed_exchange(cluster: str) -> str:
