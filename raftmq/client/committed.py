@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from raftmq._amqp.delivery import Delivered, properties
+from raftmq.errors import MalformedMessage
 from raftmq.protocol import names
 from raftmq.protocol.record import HeaderValue
 
 __all__ = ["CommittedMessage", "parse_delivered"]
 
 _PLAIN = frozenset((str, int, float, bool))  # header value types kept as they are
+_MAX_INDEX = (1 << 63) - 1  # indexes and terms are int64 on the wire and in storage
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,23 +44,40 @@ def _narrowed(raw: dict[str, Any]) -> dict[str, HeaderValue]:
     return headers
 
 
+def _number(raw: dict[str, Any], name: str, lowest: int) -> int:
+    """Header ``name`` as an int in [lowest, 2^63 - 1]; MalformedMessage otherwise (a
+    float, bool, text or table is refused, not coerced: only a node's int is trusted)."""
+    value = raw.get(name)
+    if type(value) is not int or not lowest <= value <= _MAX_INDEX:
+        raise MalformedMessage(f"{name} is not an int >= {lowest}: {value!r:.40}")
+    return value
+
+
 def parse_delivered(delivered: Delivered) -> tuple[CommittedMessage, int]:
     """A committed (or replayed) raw delivery as (CommittedMessage, prev_index).
     The decoded header table becomes the message's headers as it is when every value
-    already is a str/int/float/bool (the common case): nobody else holds it."""
+    already is a str/int/float/bool (the common case): nobody else holds it.
+
+    Raises MalformedMessage when ``raftmq-index`` or ``raftmq-term`` is missing or not an
+    int >= 1, or ``raftmq-prev-index`` (0 when absent) is not an int below the index."""
     props = properties(delivered)
-    raw: dict[str, Any] = props.headers if props.headers is not None else {}
+    raw: dict[str, Any] = props.headers if isinstance(props.headers, dict) else {}
+    index = _number(raw, names.H_INDEX, 1)
+    term = _number(raw, names.H_TERM, 1)
+    prev = _number(raw, names.H_PREV_INDEX, 0) if names.H_PREV_INDEX in raw else 0
+    if prev >= index:
+        raise MalformedMessage(f"{names.H_PREV_INDEX} {prev} is not below the index {index}")
     headers: dict[str, HeaderValue] = raw
     for value in raw.values():
         if type(value) not in _PLAIN:
             headers = _narrowed(raw)
             break
     committed = CommittedMessage(
-        index=int(raw[names.H_INDEX]),
-        term=int(raw[names.H_TERM]),
+        index=index,
+        term=term,
         body=delivered.body,
         headers=headers,
         content_type=props.content_type,
         message_id=props.message_id,
     )
-    return committed, int(raw.get(names.H_PREV_INDEX, 0))
+    return committed, prev

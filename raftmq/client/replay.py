@@ -4,6 +4,11 @@ an earlier index) with messages asked from the cluster's replay queue.
 Wire protocol: docs/protocol.md section 7 (the server side is raftmq.services.replay). Requests go
 to ``raftmq.<cluster>.replay``; answers come back on one reply queue consumed for the
 subscriber's lifetime and are routed by correlation id (aio-pika's RPC pattern).
+
+An answer is hostile like any delivery: an error reply (a throttled or refused request)
+counts as an empty answer and is asked again after a pause; a message that is not a
+committed message is dropped and counted; an end marker that is not an index claims
+nothing.
 """
 
 from __future__ import annotations
@@ -11,14 +16,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 
 import aio_pika
 from aio_pika.abc import AbstractRobustChannel
 
 from raftmq._amqp.delivery import Delivered, properties
 from raftmq.client.committed import CommittedMessage, parse_delivered
+from raftmq.errors import MalformedMessage
 from raftmq.protocol import names
 
 __all__ = ["ReplayClient"]
@@ -35,10 +42,14 @@ class ReplayClient:
         channel: AbstractRobustChannel,
         reply_to: str,
         cluster: str,
+        *,
+        counters: Counter[str] | None = None,
     ) -> None:
         self.channel = channel  # the subscriber's channel (robust: survives reconnects)
         self.reply_to = reply_to  # the subscriber's exclusive reply queue
         self.cluster = cluster  # cluster name
+        # replay_malformed / replay_error: answers dropped, error replies received
+        self.counters: Counter[str] = Counter() if counters is None else counters
         self._replies: dict[str, asyncio.Queue[Delivered]] = {}
 
     async def on_reply(self, delivered: Delivered) -> None:
@@ -56,24 +67,31 @@ class ReplayClient:
         *,
         batch: int,
         timeout: float,
-    ) -> None:
+        give_up: float = float("inf"),
+    ) -> bool:
         """Replay [first, wanted] (``wanted`` None: up to the answering node's commit) into
         the ready queue, re-asking until the wanted index is covered. ``last``: the last
         index yielded (None: none yet); what is not above it and ``ready`` is dropped.
         ``batch``: the "max" of one request; ``timeout``: seconds without an answer
-        message before asking again."""
+        message before asking again. Returns False when ``wanted`` is still not covered
+        after ``give_up`` seconds in which no message came (an index no node has: the
+        message that named it was not the cluster's); True otherwise."""
         pause = 0.05
+        progressed_at = time.monotonic()
         while True:
             got, end = await self._replay_once(first, wanted, batch, timeout)
             for message in got:
                 if last is None or message.index > max(last, _top(ready)):
                     ready.append((message, None))
             if wanted is None and len(got) < batch:
-                return
+                return True
             if wanted is not None and end >= wanted:
-                return
+                return True
             if got:
                 pause = 0.05
+                progressed_at = time.monotonic()
+            elif time.monotonic() - progressed_at >= give_up:
+                return False
             else:  # the answering node lags behind the fan-out: ask again shortly
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, 1.0)
@@ -101,14 +119,28 @@ class ReplayClient:
                 got: list[CommittedMessage] = []
                 while True:
                     answer = await asyncio.wait_for(answers.get(), timeout=timeout)
-                    end = (properties(answer).headers or {}).get(names.H_REPLAY_END)
-                    if end is not None:
-                        return got, int(str(end))
-                    got.append(parse_delivered(answer)[0])
+                    headers = properties(answer).headers
+                    headers = headers if isinstance(headers, dict) else {}
+                    if names.H_REPLAY_END in headers:
+                        return got, _end(headers[names.H_REPLAY_END], first)
+                    if names.H_STATUS in headers:  # refused (throttled, bad request)
+                        self.counters["replay_error"] += 1
+                        logger.info("replay refused: %r", answer.body[:200])
+                        return got, first - 1
+                    try:
+                        got.append(parse_delivered(answer)[0])
+                    except MalformedMessage as exc:
+                        self.counters["replay_malformed"] += 1
+                        logger.info("dropping a replay answer: %s", exc)
             except TimeoutError:
                 logger.info("no replay answer for %s..%s; asking again", first, wanted)
             finally:
                 self._replies.pop(correlation_id, None)
+
+
+def _end(value: object, first: int) -> int:
+    """The index an end marker covers; ``first - 1`` (nothing) when it is not an int."""
+    return value if type(value) is int else first - 1
 
 
 def _top(ready: deque[tuple[CommittedMessage, Delivered | None]]) -> int:

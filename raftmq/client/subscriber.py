@@ -4,7 +4,12 @@ Wire protocol: docs/protocol.md sections 6 and 7. The subscriber's own queue is 
 the committed fan-out exchange (at-least-once, in index order); duplicates are dropped by
 index; a gap (``raftmq-prev-index`` above the last delivered index) is filled from the
 replay queue (raftmq.client.replay) before newer messages are yielded. Messages are
-parsed by raftmq.client.committed.
+parsed by raftmq.client.committed; acks and the stored position are raftmq.client.progress.
+
+Nothing a delivery holds can stop the subscription: duplicates and malformed messages are
+dropped, counted in :attr:`Subscriber.counters` and acked like processed ones; a gap
+nobody can fill (its message claims an index no node has) is given up after
+``gap_timeout`` seconds without a replayed message, and that message is dropped too.
 
 Deliveries (live and replayed) are consumed on the raw channel (raftmq._amqp): a message
 is read straight from its AMQP properties and body, without an aio-pika ``IncomingMessage``
@@ -16,10 +21,9 @@ subscriber then consumes again on the new channel.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
-from collections import deque
+from collections import Counter, deque
 from types import TracebackType
 from typing import Literal
 
@@ -40,10 +44,11 @@ from raftmq._amqp.channel import (
     on_broker_cancel,
     underlay,
 )
-from raftmq._amqp.delivery import Delivered, ack, delivery_channel, delivery_tag
+from raftmq._amqp.delivery import Delivered
 from raftmq.client.committed import CommittedMessage, parse_delivered
+from raftmq.client.progress import FLUSH_INTERVAL, Progress
 from raftmq.client.replay import ReplayClient
-from raftmq.errors import ConfigError
+from raftmq.errors import ConfigError, MalformedMessage
 from raftmq.protocol import names
 from raftmq.protocol.names import position_queue, subscription_queue
 
@@ -52,8 +57,6 @@ logger = logging.getLogger("raftmq.client.subscriber")
 Start = Literal["latest", "earliest"] | int
 """Where a new subscription starts: new messages only, the first index, or index N."""
 
-_FLUSH_EVERY = 100  # processed messages between position writes / acks (named subscriptions)
-_FLUSH_INTERVAL = 0.5  # seconds: a position older than this is written while idle
 _RESUME_PAUSE = 1.0  # seconds between attempts to consume again after a broker cancel
 
 
@@ -65,6 +68,10 @@ class Subscriber:
     only applies the first time). A message counts as processed when the next one is
     requested (or the subscriber is closed without an exception); processed messages
     are acked and, for a named subscription, the position is stored durably first.
+
+    ``counters`` counts what was dropped: ``duplicate`` (an index already yielded),
+    ``malformed`` (raftmq headers missing or invalid), ``unreachable_gap`` (a gap no
+    replay filled within ``gap_timeout``), ``replay_malformed`` and ``replay_error``.
     """
 
     def __init__(
@@ -77,6 +84,7 @@ class Subscriber:
         prefetch: int = 1000,
         replay_batch: int = 1000,
         replay_timeout: float = 5.0,
+        gap_timeout: float = 60.0,
     ) -> None:
         if isinstance(start, int) and start < 1:
             raise ConfigError("start index must be >= 1")
@@ -87,8 +95,10 @@ class Subscriber:
         self.prefetch = prefetch  # unacked live messages the broker may push
         self.replay_batch = replay_batch  # "max" of one replay request
         self.replay_timeout = replay_timeout  # seconds without a replay message: ask again
+        self.gap_timeout = gap_timeout  # seconds without a replayed message: drop the gap
+        self.counters: Counter[str] = Counter()  # dropped deliveries and replay answers
         self._last: int | None = None  # last index yielded; None until the first (latest)
-        self._processed: int | None = None  # last index the application finished with
+        self._progress: Progress | None = None  # acks and stored position (from open)
         # Admitted messages not yet yielded, in index order, each with its live delivery
         # (None: replayed). Live deliveries are only admitted while this is empty.
         self._ready: deque[tuple[CommittedMessage, Delivered | None]] = deque()
@@ -96,16 +106,12 @@ class Subscriber:
         self._live: deque[Delivered] = deque()  # live deliveries not yet admitted
         self._waiter: asyncio.Future[None] | None = None  # set while waiting for a delivery
         self._flush_timer: asyncio.TimerHandle | None = None  # wakes the waiter to flush
-        self._unacked: Delivered | None = None  # newest processed live delivery
-        self._unflushed = 0  # processed messages since the last flush
-        self._flushed_at = 0.0  # loop time of the last flush
         self._replay_from: int | None = None  # proactive replay still to do (earliest / N)
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._queue: AbstractRobustQueue | None = None  # the subscription's queue
         self._reply_queue: AbstractRobustQueue | None = None
         self._replay: ReplayClient | None = None  # asks for missed messages (from open)
-        self._position_queue: AbstractQueue | None = None
         self._live_tag = f"raftmq-sub-{uuid.uuid4().hex}"  # consumer tag, on every channel
         self._reply_tag = f"raftmq-replay-{uuid.uuid4().hex}"
         self._watched: RawChannel | None = None  # channel with our cancel callback
@@ -147,37 +153,41 @@ class Subscriber:
                 exclusive=True,
                 auto_delete=True,
             )
-            resumed = None
+            progress = Progress(channel, None)
         else:
             queue = await channel.declare_queue(
                 subscription_queue(self.cluster, self.name), durable=True
             )
-            self._position_queue = await channel.declare_queue(
+            stored = await channel.declare_queue(
                 position_queue(self.cluster, self.name),
                 durable=True,
                 arguments={"x-max-length": 1},
             )
-            resumed = await self._load_position()
+            progress = Progress(channel, stored)
+        self._progress = progress
+        resumed = await progress.load()
         await queue.bind(exchange)
         self._reply_queue = await channel.declare_queue(
             names.replay_reply_queue(self.cluster, uuid.uuid4().hex),
             exclusive=True,
             auto_delete=True,
         )
-        self._replay = ReplayClient(channel, self._reply_queue.name, self.cluster)
+        self._replay = ReplayClient(
+            channel, self._reply_queue.name, self.cluster, counters=self.counters
+        )
         if resumed is not None:
-            self._last = self._processed = resumed
+            self._last = resumed
         elif self.start == "earliest":
-            self._last = self._processed = 0
+            self._last = progress.processed = 0
             self._replay_from = 1
         elif isinstance(self.start, int):
-            self._last = self._processed = self.start - 1
+            self._last = progress.processed = self.start - 1
             self._replay_from = self.start
         self._queue = queue
         # After a reconnect aio-pika redeclares and binds the queues, then calls this.
         channel.reopen_callbacks.add(self._on_reopen)
         await self._consume()
-        self._flushed_at = asyncio.get_running_loop().time()
+        progress.flushed_at = asyncio.get_running_loop().time()
 
     async def close(self, *, processed: bool = True) -> None:
         """Store the position and ack what was processed; close the connection.
@@ -217,6 +227,8 @@ class Subscriber:
             raise StopAsyncIteration
         self._mark_processed()
         ready, live = self._ready, self._live
+        progress = self._progress
+        assert progress is not None
         while True:
             if self._replay_from is not None:
                 first, self._replay_from = self._replay_from, None
@@ -226,7 +238,7 @@ class Subscriber:
                 self._last = item[0].index
                 self._yielded = item
                 return item[0]
-            if self._unflushed and self._flush_due():
+            if progress.due(asyncio.get_running_loop().time()):
                 await self._flush()
             if not live:
                 await self._wait_live()
@@ -236,41 +248,46 @@ class Subscriber:
             delivered = live.popleft()
             try:
                 message, prev = parse_delivered(delivered)
-            except (KeyError, ValueError, TypeError) as exc:
-                logger.warning("dropping a message without valid raftmq headers: %s", exc)
-                self._unacked = delivered
+            except MalformedMessage as exc:
+                if not self.counters["malformed"]:
+                    logger.warning("dropping a message without valid raftmq headers: %s", exc)
+                self.counters["malformed"] += 1
+                progress.dropped(delivered)
                 continue
             last = self._last
             if last is not None:
-                if message.index <= last:
-                    self._unacked = delivered  # duplicate (at-least-once fan-out): drop it
+                if message.index <= last:  # duplicate (at-least-once fan-out): drop it
+                    self.counters["duplicate"] += 1
+                    progress.dropped(delivered)
                     continue
                 if prev > last:
                     logger.info(
                         "gap before index %s: replaying %s..%s", message.index, last + 1, prev
                     )
-                    await self._fill(last + 1, prev)
-                    ready.append((message, delivered))
+                    if await self._fill(last + 1, prev):
+                        ready.append((message, delivered))
+                    else:  # nothing came: the next message's gap fill covers this one
+                        logger.warning("dropping index %s: its gap stays empty", message.index)
+                        self.counters["unreachable_gap"] += 1
+                        progress.dropped(delivered)
                     continue
             self._last = message.index  # in order, nothing ready: yield it at once
             self._yielded = (message, delivered)
             return message
 
     def _mark_processed(self) -> None:
-        if self._yielded is None:
+        if self._yielded is None or self._progress is None:
             return
         message, delivered = self._yielded
         self._yielded = None
-        self._processed = message.index
-        self._unflushed += 1
-        if delivered is not None:
-            self._unacked = delivered
+        self._progress.processed_index(message.index, delivered)
 
     async def _wait_live(self) -> None:
         """Wait for a live delivery, or until unflushed progress is due to be written."""
         loop = asyncio.get_running_loop()
-        if self._unflushed and self._flush_timer is None:
-            due = self._flushed_at + _FLUSH_INTERVAL
+        progress = self._progress
+        if progress is not None and progress.pending and self._flush_timer is None:
+            due = progress.flushed_at + FLUSH_INTERVAL
             self._flush_timer = loop.call_at(due, self._on_flush_due)
         waiter = self._waiter = loop.create_future()
         try:
@@ -346,57 +363,24 @@ class Subscriber:
                 logger.warning("could not consume again, retrying: %s", exc)
                 await asyncio.sleep(_RESUME_PAUSE)
 
-    async def _fill(self, first: int, wanted: int | None) -> None:
-        """Replay [first, wanted] into the ready queue (see ReplayClient.fill)."""
+    async def _fill(self, first: int, wanted: int | None) -> bool:
+        """Replay [first, wanted] into the ready queue (see ReplayClient.fill); False when
+        ``wanted`` was not reached and nothing came for ``gap_timeout`` seconds."""
         assert self._replay is not None
-        await self._replay.fill(
+        return await self._replay.fill(
             first,
             wanted,
             self._ready,
             self._last,
             batch=self.replay_batch,
             timeout=self.replay_timeout,
+            give_up=self.gap_timeout,
         )
 
-    def _flush_due(self) -> bool:
-        elapsed = asyncio.get_running_loop().time() - self._flushed_at
-        return self._unflushed >= _FLUSH_EVERY or elapsed >= _FLUSH_INTERVAL
-
     async def _flush(self) -> None:
-        """Store the processed position (named subscriptions), then ack the live messages
-        up to it: a crash between the two only redelivers messages the position drops."""
-        self._flushed_at = asyncio.get_running_loop().time()
-        unflushed, self._unflushed = self._unflushed, 0
+        """Store the position (named subscriptions), then ack the settled deliveries."""
         if self._flush_timer is not None:
             self._flush_timer.cancel()
             self._flush_timer = None
-        if self._position_queue is not None and self._processed is not None:
-            assert self._channel is not None
-            try:
-                await self._channel.default_exchange.publish(
-                    aio_pika.Message(
-                        str(self._processed).encode(),
-                        delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
-                    ),
-                    routing_key=self._position_queue.name,
-                )
-            except Exception as exc:  # the broker is away: keep both for the next flush
-                logger.debug("position %s not stored yet: %r", self._processed, exc)
-                self._unflushed = max(unflushed, 1)
-                return
-        unacked, self._unacked = self._unacked, None
-        if unacked is not None and delivery_tag(unacked):
-            with contextlib.suppress(Exception):  # a reconnect invalidated the tag: redelivered
-                await ack(delivery_channel(unacked), delivery_tag(unacked), multiple=True)
-
-    async def _load_position(self) -> int | None:
-        assert self._position_queue is not None
-        stored = await self._position_queue.get(no_ack=False, fail=False)
-        if stored is None:
-            return None
-        await stored.reject(requeue=True)  # keep it until a newer position replaces it
-        try:
-            return int(stored.body.decode())
-        except ValueError:
-            logger.warning("ignoring an invalid stored position %r", stored.body[:50])
-            return None
+        if self._progress is not None:
+            await self._progress.flush(asyncio.get_running_loop().time())
