@@ -22,6 +22,7 @@ import typer
 from pydantic import RootModel, ValidationError
 
 from raftmq.cli.options import AmqpOpt, ClusterOpt, fail
+from raftmq.cli.permissions import permissions_app
 from raftmq.cli.queue import publish, subscribe
 from raftmq.errors import RaftMQError
 from raftmq.node.settings import DEFAULT_AMQP_URL, NodeSettings
@@ -32,6 +33,7 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema: upgrade and inspect.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+app.add_typer(permissions_app, name="permissions")
 
 logger = logging.getLogger("raftmq.cli.app")
 
