@@ -7,8 +7,11 @@ an election timeout of 0.5-1.0 s and a heartbeat every 0.1 s.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
+from raftmq.core.messages import MAX_APPEND_ENTRIES
+from raftmq.core.types import NODE_ID_PATTERN
 from raftmq.errors import ConfigError
 
 DEFAULT_ELECTION_TICKS = 10
@@ -26,8 +29,9 @@ DEFAULT_MAX_CACHED_ENTRIES = 4_096
 class RaftConfig:
     """Configuration of one :class:`~raftmq.core.raft.RaftCore`.
 
-    Invariant (checked by :meth:`validate`): node_id in voters, 0 < heartbeat_ticks <
-    election_ticks, all limits positive.
+    Invariant (checked by :meth:`validate`): node_id in voters, every id a valid node id
+    (so that every message the core builds passes validation), 0 < heartbeat_ticks <
+    election_ticks, all limits positive, max_batch_entries <= MAX_APPEND_ENTRIES.
     """
 
     node_id: str  # this node's id
@@ -47,6 +51,9 @@ class RaftConfig:
             raise ConfigError("node_id must not be empty")
         if len(set(self.voters)) != len(self.voters):
             raise ConfigError(f"voters contain duplicates: {self.voters!r}")
+        for voter in self.voters:
+            if not re.fullmatch(NODE_ID_PATTERN, voter):
+                raise ConfigError(f"voter id {voter!r} does not match {NODE_ID_PATTERN}")
         if self.node_id not in self.voters:
             raise ConfigError(f"node_id {self.node_id!r} is not among voters {self.voters!r}")
         if self.heartbeat_ticks <= 0:
@@ -56,4 +63,6 @@ class RaftConfig:
         for name in ("max_batch_entries", "max_batch_bytes", "max_inflight", "max_cached_entries"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+        if self.max_batch_entries > MAX_APPEND_ENTRIES:
+            raise ConfigError(f"max_batch_entries must be at most {MAX_APPEND_ENTRIES}")
         return self

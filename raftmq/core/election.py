@@ -27,6 +27,11 @@ log = logging.getLogger("raftmq.core.election")
 
 def tick(s: RaftState) -> None:
     """Non-leader tick: campaign once the randomized election timeout has passed."""
+    if s.transfer_notice is not None:
+        # A transfer the leader announced lasts as long as the leader waits for it.
+        s.notice_elapsed += 1
+        if s.notice_elapsed >= s.cfg.election_ticks:
+            s.transfer_notice = None
     s.election_elapsed += 1
     if s.election_elapsed >= s.randomized_timeout:
         s.election_elapsed = 0
@@ -35,6 +40,9 @@ def tick(s: RaftState) -> None:
 
 def campaign(s: RaftState, *, pre_vote: bool, transfer: bool) -> None:
     """Start a pre-vote round or a real election and ask every other voter."""
+    if not s.can_campaign():
+        log.error("%s: term %s is the highest there is; not campaigning", s.id, s.term)
+        return
     if pre_vote:
         s.become_pre_candidate()
         term = s.term + 1
@@ -75,16 +83,40 @@ def _tally(s: RaftState, voter: str, *, granted: bool) -> bool:
 
 
 def step_follower(s: RaftState, msg: Message) -> None:
-    """Follower: obey the leader of this term, vote, or campaign on TimeoutNow."""
+    """Follower: obey the leader of this term, vote, or campaign on its TimeoutNow."""
     if isinstance(msg, AppendEntries):
+        if s.leader_id is not None and msg.sender != s.leader_id:
+            # §5.2: one leader per term. A second one is forged; obeying it would let
+            # it overwrite entries the real leader replicated here.
+            log.error(
+                "%s: AppendEntries from %s but %s leads term %s; dropped",
+                s.id,
+                msg.sender,
+                s.leader_id,
+                s.term,
+            )
+            return
         s.election_elapsed = 0
         s.leader_id = msg.sender
         replication.handle_append_entries(s, msg)
     elif isinstance(msg, RequestVote):
         handle_vote_request(s, msg)
     elif isinstance(msg, TimeoutNow):
+        _handle_timeout_now(s, msg)
+
+
+def _handle_timeout_now(s: RaftState, msg: TimeoutNow) -> None:
+    """Thesis §3.10, honoured only from the leader this follower obeys in this term."""
+    if s.leader_id is None or msg.sender != s.leader_id:
+        log.warning("%s: TimeoutNow from %s, who does not lead us; dropped", s.id, msg.sender)
+        return
+    target = msg.transferee if msg.transferee is not None else s.id
+    if target == s.id:
         log.info("%s: TimeoutNow from %s, campaigning", s.id, msg.sender)
         campaign(s, pre_vote=False, transfer=True)
+    elif target in s.others and target != msg.sender:
+        s.transfer_notice = target  # its transfer vote for term + 1 may pass our lease
+        s.notice_elapsed = 0
 
 
 def step_candidate(s: RaftState, msg: Message) -> None:
@@ -98,4 +130,6 @@ def step_candidate(s: RaftState, msg: Message) -> None:
     elif isinstance(msg, RequestVoteReply):
         if msg.pre_vote != (s.role is Role.PRE_CANDIDATE):
             return  # an answer to the other kind of round
+        if msg.granted and msg.term != (s.term + 1 if msg.pre_vote else s.term):
+            return  # a grant carries the term it was asked for: forged
         _tally(s, msg.sender, granted=msg.granted)

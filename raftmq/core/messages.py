@@ -3,33 +3,55 @@
 All messages are frozen pydantic models with a literal ``type`` discriminator so
 that the transport can decode any of them through :data:`MESSAGE_ADAPTER`.
 ``sender`` and ``recipient`` are node ids.
+
+Everything here comes off the broker, so validation is where hostile values stop:
+terms are at most :data:`~raftmq.core.types.MAX_TERM` (one increment still fits a
+signed 64-bit column), indexes at most :data:`~raftmq.core.types.MAX_INDEX`, node ids
+match :data:`~raftmq.core.types.NODE_ID_PATTERN`, an AppendEntries holds at most
+:data:`MAX_APPEND_ENTRIES` contiguous entries of non-decreasing terms no newer than the
+message. A message that breaks any of these never reaches the core.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-from raftmq.core.types import Entry
+from raftmq.core.types import MAX_INDEX, Entry, Index, NodeId, Term
+
+MAX_APPEND_ENTRIES = 65_536
+"""Most entries one AppendEntries may carry (``RaftConfig.max_batch_entries`` stays below)."""
 
 
 class _Base(BaseModel):
     model_config = ConfigDict(frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
 
-    term: int  # sender's current term (for pre-vote requests: the term it would campaign in)
-    sender: str  # node id of the sender
-    recipient: str  # node id of the recipient
+    term: Term  # sender's current term (for pre-vote requests: the term it would campaign in)
+    sender: NodeId  # node id of the sender
+    recipient: NodeId  # node id of the recipient
 
 
 class RequestVote(_Base):
     """Candidate asks for a vote (§5.2), or a pre-candidate asks whether it could win (§9.6)."""
 
     type: Literal["request_vote"] = "request_vote"
-    last_log_index: int  # index of the candidate's last entry (§5.4.1)
-    last_log_term: int  # term of the candidate's last entry (§5.4.1)
+    last_log_index: Index  # index of the candidate's last entry (§5.4.1)
+    last_log_term: Term  # term of the candidate's last entry (§5.4.1); <= term
     pre_vote: bool = False  # a pre-vote: grants change no state
-    transfer: bool = False  # campaign started by leadership transfer (bypasses lease checks)
+    # Campaign started by a TimeoutNow: passes the lease of a node that knows this
+    # candidate was named by the leader it follows (see raftmq.core.votes).
+    transfer: bool = False
+
+    @model_validator(mode="after")
+    def _candidate_log_is_possible(self) -> RequestVote:
+        # A log's last term is never newer than its owner's term, and only an empty log
+        # has last term 0.
+        if self.last_log_term > self.term:
+            raise ValueError("last_log_term is newer than the candidate's term")
+        if (self.last_log_index == 0) != (self.last_log_term == 0):
+            raise ValueError("last_log_term is 0 exactly when the log is empty")
+        return self
 
 
 class RequestVoteReply(_Base):
@@ -44,10 +66,31 @@ class AppendEntries(_Base):
     """Leader replicates entries and heartbeats (§5.3)."""
 
     type: Literal["append_entries"] = "append_entries"
-    prev_log_index: int  # index of the entry immediately preceding `entries`
-    prev_log_term: int  # term of the entry at prev_log_index
-    entries: tuple[Entry, ...] = ()  # entries to store (empty for a heartbeat)
-    leader_commit: int  # leader's commit index
+    prev_log_index: Index  # index of the entry immediately preceding `entries`
+    prev_log_term: Term  # term of the entry at prev_log_index; <= term
+    # entries to store (empty for a heartbeat); indexes prev_log_index + 1.., terms
+    # non-decreasing from prev_log_term and never newer than `term`
+    entries: Annotated[tuple[Entry, ...], Field(max_length=MAX_APPEND_ENTRIES)] = ()
+    leader_commit: Index  # leader's commit index
+
+    @model_validator(mode="after")
+    def _entries_continue_prev(self) -> AppendEntries:
+        # What the follower's log code assumes of a leader's batch (§5.3): checked here,
+        # once, so that a malformed batch is a counted drop and never an exception later.
+        prev, last_term = self.prev_log_index, self.prev_log_term
+        if last_term > self.term or (prev == 0) != (last_term == 0):
+            raise ValueError("prev_log_term is impossible for prev_log_index and term")
+        if prev + len(self.entries) > MAX_INDEX:
+            raise ValueError("entries run past the highest index")
+        index = prev
+        for ent in self.entries:
+            index += 1
+            if ent.index != index or ent.term < last_term:
+                raise ValueError("entries are not contiguous with non-decreasing terms")
+            last_term = ent.term
+        if last_term > self.term:
+            raise ValueError("an entry is newer than the leader's term")
+        return self
 
 
 class AppendEntriesReply(_Base):
@@ -62,16 +105,22 @@ class AppendEntriesReply(_Base):
 
     type: Literal["append_entries_reply"] = "append_entries_reply"
     success: bool  # consistency check passed and entries stored
-    match_index: int = 0  # on success: last index that matches the leader
-    reject_index: int = 0  # on failure: the prev_log_index rejected
-    conflict_term: int = 0  # on failure: follower's term at reject_index, 0 if none
-    conflict_index: int = 0  # on failure: first index of conflict_term, or last index + 1
+    match_index: Index = 0  # on success: last index that matches the leader
+    reject_index: Index = 0  # on failure: the prev_log_index rejected
+    conflict_term: Term = 0  # on failure: follower's term at reject_index, 0 if none
+    conflict_index: Index = 0  # on failure: first index of conflict_term, or last index + 1
 
 
 class TimeoutNow(_Base):
-    """Leader tells an up-to-date follower to campaign at once (leadership transfer, §3.10)."""
+    """Leader hands leadership to ``transferee`` (leadership transfer, thesis §3.10).
+
+    The transferee (``None`` means the recipient) campaigns at once; every other
+    recipient learns that a transfer vote from the transferee for the next term was
+    asked for by its leader and may pass its lease (see :mod:`raftmq.core.votes`).
+    """
 
     type: Literal["timeout_now"] = "timeout_now"
+    transferee: NodeId | None = None  # who must campaign; None: the recipient
 
 
 Message = Annotated[

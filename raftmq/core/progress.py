@@ -18,8 +18,9 @@ class ProgressState(StrEnum):
 class Progress:
     """Replication state of one follower, kept by the leader for its term only.
 
-    Invariants: match < next; match never decreases; in PROBE ``inflight`` is empty;
-    in REPLICATE ``inflight`` holds ascending last indexes of unacknowledged sends.
+    Invariants: match <= sent; match < next; match never decreases; in PROBE
+    ``inflight`` is empty; in REPLICATE ``inflight`` holds ascending last indexes of
+    unacknowledged sends.
     """
 
     __slots__ = (
@@ -30,12 +31,16 @@ class Progress:
         "paused",
         "read",
         "recent_active",
+        "sent",
         "stalled_heartbeats",
         "state",
     )
 
     def __init__(self, next_index: int) -> None:
         self.match = 0  # highest index known to match the leader's log
+        # Highest index any AppendEntries of this term told the follower about (its
+        # prev_log_index + entries): no honest reply names a higher one.
+        self.sent = 0
         self.next = next_index  # next index to send
         self.state = ProgressState.PROBE  # a new leader knows nothing: probe first
         self.paused = False  # PROBE: a probe is outstanding, wait for a reply or heartbeat

@@ -26,6 +26,7 @@ from raftmq.core.messages import Message
 from raftmq.core.ready import Ready
 from raftmq.core.state import RaftState
 from raftmq.core.types import (
+    MAX_TERM,
     CoreStatus,
     EntryKind,
     InitialState,
@@ -155,6 +156,8 @@ class RaftCore:
         if msg.sender not in s.others:
             log.debug("%s: dropping message from non-voter %s", s.id, msg.sender)
             return
+        if msg.term > MAX_TERM:
+            return  # validation stops these; a term past it could never be incremented
         if msg.term > s.term:
             if not votes.accept_higher_term(s, msg):
                 return

@@ -18,6 +18,7 @@ from raftmq.core.messages import (
     AppendEntriesReply,
     Message,
     RequestVote,
+    RequestVoteReply,
     TimeoutNow,
 )
 from raftmq.core.progress import Progress, ProgressState
@@ -30,7 +31,6 @@ log = logging.getLogger("raftmq.core.replication")
 # Heartbeats in a row with unacknowledged sends and no progress before the leader
 # assumes the tail of its pipeline was lost and probes again.
 STALL_HEARTBEATS = 2
-
 
 
 # --------------------------------------------------------------------- leader side
@@ -106,6 +106,9 @@ def _send_entries(s: RaftState, peer: str, pr: Progress, nxt: int, entries: list
             leader_commit=s.commit,
         )
     )
+    told = nxt - 1 + len(entries)
+    if told > pr.sent:
+        pr.sent = told
     if pr.state is ProgressState.PROBE:
         pr.paused = True
     elif entries:
@@ -224,22 +227,46 @@ def start_transfer(s: RaftState, to: str) -> None:
 
 
 def _send_timeout_now(s: RaftState, to: str) -> None:
-    s.send(TimeoutNow(term=s.term, sender=s.id, recipient=to))
+    # The other followers hear first whom we hand over to, so that the transferee's
+    # vote request (sent after ours reached it) may pass their lease (see votes.py).
+    for peer in s.others:
+        if peer != to:
+            s.send(TimeoutNow(term=s.term, sender=s.id, recipient=peer, transferee=to))
+    s.send(TimeoutNow(term=s.term, sender=s.id, recipient=to, transferee=to))
 
 
 def step_leader(s: RaftState, msg: Message) -> None:
     """Leader: track follower progress; answer vote requests (always rejected here)."""
     if isinstance(msg, AppendEntriesReply):
         pr = s.progress.get(msg.sender)
-        if pr is not None:
+        if pr is not None and _answers_what_we_sent(s, pr, msg):
             pr.recent_active = True
             _handle_append_reply(s, msg.sender, pr, msg)
     elif isinstance(msg, RequestVote):
         handle_vote_request(s, msg)
-    else:
+    elif isinstance(msg, RequestVoteReply):
         pr = s.progress.get(msg.sender)
         if pr is not None:
-            pr.recent_active = True
+            pr.recent_active = True  # a late answer from our own election
+    # A TimeoutNow of our own term names another leader of it: forged, dropped.
+
+
+def _answers_what_we_sent(s: RaftState, pr: Progress, msg: AppendEntriesReply) -> bool:
+    """False for a reply naming an index no AppendEntries of this term told the follower
+    about (like etcd, out-of-range acks are ignored): it is forged or corrupt, and
+    believing it would move match past our own log and stop commits for good."""
+    index = msg.match_index if msg.success else msg.reject_index
+    if index <= pr.sent:
+        return True
+    log.warning(
+        "%s: %s reply from %s names index %s, beyond %s we sent; dropped",
+        s.id,
+        "success" if msg.success else "reject",
+        msg.sender,
+        index,
+        pr.sent,
+    )
+    return False
 
 
 def _handle_append_reply(s: RaftState, peer: str, pr: Progress, msg: AppendEntriesReply) -> None:

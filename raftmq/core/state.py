@@ -17,7 +17,7 @@ from raftmq.core.config import RaftConfig
 from raftmq.core.log import RaftLog
 from raftmq.core.messages import Message
 from raftmq.core.progress import Progress
-from raftmq.core.types import Entry, InitialState, LogRead, Role, SoftState
+from raftmq.core.types import MAX_TERM, Entry, InitialState, LogRead, Role, SoftState
 from raftmq.errors import ConfigError
 
 log = logging.getLogger("raftmq.core.raft")  # the name these messages always had
@@ -34,7 +34,8 @@ class RaftState:
 
     Invariants: applied <= commit <= raft_log.last_index (commit may exceed the
     persisted log only on a leader inside one Ready); term and commit never decrease;
-    vote is the vote of the current term. Only the methods below change role or term.
+    vote is the vote of the current term; term <= MAX_TERM (a node never campaigns past
+    it). Only the methods below change role or term.
     """
 
     __slots__ = (
@@ -49,6 +50,7 @@ class RaftState:
         "id",
         "leader_id",
         "msgs",
+        "notice_elapsed",
         "others",
         "pending_truncate",
         "persisted_hs",
@@ -62,6 +64,7 @@ class RaftState:
         "role",
         "stable_last",
         "term",
+        "transfer_notice",
         "transferee",
         "trunc_since_ready",
         "vote",
@@ -104,6 +107,10 @@ class RaftState:
         self.votes: dict[str, bool] = {}  # (pre-)candidate: answers received this round
         self.progress: dict[str, Progress] = {}  # leader: per peer voter
         self.transferee: str | None = None  # leader: leadership transfer target
+        # Follower: the transferee its leader of this term named in a TimeoutNow (that
+        # node's transfer vote for term + 1 may pass the lease); None when there is none.
+        self.transfer_notice: str | None = None
+        self.notice_elapsed = 0  # follower: ticks since transfer_notice was set
         self.bcast_pending = False  # leader: new entries not yet offered to followers
 
     # ----------------------------------------------------------------- role changes
@@ -124,6 +131,8 @@ class RaftState:
         self.votes = {}
         self.progress = {}
         self.transferee = None
+        self.transfer_notice = None
+        self.notice_elapsed = 0
         self.bcast_pending = False
 
     def become_follower(self, term: int, leader_id: str | None) -> None:
@@ -134,17 +143,26 @@ class RaftState:
         self.role = _FOLLOWER
         self.leader_id = leader_id
 
+    def can_campaign(self) -> bool:
+        """True while term + 1 stays within MAX_TERM (a term from outside is at most
+        MAX_TERM, so only a forged or corrupt one can bring a node there)."""
+        return self.term < MAX_TERM
+
     def become_pre_candidate(self) -> None:
         """Ask for pre-votes for term + 1 without changing any state (thesis §9.6)."""
         self.role = _PRE_CANDIDATE
         self.leader_id = None
+        self.transfer_notice = None
         e = self.cfg.election_ticks
         self.randomized_timeout = self.rng.randrange(e, 2 * e)
         self.votes = {}
         self.progress = {}
 
     def become_candidate(self) -> None:
-        """Start a real election: new term, vote for self (§5.2)."""
+        """Start a real election: new term, vote for self (§5.2); refused at MAX_TERM."""
+        if not self.can_campaign():
+            log.error("%s: term %s is the highest there is; not campaigning", self.id, self.term)
+            return
         self.reset(self.term + 1)
         self.vote = self.id
         self.role = _CANDIDATE

@@ -4,8 +4,28 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
+
+MAX_INDEX = 2**63 - 1
+"""Highest log index anything may hold: indexes are signed 64-bit in storage."""
+
+MAX_TERM = 2**63 - 2
+"""Highest term a message may carry or a core may reach: a term below 2^63 - 1 can always
+be incremented without leaving signed 64-bit, and the core never campaigns past it."""
+
+NODE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+"""What a node id looks like (the same rule as the node settings)."""
+
+Index = Annotated[int, Field(ge=0, le=MAX_INDEX)]
+"""A log index, or 0 for "none" (bounded at decode)."""
+
+Term = Annotated[int, Field(ge=0, le=MAX_TERM)]
+"""A term, or 0 for "none" (bounded at decode, with room to increment)."""
+
+NodeId = Annotated[str, Field(pattern=NODE_ID_PATTERN)]
+"""A node id: 1-64 ASCII letters, digits, ``_`` or ``-``."""
 
 
 class EntryKind(IntEnum):
@@ -17,13 +37,13 @@ class EntryKind(IntEnum):
 
 
 class Entry(BaseModel):
-    """One log entry. Invariant: index >= 1, term >= 1."""
+    """One log entry. Invariant (validated): 1 <= index <= MAX_INDEX, 1 <= term <= MAX_TERM."""
 
     model_config = ConfigDict(frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
 
-    index: int  # position in the log, 1-based
-    term: int  # term of the leader that created the entry
-    kind: EntryKind = EntryKind.NORMAL  # what `data` means
+    index: Annotated[int, Field(ge=1, le=MAX_INDEX)]  # position in the log, 1-based
+    term: Annotated[int, Field(ge=1, le=MAX_TERM)]  # term of the leader that created the entry
+    kind: EntryKind = EntryKind.NORMAL  # what `data` means (only the enum's values validate)
     data: bytes = b""  # opaque payload; empty for NOOP
 
 

@@ -330,18 +330,19 @@ def test_without_check_quorum_isolated_leader_stays() -> None:
 
 def test_follower_in_lease_ignores_higher_term_vote() -> None:
     """Thesis §9.6 (check-quorum lease): a follower that heard from its leader within the
-    election timeout ignores a RequestVote with a higher term, unless it is a transfer."""
+    election timeout ignores a RequestVote with a higher term; being marked a transfer
+    does not change that unless its leader named the candidate (thesis §3.10)."""
     net = Network(["a", "b", "c"])
     net.elect("a")
     b = net.cores["b"]
-    b.step(RequestVote(term=5, sender="c", recipient="b", last_log_index=9, last_log_term=9))
+    b.step(RequestVote(term=5, sender="c", recipient="b", last_log_index=9, last_log_term=4))
     assert (b.term, b.leader_id) == (1, "a")
     b.step(
         RequestVote(
-            term=5, sender="c", recipient="b", last_log_index=9, last_log_term=9, transfer=True
+            term=2, sender="c", recipient="b", last_log_index=9, last_log_term=1, transfer=True
         )
     )
-    assert (b.term, b.voted_for) == (5, "c")
+    assert (b.term, b.leader_id, b.voted_for) == (1, "a", "a")
 
 
 def test_pre_vote_changes_no_state() -> None:
@@ -354,3 +355,25 @@ def test_pre_vote_changes_no_state() -> None:
         (m.granted, m.term, m.pre_vote) for m in rd.messages if isinstance(m, RequestVoteReply)
     ] == [(True, 4, True)]
     assert (core.term, core.voted_for) == (0, None)
+
+
+def test_pre_vote_without_check_quorum_has_no_lease() -> None:
+    """Thesis §9.6: the lease ("within the minimum election timeout of hearing from a
+    current leader") comes with check-quorum, as in etcd-io/raft. Without it a stale
+    leader never steps down, so a follower that still hears it must not refuse pre-votes:
+    here a leads only b (a-c, a-d cut, e down) and cannot commit; b, c, d are a healthy
+    majority and must elect a leader. With the lease applied anyway, b ignored every
+    pre-vote and no leader was ever elected."""
+    net = Network(["a", "b", "c", "d", "e"], pre_vote=True, check_quorum=False)
+    net.elect("a")
+    net.isolate("e")
+    net.cut_link("a", "c")
+    net.cut_link("a", "d")
+    for _ in range(20 * net.cores["a"].config.election_ticks):
+        net.tick_all(1)
+        if any(net.cores[n].role is Role.LEADER for n in ("b", "c", "d")):
+            break
+    leaders = [n for n in ("b", "c", "d") if net.cores[n].role is Role.LEADER]
+    assert len(leaders) == 1
+    net.tick_all(4)
+    assert net.cores["a"].role is Role.FOLLOWER  # b's higher term reached the stale leader

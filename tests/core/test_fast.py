@@ -20,10 +20,11 @@ from pydantic import BaseModel, ValidationError
 
 from raftmq.core import MESSAGE_ADAPTER, AppendEntries, AppendEntriesReply, Entry, HardState
 from raftmq.core.fast import new_append, new_append_reply, new_entry, new_hard_state
-from raftmq.core.types import EntryKind
+from raftmq.core.types import MAX_INDEX, MAX_TERM, NODE_ID_PATTERN, EntryKind
 
-INDEX = st.integers(0, 2**63 - 1)  # indexes and terms as storage keeps them (signed 64-bit)
-NODE = st.text(max_size=20)  # node ids are opaque strings
+INDEX = st.integers(0, MAX_INDEX)  # indexes as validation lets them in (signed 64-bit)
+TERM = st.integers(0, MAX_TERM)  # terms as validation lets them in (room to increment)
+NODE = st.from_regex(NODE_ID_PATTERN, fullmatch=True)  # node ids as validation allows
 KIND = st.sampled_from(EntryKind)
 DATA = st.binary(max_size=64)
 
@@ -74,14 +75,29 @@ def entries_of(raw: list[tuple[int, int, EntryKind, bytes]]) -> tuple[Entry, ...
     return tuple(new_entry(i, t, k, d) for i, t, k, d in raw)
 
 
-ENTRY_ARGS = st.tuples(INDEX, INDEX, KIND, DATA)
+ENTRY_ARGS = st.tuples(st.integers(1, MAX_INDEX), st.integers(1, MAX_TERM), KIND, DATA)
+
+
+@st.composite
+def append_args(draw: st.DrawFn) -> tuple[int, int, int, list[tuple[int, int, EntryKind, bytes]]]:
+    """(term, prev index, prev term, entries) as a leader sends them: entries contiguous
+    from prev index + 1, terms non-decreasing from prev term and never above term."""
+    term = draw(st.integers(1, MAX_TERM))
+    count = draw(st.integers(0, 5))
+    prev_index = draw(st.integers(0, MAX_INDEX - count))
+    prev_term = 0 if prev_index == 0 else draw(st.integers(1, term))
+    terms = sorted(
+        draw(st.lists(st.integers(max(prev_term, 1), term), min_size=count, max_size=count))
+    )
+    raw = [(prev_index + 1 + pos, t, draw(KIND), draw(DATA)) for pos, t in enumerate(terms)]
+    return term, prev_index, prev_term, raw
 
 
 # ----------------------------------------------------------------------------- entries
 
 
 @settings(max_examples=200, deadline=None)
-@given(INDEX, INDEX, KIND, DATA)
+@given(st.integers(1, MAX_INDEX), st.integers(1, MAX_TERM), KIND, DATA)
 def test_new_entry_equals_validated(index: int, term: int, kind: EntryKind, data: bytes) -> None:
     """new_entry == Entry(...) for any field values."""
     fast = new_entry(index, term, kind, data)
@@ -106,7 +122,7 @@ def test_new_entry_noop_as_the_leader_builds_it() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(INDEX, st.none() | NODE, INDEX)
+@given(TERM, st.none() | NODE, INDEX)
 def test_new_hard_state_equals_validated(term: int, voted_for: str | None, commit: int) -> None:
     """new_hard_state == HardState(...) for any field values, a vote or none."""
     fast = new_hard_state(term, voted_for, commit)
@@ -122,18 +138,16 @@ def test_new_hard_state_is_frozen() -> None:
 
 
 @settings(max_examples=200, deadline=None)
-@given(INDEX, NODE, NODE, INDEX, INDEX, st.lists(ENTRY_ARGS, max_size=5), INDEX, st.booleans())
+@given(append_args(), NODE, NODE, INDEX, st.booleans())
 def test_new_append_equals_validated(
-    term: int,
+    args: tuple[int, int, int, list[tuple[int, int, EntryKind, bytes]]],
     sender: str,
     recipient: str,
-    prev_index: int,
-    prev_term: int,
-    raw: list[tuple[int, int, EntryKind, bytes]],
     commit: int,
     validated_entries: bool,
 ) -> None:
     """new_append == AppendEntries(...), with fast-built or validated entries inside."""
+    term, prev_index, prev_term, raw = args
     ents = entries_of(raw)
     inner = tuple(Entry(index=i, term=t, kind=k, data=d) for i, t, k, d in raw)
     fast = new_append(term, sender, recipient, prev_index, prev_term, ents, commit)
@@ -180,7 +194,7 @@ def test_new_append_heartbeat_and_frozen() -> None:
 # ----------------------------------------------------------------------------- replies
 
 
-REPLY_ARGS = st.tuples(INDEX, NODE, NODE, st.booleans(), INDEX, INDEX, INDEX, INDEX)
+REPLY_ARGS = st.tuples(TERM, NODE, NODE, st.booleans(), INDEX, INDEX, TERM, INDEX)
 
 
 @settings(max_examples=200, deadline=None)

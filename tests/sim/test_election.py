@@ -107,3 +107,20 @@ def test_election_message_count_is_bounded(pre_vote: bool) -> None:
     # one round: 2 requests (+2 pre-vote requests); allow one split vote
     assert votes <= (8 if pre_vote else 4), sim.network.sent
     assert total <= 30, sim.network.sent
+
+
+@pytest.mark.parametrize("seed", range(8))
+@pytest.mark.parametrize("fault", ["disconnect", "crash"])
+def test_pre_vote_without_check_quorum_elects_after_leader_loss(seed: int, fault: str) -> None:
+    """Thesis §9.6 with check-quorum off: there is no leader lease (as in etcd-io/raft, the
+    lease comes with check-quorum), so pre-votes are judged on the log alone and the two
+    healthy nodes elect a leader once the old one is gone, over a slow, lossy network."""
+    sim = Simulation(NODES3, seed=seed, pre_vote=True, check_quorum=False)
+    sim.network.delay_ticks = (0, 6)
+    sim.network.drop_rate = 0.1
+    leader = check_one_leader(sim)
+    sim.crash(leader) if fault == "crash" else sim.disconnect(leader)
+    others = [n for n in NODES3 if n != leader]
+    new_leader = check_one_leader(sim, others)
+    assert new_leader != leader
+    assert sim.term(new_leader) > sim.term(leader) or fault == "crash"
