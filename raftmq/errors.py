@@ -7,7 +7,8 @@
     ├── NotLeader              a write reached a follower (carries the leader hint)
     ├── WriteRejected          a write was refused, or lost its place to a new leader
     ├── StorageError           the database failed or is unusable
-    │   └── StoreMismatch      a foreign database (other node/cluster, unknown schema)
+    │   ├── StoreMismatch      a foreign database (other node/cluster, unknown schema)
+    │   └── StorageRefused     a save the store refuses whatever the retries
     ├── TransportError         the broker failed or refused
     │   ├── RequestFailed      a node answered a client request with an error
     │   └── RequestTimeout     no answer to a client request in time
@@ -49,6 +50,12 @@ class StorageError(RaftMQError):
 class StoreMismatch(StorageError):
     """The database belongs to another node or cluster, is not a raftmq database,
     or has a schema this code does not know. Nothing was changed."""
+
+
+class StorageRefused(StorageError):
+    """A save the store refuses because of what the batch holds and what is stored (a term
+    going backwards, a log that does not continue, a value no column can hold): nothing
+    was written, and retrying the same batch cannot succeed."""
 
 
 class TransportError(RaftMQError):

@@ -66,12 +66,14 @@ class MemoryStorage:
         self._need_open()
         if batch.is_empty():
             return
-        check_batch(batch, self._hard, self._snap_index, self._first, self._last)
+        _, _, stored = check_batch(
+            batch, self._hard, self._snap_index, self._first, self._last, self._terms
+        )
         if batch.hard_state is not None:
             self._hard = batch.hard_state
         if batch.truncate_from is not None:
             del self._log[max(0, batch.truncate_from - self._first) :]
-        self._log.extend(batch.entries)
+        self._log.extend(batch.entries[stored:])
         if batch.applied is not None:
             self._applied = batch.applied
         if batch.fanout_watermark is not None:
@@ -81,6 +83,9 @@ class MemoryStorage:
         if batch.expire_sessions_before is not None:
             cutoff = batch.expire_sessions_before
             self._sessions = {k: s for k, s in self._sessions.items() if s.updated_index >= cutoff}
+
+    def _terms(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        return [(e.index, e.term) for e in self._log[lo - self._first : hi - self._first + 1]]
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         """Store ``snapshot`` and compact the log (§7); an older snapshot is ignored."""

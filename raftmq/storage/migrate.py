@@ -123,10 +123,14 @@ def read_info(conn: Connection) -> DatabaseInfo:
 
 def translate(error: SQLAlchemyError, where: str, what: str) -> StorageError:
     """The raftmq error for a driver error: StoreMismatch for a file that is not a
-    database, a clear StorageError for a read-only one, StorageError otherwise."""
+    database or lost a table, a clear StorageError for a read-only one, StorageError
+    otherwise (worth a retry)."""
     text_ = str(error.args[0] if error.args else error).split("\n")[0]
     if "not a database" in text_ or "malformed" in text_:
         return StoreMismatch(f"{where} is not a raftmq database ({text_}); nothing was changed")
+    if "no such table" in text_ or ("relation" in text_ and "does not exist" in text_):
+        # Dropped under a running node: retrying cannot bring a table back.
+        return StoreMismatch(f"{where} no longer holds raftmq's schema ({what}): {text_}")
     if "readonly" in text_ or "read-only" in text_:
         return StorageError(f"{where} is read-only ({what}): {text_}")
     return StorageError(f"{what} failed on {where}: {text_}")

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 from sqlalchemy import delete, func, insert, select
@@ -62,6 +63,16 @@ from raftmq.storage.statements import WriteStatements
 
 T = TypeVar("T")
 logger = logging.getLogger("raftmq.storage.sql")
+
+
+def _terms(conn: Connection, lo: int, hi: int) -> list[tuple[int, int]]:
+    """(index, term) of the stored entries lo..hi (a retried save checks its overlap)."""
+    stmt = (
+        select(log_table.c.idx, log_table.c.term)
+        .where(log_table.c.idx >= lo, log_table.c.idx <= hi)
+        .order_by(log_table.c.idx)
+    )
+    return [(int(i), int(t)) for i, t in conn.execute(stmt)]
 
 
 class SqlStorage:
@@ -212,7 +223,9 @@ class SqlStorage:
             self._watermark = batch.fanout_watermark
 
     def _save_txn(self, conn: Connection, batch: PersistBatch) -> tuple[int, int]:
-        bounds = check_batch(batch, self._hard, self._snap_index, self._first, self._last)
+        first, last, stored = check_batch(
+            batch, self._hard, self._snap_index, self._first, self._last, partial(_terms, conn)
+        )
         sql = self._writes
         if sql is None:  # once per open; see raftmq.storage.statements
             sql = self._writes = WriteStatements(conn.dialect)
@@ -222,8 +235,8 @@ class SqlStorage:
             sql.write_hard_state(conn, batch.hard_state)
         if batch.truncate_from is not None and batch.truncate_from <= self._last:
             sql.truncate_from(conn, batch.truncate_from)
-        if batch.entries:
-            sql.append_entries(conn, batch.entries)
+        if len(batch.entries) > stored:  # the stored ones: a retried save that had landed
+            sql.append_entries(conn, batch.entries[stored:])
         applied = self._applied if batch.applied is None else batch.applied
         watermark = self._watermark if batch.fanout_watermark is None else batch.fanout_watermark
         if applied != self._applied or watermark != self._watermark:
@@ -232,7 +245,7 @@ class SqlStorage:
             sql.put_sessions(conn, batch.sessions)
         if batch.expire_sessions_before is not None:
             sql.expire_sessions(conn, batch.expire_sessions_before)
-        return bounds
+        return first, last
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         """Store ``snapshot`` and compact the log up to its index, atomically (§7).

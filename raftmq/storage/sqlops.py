@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.engine import Connection
 
 from raftmq.core.types import Entry, EntryKind
+from raftmq.errors import StoreMismatch
 from raftmq.storage.port import ClientSession, Snapshot
 from raftmq.storage.schema import log_table, session_table, snapshot_table
 
@@ -42,6 +43,16 @@ def read_entries(conn: Connection, lo: int, hi: int, max_bytes: int | None) -> l
 
 
 def _session(row: Any) -> ClientSession:
+    try:
+        above = json.loads(row.above_seqs or "[]")
+        if not isinstance(above, list) or not all(
+            isinstance(seq, int) and not isinstance(seq, bool) for seq in above
+        ):
+            raise ValueError("not a list of integers")
+    except (ValueError, RecursionError) as exc:  # never written by raftmq: a clear error
+        raise StoreMismatch(
+            f"client session {row.producer_id!r} is corrupt (above_seqs: {exc})"
+        ) from None
     return ClientSession(
         producer_id=row.producer_id,
         last_seq=row.last_seq,
@@ -49,7 +60,7 @@ def _session(row: Any) -> ClientSession:
         last_term=row.last_term,
         updated_index=row.updated_index,
         floor=row.floor_seq,
-        above=tuple(int(seq) for seq in json.loads(row.above_seqs or "[]")),
+        above=tuple(above),
     )
 
 

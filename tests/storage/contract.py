@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from raftmq.core.types import Entry, EntryKind, HardState
-from raftmq.errors import StorageError, StoreMismatch
+from raftmq.errors import StorageError, StorageRefused, StoreMismatch
 from raftmq.storage.port import ClientSession, PersistBatch, Snapshot, Storage
 
 StoreFactory = Callable[[str, str], Storage]
@@ -160,6 +160,64 @@ class StorageContract:
                     await store.save(batch)
             assert await store.hard_state() == HardState(term=5)
             assert await store.entries(1, 10) == list(entries(1, 3, 5))
+        finally:
+            await store.close()
+
+    async def test_retried_save_that_landed_is_accepted(self, factory: StoreFactory) -> None:
+        """A save whose commit landed but whose answer was lost is retried as the same
+        batch: the store recognises its entries (same indexes and terms) and accepts it,
+        writing nothing twice; a batch that overlaps with other terms is still refused."""
+        store = await self.opened(factory)
+        try:
+            session = ClientSession("p", last_seq=2, last_index=2, last_term=1, updated_index=2)
+            landed = PersistBatch(
+                hard_state=HardState(term=1, voted_for="n1", commit=1),
+                entries=entries(1, 3, 1),
+                applied=1,
+                sessions=(session,),
+            )
+            await store.save(landed)
+            await store.save(landed)  # the retry
+            assert await store.entries(1, 10) == list(entries(1, 3, 1))
+            assert (await store.initial_state()).term_runs == ((1, 1),)
+            assert await store.session("p") == session
+            await store.save(PersistBatch(entries=entries(4, 5, 1)))  # the log goes on
+            assert await store.last_index() == 5
+            for bad in (
+                PersistBatch(entries=entries(4, 6, 2)),  # overlaps with other terms
+                PersistBatch(entries=entries(2, 3, 1)),  # would leave 4..5 behind it
+            ):
+                with pytest.raises(StorageRefused, match="does not continue the log"):
+                    await store.save(bad)
+            assert await store.entries(1, 10) == list(entries(1, 5, 1))
+        finally:
+            await store.close()
+
+    async def test_values_no_column_holds_are_refused_before_writing(
+        self, factory: StoreFactory
+    ) -> None:
+        """Every adapter holds the same values (keys of at most 200 characters, valid
+        UTF-8 without NUL, int64): what one refuses, all refuse, writing nothing, so the
+        node can check what it will save before it accepts it."""
+        store = await self.opened(factory)
+        try:
+            longest = ClientSession("k" * 200, 1, 1, 1, 1)
+            await store.save(PersistBatch(sessions=(longest,)))
+            assert await store.session("k" * 200) == longest
+            unstorable = [
+                ClientSession("mid:" + "m" * 255, 1, 1, 1, 1),  # longer than the column
+                ClientSession("\ud800", 1, 1, 1, 1),  # not UTF-8
+                ClientSession("a\x00b", 1, 1, 1, 1),  # NUL: Postgres text cannot hold it
+                ClientSession("p", 10**30, 1, 1, 1),  # outside int64
+                ClientSession("p", 3, 3, 1, 3, floor=1, above=(1 << 63,)),
+            ]
+            for session in unstorable:
+                with pytest.raises(StorageRefused):
+                    await store.save(PersistBatch(applied=7, sessions=(session,)))
+            with pytest.raises(StorageRefused):
+                await store.save(PersistBatch(applied=1 << 63))
+            assert await store.sessions() == [longest]
+            assert await store.applied() == 0
         finally:
             await store.close()
 
