@@ -181,8 +181,14 @@ async def _run_node(settings: NodeSettings, applied_log: Path | None) -> None:
                 settings.cluster,
                 ",".join(settings.voters),
             )
-            await stop.wait()
-            logger.info("stopping (signal received)")
+            stopped = asyncio.ensure_future(stop.wait())
+            failed = asyncio.ensure_future(node.wait_failed())
+            await asyncio.wait((stopped, failed), return_when=asyncio.FIRST_COMPLETED)
+            stopped.cancel()
+            failed.cancel()
+            # After a loop failure, leaving this block makes node.stop() raise: exit code 1,
+            # so that a supervisor restarts the process.
+            logger.info("stopping (%s)", "signal received" if stop.is_set() else "loop failed")
     finally:
         if sink is not None:
             sink.close()
@@ -217,7 +223,7 @@ def status(
             typer.echo(f"{node_id:<12} {'(no answer)':<14}")
             continue
         contact = "-" if s.last_contact is None else f"{s.last_contact:.2f}s"
-        role = s.role.value + ("" if s.storage_ok else " (db!)")
+        role = s.role.value + ("" if s.storage_ok else " (db!)") + ("" if s.loop_ok else " (dead)")
         typer.echo(
             f"{node_id:<12} {role:<14} {s.term:>6} {s.commit:>8} {s.applied:>8} {contact:>8}"
         )

@@ -13,12 +13,21 @@ Per wake-up (a message, a write, or a tick)::
         core.advance(ready); serve storage reads the core asked for
     once per tick, when idle: save the deferred bookkeeping (applied index, sessions, ...)
 
+A storage operation that fails with StorageError (the database went away) is retried with
+back-off, reads as well as saves; nothing that depends on it happens meanwhile. A save is
+idempotent, so retrying one whose commit landed but whose answer was lost is safe (the
+adapters recognise the batch). Anything else -- a store that refuses the batch or is not
+a raftmq database any more (StorageRefused, StoreMismatch), a bug -- ends the loop: it is
+logged, pending writes fail with NodeStopped, and ``failure`` holds the error, so that the
+node reports it (``status().loop_ok``, ``Node.wait_failed``) and the process exits.
+
 The leader's early AppendEntries follow the thesis (§10.2.1: a leader may write its log
 in parallel with replicating it); it is safe because replies are stepped only after the
 save returned, so the leader never counts its own entries before they are durable.
 
 No lock guards Raft state: only this task touches the core. Other coroutines (`write`,
-`status`) hand work to it through its queues (``inbox``, ``proposals``) and futures.
+`status`, leadership transfer) hand work to it through its queues (``inbox``,
+``proposals``, ``transfers``) and futures.
 """
 
 from __future__ import annotations
@@ -27,24 +36,37 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from functools import partial
+from typing import Any, TypeVar
 
 from raftmq.core.messages import AppendEntries, Message
 from raftmq.core.raft import RaftCore
 from raftmq.core.ready import Ready
 from raftmq.core.types import Entry, HardState, LogReadResult, SoftState
-from raftmq.errors import NodeStopped, NotLeader, StorageError
+from raftmq.errors import (
+    ConfigError,
+    NodeStopped,
+    NotLeader,
+    StorageError,
+    StorageRefused,
+    StoreMismatch,
+)
 from raftmq.node.applier import Applier
 from raftmq.protocol.receipts import Commit
 from raftmq.storage.port import PersistBatch, Storage
 from raftmq.transport.port import Transport
 
 logger = logging.getLogger("raftmq.node.loop")
+R = TypeVar("R")
 
 _MAX_QUEUED_MESSAGES = 100_000  # inbound Raft messages buffered while the loop is busy
 _MAX_CATCHUP_TICKS = 3  # ticks replayed at once after a stall (never a burst of elections)
-_STORAGE_RETRY = (0.05, 2.0)  # first and maximal back-off between failed saves, seconds
+_STORAGE_RETRY = (0.05, 2.0)  # first and maximal back-off between failed operations, s
+
+
+class _Abandoned(Exception):
+    """A storage retry given up because the loop is stopping (a clean stop, not a failure)."""
 
 
 class NodeLoop:
@@ -76,11 +98,15 @@ class NodeLoop:
         self.wake = asyncio.Event()  # set when there is work for the loop
         self.inbox: deque[Message] = deque()  # inbound Raft messages, stepped in order
         self.proposals: deque[tuple[bytes, asyncio.Future[Commit]]] = deque()  # next batch
+        self.transfers: deque[tuple[str, asyncio.Future[None]]] = deque()  # (target, done)
         self.pending = pending  # index -> (term, future) of proposed writes (the applier's)
         self.stopping = False  # set once: the loop ends at its next turn
+        self.ended = asyncio.Event()  # set when run() returned, cleanly or not
+        self.failure: BaseException | None = None  # what ended the loop, if it failed
+        self._stop_requested = asyncio.Event()  # cuts a storage back-off short
         self._durable_vote = durable_vote  # (term, vote) known saved
         self.isolated = False  # fault injection: inbound Raft messages are discarded
-        self.storage_ok = True  # False while saves fail and are retried
+        self.storage_ok = True  # False while storage operations fail and are retried
         self.last_leader_contact: float | None = None  # loop time of the last AppendEntries
         # Bookkeeping not yet saved (applied index, sessions, watermark, a commit-only hard
         # state): it rides with the next save of entries, or is flushed when the loop idles.
@@ -96,9 +122,21 @@ class NodeLoop:
         self.wake.set()
         return future
 
+    def request_transfer(self, to: str) -> asyncio.Future[None]:
+        """Queue a leadership transfer to ``to`` for the loop; the future resolves once
+        the core started it, or fails with NotLeader / ConfigError."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.stopping:
+            future.set_exception(NodeStopped(f"node {self.node_id} is not running"))
+            return future
+        self.transfers.append((to, future))
+        self.wake.set()
+        return future
+
     def stop(self) -> None:
         """End :meth:`run` at its next turn (it saves what was applied first)."""
         self.stopping = True
+        self._stop_requested.set()
         self.wake.set()
 
     def on_message(self, message: Message) -> None:
@@ -111,39 +149,51 @@ class NodeLoop:
         self.wake.set()
 
     async def run(self) -> None:
+        """The loop (see the module docstring); returns when stopped or failed, never
+        raises: a failure is logged and kept in ``failure``."""
+        try:
+            await self._run()
+        except _Abandoned:
+            logger.warning("%s: stopped while storage was failing", self.node_id)
+        except Exception as exc:
+            logger.exception("%s: node loop failed; stopping", self.node_id)
+            self.failure = exc
+            if isinstance(exc, StorageError):
+                self.storage_ok = False
+            self.stopping = True
+            self.fail_pending(NodeStopped(f"node {self.node_id} loop failed: {exc}"))
+        finally:
+            self.ended.set()
+
+    async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         next_tick = loop.time() + self.tick_interval
-        try:
-            while not self.stopping:
-                delay = next_tick - loop.time()
-                if delay > 0 and not (self.inbox or self.proposals):
-                    self.wake.clear()
-                    # asyncio.timeout, not wait_for: no task per wait (this runs per message)
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(delay):
-                            await self.wake.wait()
-                if self.stopping:
-                    break
-                now = loop.time()
-                ticked = now >= next_tick
-                if ticked:
-                    elapsed = int((now - next_tick) / self.tick_interval) + 1
-                    for _ in range(min(elapsed, _MAX_CATCHUP_TICKS)):
-                        self.core.tick()
-                    next_tick += elapsed * self.tick_interval
-                self._step_inbox(now)
-                self._propose_queued()
-                await self._handle_ready()
-                if ticked:
-                    await self._flush_deferred()
-            if self._deferred is not None:  # stopping: save what was applied
-                batch, self._deferred = self._deferred, None
-                await self._persist(batch)
-        except Exception:
-            logger.exception("%s: node loop failed; stopping", self.node_id)
-            self.fail_pending(NodeStopped(f"node {self.node_id} loop failed"))
-            self.stopping = True
-            raise
+        while not self.stopping:
+            delay = next_tick - loop.time()
+            if delay > 0 and not (self.inbox or self.proposals or self.transfers):
+                self.wake.clear()
+                # asyncio.timeout, not wait_for: no task per wait (this runs per message)
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self.wake.wait()
+            if self.stopping:
+                break
+            now = loop.time()
+            ticked = now >= next_tick
+            if ticked:
+                elapsed = int((now - next_tick) / self.tick_interval) + 1
+                for _ in range(min(elapsed, _MAX_CATCHUP_TICKS)):
+                    self.core.tick()
+                next_tick += elapsed * self.tick_interval
+            self._step_inbox(now)
+            self._start_transfers()
+            self._propose_queued()
+            await self._handle_ready()
+            if ticked:
+                await self._flush_deferred()
+        if self._deferred is not None:  # stopping: save what was applied
+            batch, self._deferred = self._deferred, None
+            await self._persist(batch)
 
     def _step_inbox(self, now: float) -> None:
         core = self.core
@@ -152,6 +202,18 @@ class NodeLoop:
             core.step(message)
             if isinstance(message, AppendEntries) and message.sender == core.leader_id:
                 self.last_leader_contact = now
+
+    def _start_transfers(self) -> None:
+        while self.transfers:
+            to, future = self.transfers.popleft()
+            if future.done():
+                continue
+            try:
+                self.core.transfer_leadership(to)
+            except (NotLeader, ConfigError) as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(None)
 
     def _propose_queued(self) -> None:
         if not self.proposals:
@@ -252,32 +314,51 @@ class NodeLoop:
     async def _persist(self, batch: PersistBatch) -> None:
         if batch.is_empty():
             return
+        # Nothing that depends on this batch has left the node: retrying is safe, and a
+        # retry of a batch whose commit landed is accepted by the store (idempotent).
+        await self._retrying("save", "storage_retries", lambda: self._storage.save(batch))
+
+    async def _serve_reads(self, ready: Ready) -> None:
+        for read in ready.reads:
+            entries = await self._retrying(
+                "read",
+                "storage_read_retries",
+                partial(self._storage.entries, read.lo, read.hi, read.max_bytes),
+            )
+            self.core.step_read(LogReadResult(read=read, entries=tuple(entries)))
+
+    async def _retrying(self, what: str, counter: str, operation: Callable[[], Awaitable[R]]) -> R:
+        """``operation()``, retried with back-off while it fails with a StorageError that
+        a retry may cure; a refusal or a foreign database is raised (the loop fails)."""
         delay = _STORAGE_RETRY[0]
         while True:
             try:
-                await self._storage.save(batch)
+                result = await operation()
+            except (StorageRefused, StoreMismatch):
+                raise
             except StorageError as exc:
-                # Nothing that depends on this batch has left the node: retrying is safe.
-                self._counters["storage_retries"] += 1
+                self._counters[counter] = self._counters.get(counter, 0) + 1
                 if self.storage_ok:
-                    logger.error("%s: storage save failed, retrying: %s", self.node_id, exc)
+                    logger.error("%s: storage %s failed, retrying: %s", self.node_id, what, exc)
                 self.storage_ok = False
                 if self.stopping:
-                    raise
-                await asyncio.sleep(delay)
+                    raise _Abandoned from exc
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._stop_requested.wait()
                 delay = min(delay * 2, _STORAGE_RETRY[1])
                 continue
             if not self.storage_ok:
                 logger.info("%s: storage is back", self.node_id)
                 self.storage_ok = True
-            return
-
-    async def _serve_reads(self, ready: Ready) -> None:
-        for read in ready.reads:
-            entries = await self._storage.entries(read.lo, read.hi, read.max_bytes)
-            self.core.step_read(LogReadResult(read=read, entries=tuple(entries)))
+            return result
 
     def fail_pending(self, error: Exception) -> None:
+        """Fail every queued proposal, pending write and transfer with ``error``."""
+        for _, waiting in self.transfers:
+            if not waiting.done():
+                waiting.set_exception(error)
+        self.transfers.clear()
         for _, future in self.proposals:
             if not future.done():
                 future.set_exception(error)

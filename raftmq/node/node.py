@@ -47,10 +47,6 @@ __all__ = ["Node"]
 
 logger = logging.getLogger("raftmq.node.node")
 
-_MAX_QUEUED_MESSAGES = 100_000  # inbound Raft messages buffered while the loop is busy
-_MAX_CATCHUP_TICKS = 3  # ticks replayed at once after a stall (never a burst of elections)
-_STORAGE_RETRY = (0.05, 2.0)  # first and maximal back-off between failed saves, seconds
-
 
 class Node(Generic[T]):
     """A raftmq node holding values of type ``T`` (a pydantic model).
@@ -95,7 +91,10 @@ class Node(Generic[T]):
             "inbox_overflow": 0,
             "apply_errors": 0,
             "apply_decode_errors": 0,
+            "apply_unsessioned": 0,
+            "apply_bad_watermarks": 0,
             "storage_retries": 0,
+            "storage_read_retries": 0,
         }
         # the apply path: callbacks, client sessions, fan-out watermark, write results
         self._applier = Applier(
@@ -156,7 +155,10 @@ class Node(Generic[T]):
             await service.start()
 
     async def stop(self) -> None:
-        """Stop the loop, fail pending writes with NodeStopped, close transport and storage."""
+        """Stop the loop, fail pending writes with NodeStopped, close transport and storage.
+
+        Raises NodeStopped (from the loop's error) when the loop had failed: a node whose
+        loop died must not look as if it had stopped cleanly."""
         if self._stopping:
             return
         for service in reversed(self._services):
@@ -171,6 +173,24 @@ class Node(Generic[T]):
         await self._transport.stop()
         await self._storage.close()
         logger.info("%s: stopped", self.node_id)
+        failure = self.failure
+        if failure is not None:
+            raise NodeStopped(f"node {self.node_id} loop failed: {failure}") from failure
+
+    @property
+    def failure(self) -> BaseException | None:
+        """The error that ended the node's loop, or None while it runs (or stopped
+        cleanly). A failed node applies and answers nothing more: stop it."""
+        return self._loop.failure if self._loop is not None else None
+
+    async def wait_failed(self) -> BaseException:
+        """Wait until the node's loop fails; return its error. Raises NodeStopped when the
+        loop ends without failing (the node was stopped)."""
+        loop = self._running
+        await loop.ended.wait()
+        if loop.failure is None:
+            raise NodeStopped(f"node {self.node_id} stopped")
+        return loop.failure
 
     # ------------------------------------------------------------------- public
 
@@ -182,8 +202,9 @@ class Node(Generic[T]):
 
     @property
     def is_leader(self) -> bool:
-        """True while this node leads."""
-        return self._loop is not None and self._loop.core.role is Role.LEADER
+        """True while this node leads (never once its loop ended)."""
+        loop = self._loop
+        return loop is not None and not loop.stopping and loop.core.role is Role.LEADER
 
     @property
     def applied_index(self) -> int:
@@ -309,27 +330,30 @@ class Node(Generic[T]):
         else:
             now = asyncio.get_running_loop().time()
             contact = round(now - node_loop.last_leader_contact, 3)
+        failed = node_loop.failure is not None  # a dead loop never claims to lead
         return NodeStatus(
             cluster=self._transport.cluster,
             node_id=self.node_id,
-            role=core.role,
+            role=Role.FOLLOWER if failed else core.role,
             term=core.term,
-            leader_id=core.leader_id,
+            leader_id=None if failed else core.leader_id,
             commit=core.commit_index,
             applied=self._applier.applied,
             last_index=core.last_index,
             voters=list(self.config.voters),
             last_contact=contact,
             storage_ok=node_loop.storage_ok,
+            loop_ok=not failed,
+            loop_error=repr(node_loop.failure)[:500] if failed else None,
             counters=dict(self._counters),
             transport=self._transport.stats.snapshot(),
         )
 
     async def transfer_leadership(self, to: str) -> None:
-        """Ask the leader to hand leadership to ``to`` (returns once requested)."""
-        loop = self._running
-        loop.core.transfer_leadership(to)
-        loop.wake.set()
+        """Ask the leader to hand leadership to ``to``; returns once the loop started the
+        transfer. Raises NotLeader, ConfigError (not a voter) or NodeStopped."""
+        # Through the loop, like a proposal: only its task may touch the core.
+        await self._running.request_transfer(to)
 
 
 class _Host:

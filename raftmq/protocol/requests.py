@@ -39,6 +39,8 @@ class NodeStatus(BaseModel):
     last_index: int  # last log index
     voters: list[str]  # the voter set
     last_contact: float | None  # seconds since the leader was last heard (0 on the leader)
-    storage_ok: bool  # False while saves are failing and being retried
+    storage_ok: bool  # False while storage operations fail and are retried
+    loop_ok: bool = True  # False once the node's loop failed (the process should exit)
+    loop_error: str | None = None  # what ended the loop, when it failed
     counters: dict[str, int]  # inbox overflow, apply errors, storage retries
     transport: dict[str, Any]  # transport counters: sent, received, dropped by reason, ...

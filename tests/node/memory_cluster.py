@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -24,8 +25,10 @@ class Item(BaseModel):
 class MemoryCluster:
     """Nodes a, b, c... sharing one MemoryNetwork; storages survive node restarts."""
 
-    def __init__(self, size: int = 3, *, seed: int = 1, tick: float = 0.01) -> None:
+    def __init__(self, size: int = 3, *, seed: int = 1, tick: float = 0.01, **config: Any) -> None:
+        """``config``: more RaftConfig fields for every node (e.g. max_cached_entries)."""
         self.ids = [chr(ord("a") + i) for i in range(size)]
+        self.config = config
         self.network = MemoryNetwork(seed=seed)
         self.tick = tick
         self.seed = seed
@@ -44,7 +47,7 @@ class MemoryCluster:
             self.applied[node_id].append((applied.index, applied.value.n))
 
         node = Node(
-            config=RaftConfig(node_id=node_id, voters=tuple(self.ids)),
+            config=RaftConfig(node_id=node_id, voters=tuple(self.ids), **self.config),
             storage=self.storages[node_id],
             transport=self.network.transport(node_id, "mem"),
             model=Item,
