@@ -11,24 +11,25 @@ Per committed entry, in index order::
         WriteRejected when the entry's term is not the term it was proposed in
     a new record goes to on_record, then to on_commit (validated against the model)
 
-Callback exceptions and entries that do not decode are logged and counted
-(``apply_errors``, ``apply_decode_errors``); they never stop the node.
+Applying never raises: callback exceptions and entries that do not decode are logged and
+counted (``apply_errors``, ``apply_decode_errors``); bookkeeping an entry cannot go into is
+left out, decided from the entry alone so that every node decides the same: a write whose
+session key the sessions cannot hold (too long, not UTF-8, reserved, a seq outside int64)
+is applied as a write without session (``apply_unsessioned``), a watermark entry carrying
+an index that cannot be one is ignored (``apply_bad_watermarks``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import inspect
 import logging
 from collections.abc import Callable
 from typing import Any, Generic
 
-from pydantic import ValidationError
-
 from raftmq.core.types import Entry, EntryKind, HardState, InitialState
 from raftmq.errors import MalformedMessage, WriteRejected
-from raftmq.node.sessions import SessionTable
+from raftmq.node.sessions import SessionTable, unusable_session
 from raftmq.node.types import Applied, OnCommit, OnRecord, T
 from raftmq.protocol.receipts import Commit
 from raftmq.protocol.record import Record
@@ -89,8 +90,9 @@ class Applier(Generic[T]):
                 break
             for entry in entries:
                 if entry.kind is EntryKind.NORMAL and decode_watermark(entry.data) is None:
-                    with contextlib.suppress(MalformedMessage):
-                        self.sessions.remember(Record.decode(entry.data), entry.index, entry.term)
+                    record = _decode(entry.data)
+                    if record is not None:
+                        self.sessions.remember(record, entry.index, entry.term)
             lo = entries[-1].index + 1
 
     async def apply(self, entries: tuple[Entry, ...], hard: HardState | None) -> PersistBatch:
@@ -118,11 +120,15 @@ class Applier(Generic[T]):
             if entry.kind is EntryKind.NORMAL:
                 carried = decode_watermark(entry.data)
                 if carried is not None:
-                    if carried > self.fanout_watermark:
+                    if not 0 <= carried < entry.index:  # fan-out publishes before it says so
+                        self._count_skip(entry, "apply_bad_watermarks", f"watermark {carried}")
+                    elif carried > self.fanout_watermark:
                         self.fanout_watermark = watermark = carried
                 else:
                     record = self._decode_record(entry)
                     if record is not None:
+                        if unusable_session(record):
+                            self._count_skip(entry, "apply_unsessioned", "unusable session key")
                         original = self.sessions.apply(record, entry.index, entry.term)
             pending = self._pending.pop(entry.index, None)
             if pending is not None:
@@ -147,14 +153,19 @@ class Applier(Generic[T]):
         return watermark
 
     def _decode_record(self, entry: Entry) -> Record | None:
-        try:
-            return Record.decode(entry.data)
-        except MalformedMessage as exc:
+        record = _decode(entry.data)
+        if record is None:
             self.counters["apply_decode_errors"] += 1
-            logger.error(
-                "%s: entry %s is not a record, not applied: %s", self.node_id, entry.index, exc
-            )
-            return None
+            logger.error("%s: entry %s is not a record, not applied", self.node_id, entry.index)
+        return record
+
+    def _count_skip(self, entry: Entry, counter: str, what: str) -> None:
+        """Count bookkeeping left out for ``entry`` (decided from the entry alone, so the
+        same on every node)."""
+        self.counters[counter] = self.counters.get(counter, 0) + 1
+        logger.warning(
+            "%s: entry %s: %s, applied without it (%s)", self.node_id, entry.index, what, counter
+        )
 
     async def _call_callbacks(self, entry: Entry, record: Record) -> None:
         if self.on_record is not None:
@@ -162,7 +173,7 @@ class Applier(Generic[T]):
         if self.on_commit is not None:
             try:
                 value = self.model.model_validate_json(record.body)
-            except ValidationError as exc:
+            except Exception as exc:  # ValidationError, or anything a hostile body causes
                 self.counters["apply_decode_errors"] += 1
                 logger.error(
                     "%s: entry %s is not a valid %s, not applied: %s",
@@ -184,3 +195,12 @@ class Applier(Generic[T]):
         except Exception:
             self.counters["apply_errors"] += 1
             logger.exception("%s: commit callback failed at index %s", self.node_id, index)
+
+
+def _decode(payload: bytes) -> Record | None:
+    """The record in ``payload``, or None when it is not one (whatever the bytes: a
+    deeply nested meta raises RecursionError, not MalformedMessage)."""
+    try:
+        return Record.decode(payload)
+    except (MalformedMessage, ValueError, RecursionError):
+        return None

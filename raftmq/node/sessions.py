@@ -36,12 +36,16 @@ applies one persists ``fanout_watermark = max(current, index)`` with its applied
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from raftmq.protocol.record import Record
 from raftmq.storage.port import ClientSession
+from raftmq.storage.rules import INT64_MAX, storable_text
+
+logger = logging.getLogger("raftmq.node.sessions")
 
 DEFAULT_SESSION_EXPIRY_ENTRIES = 1_000_000
 DEFAULT_MAX_SESSION_GAP = 10_000  # applied seqs kept above a session's floor, at most
@@ -53,13 +57,36 @@ _GC_EVERY = 4096  # entries between in-memory sweeps of expired sessions
 _RECENT = 200_000  # (producer, seq) -> index remembered in memory for exact receipts
 
 
-def session_key(record: Record) -> tuple[str, int] | None:
-    """``(session id, seq)`` identifying a write for exactly-once, or None."""
+def _claimed_key(record: Record) -> tuple[str, int] | None:
     if record.producer_id is not None and record.seq is not None:
         return record.producer_id, record.seq
     if record.message_id is not None:
         return "mid:" + record.message_id, 1
     return None
+
+
+def _usable(producer_id: str, seq: int) -> bool:
+    # What the session table can hold on every node and every database: a key the
+    # storage column takes, not reserved, and seqs a BIGINT holds with room for floor + 1.
+    return (
+        1 <= seq < INT64_MAX
+        and not producer_id.startswith(RESERVED_PREFIX)
+        and storable_text(producer_id)
+    )
+
+
+def session_key(record: Record) -> tuple[str, int] | None:
+    """``(session id, seq)`` identifying a write for exactly-once, or None (no key, or a
+    key the sessions cannot hold: such a write is applied as a write without session)."""
+    key = _claimed_key(record)
+    return key if key is not None and _usable(*key) else None
+
+
+def unusable_session(record: Record) -> bool:
+    """True when ``record`` names a session the table cannot hold (see session_key): its
+    write is applied without session, the same way on every node."""
+    key = _claimed_key(record)
+    return key is not None and not _usable(*key)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +99,17 @@ class Original:
 
 
 _UNKNOWN = Original(None, None)
+
+
+def _duplicate_mark(row: ClientSession) -> int | None:
+    """The index of the duplicate entry a pseudo session marks, or None when ``row`` is
+    not one the table wrote (decimal index, last_seq 0, never expired)."""
+    digits = row.producer_id[len(DUP_PREFIX) :]
+    if not row.producer_id.startswith(DUP_PREFIX) or not (digits.isascii() and digits.isdigit()):
+        return None
+    if len(digits) > 19 or row.last_seq != 0 or row.updated_index != NEVER:
+        return None
+    return int(digits)
 
 
 class _Session:
@@ -150,8 +188,14 @@ class SessionTable:
         self._dirty.clear()
         self._dirty_pseudo.clear()
         for s in sessions:
-            if s.producer_id.startswith(DUP_PREFIX):
-                index = int(s.producer_id[len(DUP_PREFIX) :])
+            if s.producer_id.startswith(RESERVED_PREFIX):
+                index = _duplicate_mark(s)
+                if index is None:
+                    # A producer that took a reserved id before the ingest refused them
+                    # (every node holds the same row): it never had a say in any decision
+                    # from this version on, so it is left out.
+                    logger.warning("ignoring client session %r: reserved id", s.producer_id)
+                    continue
                 known = s.last_index > 0
                 self._duplicates[index] = Original(s.last_index, s.last_term) if known else _UNKNOWN
             else:

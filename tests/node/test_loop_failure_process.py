@@ -23,7 +23,7 @@ async def test_node_whose_database_lost_its_log_table_exits_non_zero(
     cluster = local_cluster()
     cluster.start_all()
     async with cluster.admin() as admin:
-        leader = await wait_for_leader(admin, timeout=30)
+        leader = (await wait_for_leader(admin, timeout=30)).node_id
         await admin.write(Record(body=b"before"), timeout=30)
         victim = next(n for n in cluster.node_ids if n != leader)
         path = cluster.node_dir(victim) / f"raftmq-{cluster.cluster}-{victim}.db"
