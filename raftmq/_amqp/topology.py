@@ -10,6 +10,8 @@ from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, 
 
 from raftmq.protocol.names import (
     WRITES_DELIVERY_LIMIT,
+    bootstrap_lock_queue,
+    bootstrap_queue,
     committed_exchange,
     dead_name,
     positions_exchange,
@@ -99,7 +101,13 @@ async def exchange_exists(connection: AbstractConnection, name: str) -> bool:
 
 async def delete_all(channel: AbstractChannel, cluster: str) -> None:
     """Delete every shared object of a cluster (tests and `raftmq` cleanup)."""
-    for queue in (writes_queue(cluster), dead_name(cluster), replay_queue(cluster)):
+    for queue in (
+        writes_queue(cluster),
+        dead_name(cluster),
+        replay_queue(cluster),
+        bootstrap_queue(cluster),
+        bootstrap_lock_queue(cluster),
+    ):
         await channel.queue_delete(queue)
     for exchange in (
         committed_exchange(cluster),

@@ -41,6 +41,16 @@ def writes_queue(cluster: str) -> str:
     return f"raftmq.{cluster}.writes"
 
 
+def bootstrap_queue(cluster: str) -> str:
+    """The durable queue holding the cluster's bootstrap record (one message)."""
+    return f"raftmq.{cluster}.bootstrap"
+
+
+def bootstrap_lock_queue(cluster: str) -> str:
+    """The queue whose exclusive consumer serializes claims of the bootstrap record."""
+    return f"raftmq.{cluster}.bootstrap.lock"
+
+
 def writes_exchange(cluster: str) -> str:
     """The fan-out exchange producers publish writes to (routes to the writes queue)."""
     return writes_queue(cluster)
