@@ -93,6 +93,8 @@ class DropReason(StrEnum):
     INVALID_FIELDS = "invalid_fields"  # JSON that is not a valid message (missing/wrong fields)
     TYPE_MISMATCH = "type_mismatch"  # AMQP type property disagrees with the body's type
     WRONG_RECIPIENT = "wrong_recipient"  # message addressed to another node
+    UNSIGNED = "unsigned"  # node traffic without a MAC (the cluster key is required)
+    BAD_MAC = "bad_mac"  # a MAC that does not match: another key, or altered after signing
 
 
 class InvalidEnvelope(MalformedMessage):

@@ -5,9 +5,11 @@ An :class:`Envelope` is the broker-independent view of an AMQP message: the body
 cluster name (the AMQP ``app_id`` property) and the request/reply properties.
 Properties are kept few on purpose: encoding and decoding them is a large part of
 the per-message CPU cost in pamqp (a header table costs more than the JSON body).
-Both transports (memory and AMQP) decode inbound envelopes here, so bad input is
-judged by one set of rules. Every rejection raises :class:`InvalidEnvelope`, a
-:class:`~raftmq.errors.MalformedMessage` carrying a machine-readable ``reason``.
+Node traffic is signed: the MAC travels in ``message_id``, the one short-string property
+node traffic had no use for (:mod:`raftmq.protocol.auth`). Both transports (memory and
+AMQP) decode inbound envelopes here, so bad input is judged by one set of rules. Every
+rejection raises :class:`InvalidEnvelope`, a :class:`~raftmq.errors.MalformedMessage`
+carrying a machine-readable ``reason``.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class Envelope:
     reply_to: str | None = None  # queue the answer goes to (requests only)
     correlation_id: str | None = None  # pairs a reply with its request
     status: str | None = None  # `raftmq-status` header on client-facing replies
+    mac: str | None = None  # AMQP `message_id`: the MAC of node traffic (protocol.auth)
 
 
 def encode(
@@ -87,6 +90,12 @@ def check_envelope(envelope: Envelope, *, cluster: str, max_bytes: int) -> None:
 def decode(envelope: Envelope, *, cluster: str, recipient: str, max_bytes: int) -> Message:
     """Decode an inbound Raft message, or raise :class:`InvalidEnvelope` saying why not."""
     check_envelope(envelope, cluster=cluster, max_bytes=max_bytes)
+    return decode_checked(envelope, recipient=recipient)
+
+
+def decode_checked(envelope: Envelope, *, recipient: str) -> Message:
+    """:func:`decode` of an envelope that already passed :func:`check_envelope` (and, on a
+    cluster with a key, :meth:`~raftmq.protocol.auth.ClusterKey.verify`)."""
     if envelope.type not in RAFT_MESSAGE_TYPES:
         raise InvalidEnvelope(DropReason.UNKNOWN_TYPE, f"type {envelope.type!r}")
     try:

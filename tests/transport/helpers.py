@@ -9,8 +9,20 @@ from typing import Any, Protocol
 
 from raftmq.core.messages import AppendEntries, Message, RequestVote, RequestVoteReply
 from raftmq.core.types import Entry
+from raftmq.protocol.auth import ClusterKey
 from raftmq.protocol.codec import Envelope
 from raftmq.transport.port import RequestClient, RequestHandler, Transport, TransportStats
+
+KEY = ClusterKey(b"transport tests: the cluster key")
+"""The key of every harness transport and client unless a test says otherwise."""
+
+OTHER_KEY = ClusterKey(b"transport tests: another cluster's key")
+"""A valid key that is not the cluster's (a forger's, or a misconfigured node's)."""
+
+
+def signed(envelope: Envelope, recipient: str = "b", key: ClusterKey = KEY) -> Envelope:
+    """``envelope`` signed as node traffic to ``recipient``'s inbox."""
+    return key.sign(envelope, sender="", recipient=recipient)
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
@@ -83,8 +95,8 @@ class Harness(Protocol):
         """Put a raw envelope into ``node_id``'s inbox, bypassing the sending transport."""
         ...
 
-    async def client(self) -> RequestClient:
-        """A started client-facing request client."""
+    async def client(self, key: ClusterKey | None = KEY) -> RequestClient:
+        """A started client-facing request client signing with ``key`` (None: unsigned)."""
         ...
 
 
@@ -93,7 +105,7 @@ async def started(
     node_id: str,
     inbox: Inbox | None = None,
     on_request: RequestHandler | None = None,
-    **options: int,
+    **options: Any,
 ) -> StatsTransport:
     """Create and start a transport whose messages go to ``inbox``."""
     transport = harness.transport(node_id, **options)
