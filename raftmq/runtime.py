@@ -5,6 +5,7 @@ module besides cli/ and testing/ that imports both."""
 from __future__ import annotations
 
 import importlib
+import logging
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
@@ -17,6 +18,8 @@ from raftmq.transport.amqp import AmqpTransport
 
 T = TypeVar("T", bound=BaseModel)
 
+logger = logging.getLogger("raftmq.runtime")
+
 
 def build_node(
     settings: NodeSettings,
@@ -25,7 +28,18 @@ def build_node(
     on_commit: OnCommit[T] | None = None,
     on_record: OnRecord | None = None,
 ) -> Node[T]:
-    """A node for ``settings`` (not started: use ``async with`` or ``await node.start()``)."""
+    """A node for ``settings`` (not started: use ``async with`` or ``await node.start()``).
+
+    Raises ConfigError without a cluster key unless ``settings.insecure``."""
+    key = settings.load_cluster_key()
+    if key is None:
+        logger.warning(
+            "INSECURE: node %s of cluster %s runs without a cluster key: its Raft traffic is "
+            "not signed, and anyone who can publish to the broker can forge it (votes, "
+            "entries, requests). Set cluster_key_file (RAFTMQ_CLUSTER_KEY_FILE) instead.",
+            settings.node_id,
+            settings.cluster,
+        )
     election_ms = settings.tick_interval * settings.election_ticks * 1000
     storage = SqlStorage(
         settings.resolved_database_url(),
@@ -37,6 +51,7 @@ def build_node(
         settings.amqp_url,
         settings.cluster,
         settings.node_id,
+        key=key,
         # A Raft message older than one election timeout is useless: let the broker drop it.
         message_ttl_ms=max(int(election_ms), 50),
         max_message_bytes=settings.max_message_bytes,

@@ -4,6 +4,8 @@ node processes."""
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 import os
 import signal
 import sys
@@ -11,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from raftmq.cli.app import _run, app
 from raftmq.node.settings import NodeSettings
@@ -42,6 +44,66 @@ def test_settings_come_from_arguments_then_env_then_toml(
     monkeypatch.setenv("RAFTMQ_PEERS", "n1,n2")
     with pytest.raises(ValidationError, match="peers must not contain node_id"):
         NodeSettings()
+
+
+@pytest.fixture
+def no_key_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "RAFTMQ_CLUSTER_KEY",
+        "RAFTMQ_CLUSTER_KEY_FILE",
+        "RAFTMQ_INSECURE",
+        "RAFTMQ_CONFIG",
+    ):
+        monkeypatch.setenv(name, "")  # remembered as unset: `node --config` sets it
+        monkeypatch.delenv(name)
+
+
+def _node(tmp_path: Path, *args: str) -> Result:
+    """`raftmq node` in-process, on an address where no broker answers."""
+    common = ["--node-id", "n1", "--peers", "n2,n3", "--data-dir", str(tmp_path)]
+    return runner.invoke(app, ["node", *common, "--amqp-url", "amqp://g:g@127.0.0.1:1/", *args])
+
+
+@pytest.mark.usefixtures("no_key_env")
+@pytest.mark.parametrize(
+    ("toml", "args", "message"),
+    [
+        ('node_id = "n1"\npeer = ["n2", "n3"]\n', [], "peer"),  # a typo is not ignored
+        ('node_id = "n1"\npeers = [\n', [], "not valid TOML"),
+        (None, [], "does not exist"),
+        ("", ["--cluster-key-file", "/nonexistent/cluster.key"], "cannot read the cluster key"),
+        ("", [], "no cluster key"),  # neither a key nor --insecure
+        ("", ["--insecure", "--cluster-key-file", __file__], "choose one"),
+    ],
+    ids=["typo", "bad-toml", "missing-config", "missing-key-file", "no-key", "both"],
+)
+def test_node_refuses_settings_mistakes_without_a_traceback(
+    tmp_path: Path, toml: str | None, args: list[str], message: str
+) -> None:
+    config = tmp_path / "node.toml"
+    if toml is not None:
+        config.write_text(toml)
+    result = _node(tmp_path, "--config", str(config), *args)
+    assert result.exit_code == 1, result.output
+    assert "error:" in result.output and message in result.output, result.output
+    assert isinstance(result.exception, SystemExit)  # a clean exit, no traceback
+    assert not list(tmp_path.glob("*.db"))  # refused before touching a database
+
+
+@pytest.mark.usefixtures("no_key_env")
+def test_short_key_is_refused_and_insecure_is_logged_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setenv("RAFTMQ_CLUSTER_KEY", "only-15-bytes!!")
+    result = _node(tmp_path)
+    assert result.exit_code == 1 and "at least 16" in result.output, result.output
+    assert "only-15-bytes" not in result.output  # the key is never printed
+    monkeypatch.delenv("RAFTMQ_CLUSTER_KEY")
+    with caplog.at_level(logging.WARNING, logger="raftmq"):
+        result = _node(tmp_path, "--insecure")
+    assert result.exit_code == 1 and "cannot connect" in result.output, result.output
+    insecure = [r for r in caplog.records if "INSECURE" in r.getMessage()]
+    assert [r.levelno for r in insecure] == [logging.WARNING]
 
 
 def test_db_upgrade_and_current_on_sqlite(tmp_path: Path) -> None:
@@ -83,9 +145,15 @@ async def _raftmq(*args: str) -> tuple[int, str]:
 async def test_status_write_transfer_and_graceful_stop(local_cluster: ClusterFactory) -> None:
     cluster = local_cluster()
     cluster.start_all()
-    common = ["--cluster", cluster.cluster, "--amqp-url", cluster.amqp_url]
+    unsigned = ["--cluster", cluster.cluster, "--amqp-url", cluster.amqp_url]
+    common = [*unsigned, "--cluster-key-file", str(cluster.key_file)]
     async with cluster.admin() as admin:
         leader = await wait_for_leader(admin, timeout=30)
+    # Without the key nobody answers, and status says why; the nodes count the drop.
+    code, out = await _raftmq("status", *unsigned, "--nodes", "n1", "--timeout", "0.3")
+    assert code == 1 and "(no answer)" in out and "no cluster key" in out, out
+    code, out = await _raftmq("status", *common, "--nodes", "n1", "--json")
+    assert json.loads(out)["n1"]["transport"]["dropped"] == {"unsigned": 1}, out
     code, out = await _raftmq("status", *common, "--nodes", "n1")  # one node reveals all
     assert code == 0, out
     rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}

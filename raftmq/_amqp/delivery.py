@@ -69,4 +69,5 @@ def envelope_from_delivery(delivered: Delivered) -> Envelope:
         reply_to=props.reply_to,
         correlation_id=props.correlation_id,
         status=header_text(props.headers, H_STATUS) if props.headers else None,
+        mac=props.message_id if isinstance(props.message_id, str) else None,
     )

@@ -142,8 +142,8 @@ def framing(channel: RawChannel) -> Framing:
 def _properties_for(envelope: Envelope, *, ttl_ms: int | None) -> Basic.Properties:
     """AMQP properties for an outbound envelope (non-persistent, optionally expiring).
 
-    Only what the protocol needs: every extra property (content type, message id,
-    a header table) is CPU spent in pamqp on both ends of every message.
+    Only what the protocol needs: every extra property (content type, a header table)
+    is CPU spent in pamqp on both ends of every message; ``message_id`` carries the MAC.
     """
     return Basic.Properties(
         delivery_mode=1,
@@ -153,6 +153,7 @@ def _properties_for(envelope: Envelope, *, ttl_ms: int | None) -> Basic.Properti
         headers=None if envelope.status is None else {H_STATUS: envelope.status},
         reply_to=envelope.reply_to,
         correlation_id=envelope.correlation_id,
+        message_id=envelope.mac,
     )
 
 
@@ -223,6 +224,7 @@ async def publish_batch(channel: RawChannel, batch: list[OutboundItem]) -> None:
                 correlation_id=envelope.correlation_id,
                 reply_to=envelope.reply_to,
                 expiration=None if ttl is None else str(ttl),
+                message_id=envelope.mac,
                 message_type=envelope.type,
                 app_id=envelope.cluster,
                 persistent=False,

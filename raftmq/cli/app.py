@@ -21,11 +21,13 @@ from typing import Annotated, Any
 import typer
 from pydantic import RootModel, ValidationError
 
+from raftmq.cli.keys import NO_KEY_HINT, KeyFileOpt, hint, operator_key
 from raftmq.cli.options import AmqpOpt, ClusterOpt, fail
 from raftmq.cli.permissions import permissions_app
 from raftmq.cli.queue import publish, subscribe
-from raftmq.errors import RaftMQError
+from raftmq.errors import ConfigError, RaftMQError
 from raftmq.node.settings import DEFAULT_AMQP_URL, NodeSettings
+from raftmq.protocol.auth import ClusterKey
 from raftmq.protocol.record import Record
 
 app = typer.Typer(
@@ -80,6 +82,15 @@ def node(
         Path | None, typer.Option(help="Folder of the default SQLite file [RAFTMQ_DATA_DIR].")
     ] = None,
     config: Annotated[Path | None, typer.Option(help="TOML settings file [RAFTMQ_CONFIG].")] = None,
+    cluster_key_file: Annotated[
+        Path | None, typer.Option(help="The cluster key file [RAFTMQ_CLUSTER_KEY_FILE].")
+    ] = None,
+    insecure: Annotated[
+        bool,
+        typer.Option(
+            "--insecure", help="Run without a cluster key: anyone on the broker can forge traffic."
+        ),
+    ] = False,
     applied_log: Annotated[
         Path | None, typer.Option(help="Append every applied write to this JSON-lines file.")
     ] = None,
@@ -98,13 +109,18 @@ def node(
             "amqp_url": amqp_url,
             "database_url": database_url,
             "data_dir": data_dir,
+            "cluster_key_file": cluster_key_file,
+            "insecure": insecure or None,
         }.items()
         if value is not None
     }
     try:
         settings = NodeSettings(**overrides)
+        settings.load_cluster_key()  # no key and no --insecure: refuse before connecting
     except ValidationError as exc:
         raise fail(f"invalid settings:\n{exc}") from None
+    except ConfigError as exc:
+        raise fail(str(exc)) from None
     try:
         _run(_run_node(settings, applied_log), settings.event_loop)
     except RaftMQError as exc:
@@ -201,13 +217,15 @@ def status(
     amqp_url: AmqpOpt = DEFAULT_AMQP_URL,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each node.")] = 2.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    cluster_key_file: KeyFileOpt = None,
 ) -> None:
     """Ask every node of a cluster for its state and print a table."""
     node_ids = _split(nodes)
     if not node_ids:
         raise fail("name at least one node with --nodes (or RAFTMQ_NODES)")
+    key = operator_key(cluster_key_file)
     try:
-        statuses = asyncio.run(_statuses(amqp_url, cluster, node_ids, timeout))
+        statuses = asyncio.run(_statuses(amqp_url, cluster, node_ids, timeout, key))
     except RaftMQError as exc:
         raise fail(str(exc)) from None
     if as_json:
@@ -228,13 +246,17 @@ def status(
             f"{node_id:<12} {role:<14} {s.term:>6} {s.commit:>8} {s.applied:>8} {contact:>8}"
         )
     if all(s is None for s in statuses.values()):
+        if key is None:
+            typer.secho(NO_KEY_HINT.strip(" ()"), err=True)
         raise typer.Exit(code=1)
 
 
-async def _statuses(url: str, cluster: str, nodes: list[str], timeout: float) -> dict[str, Any]:
+async def _statuses(
+    url: str, cluster: str, nodes: list[str], timeout: float, key: ClusterKey | None
+) -> dict[str, Any]:
     from raftmq.client.admin import AdminClient
 
-    async with AdminClient.connect(url, cluster, nodes) as admin:
+    async with AdminClient.connect(url, cluster, nodes, key=key) as admin:
         return dict(await admin.statuses(timeout=timeout))
 
 
@@ -246,24 +268,32 @@ def write(
     amqp_url: AmqpOpt = DEFAULT_AMQP_URL,
     content_type: Annotated[str, typer.Option(help="Content type of the body.")] = "text/plain",
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each commit.")] = 10.0,
+    cluster_key_file: KeyFileOpt = None,
 ) -> None:
     """Write through the current leader (found by asking the nodes); print index and term."""
     node_ids = _split(nodes)
     if not node_ids:
         raise fail("name at least one node with --nodes (or RAFTMQ_NODES)")
+    key = operator_key(cluster_key_file)
     bodies = [line.rstrip("\n") for line in sys.stdin] if body == "-" else [body]
     try:
-        asyncio.run(_write(amqp_url, cluster, node_ids, bodies, content_type, timeout))
+        asyncio.run(_write(amqp_url, cluster, node_ids, bodies, content_type, timeout, key))
     except RaftMQError as exc:
-        raise fail(str(exc)) from None
+        raise fail(str(exc) + hint(key)) from None
 
 
 async def _write(
-    url: str, cluster: str, nodes: list[str], bodies: list[str], content_type: str, timeout: float
+    url: str,
+    cluster: str,
+    nodes: list[str],
+    bodies: list[str],
+    content_type: str,
+    timeout: float,
+    key: ClusterKey | None,
 ) -> None:
     from raftmq.client.admin import AdminClient
 
-    async with AdminClient.connect(url, cluster, nodes) as admin:
+    async with AdminClient.connect(url, cluster, nodes, key=key) as admin:
         for text in bodies:
             commit = await admin.write(
                 Record(body=text.encode(), content_type=content_type), timeout=timeout
@@ -278,20 +308,24 @@ def transfer_leadership(
     nodes: NodesOpt = "",
     amqp_url: AmqpOpt = DEFAULT_AMQP_URL,
     timeout: Annotated[float, typer.Option(help="Seconds to wait.")] = 10.0,
+    cluster_key_file: KeyFileOpt = None,
 ) -> None:
     """Hand leadership to another node (before maintenance on the leader)."""
     node_ids = _split(nodes) or [to]
+    key = operator_key(cluster_key_file)
     try:
-        asyncio.run(_transfer(amqp_url, cluster, node_ids, to, timeout))
+        asyncio.run(_transfer(amqp_url, cluster, node_ids, to, timeout, key))
     except (RaftMQError, TimeoutError) as exc:
-        raise fail(str(exc)) from None
+        raise fail(str(exc) + hint(key)) from None
     typer.echo(f"{to} leads")
 
 
-async def _transfer(url: str, cluster: str, nodes: list[str], to: str, timeout: float) -> None:
+async def _transfer(
+    url: str, cluster: str, nodes: list[str], to: str, timeout: float, key: ClusterKey | None
+) -> None:
     from raftmq.client.admin import AdminClient
 
-    async with AdminClient.connect(url, cluster, nodes) as admin:
+    async with AdminClient.connect(url, cluster, nodes, key=key) as admin:
         await admin.transfer_leadership(to, timeout=timeout)
 
 
@@ -300,7 +334,10 @@ def _database_url(database_url: str | None, cluster: str | None, node_id: str | 
         return database_url
     if not node_id:
         raise fail("give --database-url, or --node-id (and --cluster) for the default SQLite file")
-    settings = NodeSettings(node_id=node_id, cluster=cluster or "raftmq")
+    try:
+        settings = NodeSettings(node_id=node_id, cluster=cluster or "raftmq")
+    except (ValidationError, ConfigError) as exc:
+        raise fail(f"invalid settings: {exc}") from None
     return settings.resolved_database_url()
 
 

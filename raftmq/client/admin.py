@@ -1,5 +1,6 @@
 """Client-facing requests to a cluster's nodes over AMQP: status, and writes routed to the
-leader (following NotLeader hints)."""
+leader (following NotLeader hints). Nodes serve only requests signed with the cluster key,
+so an AdminClient of a secured cluster needs that key (producers and subscribers do not)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from collections.abc import Sequence
 from types import TracebackType
 
 from raftmq.errors import NotLeader, TransportError, WriteRejected
+from raftmq.protocol.auth import ClusterKey
 from raftmq.protocol.receipts import Commit
 from raftmq.protocol.record import Record
 from raftmq.protocol.requests import NodeStatus, WriteReply
@@ -34,9 +36,12 @@ class AdminClient:
         self._leader: str | None = None  # last leader seen, tried first
 
     @classmethod
-    def connect(cls, amqp_url: str, cluster: str, nodes: Sequence[str]) -> AdminClient:
-        """An AdminClient over AMQP (enter it with ``async with``)."""
-        return cls(RpcClient(amqp_url, cluster), nodes)
+    def connect(
+        cls, amqp_url: str, cluster: str, nodes: Sequence[str], *, key: ClusterKey | None = None
+    ) -> AdminClient:
+        """An AdminClient over AMQP (enter it with ``async with``); ``key`` signs the
+        requests and checks the replies (None only for a cluster of ``--insecure`` nodes)."""
+        return cls(RpcClient(amqp_url, cluster, key=key), nodes)
 
     async def __aenter__(self) -> AdminClient:
         if isinstance(self.requests, RpcClient):

@@ -8,15 +8,27 @@ keys at top level, e.g.::
     node_id = "n1"
     peers = ["n2", "n3"]
     amqp_url = "amqp://guest:guest@127.0.0.1:5672/"
+    cluster_key_file = "/etc/raftmq/cluster.key"
+
+A key the file or the environment does not know (a typo such as ``peer``) is an error, and
+so is a named TOML file that does not exist: a setting that is silently ignored is worse
+than a node that does not start. (Misspelt ``RAFTMQ_*`` variables cannot be told apart
+from other programs' variables and are not checked.)
+
+Node traffic is signed with the cluster key (:mod:`raftmq.protocol.auth`): the key file
+``cluster_key_file`` (``RAFTMQ_CLUSTER_KEY_FILE``) or, for tests, the key itself in
+``RAFTMQ_CLUSTER_KEY``. Without one a node starts only with ``insecure`` (``--insecure``).
 """
 
 from __future__ import annotations
 
 import os
+import tomllib
+from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     NoDecode,
@@ -34,6 +46,8 @@ from raftmq.core.config import (
     DEFAULT_MAX_INFLIGHT,
     RaftConfig,
 )
+from raftmq.errors import ConfigError
+from raftmq.protocol.auth import ClusterKey
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_TICK_INTERVAL = 0.05
@@ -43,7 +57,7 @@ _NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 class NodeSettings(BaseSettings):
     """Everything one node needs to run. Invariant: node_id is not in peers."""
 
-    model_config = SettingsConfigDict(env_prefix="RAFTMQ_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="RAFTMQ_", extra="forbid")
 
     cluster: str = Field("raftmq", pattern=_NAME_PATTERN)  # names every AMQP object
     node_id: str = Field(pattern=_NAME_PATTERN)  # this node's id, unique in the cluster
@@ -72,6 +86,9 @@ class NodeSettings(BaseSettings):
     # `raftmq node` only: "auto" runs on uvloop when it is installed (a dependency except
     # on Windows), "asyncio" on the standard loop; embedding services keep their own loop.
     event_loop: Literal["auto", "uvloop", "asyncio"] = "auto"
+    cluster_key_file: Path | None = None  # file holding the cluster key (node traffic MAC)
+    cluster_key: SecretStr | None = None  # the key itself (tests); never logged
+    insecure: bool = False  # run without a cluster key: anyone on the broker can forge traffic
 
     @field_validator("write_content_types", mode="before")
     @classmethod
@@ -110,8 +127,22 @@ class NodeSettings(BaseSettings):
         sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
         config_file = os.environ.get("RAFTMQ_CONFIG")
         if config_file:
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=Path(config_file)))
+            sources.append(_toml_source(settings_cls, Path(config_file)))
         return tuple(sources)
+
+    def load_cluster_key(self) -> ClusterKey | None:
+        """The cluster key of these settings; None only when ``insecure``. Raises
+        ConfigError when there is none (and not ``insecure``), when both ways of giving
+        it are used, or when the file cannot be read or holds too short a key."""
+        key = cluster_key_from(self.cluster_key, self.cluster_key_file)
+        if key is None and not self.insecure:
+            raise ConfigError(
+                "no cluster key: set cluster_key_file (RAFTMQ_CLUSTER_KEY_FILE, a file of "
+                "at least 16 random bytes) or run the node with --insecure"
+            )
+        if key is not None and self.insecure:
+            raise ConfigError("insecure is set together with a cluster key: choose one")
+        return key
 
     @property
     def voters(self) -> tuple[str, ...]:
@@ -137,3 +168,38 @@ class NodeSettings(BaseSettings):
             max_inflight=self.max_inflight,
             max_cached_entries=self.max_cached_entries,
         ).validate()
+
+
+def cluster_key_from(key: SecretStr | str | None, key_file: Path | None) -> ClusterKey | None:
+    """The key given as text or as a file (None when neither is given); ConfigError when
+    both are given, or the file cannot be read, or the key is shorter than 16 bytes."""
+    if key is not None and key_file is not None:
+        raise ConfigError("give the cluster key or the cluster key file, not both")
+    if key_file is not None:
+        try:
+            text = key_file.read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"cannot read the cluster key file {key_file}: {exc}") from None
+        return ClusterKey.from_text(text)
+    if key is None:
+        return None
+    return ClusterKey.from_text(key.get_secret_value() if isinstance(key, SecretStr) else key)
+
+
+class _CheckedToml(TomlConfigSettingsSource):
+    """A TOML source whose file must exist and parse (errors name the file)."""
+
+    def _read_file(self, file_path: Path | Traversable) -> dict[str, Any]:
+        try:
+            with file_path.open("rb") as stream:
+                return tomllib.load(stream)
+        except OSError as exc:
+            raise ConfigError(f"cannot read the config file {file_path}: {exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"the config file {file_path} is not valid TOML: {exc}") from None
+
+
+def _toml_source(settings_cls: type[BaseSettings], path: Path) -> PydanticBaseSettingsSource:
+    if not path.is_file():
+        raise ConfigError(f"the config file {path} does not exist")
+    return _CheckedToml(settings_cls, toml_file=path)

@@ -1,7 +1,9 @@
 """Run a cluster of ``raftmq node`` subprocesses on this machine (demo, tests, benchmarks).
 
 Each node gets its own SQLite file, log file and applied log (JSON lines of every applied
-write) under ``workdir/<node_id>/``. Nothing here is needed in production.
+write) under ``workdir/<node_id>/``. The cluster key is a random key file,
+``workdir/cluster.key``, that every node and :meth:`LocalCluster.admin` use (unless the
+cluster is ``insecure``). Nothing here is needed in production.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import IO
 
 from raftmq.client.admin import AdminClient
+from raftmq.protocol.auth import ClusterKey
 from raftmq.protocol.requests import NodeStatus
 
 
@@ -46,6 +50,7 @@ class LocalCluster:
         tick_interval: float = 0.05,
         extra_env: dict[str, str] | None = None,
         node_env: dict[str, dict[str, str]] | None = None,
+        insecure: bool = False,
     ) -> None:
         self.cluster = cluster  # cluster name (unique per test)
         self.node_ids = list(node_ids)  # every voter
@@ -54,6 +59,7 @@ class LocalCluster:
         self.tick_interval = tick_interval  # seconds per core tick
         self.extra_env = dict(extra_env or {})  # more RAFTMQ_* settings for every node
         self.node_env = dict(node_env or {})  # more settings for one node (e.g. its database)
+        self.insecure = insecure  # nodes run --insecure, without a key file
         self.processes: dict[str, subprocess.Popen[bytes]] = {}  # running nodes
         self.stopped: set[str] = set()  # nodes we killed or stopped on purpose
         self._logs: dict[str, IO[bytes]] = {}
@@ -69,6 +75,22 @@ class LocalCluster:
     def log_file(self, node_id: str) -> Path:
         """The node's stdout/stderr."""
         return self.node_dir(node_id) / "node.log"
+
+    @property
+    def key_file(self) -> Path:
+        """The cluster key file of every node (created on first use)."""
+        path = self.workdir / "cluster.key"
+        if not path.exists():
+            self.workdir.mkdir(parents=True, exist_ok=True)
+            # Created readable by its owner only, as an operator would keep it.
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as stream:
+                stream.write(secrets.token_hex(32) + "\n")
+        return path
+
+    def key(self) -> ClusterKey | None:
+        """The cluster key (None for an insecure cluster)."""
+        return None if self.insecure else ClusterKey.from_text(self.key_file.read_text())
 
     def start(self, node_id: str) -> None:
         """Start (or restart) one node process."""
@@ -88,6 +110,12 @@ class LocalCluster:
                 "PYTHONUNBUFFERED": "1",
             }
         )
+        for inherited in ("RAFTMQ_CLUSTER_KEY", "RAFTMQ_CLUSTER_KEY_FILE", "RAFTMQ_INSECURE"):
+            env.pop(inherited, None)  # the cluster's own key (or insecure) decides
+        if self.insecure:
+            env["RAFTMQ_INSECURE"] = "true"
+        else:
+            env["RAFTMQ_CLUSTER_KEY_FILE"] = str(self.key_file)
         env.update(self.extra_env)
         env.update(self.node_env.get(node_id, {}))
         log = self._logs.get(node_id)
@@ -180,7 +208,7 @@ class LocalCluster:
 
     def admin(self) -> AdminClient:
         """A client for status and writes (enter it with ``async with``)."""
-        return AdminClient.connect(self.amqp_url, self.cluster, self.node_ids)
+        return AdminClient.connect(self.amqp_url, self.cluster, self.node_ids, key=self.key())
 
     def read_applied(self, node_id: str) -> list[AppliedLine]:
         """Every write the node applied, in apply order (across its restarts)."""

@@ -5,8 +5,8 @@ Topology (public protocol, see docs/architecture.md, "AMQP"): node N of cluster 
 restart, bounded by ``x-max-length`` with ``x-overflow: drop-head`` and deleted by
 the broker after ``x-expires`` without consumers. Messages are published to the
 default exchange, routed by queue name, non-persistent, ``type`` = message type,
-``app_id`` = cluster name, with a per-message ``expiration`` of about one election
-timeout: Raft tolerates loss, not staleness.
+``app_id`` = cluster name, ``message_id`` = the MAC of the cluster key, with a per-message
+``expiration`` of about one election timeout: Raft tolerates loss, not staleness.
 
 Throughput: ``send`` only appends to an outbox; one background task publishes
 without publisher confirms, up to 256 publishes per socket write, and the
@@ -29,6 +29,7 @@ from raftmq._amqp.delivery import Delivered, envelope_from_delivery
 from raftmq._amqp.wire import publish_batch
 from raftmq.core.messages import Message
 from raftmq.errors import TransportError
+from raftmq.protocol.auth import ClusterKey
 from raftmq.protocol.codec import DEFAULT_MAX_MESSAGE_BYTES, Envelope
 from raftmq.protocol.names import inbox_queue
 from raftmq.transport.inbound import Endpoint
@@ -48,6 +49,7 @@ class AmqpTransport:
         cluster: str,
         node_id: str,
         *,
+        key: ClusterKey | None,
         message_ttl_ms: int = 1000,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         inbox_max_length: int = 10_000,
@@ -60,6 +62,7 @@ class AmqpTransport:
         self.url = url  # broker URL
         self.node_id = node_id  # whose inbox this transport consumes
         self.cluster = cluster  # messages of other clusters are dropped
+        self.key = key  # signs outbound, required of inbound; None only for --insecure
         self.queue = inbox_queue(cluster, node_id)  # this node's inbox
         self.connection_name = f"raftmq:{cluster}:{node_id}"  # shown by list_connections
         self.message_ttl_ms = message_ttl_ms  # per-message expiration (~one election timeout)
@@ -76,6 +79,7 @@ class AmqpTransport:
             queue=self.queue,
             max_bytes=max_message_bytes,
             send_reply=self._send_reply,
+            key=key,
         )
         self.stats = self._endpoint.stats  # counters; see TransportStats
         self._dispatcher = self._endpoint.dispatcher

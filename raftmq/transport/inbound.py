@@ -5,6 +5,10 @@ Raft messages go to the node's ``on_message``; client requests (a non-Raft AMQP
 type carrying ``reply_to`` and ``correlation_id``) go to ``on_request`` and the
 answer is handed back to the transport to publish. Everything else is dropped,
 counted per reason and logged once per reason -- never raised into the node.
+
+With a cluster key, every outbound envelope is signed and every inbound one must carry
+a MAC of that key (:mod:`raftmq.protocol.auth`) before its body is even parsed; without
+one (an ``--insecure`` node) nothing is signed or checked.
 """
 
 from __future__ import annotations
@@ -17,12 +21,13 @@ from collections.abc import Callable
 
 from raftmq.core.messages import Message
 from raftmq.errors import DropReason, InvalidEnvelope
+from raftmq.protocol.auth import ClusterKey
 from raftmq.protocol.codec import (
     RAFT_MESSAGE_TYPES,
     REPLY_TO_REQUEST,
     Envelope,
     check_envelope,
-    decode,
+    decode_checked,
     encode,
 )
 from raftmq.transport.port import MessageHandler, RequestHandler, TransportStats
@@ -95,8 +100,10 @@ class InboundDispatcher:
         stats: TransportStats,
         correlator: Correlator,
         send_reply: ReplySender,
+        key: ClusterKey | None,
     ) -> None:
         self.cluster = cluster  # messages of other clusters are dropped
+        self.key = key  # inbound must be signed with it, replies are; None: insecure
         self.node_id = node_id  # messages for other recipients are dropped
         self.max_bytes = max_bytes  # inbound size limit
         self.stats = stats  # shared with the owning transport
@@ -118,9 +125,8 @@ class InboundDispatcher:
             self._serve_request(envelope)
             return
         try:
-            message = decode(
-                envelope, cluster=self.cluster, recipient=self.node_id, max_bytes=self.max_bytes
-            )
+            self._admit(envelope)
+            message = decode_checked(envelope, recipient=self.node_id)
         except InvalidEnvelope as exc:
             self._drop(exc)
             return
@@ -133,6 +139,12 @@ class InboundDispatcher:
         except Exception:
             log.exception("on_message handler failed for %s from %s", message.type, message.sender)
 
+    def _admit(self, envelope: Envelope) -> None:
+        """Size, cluster, then the MAC: raise InvalidEnvelope unless all hold."""
+        check_envelope(envelope, cluster=self.cluster, max_bytes=self.max_bytes)
+        if self.key is not None:
+            self.key.verify(envelope, sender="", recipient=self.node_id)
+
     def _drop(self, exc: InvalidEnvelope) -> None:
         self.stats.dropped[exc.reason.value] += 1
         self._once.warn(
@@ -141,7 +153,7 @@ class InboundDispatcher:
 
     def _serve_request(self, envelope: Envelope) -> None:
         try:
-            check_envelope(envelope, cluster=self.cluster, max_bytes=self.max_bytes)
+            self._admit(envelope)
             if self._on_request is None or envelope.type is None:
                 raise InvalidEnvelope(
                     DropReason.UNKNOWN_TYPE, f"request kind {envelope.type!r} is not served"
@@ -163,16 +175,16 @@ class InboundDispatcher:
             body, status = f"{type(exc).__name__}: {exc}".encode(), "error"
         self.stats.requests_served += 1
         assert envelope.reply_to is not None  # only requests with reply_to reach here
-        self._send_reply(
-            envelope.reply_to,
-            Envelope(
-                body=body,
-                type="reply",
-                cluster=self.cluster,
-                correlation_id=envelope.correlation_id,
-                status=status,
-            ),
+        reply = Envelope(
+            body=body,
+            type="reply",
+            cluster=self.cluster,
+            correlation_id=envelope.correlation_id,
+            status=status,
         )
+        if self.key is not None:
+            reply = self.key.sign(reply, sender=self.node_id, recipient="")
+        self._send_reply(envelope.reply_to, reply)
 
     async def close(self) -> None:
         """Cancel requests still being served."""
@@ -188,9 +200,17 @@ class Endpoint:
     build one, so the memory twin handles messages exactly like the broker transport."""
 
     def __init__(
-        self, *, cluster: str, node_id: str, queue: str, max_bytes: int, send_reply: ReplySender
+        self,
+        *,
+        cluster: str,
+        node_id: str,
+        queue: str,
+        max_bytes: int,
+        send_reply: ReplySender,
+        key: ClusterKey | None,
     ) -> None:
         self.cluster = cluster  # the cluster name carried by every envelope
+        self.key = key  # signs every outbound envelope; None: insecure (nothing signed)
         self.node_id = node_id  # whose inbox this is
         self.queue = queue  # this node's inbox: the reply_to of its Raft requests
         self.max_bytes = max_bytes  # size limit, both directions
@@ -204,6 +224,7 @@ class Endpoint:
             stats=self.stats,
             correlator=self._correlator,
             send_reply=send_reply,
+            key=key,
         )
         self._ids = itertools.count(1)  # numbers the correlation ids of Raft requests
 
@@ -220,6 +241,8 @@ class Endpoint:
         if len(envelope.body) > self.max_bytes:
             self.drop_send("oversized", message)
             return None
+        if self.key is not None:
+            envelope = self.key.sign(envelope, sender="", recipient=message.recipient)
         return envelope
 
     def drop_send(self, reason: str, message: Message) -> None:

@@ -4,7 +4,8 @@ A :class:`MemoryNetwork` plays the broker: it holds one inbox per node (named
 like the AMQP queue, kept across a node's restart), applies per-message TTL and
 the drop-head length bound while nobody consumes an inbox, and can drop, delay,
 duplicate, reorder and partition traffic with a seeded random generator. Inbound
-envelopes go through the same codec and dispatcher as on the real broker.
+envelopes go through the same codec and dispatcher as on the real broker, and are signed
+with the network's cluster key unless the network is created ``insecure``.
 """
 
 from __future__ import annotations
@@ -13,19 +14,25 @@ import asyncio
 import itertools
 import logging
 import math
+import os
 import random
 from collections import Counter, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from raftmq.core.messages import Message
-from raftmq.errors import RequestFailed, RequestTimeout
+from raftmq.errors import InvalidEnvelope, RequestFailed, RequestTimeout
+from raftmq.protocol.auth import ClusterKey, check_reply
 from raftmq.protocol.codec import DEFAULT_MAX_MESSAGE_BYTES, Envelope
 from raftmq.protocol.names import inbox_queue
 from raftmq.transport.inbound import Endpoint
 from raftmq.transport.port import MessageHandler, RequestHandler
 
 log = logging.getLogger("raftmq.transport.memory")
+
+NETWORK_KEY: Literal["network"] = "network"
+"""Default ``key`` of endpoints and clients: the cluster key of their network."""
 
 
 @dataclass
@@ -42,7 +49,9 @@ class MemoryNetwork:
 
     ``drop_rate`` / ``duplicate_rate`` / ``reorder_rate`` are probabilities per message;
     ``delay`` is a (low, high) range of seconds; a reordered message is held back an
-    extra ``reorder_delay`` seconds at most. Same seed, same fault decisions.
+    extra ``reorder_delay`` seconds at most. Same seed, same fault decisions. Endpoints
+    and clients sign with the network's random cluster key ``key`` (None when
+    ``insecure``) unless given another.
     """
 
     def __init__(
@@ -54,6 +63,7 @@ class MemoryNetwork:
         delay: tuple[float, float] = (0.0, 0.0),
         reorder_rate: float = 0.0,
         reorder_delay: float = 0.02,
+        insecure: bool = False,
     ) -> None:
         self.random = random.Random(seed)  # the only source of fault decisions
         self.drop_rate = drop_rate  # probability a message is lost
@@ -62,6 +72,8 @@ class MemoryNetwork:
         self.reorder_rate = reorder_rate  # probability a message is held back extra
         self.reorder_delay = reorder_delay  # maximum extra hold-back in seconds
         self.stats: Counter[str] = Counter()  # network-level fates: dropped, expired, ...
+        # Not drawn from self.random: a key must not shift the seeded fault decisions.
+        self.key = None if insecure else ClusterKey(os.urandom(32))  # the cluster key
         self._inboxes: dict[str, _Inbox] = {}  # queue name -> inbox (survives node restarts)
         self._groups: dict[str, int] = {}  # node id -> partition group; empty = no partition
         self._isolated: set[str] = set()  # nodes cut from everyone
@@ -76,20 +88,31 @@ class MemoryNetwork:
         message_ttl_ms: int = 1000,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         inbox_max_length: int = 10_000,
+        key: ClusterKey | Literal["network"] | None = NETWORK_KEY,
     ) -> MemoryTransport:
-        """A transport endpoint for ``node_id`` on this network."""
+        """A transport endpoint for ``node_id`` on this network (``key``: another key,
+        or None for an unsigned endpoint, e.g. to play a forger)."""
         return MemoryTransport(
             self,
             node_id,
             cluster,
+            key=self.key if key == NETWORK_KEY else key,
             message_ttl_ms=message_ttl_ms,
             max_message_bytes=max_message_bytes,
             inbox_max_length=inbox_max_length,
         )
 
-    def client(self, cluster: str = "memory", *, timeout: float = 2.0) -> MemoryRequestClient:
+    def client(
+        self,
+        cluster: str = "memory",
+        *,
+        timeout: float = 2.0,
+        key: ClusterKey | Literal["network"] | None = NETWORK_KEY,
+    ) -> MemoryRequestClient:
         """A client-facing request client (twin of :class:`raftmq.transport.rpc.RpcClient`)."""
-        return MemoryRequestClient(self, cluster, timeout=timeout)
+        return MemoryRequestClient(
+            self, cluster, timeout=timeout, key=self.key if key == NETWORK_KEY else key
+        )
 
     # -- fault injection ---------------------------------------------------------------
     def partition(self, *groups: Iterable[str]) -> None:
@@ -181,12 +204,17 @@ class MemoryNetwork:
                 continue
             inbox.consumer.deliver(envelope)
 
-    def expect_reply(self) -> tuple[str, asyncio.Future[Envelope]]:
-        """A one-shot reply address and the future its reply resolves."""
-        address = f"memory.reply.{next(self._reply_ids)}"
+    def expect_reply(self, address: str | None = None) -> tuple[str, asyncio.Future[Envelope]]:
+        """A one-shot reply address (a new one, or ``address`` again) and the future its
+        next reply resolves."""
+        address = address or f"memory.reply.{next(self._reply_ids)}"
         future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
         self._replies[address] = future
         return address, future
+
+    def reply_addresses(self) -> list[str]:
+        """The reply addresses clients wait on now (where a test forges a reply)."""
+        return list(self._replies)
 
     def forget_reply(self, address: str) -> None:
         """Stop waiting on a reply address (timeout or close)."""
@@ -202,6 +230,7 @@ class MemoryTransport:
         node_id: str,
         cluster: str,
         *,
+        key: ClusterKey | None,
         message_ttl_ms: int,
         max_message_bytes: int,
         inbox_max_length: int,
@@ -209,6 +238,7 @@ class MemoryTransport:
         self.network = network  # the broker twin this endpoint lives on
         self.node_id = node_id  # whose inbox this transport consumes
         self.cluster = cluster  # messages of other clusters are dropped
+        self.key = key  # signs outbound, required of inbound; None: insecure
         self.queue = inbox_queue(cluster, node_id)  # this node's inbox name
         self.message_ttl_ms = message_ttl_ms  # per-message expiration of outbound messages
         self.max_message_bytes = max_message_bytes  # size limit, both directions
@@ -219,6 +249,7 @@ class MemoryTransport:
             queue=self.queue,
             max_bytes=max_message_bytes,
             send_reply=self._send_reply,
+            key=key,
         )
         self.stats = self._endpoint.stats  # counters; see TransportStats
         self._dispatcher = self._endpoint.dispatcher
@@ -270,10 +301,14 @@ class MemoryTransport:
 class MemoryRequestClient:
     """Client-facing requests over a :class:`MemoryNetwork`; implements RequestClient."""
 
-    def __init__(self, network: MemoryNetwork, cluster: str, *, timeout: float) -> None:
+    def __init__(
+        self, network: MemoryNetwork, cluster: str, *, timeout: float, key: ClusterKey | None
+    ) -> None:
         self.network = network  # where the node inboxes live
         self.cluster = cluster  # requests are addressed to this cluster's node inboxes
         self.timeout = timeout  # default seconds to wait for an answer
+        self.key = key  # signs requests, required of replies; None: insecure
+        self.dropped: Counter[str] = Counter()  # replies dropped, by DropReason value
         self._ids = itertools.count(1)
 
     async def request(
@@ -288,9 +323,20 @@ class MemoryRequestClient:
             reply_to=address,
             correlation_id=f"client-{next(self._ids)}",
         )
+        if self.key is not None:
+            envelope = self.key.sign(envelope, sender="", recipient=node_id)
         self.network.inject(inbox_queue(self.cluster, node_id), envelope)
         try:
-            reply = await asyncio.wait_for(future, timeout or self.timeout)
+            async with asyncio.timeout(timeout or self.timeout):
+                while True:
+                    reply = await future
+                    try:
+                        check_reply(reply, self.key, cluster=self.cluster, node_id=node_id)
+                        break
+                    except InvalidEnvelope as exc:
+                        # Not an answer: wait on for the node's own reply.
+                        self.dropped[exc.reason.value] += 1
+                        _, future = self.network.expect_reply(address)
         except TimeoutError:
             raise RequestTimeout(f"no answer from node {node_id!r} to {kind!r}") from None
         finally:

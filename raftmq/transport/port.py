@@ -77,6 +77,7 @@ class RequestClient(Protocol):
     """Sends client-facing requests to node inboxes and waits for the answers."""
 
     cluster: str  # requests are addressed to this cluster's node inboxes
+    dropped: Counter[str]  # replies not accepted (unsigned, bad MAC, other cluster) by reason
 
     async def request(
         self, node_id: str, kind: str, body: bytes = b"", *, timeout: float | None = None

@@ -7,6 +7,10 @@ transport's ``on_request(kind, body)`` callback, which answers every inbox
 message whose AMQP ``type`` is not a Raft message type and that carries
 ``reply_to``; the answer carries the request's ``correlation_id`` and a
 ``raftmq-status`` header (``ok``, or ``error`` with the reason as body).
+
+With the cluster key, requests are signed and a reply counts only when it is signed by
+the node that was asked (others are dropped and counted in ``dropped``): the key an
+operator command reads from the node settings (``RAFTMQ_CLUSTER_KEY_FILE``).
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import asyncio
 import itertools
 import logging
 import uuid
+from collections import Counter
 from types import TracebackType
 
 import aio_pika
@@ -22,9 +27,11 @@ import aio_pika
 from raftmq._amqp.channel import RawChannel, consume, underlay
 from raftmq._amqp.delivery import Delivered, envelope_from_delivery
 from raftmq._amqp.wire import publish_envelope
-from raftmq.errors import RequestFailed, RequestTimeout, TransportError
+from raftmq.errors import InvalidEnvelope, RequestFailed, RequestTimeout, TransportError
+from raftmq.protocol.auth import ClusterKey, check_reply
 from raftmq.protocol.codec import Envelope
 from raftmq.protocol.names import inbox_queue
+from raftmq.transport.inbound import OnceLogger
 
 log = logging.getLogger("raftmq.transport.rpc")
 
@@ -45,14 +52,19 @@ class RpcClient:
         *,
         timeout: float = 2.0,
         connection_name: str | None = None,
+        key: ClusterKey | None = None,
     ) -> None:
         self.url = url  # broker URL
         self.cluster = cluster  # requests are addressed to this cluster's node inboxes
+        self.key = key  # signs requests, required of replies; None: an insecure cluster
+        self.dropped: Counter[str] = Counter()  # replies dropped, by DropReason value
         self.timeout = timeout  # default seconds to wait for an answer
         self.connection_name = connection_name or f"raftmq-client:{cluster}"  # for operators
         self._prefix = uuid.uuid4().hex[:12]  # makes correlation ids unique across clients
         self._ids = itertools.count(1)
-        self._pending: dict[str, asyncio.Future[Envelope]] = {}  # correlation id -> waiter
+        # correlation id -> (the node asked, the waiter of its reply)
+        self._pending: dict[str, tuple[str, asyncio.Future[Envelope]]] = {}
+        self._once = OnceLogger()  # warns once per reply drop reason
         self._connection: aio_pika.abc.AbstractConnection | None = None
         self._channel: RawChannel | None = None  # underlay channel
 
@@ -91,7 +103,7 @@ class RpcClient:
             raise TransportError("RpcClient is not connected (call start() or use async with)")
         correlation_id = f"{self._prefix}-{next(self._ids)}"
         future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
-        self._pending[correlation_id] = future
+        self._pending[correlation_id] = (node_id, future)
         envelope = Envelope(
             body=body,
             type=kind,
@@ -99,6 +111,8 @@ class RpcClient:
             reply_to=DIRECT_REPLY_TO,
             correlation_id=correlation_id,
         )
+        if self.key is not None:
+            envelope = self.key.sign(envelope, sender="", recipient=node_id)
         wait = timeout if timeout is not None else self.timeout
         try:
             # A request nobody reads within the timeout is garbage: let it expire.
@@ -118,16 +132,24 @@ class RpcClient:
 
     async def _on_reply(self, delivered: Delivered) -> None:
         envelope = envelope_from_delivery(delivered)
-        future = self._pending.get(envelope.correlation_id or "")
-        if future is None:
+        pending = self._pending.get(envelope.correlation_id or "")
+        if pending is None:
             log.debug("reply %s arrived after its request gave up", envelope.correlation_id)
+            return
+        node_id, future = pending
+        try:
+            check_reply(envelope, self.key, cluster=self.cluster, node_id=node_id)
+        except InvalidEnvelope as exc:
+            # Not an answer: the request goes on waiting for the node's own reply.
+            self.dropped[exc.reason.value] += 1
+            self._once.warn(exc.reason.value, "request client dropped a reply: %s", exc)
             return
         if not future.done():
             future.set_result(envelope)
 
     async def close(self) -> None:
         """Close the connection; pending requests fail with TransportError. Idempotent."""
-        for future in self._pending.values():
+        for _, future in self._pending.values():
             if not future.done():
                 future.set_exception(TransportError("RpcClient closed"))
         self._pending.clear()

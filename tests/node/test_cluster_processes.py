@@ -13,6 +13,7 @@ import aio_pika
 import pytest
 
 from raftmq.client.admin import AdminClient
+from raftmq.protocol.codec import Envelope
 from raftmq.protocol.names import inbox_queue
 from raftmq.protocol.receipts import Commit
 from raftmq.protocol.record import Record
@@ -180,7 +181,12 @@ async def test_bad_input_on_a_node_inbox_is_dropped_and_counted(
                     b'{"type":"append_entries"}', type="append_entries", app_id=cluster.cluster
                 ),
             ]
+            key = cluster.key()
+            assert key is not None
             for message in bad:
+                # Signed with the cluster key: the codec, not the MAC check, judges them.
+                envelope = Envelope(message.body, message.type, message.app_id)
+                message.message_id = key.mac(envelope, sender="", recipient=target)
                 await channel.default_exchange.publish(message, routing_key=queue)
         acked = await _write_many(admin, 0, 30)
         await wait_applied(admin, cluster.node_ids, max(acked), timeout=30)

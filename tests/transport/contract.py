@@ -17,13 +17,34 @@ from raftmq.errors import DropReason, RequestFailed, RequestTimeout
 from raftmq.protocol.codec import Envelope, encode
 from raftmq.transport.port import Transport
 
-from .helpers import Harness, Inbox, append, started, vote, vote_reply, wait_until
+from .helpers import (
+    OTHER_KEY,
+    Harness,
+    Inbox,
+    append,
+    signed,
+    started,
+    vote,
+    vote_reply,
+    wait_until,
+)
 
 _VALID_BODY = MESSAGE_ADAPTER.dump_json(append("a", "b", 7))
 
 
 def _bad_envelopes(cluster: str) -> dict[str, Envelope]:
-    """One bad envelope per drop reason, all addressed to node "b" of ``cluster``."""
+    """One bad envelope per drop reason, all addressed to node "b" of ``cluster`` and, but
+    for the unsigned and the wrongly signed one, signed with the cluster key."""
+    unsigned = {
+        DropReason.UNSIGNED: Envelope(_VALID_BODY, "append_entries", cluster),
+        DropReason.BAD_MAC: signed(Envelope(_VALID_BODY, "append_entries", cluster), key=OTHER_KEY),
+    }
+    return unsigned | {
+        reason: signed(envelope) for reason, envelope in _signed_bad_envelopes(cluster).items()
+    }
+
+
+def _signed_bad_envelopes(cluster: str) -> dict[str, Envelope]:
     missing_fields = json.dumps({"type": "append_entries", "term": 1}).encode()
     return {
         DropReason.GARBAGE: Envelope(b"\x00\xffnot json", "append_entries", cluster),
@@ -124,7 +145,7 @@ class TransportContract:
     async def test_duplicates_are_delivered_and_counted(self, harness: Harness) -> None:
         inbox = Inbox()
         b = await started(harness, "b", inbox)
-        envelope = encode(append("a", "b", 5), harness.cluster)
+        envelope = signed(encode(append("a", "b", 5), harness.cluster))
         await harness.inject("b", envelope)
         await harness.inject("b", envelope)
         await wait_until(lambda: len(inbox) == 2, what="both copies")
@@ -177,6 +198,33 @@ class TransportContract:
         with pytest.raises(RequestTimeout):
             await client.request("b", "status", timeout=0.3)
         assert b.stats.dropped == {DropReason.UNKNOWN_TYPE.value: 1}
+
+    async def test_unsigned_and_foreign_requests_are_not_served(self, harness: Harness) -> None:
+        served: list[str] = []
+
+        async def serve(kind: str, body: bytes) -> bytes:
+            served.append(kind)
+            return b"{}"
+
+        b = await started(harness, "b", on_request=serve)
+        for key in (None, OTHER_KEY):  # no key, another cluster's key
+            forger = await harness.client(key=key)
+            for kind in ("status", "write", "transfer"):
+                with pytest.raises(RequestTimeout):
+                    await forger.request("b", kind, b"n1", timeout=0.2)
+        assert (served, b.stats.requests_served) == ([], 0)
+        assert b.stats.dropped == {DropReason.UNSIGNED.value: 3, DropReason.BAD_MAC.value: 3}
+        assert await (await harness.client()).request("b", "status") == b"{}"
+
+    async def test_client_drops_an_unsigned_reply(self, harness: Harness) -> None:
+        async def serve(kind: str, body: bytes) -> bytes:
+            return b"forged status"
+
+        await started(harness, "b", on_request=serve, key=None)  # an --insecure node
+        client = await harness.client()
+        with pytest.raises(RequestTimeout):
+            await client.request("b", "status", timeout=0.3)
+        assert client.dropped == {DropReason.UNSIGNED.value: 1}
 
     async def test_stop_is_idempotent_and_later_sends_are_counted(self, harness: Harness) -> None:
         a = await started(harness, "a")

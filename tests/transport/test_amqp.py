@@ -15,6 +15,7 @@ import pytest
 
 from raftmq.core.messages import MESSAGE_ADAPTER, Message, RequestVote
 from raftmq.errors import DropReason, TransportError
+from raftmq.protocol.auth import ClusterKey
 from raftmq.protocol.codec import Envelope, encode
 from raftmq.protocol.names import inbox_queue
 from raftmq.transport.amqp import AmqpTransport
@@ -22,7 +23,7 @@ from raftmq.transport.port import RequestClient
 from raftmq.transport.rpc import RpcClient
 
 from .contract import TransportContract
-from .helpers import Inbox, append, vote, vote_reply, wait_until
+from .helpers import KEY, Inbox, append, signed, vote, vote_reply, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +40,7 @@ class AmqpHarness:
         self.queues: set[str] = set()  # every queue to delete at teardown
 
     def transport(self, node_id: str, **options: Any) -> AmqpTransport:
+        options.setdefault("key", KEY)
         transport = AmqpTransport(self.url, self.cluster, node_id, **options)
         self.transports.append(transport)
         self.queues.add(transport.queue)
@@ -53,6 +55,7 @@ class AmqpHarness:
             app_id=envelope.cluster,
             reply_to=envelope.reply_to,
             correlation_id=envelope.correlation_id,
+            message_id=envelope.mac,
             delivery_mode=aio_pika.DeliveryMode.NOT_PERSISTENT,
             expiration=None if ttl_ms is None else ttl_ms / 1000,
         )
@@ -61,8 +64,8 @@ class AmqpHarness:
                 message, routing_key=inbox_queue(self.cluster, node_id)
             )
 
-    async def client(self) -> RequestClient:
-        client = RpcClient(self.url, self.cluster, timeout=2.0)
+    async def client(self, key: ClusterKey | None = KEY) -> RequestClient:
+        client = RpcClient(self.url, self.cluster, timeout=2.0, key=key)
         await client.start()
         self.clients.append(client)
         return client
@@ -149,12 +152,27 @@ async def test_wire_properties_and_reply_correlation(harness: AmqpHarness) -> No
     assert request.delivery_mode == aio_pika.DeliveryMode.NOT_PERSISTENT
     assert request.expiration == 0.75
     assert request.app_id == harness.cluster
+    assert request.message_id == KEY.mac(
+        encode(
+            vote("a", "peer"),
+            harness.cluster,
+            reply_to=a.queue,
+            correlation_id=request.correlation_id,
+        ),
+        sender="",
+        recipient="peer",
+    )  # the MAC, in the one property node traffic had no other use for
     assert MESSAGE_ADAPTER.validate_json(request.body) == vote("a", "peer")
 
     # The peer asks a; a's answer carries the peer's correlation id.
     await harness.inject(
         "a",
-        encode(vote("peer", "a"), harness.cluster, reply_to=peer.name, correlation_id="corr-42"),
+        signed(
+            encode(
+                vote("peer", "a"), harness.cluster, reply_to=peer.name, correlation_id="corr-42"
+            ),
+            "a",
+        ),
     )
     reply = await _get_within(peer, 5.0)
     assert reply.type == "request_vote_reply"
@@ -223,14 +241,14 @@ async def test_missing_cluster_name_is_dropped(harness: AmqpHarness) -> None:
     b = harness.transport("b")
     await b.start(inbox)
     body = MESSAGE_ADAPTER.dump_json(append("a", "b", 1))
-    await harness.inject("b", Envelope(body, "append_entries", None))
-    await harness.inject("b", encode(append("a", "b", 2), harness.cluster))
+    await harness.inject("b", signed(Envelope(body, "append_entries", None)))
+    await harness.inject("b", signed(encode(append("a", "b", 2), harness.cluster)))
     await wait_until(lambda: len(inbox) == 1, what="valid message")
     assert b.stats.dropped == {DropReason.WRONG_CLUSTER.value: 1}
 
 
 async def test_start_fails_cleanly_without_a_broker(cluster_name: str) -> None:
-    transport = AmqpTransport("amqp://guest:guest@127.0.0.1:1/", cluster_name, "a")
+    transport = AmqpTransport("amqp://guest:guest@127.0.0.1:1/", cluster_name, "a", key=KEY)
     with pytest.raises(TransportError, match="cannot connect"):
         await transport.start(Inbox())
     assert not transport.connected

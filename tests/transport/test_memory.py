@@ -4,18 +4,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 import pytest
 
 from raftmq.core.messages import AppendEntries, Message
+from raftmq.protocol.auth import ClusterKey
 from raftmq.protocol.codec import Envelope
 from raftmq.protocol.names import inbox_queue
 from raftmq.transport.memory import MemoryNetwork, MemoryRequestClient, MemoryTransport
 from raftmq.transport.port import RequestClient
 
 from .contract import TransportContract
-from .helpers import Inbox, append, wait_until
+from .helpers import KEY, OTHER_KEY, Inbox, append, wait_until
 
 
 class MemoryHarness:
@@ -27,6 +29,7 @@ class MemoryHarness:
         self.transports: list[MemoryTransport] = []
 
     def transport(self, node_id: str, **options: Any) -> MemoryTransport:
+        options.setdefault("key", KEY)
         transport = self.network.transport(node_id, self.cluster, **options)
         self.transports.append(transport)
         return transport
@@ -34,8 +37,8 @@ class MemoryHarness:
     async def inject(self, node_id: str, envelope: Envelope, ttl_ms: int | None = None) -> None:
         self.network.inject(inbox_queue(self.cluster, node_id), envelope, ttl_ms=ttl_ms)
 
-    async def client(self) -> RequestClient:
-        return self.network.client(self.cluster)
+    async def client(self, key: ClusterKey | None = KEY) -> RequestClient:
+        return self.network.client(self.cluster, key=key)
 
     async def close(self) -> None:
         for transport in self.transports:
@@ -185,3 +188,29 @@ async def test_client_is_a_request_client(harness: MemoryHarness) -> None:
     assert isinstance(client, MemoryRequestClient)
     assert isinstance(client, RequestClient)
     await client.close()
+
+
+def _dropped(client: RequestClient, count: int) -> bool:
+    return client.dropped["bad_mac"] == count
+
+
+async def test_client_drops_a_forged_reply_and_takes_the_nodes_own(
+    harness: MemoryHarness,
+) -> None:
+    release = asyncio.Event()
+
+    async def serve(kind: str, body: bytes) -> bytes:
+        await release.wait()
+        return b"genuine"
+
+    await harness.transport("b").start(Inbox(), serve)
+    client = await harness.client()
+    request = asyncio.create_task(client.request("b", "status"))
+    await wait_until(lambda: bool(harness.network.reply_addresses()), what="request sent")
+    (address,) = harness.network.reply_addresses()
+    forged = Envelope(b"forged", "reply", harness.cluster, correlation_id="client-1", status="ok")
+    for count, key in enumerate((OTHER_KEY, KEY), 1):  # another key; ours, as if from c
+        harness.network.inject(address, key.sign(forged, sender="c", recipient=""))
+        await wait_until(partial(_dropped, client, count), what="reply dropped")
+    release.set()
+    assert await request == b"genuine"
