@@ -4,6 +4,9 @@ The leader (n1) runs in this process so that ``node.write`` is measured directly
 followers are ``raftmq node`` subprocesses. Leadership is handed to n1 before measuring.
 
     .venv/bin/python benchmarks/node.py [--writes 20000] [--in-flight 2000] [--latency 500]
+        [--insecure]
+
+Node traffic is signed with the cluster's random key file unless ``--insecure``.
 """
 
 from __future__ import annotations
@@ -33,11 +36,19 @@ async def main(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory(prefix="raftmq-bench-") as tmp:
         workdir = Path(tmp)
         name = f"bench{uuid.uuid4().hex[:6]}"
-        cluster = LocalCluster(name, ["n1", "n2", "n3"], workdir, amqp_url=args.amqp_url)
+        cluster = LocalCluster(
+            name, ["n1", "n2", "n3"], workdir, amqp_url=args.amqp_url, insecure=args.insecure
+        )
         for follower in ("n2", "n3"):
             cluster.start(follower)
         settings = NodeSettings(
-            cluster=name, node_id="n1", peers=["n2", "n3"], amqp_url=args.amqp_url, data_dir=workdir
+            cluster=name,
+            node_id="n1",
+            peers=["n2", "n3"],
+            amqp_url=args.amqp_url,
+            data_dir=workdir,
+            insecure=args.insecure,
+            cluster_key_file=None if args.insecure else cluster.key_file,
         )
         node = build_node(settings, Payload)
         try:
@@ -70,7 +81,8 @@ async def main(args: argparse.Namespace) -> None:
         finally:
             cluster.stop_all()
             await cluster.delete_queues()
-    print("3 nodes, local RabbitMQ, SQLite synchronous=FULL, ~100 B writes through node.write")
+    signed = "insecure (nothing signed)" if args.insecure else "signed (HMAC-SHA256)"
+    print(f"3 nodes, local RabbitMQ, SQLite synchronous=FULL, ~100 B writes, {signed}")
     print(
         f"  commit latency, 1 in flight ({args.latency} writes): p50 {p50:.2f} ms, p99 {p99:.2f} ms"
     )
@@ -86,4 +98,5 @@ if __name__ == "__main__":
     parser.add_argument("--writes", type=int, default=20_000)
     parser.add_argument("--in-flight", type=int, default=1_000)
     parser.add_argument("--latency", type=int, default=500)
+    parser.add_argument("--insecure", action="store_true", help="sign nothing (no cluster key)")
     asyncio.run(main(parser.parse_args()))

@@ -1,6 +1,10 @@
 """Transport benchmark on the local RabbitMQ: one-way throughput and round-trip latency.
 
     .venv/bin/python benchmarks/transport.py [--url URL] [--messages N] [--round-trips N]
+        [--insecure]
+
+Node traffic is signed with a random cluster key unless ``--insecure`` (nothing signed or
+checked): run both to see what authentication costs.
 
 Prints: one-way Raft messages/s between two AmqpTransports (AppendEntries with one
 100-byte entry, sent in batches as a node does), the Raft request/reply round trip
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import time
 import uuid
@@ -20,6 +25,7 @@ import aio_pika
 
 from raftmq.core.messages import AppendEntries, Message, RequestVote, RequestVoteReply
 from raftmq.core.types import Entry
+from raftmq.protocol.auth import ClusterKey
 from raftmq.transport.amqp import AmqpTransport
 from raftmq.transport.rpc import RpcClient
 
@@ -101,17 +107,20 @@ async def rpc_round_trips(client: RpcClient, n: int) -> list[float]:
     return samples
 
 
-async def main(url: str, count: int, round_trips: int, batch: int) -> None:
+async def main(url: str, count: int, round_trips: int, batch: int, insecure: bool) -> None:
     """Run the three measurements and print them."""
     cluster = f"bench{uuid.uuid4().hex[:8]}"
+    key = None if insecure else ClusterKey(os.urandom(32))
+    print("insecure: nothing signed" if insecure else "signed: HMAC-SHA256 on every message")
     received = Arrivals()
     replies: asyncio.Queue[float] = asyncio.Queue()
-    a = AmqpTransport(
-        url, cluster, "a", message_ttl_ms=10_000, inbox_max_length=10**6, outbox_limit=10**6
-    )
-    b = AmqpTransport(
-        url, cluster, "b", message_ttl_ms=10_000, inbox_max_length=10**6, outbox_limit=10**6
-    )
+    a, b = (
+        AmqpTransport(
+            url, cluster, node, key=key, message_ttl_ms=10_000, inbox_max_length=10**6,
+            outbox_limit=10**6,
+        )
+        for node in ("a", "b")
+    )  # fmt: skip
 
     def on_a(message: Message) -> None:
         if isinstance(message, RequestVoteReply):
@@ -128,7 +137,7 @@ async def main(url: str, count: int, round_trips: int, batch: int) -> None:
 
     await a.start(on_a)
     await b.start(on_b, status)
-    client = RpcClient(url, cluster)
+    client = RpcClient(url, cluster, key=key)
     await client.start()
     try:
         await one_way(a, received, 2000, batch)  # warm-up
@@ -164,5 +173,6 @@ if __name__ == "__main__":
     parser.add_argument("--messages", type=int, default=30_000)
     parser.add_argument("--round-trips", type=int, default=1_000)
     parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--insecure", action="store_true", help="sign nothing (no cluster key)")
     args = parser.parse_args()
-    asyncio.run(main(args.url, args.messages, args.round_trips, args.batch))
+    asyncio.run(main(args.url, args.messages, args.round_trips, args.batch, args.insecure))
