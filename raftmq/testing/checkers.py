@@ -209,3 +209,43 @@ class SafetyChecker:
                 f"but the committed entry at that index is {known}"
             )
         self._applied[node_id] = entry.index
+
+
+class LivenessViolation(AssertionError):
+    """No leader within the bound after the faults were lifted (a liveness failure, not a
+    safety one: Raft promises a leader only once a majority can talk, §5.2, §9)."""
+
+
+class LivenessChecker:
+    """Liveness after faults: once :meth:`arm` is called (every fault lifted, the
+    adversary silent, a majority up and connected), some node must lead within
+    ``bound`` ticks. Fed by any driver through :meth:`observe`.
+    """
+
+    def __init__(self, bound: int) -> None:
+        if bound <= 0:
+            raise ValueError(f"bound must be positive, got {bound!r}")
+        self.bound = bound  # ticks allowed from arm() to a leader
+        self.armed_at: int | None = None  # tick of the last arm(), None while faults last
+        self.elected_after: int | None = None  # ticks it took, once a leader was seen
+
+    def arm(self, now: int) -> None:
+        """Faults are lifted at tick ``now``: the clock for a leader starts."""
+        self.armed_at = now
+        self.elected_after = None
+
+    def disarm(self) -> None:
+        """Faults are back: no promise until the next :meth:`arm`."""
+        self.armed_at = None
+
+    def observe(self, now: int, leader: str | None) -> None:
+        """At tick ``now`` the connected leader is ``leader`` (None when there is none)."""
+        if self.armed_at is None or self.elected_after is not None:
+            return
+        if leader is not None:
+            self.elected_after = now - self.armed_at
+        elif now - self.armed_at > self.bound:
+            raise LivenessViolation(
+                f"no leader {now - self.armed_at} ticks after every fault was lifted "
+                f"(bound {self.bound})"
+            )

@@ -2,8 +2,11 @@
 
 A schedule picks a cluster size and configuration, then alternates random faults
 (partitions, disconnects, crashes, restarts, network drops/delays/duplicates/reorders)
-with bursts of ticks and proposals; the simulation's checkers run on every Ready and
-after every tick. It ends with a recovery phase that must reach agreement again.
+with bursts of ticks and proposals; in a third of the seeds a forging member
+(:class:`~tests.sim.adversary.Adversary`) injects TimeoutNow, transfer votes,
+out-of-range replies and impossible terms all along. The simulation's checkers run on
+every Ready and after every tick. It ends with a recovery phase that must elect a
+leader within :data:`LIVENESS_TICKS` (the liveness checker) and reach agreement again.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from raftmq.testing import Simulation
-from tests.sim.harness import AGREEMENT_BUDGET, applied_by, same_applied
+from raftmq.testing.checkers import LivenessChecker
+from tests.sim.adversary import Adversary
+from tests.sim.harness import AGREEMENT_BUDGET, ELECTION_BUDGET, applied_by, same_applied
 
 REPLAY_COMMAND = (
     "RAFTMQ_SAFETY_SEED={seed} .venv/bin/pytest tests/sim/test_safety_search.py -k replay"
@@ -22,6 +27,8 @@ REPLAY_COMMAND = (
 
 PHASES = 100  # fault/traffic phases per schedule
 RECOVERY_TICKS = 600  # ticks allowed to converge once every fault is lifted
+LIVENESS_TICKS = ELECTION_BUDGET  # ticks allowed for a leader once every fault is lifted
+ADVERSARY_SHARE = 1 / 3  # share of seeds with a forging member
 
 
 @dataclass
@@ -31,6 +38,7 @@ class ScheduleResult:
     sim: Simulation  # the simulation at the end of the run
     actions: list[str] = field(default_factory=list)  # "tick: action" lines, in order
     proposed: int = 0  # proposals a leader accepted
+    adversary: Adversary | None = None  # the forging member, in the seeds that have one
 
 
 def _split(rng: random.Random, nodes: list[str]) -> list[list[str]]:
@@ -67,6 +75,11 @@ def run_schedule(seed: int, actions: list[str] | None = None) -> ScheduleResult:
     result = ScheduleResult(sim, actions if actions is not None else [])
     result.actions.append(f"0: {size} nodes, {options}, restart_tail={tail}")
     net = sim.network
+    # A stream of its own, so that a seed's faults are drawn as they were before.
+    forging = random.Random(f"adversary:{seed}")
+    if forging.random() < ADVERSARY_SHARE:
+        result.adversary = Adversary(sim, forging)
+        result.actions.append("0: a forging member is active until recovery")
 
     def note(action: str) -> None:
         result.actions.append(f"{sim.now}: {action}")
@@ -117,6 +130,8 @@ def run_schedule(seed: int, actions: list[str] | None = None) -> ScheduleResult:
             note("network reliable")
         # traffic: ticks with proposals sprinkled in
         for _ in range(rng.randint(1, 3 * election)):
+            if result.adversary is not None:
+                result.adversary.strike(forging.randint(0, 2))
             if rng.random() < 0.4:
                 proposer = sim.leader() if rng.random() < 0.8 else rng.choice(nodes)
                 if proposer is not None:
@@ -162,9 +177,12 @@ def _recover(sim: Simulation, nodes: list[str], result: ScheduleResult) -> None:
         if not sim.is_alive(node_id):
             sim.restart(node_id)
     result.actions.append(f"{sim.now}: recovery: heal, reliable network, restart all")
+    liveness = LivenessChecker(LIVENESS_TICKS)
+    liveness.arm(sim.now)
     marker = b"recovered"
     deadline = sim.now + RECOVERY_TICKS
     while sim.now < deadline:
+        liveness.observe(sim.now, sim.leader())
         # like the lab's one(): a stale leader's proposal may be overwritten; retry
         leader = sim.leader()
         index = sim.propose(leader, marker) if leader is not None else None
