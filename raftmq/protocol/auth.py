@@ -9,16 +9,18 @@ message, a header table about fifteen (measured; see the codec module docstring)
 The MAC input is versioned, so that a later version can add fields (a cluster id)
 without ambiguity; version 1 is::
 
-    b"raftmq-mac/1" + field(type) + field(cluster) + field(sender) + field(recipient)
-      + field(reply_to) + field(correlation_id) + field(status) + body
+    b"raftmq-mac/1" + lengths + type + cluster + sender + recipient + reply_to
+      + correlation_id + status + body
 
-where ``field(None)`` is ``b"\\x00"`` and ``field(text)`` is ``b"\\x01"``, the UTF-8 length
-as 4 bytes big-endian, and the UTF-8 bytes. ``sender`` and ``recipient`` are the node ids
+where each field is its UTF-8 bytes (nothing when absent) and ``lengths`` holds the seven
+byte lengths as signed 32-bit big-endian integers, -1 for an absent field (so an absent
+field differs from an empty one, and no field can run into the next). ``sender`` and
+``recipient`` are the node ids
 the receiver knows before it reads the body: a message to a node inbox (a Raft message or
 a request) has ``sender=""`` and ``recipient=`` that node; a reply to a client has
 ``sender=`` the node that answers and ``recipient=""``. A Raft message also names its
 sender and recipient in its JSON body, which the MAC covers. The property value is
-``"v1."`` followed by the URL-safe base64 of the 32-byte MAC, without padding.
+``"v1."`` followed by the 64 hexadecimal digits of the 32-byte MAC.
 
 One property is signed as less than it travels: RabbitMQ rewrites a ``reply_to`` of
 ``amq.rabbitmq.reply-to`` (direct reply-to, what request clients use) into that address
@@ -29,8 +31,6 @@ an answer, never change the request.
 
 from __future__ import annotations
 
-import base64
-import dataclasses
 import hashlib
 import hmac
 import struct
@@ -46,15 +46,8 @@ MAC_VERSION = 1
 
 _PREFIX = f"v{MAC_VERSION}."  # starts the message_id of every signed message
 _TAG = f"raftmq-mac/{MAC_VERSION}".encode()  # starts the MAC input of this version
-_ABSENT = b"\x00"  # a property that is not set (distinct from an empty string)
+_LENGTHS = struct.Struct(">7i")  # the byte lengths of the seven fields, -1 when absent
 _DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"  # the broker appends ".<channel>" in transit
-
-
-def _field(text: str | None) -> bytes:
-    if text is None:
-        return _ABSENT
-    raw = text.encode("utf-8", "surrogatepass")
-    return b"\x01" + struct.pack(">I", len(raw)) + raw
 
 
 def _signed_reply_to(reply_to: str | None) -> str | None:
@@ -78,14 +71,16 @@ class ClusterKey:
     object can leak it.
     """
 
-    __slots__ = ("_key",)
+    __slots__ = ("_keyed",)
 
     def __init__(self, key: bytes) -> None:
         if len(key) < MIN_KEY_BYTES:
             raise ConfigError(
                 f"the cluster key is {len(key)} bytes long; at least {MIN_KEY_BYTES} are needed"
             )
-        self._key = key  # the secret; read only by mac()
+        # The HMAC state after the key: copied per message, which saves hashing the
+        # key's inner and outer blocks every time (measured: half the cost of a MAC).
+        self._keyed = hmac.new(key, digestmod=hashlib.sha256)
 
     @classmethod
     def from_text(cls, text: str) -> ClusterKey:
@@ -97,30 +92,32 @@ class ClusterKey:
 
     def mac(self, envelope: Envelope, *, sender: str, recipient: str) -> str:
         """The ``message_id`` value that signs ``envelope`` (see the module docstring)."""
-        signer = hmac.new(
-            self._key,
-            b"".join(
-                (
-                    _TAG,
-                    _field(envelope.type),
-                    _field(envelope.cluster),
-                    _field(sender),
-                    _field(recipient),
-                    _field(_signed_reply_to(envelope.reply_to)),
-                    _field(envelope.correlation_id),
-                    _field(envelope.status),
-                )
-            ),
-            hashlib.sha256,
+        fields = [
+            None if text is None else text.encode("utf-8", "surrogatepass")
+            for text in (
+                envelope.type,
+                envelope.cluster,
+                sender,
+                recipient,
+                _signed_reply_to(envelope.reply_to),
+                envelope.correlation_id,
+                envelope.status,
+            )
+        ]
+        signer = self._keyed.copy()
+        signer.update(
+            _TAG
+            + _LENGTHS.pack(*[-1 if raw is None else len(raw) for raw in fields])
+            + b"".join([raw for raw in fields if raw])
         )
         signer.update(envelope.body)
-        return _PREFIX + base64.urlsafe_b64encode(signer.digest()).rstrip(b"=").decode()
+        return _PREFIX + signer.hexdigest()
 
     def sign(self, envelope: Envelope, *, sender: str, recipient: str) -> Envelope:
         """``envelope`` with its MAC set."""
-        return dataclasses.replace(
-            envelope, mac=self.mac(envelope, sender=sender, recipient=recipient)
-        )
+        e = envelope  # built positionally: dataclasses.replace costs more than the MAC
+        mac = self.mac(e, sender=sender, recipient=recipient)
+        return Envelope(e.body, e.type, e.cluster, e.reply_to, e.correlation_id, e.status, mac)
 
     def verify(self, envelope: Envelope, *, sender: str, recipient: str) -> None:
         """Raise :class:`InvalidEnvelope` (``unsigned`` or ``bad_mac``) unless ``envelope``
