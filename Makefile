@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test unit fmt lint typecheck pytest demo safety-soak chaos bench clean
+.PHONY: test unit fmt lint typecheck pytest demo safety-soak chaos fuzz bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ pytest: $(STAMP)
 # Thousands of randomized safety seeds; not part of `make test`.
 safety-soak: $(STAMP)
 	RAFTMQ_SAFETY_SEEDS=$${RAFTMQ_SAFETY_SEEDS:-5000} $(BIN)/pytest -q -m slow tests/sim
+
+# Long fuzzing of every decoder and of the write rules (no broker); `make test` runs a
+# short one.
+fuzz: $(STAMP)
+	RAFTMQ_FUZZ_EXAMPLES=$${RAFTMQ_FUZZ_EXAMPLES:-20000} $(BIN)/pytest -q tests/hostile
 
 # Chaos runs against the local broker (restarts the RabbitMQ application); not in `make test`.
 chaos: $(STAMP)

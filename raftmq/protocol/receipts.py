@@ -39,7 +39,7 @@ def batch_outcomes(body: bytes, status: object, seqs: list[int]) -> list[Receipt
     is not one (not JSON, not an object, a result count or field that does not fit)."""
     try:
         answer = json.loads(body)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # deep nesting exhausts the stack
         raise ValueError(f"receipt is not JSON: {exc}") from None
     if not isinstance(answer, dict):
         raise ValueError("receipt is not a JSON object")

@@ -82,7 +82,7 @@ class Record:
         if meta_len:
             try:
                 meta = json.loads(payload[_HEAD.size : end])
-            except ValueError as exc:
+            except (ValueError, RecursionError) as exc:  # deep nesting exhausts the stack
                 raise MalformedMessage(f"record meta is not JSON: {exc}") from exc
             if not isinstance(meta, dict):
                 raise MalformedMessage("record meta is not an object")
