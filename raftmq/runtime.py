@@ -72,6 +72,12 @@ def build_node(
     )
     if settings.queue_services:
         attach_queue_services(node, settings)
+    else:
+        from raftmq.services.write_rules import WriteRules
+
+        schema = load_schema(settings.write_schema) if settings.write_schema else None
+        rules = WriteRules(settings.max_write_bytes, tuple(settings.write_content_types), schema)
+        node.write_check = rules.admit
     return node
 
 
@@ -92,14 +98,15 @@ def attach_queue_services(node: Node[Any], settings: NodeSettings) -> None:
 
     schema = load_schema(settings.write_schema) if settings.write_schema else None
     host = node.service_host
-    node.add_service(
-        Ingest(
-            host,
-            settings.amqp_url,
-            prefetch=settings.ingest_prefetch,
-            content_types=settings.write_content_types,
-            schema=schema,
-        )
+    ingest = Ingest(
+        host,
+        settings.amqp_url,
+        prefetch=settings.ingest_prefetch,
+        content_types=settings.write_content_types,
+        schema=schema,
     )
+    node.add_service(ingest)
+    # The `write` request is judged by the same rules as the writes queue.
+    node.write_check = ingest.admit
     node.add_service(Fanout(host, settings.amqp_url))
     node.add_service(ReplayServer(host, settings.amqp_url))

@@ -79,6 +79,9 @@ class Node(Generic[T]):
         self.max_write_bytes = max_write_bytes
         self._seed = seed
         self.allow_fault_injection = allow_fault_injection  # serve "isolate"/"rejoin" requests
+        # The cluster's write rules, run on every `write` request (set by runtime.py, which
+        # owns the rules' layer); raises WriteRejected. None: records go in as they are.
+        self.write_check: Callable[[Record], Record] | None = None
         self._loop: NodeLoop | None = None  # while started: the loop that owns the core
         self._task: asyncio.Task[None] | None = None  # the loop's task
         self._stopping = False
@@ -447,7 +450,8 @@ class _Host:
         return self._node.status()
 
     async def write_record(self, record: Record) -> Commit:
-        return await self._node.write_record(record)
+        check = self._node.write_check
+        return await self._node.write_record(record if check is None else check(record))
 
     async def transfer_leadership(self, to: str) -> None:
         await self._node.transfer_leadership(to)
