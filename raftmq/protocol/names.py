@@ -110,3 +110,16 @@ def producer_reply_queue(cluster: str, producer_id: str, unique: str) -> str:
 def replay_reply_queue(cluster: str, unique: str) -> str:
     """The exclusive queue a subscriber's replay answers come back to."""
     return f"raftmq.{cluster}.replay-reply.{unique}"
+
+
+DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"  # RabbitMQ direct reply-to (a requester's channel)
+
+
+def replay_reply_allowed(cluster: str, reply_to: str) -> bool:
+    """Whether a replay answer may go to ``reply_to``: a direct reply-to address or a
+    replay reply queue of ``cluster`` (never the writes queue, an inbox, a subscription or
+    another cluster's queue, where an answer would be taken for something else)."""
+    for prefix in (DIRECT_REPLY_TO + ".", replay_reply_queue(cluster, "")):
+        if reply_to.startswith(prefix) and len(reply_to) > len(prefix):
+            return True
+    return False

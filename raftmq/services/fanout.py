@@ -113,7 +113,7 @@ def committed_frames(
 async def previous_published(node: ServiceHost, index: int) -> int:
     """The highest index <= ``index`` that publishes a message, or 0 when none does."""
     first = await node.first_index()
-    hi = index
+    hi = min(index, node.applied_index)  # nothing above it is read: no scan of empty space
     while hi >= max(first, 1):
         lo = max(first, hi - _SCAN_BACK + 1, 1)
         for entry in reversed(await node.committed_entries(lo, hi)):

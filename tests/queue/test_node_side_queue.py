@@ -219,8 +219,11 @@ async def test_replay_answers_from_the_database(
     async with cluster.admin() as admin:  # any node may answer: each answers up to its applied
         await wait_applied(admin, cluster.node_ids, max(live), timeout=30)
     request = json.dumps({"from": 1, "to": None, "max": 10}).encode()
+    # answers go only to a direct reply-to address or a replay reply queue of the cluster
+    reply_name = names.replay_reply_queue(cluster.cluster, "test")
+    receipts = await Inbox(await channel.declare_queue(reply_name, exclusive=True)).start()
     await channel.default_exchange.publish(
-        aio_pika.Message(request, reply_to=receipts.queue.name, correlation_id="rp"),
+        aio_pika.Message(request, reply_to=reply_name, correlation_id="rp"),
         routing_key=names.replay_queue(cluster.cluster),
     )
     await receipts.wait(lambda: any(_h(m, names.H_REPLAY_END) for m in receipts.messages), 30)
