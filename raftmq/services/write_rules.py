@@ -47,7 +47,7 @@ from raftmq.protocol.limits import (
     short_string_ok,
     utf8_ok,
 )
-from raftmq.protocol.names import H_PRODUCER, H_SEQ
+from raftmq.protocol.names import H_INDEX, H_PREV_INDEX, H_PRODUCER, H_SEQ, H_TERM
 from raftmq.protocol.record import HeaderValue, Record
 from raftmq.services.fanout import committed_frames, committed_headers
 
@@ -162,6 +162,31 @@ def committed_header_size(record: Record) -> int:
     return len(committed_frames(0, b"", 1, replace(record, body=b""), headers))
 
 
+# Bytes of a content-header frame besides its properties (frame header and end, class,
+# weight, body size, property flags), and of raftmq's own headers besides the producer id.
+_FRAME_FIXED = 7 + 1 + 2 + 2 + 8 + 2 + 1  # ... and the delivery mode
+_OWN_HEADERS = sum(1 + len(name) + 9 for name in (H_INDEX, H_TERM, H_PREV_INDEX, H_SEQ)) + (
+    1 + len(H_PRODUCER) + 5
+)
+
+
+def committed_header_bound(record: Record) -> int:
+    """An upper bound of :func:`committed_header_size`, by arithmetic (a UTF-8 code point
+    takes at most 4 bytes, a number at most 9 with its type): encoding the header per
+    write costs several times the other checks, and nearly every write is far below a
+    frame. Only a write whose bound exceeds the frame is encoded to decide."""
+    size = _FRAME_FIXED + 4 + _OWN_HEADERS
+    if record.content_type is not None:
+        size += 1 + 4 * len(record.content_type)
+    if record.message_id is not None:
+        size += 1 + 4 * len(record.message_id)
+    if record.producer_id is not None:
+        size += 4 * len(record.producer_id)
+    for key, value in record.headers.items():
+        size += 2 + 4 * len(key) + (5 + 4 * len(value) if isinstance(value, str) else 9)
+    return size
+
+
 @dataclass(frozen=True, slots=True)
 class WriteRules:
     """The cluster's rules for a write (docs/protocol.md §5), alone, in a batch or sent as
@@ -200,6 +225,22 @@ class WriteRules:
             raise BadWrite(
                 f"too_large: {size} bytes exceeds max_write_bytes={self.max_write_bytes}"
             )
+        # Below the bound the header fits for sure, and the checks above leave nothing the
+        # encoder could refuse; only a write near a frame is encoded to decide.
+        if committed_header_bound(record) > self.frame_max:
+            self._check_frame(record)
+        if self.schema is not None:
+            try:
+                self.schema.model_validate_json(record.body)
+            except ValidationError as exc:
+                raise BadWrite(
+                    f"schema: not a valid {self.schema.__name__}: {exc.error_count()} errors"
+                ) from None
+        return record, payload
+
+    def _check_frame(self, record: Record) -> None:
+        """Encode the committed message's content header with fan-out's own code: BadWrite
+        when it cannot be encoded or does not fit one frame."""
         try:
             frame = committed_header_size(record)
         except (struct.error, OverflowError, UnicodeEncodeError) as exc:
@@ -209,14 +250,6 @@ class WriteRules:
                 f"too_large: committed headers take {frame} bytes, "
                 f"more than one frame (frame_max={self.frame_max})"
             )
-        if self.schema is not None:
-            try:
-                self.schema.model_validate_json(record.body)
-            except ValidationError as exc:
-                raise BadWrite(
-                    f"schema: not a valid {self.schema.__name__}: {exc.error_count()} errors"
-                ) from None
-        return record, payload
 
     def from_delivery(self, message: Delivery) -> tuple[Record, bytes]:
         """The Record of one single-write delivery and its payload, or :class:`BadWrite`

@@ -24,7 +24,12 @@ from raftmq.protocol.limits import FRAME_MAX, H_TRIMMED, H_UNDECODABLE
 from raftmq.protocol.record import Record
 from raftmq.services.dead_letters import fit_dead_letter
 from raftmq.services.fanout import committed_frames, committed_headers
-from raftmq.services.write_rules import BadWrite, WriteRules
+from raftmq.services.write_rules import (
+    BadWrite,
+    WriteRules,
+    committed_header_bound,
+    committed_header_size,
+)
 from tests.hostile.writes import HostileWrite, encode_record, expected_headers, hostile_writes
 
 RULES = WriteRules(max_write_bytes=1 << 20)
@@ -212,3 +217,22 @@ def test_every_hostile_write_is_accepted_byte_exact_or_refused_with_a_reason(
             source.content_type,
             source.message_id,
         )
+
+
+@settings(
+    max_examples=int(os.environ.get("RAFTMQ_FUZZ_EXAMPLES", "150")),
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(hostile_writes)
+def test_the_frame_bound_is_never_below_the_encoded_header(write: HostileWrite) -> None:
+    """The rules skip encoding the committed header when the arithmetic bound fits a
+    frame: the bound must never be below what fan-out's encoder produces."""
+    if write.batch is not None:
+        return
+    try:
+        record, _ = RULES.from_properties(
+            write.body, write.headers, write.content_type, write.message_id
+        )
+    except BadWrite:
+        return
+    assert committed_header_bound(record) >= committed_header_size(record)
