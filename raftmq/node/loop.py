@@ -4,7 +4,7 @@ Storage and a Transport, obeying *persist before send*.
 Per wake-up (a message, a write, or a tick)::
 
     tick the core for every elapsed tick_interval
-    step every queued message; propose every queued write as one batch
+    step every queued message; propose the queued writes as one batch (bounded per turn)
     while the core has a Ready:
         transport.send(AppendEntries)     # leader only, term and vote already durable
         storage.save(hard state + truncation + entries + deferred bookkeeping)  # ONE txn
@@ -62,6 +62,11 @@ R = TypeVar("R")
 
 _MAX_QUEUED_MESSAGES = 100_000  # inbound Raft messages buffered while the loop is busy
 _MAX_CATCHUP_TICKS = 3  # ticks replayed at once after a stall (never a burst of elections)
+# Writes proposed in one loop turn, by count and bytes: a burst of huge batches is
+# proposed over several turns, each followed by its save and sends, so that ticks and
+# heartbeats keep their pace (one turn's save must stay well inside an election timeout).
+_MAX_PROPOSED_PER_TURN = 2048
+_MAX_PROPOSED_BYTES_PER_TURN = 2 << 20
 _STORAGE_RETRY = (0.05, 2.0)  # first and maximal back-off between failed operations, s
 
 
@@ -216,10 +221,17 @@ class NodeLoop:
                 future.set_result(None)
 
     def _propose_queued(self) -> None:
-        if not self.proposals:
-            return
-        batch = [(p, f) for p, f in self.proposals if not f.done()]
-        self.proposals.clear()
+        proposals = self.proposals
+        batch: list[tuple[bytes, asyncio.Future[Commit]]] = []
+        size = 0
+        # In submission order; what is left waits for the next turn (which comes at once).
+        while proposals and len(batch) < _MAX_PROPOSED_PER_TURN:
+            if batch and size + len(proposals[0][0]) > _MAX_PROPOSED_BYTES_PER_TURN:
+                break
+            payload, future = proposals.popleft()
+            if not future.done():
+                batch.append((payload, future))
+                size += len(payload)
         if not batch:
             return
         core = self.core

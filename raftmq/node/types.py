@@ -111,8 +111,8 @@ class ServiceHost(Protocol):
 
     def submit_payload(self, payload: bytes) -> asyncio.Future[Commit]:
         """Queue an encoded record for the next proposal batch (leader only); payloads
-        submitted without an await in between go into one batch, in order. Raises
-        NotLeader, WriteRejected (size) or NodeStopped at once."""
+        submitted without an await in between go into one batch (up to the loop's per-turn
+        bound), in order. Raises NotLeader, WriteRejected (size) or NodeStopped at once."""
         ...
 
     async def propose_watermark(self, index: int) -> Commit:

@@ -3,7 +3,8 @@
 Only while the node leads (see :class:`raftmq.services.leading.LeaderService`). Each delivery is
 converted to a :class:`Record` by the rules of :mod:`raftmq.services.write_rules`, whose encoded
 payload goes to ``ServiceHost.submit_payload`` without an await in between, so all deliveries of
-one loop turn become one proposal batch, in queue order; a batch message yields to the event
+one loop turn become one proposal batch (up to the node loop's per-turn bound), in queue
+order; a batch message yields to the event
 loop every :data:`TURN_RECORDS` records or :data:`TURN_BYTES` bytes, so that a burst of huge
 batches cannot starve the node's heartbeats.
 A delivery is acked only after its entry committed (or it was a duplicate of a committed
