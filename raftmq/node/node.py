@@ -35,16 +35,7 @@ from raftmq.node.sessions import (
     Original,
     SessionTable,
 )
-from raftmq.node.identity import open_admitted
-from raftmq.node.types import (
-    NODE_COUNTERS,
-    ClusterIdentity,
-    OnCommit,
-    OnRecord,
-    Service,
-    ServiceHost,
-    T,
-)
+from raftmq.node.types import OnCommit, OnRecord, Service, ServiceHost, T
 from raftmq.protocol.receipts import Commit
 from raftmq.protocol.record import Record
 from raftmq.protocol.requests import NodeStatus
@@ -79,10 +70,8 @@ class Node(Generic[T]):
         allow_fault_injection: bool = False,
         session_expiry_entries: int = DEFAULT_SESSION_EXPIRY_ENTRIES,
         max_session_gap: int = DEFAULT_MAX_SESSION_GAP,
-        identity: ClusterIdentity | None = None,
     ) -> None:
         self.config = config.validate()
-        self._identity = identity  # admits the cluster id at start; None: the transport's
         self._storage = storage
         self._transport = transport
         self.tick_interval = tick_interval
@@ -101,7 +90,15 @@ class Node(Generic[T]):
         # after each applied batch, with its entries (persisted, applied)
         self._apply_observers: list[Callable[[tuple[Entry, ...]], None]] = []
         self._services: list[Service] = []  # started/stopped with the node, in order
-        self._counters: dict[str, int] = dict.fromkeys(NODE_COUNTERS, 0)
+        self._counters: dict[str, int] = {
+            "inbox_overflow": 0,
+            "apply_errors": 0,
+            "apply_decode_errors": 0,
+            "apply_unsessioned": 0,
+            "apply_bad_watermarks": 0,
+            "storage_retries": 0,
+            "storage_read_retries": 0,
+        }
         # the apply path: callbacks, client sessions, fan-out watermark, write results
         self._applier = Applier(
             self.config.node_id,
@@ -129,11 +126,10 @@ class Node(Generic[T]):
         await self.stop()
 
     async def start(self) -> None:
-        """Open storage under the cluster's identity (raftmq.node.identity), rebuild the
-        core from it, connect the transport and run."""
+        """Open storage, rebuild the core from it, connect the transport and run."""
         if self._task is not None:
             raise RuntimeError("node already started")
-        await open_admitted(self._storage, self._identity, self._transport)
+        await self._storage.open()
         initial = await self._storage.initial_state()
         await self._applier.restore(self._storage, initial)
         loop = self._loop = NodeLoop(
@@ -339,11 +335,8 @@ class Node(Generic[T]):
             now = asyncio.get_running_loop().time()
             contact = round(now - node_loop.last_leader_contact, 3)
         failed = node_loop.failure is not None  # a dead loop never claims to lead
-        record = self._identity.record if self._identity is not None else None
         return NodeStatus(
             cluster=self._transport.cluster,
-            cluster_id=self._transport.cluster_id or None,
-            bootstrap_voters=None if record is None else list(record.voters),
             node_id=self.node_id,
             role=Role.FOLLOWER if failed else core.role,
             term=core.term,
