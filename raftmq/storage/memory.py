@@ -10,7 +10,7 @@ from __future__ import annotations
 from raftmq.core.types import Entry, HardState, InitialState
 from raftmq.errors import StorageError, StoreMismatch
 from raftmq.storage.port import ClientSession, PersistBatch, Snapshot
-from raftmq.storage.rules import check_batch, check_snapshot
+from raftmq.storage.rules import check_batch, check_cluster_id, check_snapshot
 
 
 class MemoryStorage:
@@ -29,6 +29,7 @@ class MemoryStorage:
         self._applied = 0  # last saved applied index
         self._watermark = 0  # last saved fan-out watermark
         self._sessions: dict[str, ClientSession] = {}  # by producer id
+        self._cluster_id: str | None = None  # saved once, never changed
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -86,6 +87,17 @@ class MemoryStorage:
 
     def _terms(self, lo: int, hi: int) -> list[tuple[int, int]]:
         return [(e.index, e.term) for e in self._log[lo - self._first : hi - self._first + 1]]
+
+    async def cluster_id(self) -> str | None:
+        """The saved cluster id, if any."""
+        self._need_open()
+        return self._cluster_id
+
+    async def save_cluster_id(self, cluster_id: str) -> None:
+        """Record the cluster id once (see the Storage port)."""
+        self._need_open()
+        check_cluster_id(cluster_id, self._cluster_id, f"memory store of {self.node_id!r}")
+        self._cluster_id = cluster_id
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         """Store ``snapshot`` and compact the log (§7); an older snapshot is ignored."""

@@ -171,6 +171,17 @@ class Storage(Protocol):
         """Every client session."""
         ...
 
+    async def cluster_id(self) -> str | None:
+        """The id of the cluster this database was admitted to, None until it was saved."""
+        ...
+
+    async def save_cluster_id(self, cluster_id: str) -> None:
+        """Record the cluster id once (saving the same id again does nothing).
+
+        Raises StoreMismatch, changing nothing, when the database already holds another
+        id, and StorageRefused for an id that is empty or longer than 64 characters."""
+        ...
+
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         """Store a snapshot and drop log entries with index <= snapshot.index, atomically.
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from raftmq.core.types import HardState
-from raftmq.errors import StorageRefused
+from raftmq.errors import StorageRefused, StoreMismatch
 from raftmq.storage.port import ClientSession, PersistBatch, Snapshot
 
 INT64_MAX = (1 << 63) - 1  # the largest value of a BIGINT column
@@ -158,3 +158,17 @@ def check_snapshot(snapshot: Snapshot, snap_index: int) -> bool:
     if not (storable_int(snapshot.index) and storable_int(snapshot.term)):
         raise StorageRefused(f"snapshot index or term outside int64 ({snapshot.index})")
     return snapshot.index > snap_index
+
+
+MAX_CLUSTER_ID_CHARS = 64  # the column's width; a cluster id is 32 hex digits
+
+
+def check_cluster_id(cluster_id: str, stored: str | None, where: str) -> None:
+    """Raise unless ``cluster_id`` may be saved over ``stored``: StorageRefused for an empty
+    or too long id, StoreMismatch when another id is already stored."""
+    if not cluster_id or len(cluster_id) > MAX_CLUSTER_ID_CHARS:
+        raise StorageRefused(f"a cluster id of {len(cluster_id)} characters cannot be saved")
+    if stored is not None and stored != cluster_id:
+        raise StoreMismatch(
+            f"{where} belongs to cluster id {stored}, not {cluster_id}; nothing was changed"
+        )

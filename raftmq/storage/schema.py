@@ -56,6 +56,9 @@ class Meta(Base):
     identity: Mapped[str] = mapped_column(String(32))  # always SCHEMA_IDENTITY
     cluster: Mapped[str] = mapped_column(String(200))  # cluster name; never changes
     node_id: Mapped[str] = mapped_column(String(200))  # node id; never changes
+    # The id of the cluster's bootstrap this database was admitted to (revision 0003);
+    # None until the node first starts with it, then never changes.
+    cluster_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class HardStateRow(Base):

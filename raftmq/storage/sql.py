@@ -25,7 +25,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, func, insert, select
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -42,7 +42,7 @@ from raftmq.storage.engine import (
 )
 from raftmq.storage.migrate import check_owner, check_schema, read_info, translate, upgrade_in
 from raftmq.storage.port import ClientSession, PersistBatch, Snapshot
-from raftmq.storage.rules import check_batch, check_snapshot
+from raftmq.storage.rules import check_batch, check_cluster_id, check_snapshot
 from raftmq.storage.runner import Runner, make_runner
 from raftmq.storage.schema import (
     SCHEMA_IDENTITY,
@@ -275,7 +275,22 @@ class SqlStorage:
         conn.execute(insert(snapshot_table), [row])
         return keep_suffix
 
+    async def save_cluster_id(self, cluster_id: str) -> None:
+        """Record the cluster id once (see the Storage port)."""
+        await self._run("save_cluster_id", self._cluster_id_txn, cluster_id, write=True)
+
+    def _cluster_id_txn(self, conn: Connection, cluster_id: str) -> None:
+        check_cluster_id(cluster_id, self._cluster_id_read(conn), self._where)
+        conn.execute(update(meta_table).values(cluster_id=cluster_id))
+
+    def _cluster_id_read(self, conn: Connection) -> str | None:
+        return conn.execute(select(meta_table.c.cluster_id)).scalar()
+
     # -- reads -----------------------------------------------------------------------
+
+    async def cluster_id(self) -> str | None:
+        """The saved cluster id, if any (read from the database)."""
+        return await self._run("cluster_id", self._cluster_id_read)
 
     async def initial_state(self, tail_entries: int = 1024) -> InitialState:
         """Hard state, bounds, term runs (one GROUP BY query) and the last entries only."""

@@ -302,6 +302,30 @@ class StorageContract:
         finally:
             await owner.close()
 
+    async def test_cluster_id_is_saved_once_and_never_replaced(self, factory: StoreFactory) -> None:
+        """A fresh database has no cluster id; the first one saved stays across reopens;
+        saving it again does nothing; another id, an empty or an over-long one is refused
+        and nothing changes (the database of one bootstrap never joins another)."""
+        store = await self.opened(factory)
+        try:
+            assert await store.cluster_id() is None
+            await store.save(PersistBatch(hard_state=HardState(term=1), entries=entries(1, 1, 1)))
+            await store.save_cluster_id("a" * 32)
+            await store.save_cluster_id("a" * 32)  # idempotent: a retried start
+            for bad in ("", "x" * 65):
+                with pytest.raises(StorageRefused):
+                    await store.save_cluster_id(bad)
+            with pytest.raises(StoreMismatch, match="belongs to cluster id " + "a" * 32):
+                await store.save_cluster_id("b" * 32)
+        finally:
+            await store.close()
+        again = await self.opened(factory)
+        try:
+            assert await again.cluster_id() == "a" * 32
+            assert await again.last_index() == 1
+        finally:
+            await again.close()
+
     async def test_operations_need_open(self, factory: StoreFactory) -> None:
         store = factory("c", "n1")
         with pytest.raises(StorageError):

@@ -14,10 +14,12 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
+from raftmq.core.types import Entry, HardState
 from raftmq.storage import migrate
 from raftmq.storage.engine import create_store_engine
-from raftmq.storage.port import ClientSession
+from raftmq.storage.port import ClientSession, PersistBatch
 from raftmq.storage.schema import OWN_TABLES, VERSION_TABLE, metadata
+from raftmq.storage.sql import SqlStorage
 from raftmq.storage.sqlops import sessions_txn
 from raftmq.storage.statements import WriteStatements
 
@@ -94,7 +96,7 @@ async def test_upgrade_0001_to_0002_keeps_sessions_with_last_seq_semantics(db_ur
     await migrate.upgrade(db_url)
     assert await migrate.downgrade(db_url, "0001") == "0001"
     await _run_sync(db_url, _insert_0001_session)
-    assert await migrate.upgrade(db_url) == "0002"
+    assert await migrate.upgrade(db_url) == migrate.head_revision()
     [old] = await _run_sync(db_url, sessions_txn)
     # Before 0002 a session meant "every seq <= last_seq applied": floor = last_seq.
     assert old == ClientSession("old", 7, 40, 3, 41, floor=7, above=())
@@ -112,7 +114,7 @@ async def test_downgrade_0002_to_0001_and_back_to_head(db_url: str) -> None:
     await _run_sync(db_url, lambda c: WriteStatements(c.dialect).put_sessions(c, [row]))
     assert await migrate.downgrade(db_url, "0001") == "0001"
     assert await migrate.current(db_url) == "0001"
-    assert await migrate.upgrade(db_url) == migrate.head_revision() == "0002"
+    assert await migrate.upgrade(db_url) == migrate.head_revision()
     # Going through 0001 keeps the row; its seq set falls back to "<= last_seq".
     assert await _run_sync(db_url, sessions_txn) == [ClientSession("p", 9, 50, 2, 50)]
     engine = create_store_engine(db_url)
@@ -123,8 +125,43 @@ async def test_downgrade_0002_to_0001_and_back_to_head(db_url: str) -> None:
         await engine.dispose()
 
 
-def test_head_revision_is_the_session_seq_set() -> None:
-    assert migrate.head_revision() == "0002"
+async def test_upgrade_0002_to_0003_keeps_a_populated_database_without_cluster_id(
+    db_url: str,
+) -> None:
+    """A database written before the cluster id existed opens (upgraded) with everything it
+    held and no cluster id; the node then saves the one it was admitted with."""
+    store = SqlStorage(db_url, cluster="c", node_id="n1")
+    await store.open()
+    entries = tuple(Entry(index=i, term=2, data=b"w%d" % i) for i in (1, 2, 3))
+    session = ClientSession("p", 4, 3, 2, 3)
+    await store.save(
+        PersistBatch(
+            hard_state=HardState(term=2, voted_for="n2", commit=3),
+            entries=entries,
+            applied=3,
+            fanout_watermark=2,
+            sessions=(session,),
+        )
+    )
+    await store.close()
+    assert await migrate.downgrade(db_url, "0002") == "0002"
+    store = SqlStorage(db_url, cluster="c", node_id="n1")
+    await store.open()  # upgrades to head
+    try:
+        assert await migrate.current(db_url) == migrate.head_revision() == "0003"
+        assert await store.cluster_id() is None
+        assert await store.entries(1, 3) == list(entries)
+        assert await store.hard_state() == HardState(term=2, voted_for="n2", commit=3)
+        assert (await store.applied(), await store.fanout_watermark()) == (3, 2)
+        assert await store.sessions() == [session]
+        await store.save_cluster_id("ab" * 16)
+        assert await store.cluster_id() == "ab" * 16
+    finally:
+        await store.close()
+
+
+def test_head_revision_is_the_cluster_id() -> None:
+    assert migrate.head_revision() == "0003"
     assert migrate.script_location() == REPO / "migrations"
 
 
@@ -145,8 +182,8 @@ def _alembic(*args: str, env: dict[str, str] | None = None) -> str:
 def test_alembic_cli_from_repo_root(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
     _alembic("-x", f"url={url}", "upgrade", "head")
-    assert "0002 (head)" in _alembic("-x", f"url={url}", "current")
+    assert "0003 (head)" in _alembic("-x", f"url={url}", "current")
     assert "No new upgrade operations detected" in _alembic("-x", f"url={url}", "check")
     env_url = f"sqlite:///{tmp_path / 'env.db'}"  # driverless URL, from the environment
     _alembic("upgrade", "head", env={"RAFTMQ_DATABASE_URL": env_url})
-    assert "0002 (head)" in _alembic("current", env={"RAFTMQ_DATABASE_URL": env_url})
+    assert "0003 (head)" in _alembic("current", env={"RAFTMQ_DATABASE_URL": env_url})
