@@ -65,8 +65,8 @@ _MAX_CATCHUP_TICKS = 3  # ticks replayed at once after a stall (never a burst of
 # Writes proposed in one loop turn, by count and bytes: a burst of huge batches is
 # proposed over several turns, each followed by its save and sends, so that ticks and
 # heartbeats keep their pace (one turn's save must stay well inside an election timeout).
-_MAX_PROPOSED_PER_TURN = 2048
-_MAX_PROPOSED_BYTES_PER_TURN = 2 << 20
+_MAX_PROPOSED_PER_TURN = 512
+_MAX_PROPOSED_BYTES_PER_TURN = 1 << 20
 _STORAGE_RETRY = (0.05, 2.0)  # first and maximal back-off between failed operations, s
 
 

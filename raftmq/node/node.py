@@ -280,7 +280,7 @@ class Node(Generic[T]):
         Raises at once what :meth:`write` raises at once (NodeStopped, NotLeader,
         WriteRejected for size). Records are proposed in submission order; those submitted
         without an await in between go into one proposal batch, up to the loop's per-turn
-        bound (2,048 writes or 2 MiB; the rest follow in the next turns). The future never
+        bound (512 writes or 1 MiB; the rest follow in the next turns). The future never
         times out by itself: the caller bounds its wait."""
         return self._submit_payload(record.encode())
 

@@ -50,6 +50,10 @@ logger = logging.getLogger("raftmq.services.ingest")
 DEFAULT_PREFETCH = 2000  # unacked writes in flight on the leader
 TURN_RECORDS = 1000  # records of a batch judged and submitted between two yields, at most
 TURN_BYTES = 1 << 20  # bytes of records judged and submitted between two yields, at most
+# Writes submitted to the node and not yet settled, at most: a burst of huge batches waits
+# here for commits instead of piling proposals on the loop (whose ticks, heartbeats and
+# saves share this event loop), so the leader keeps its followers' lease while it ingests.
+MAX_UNSETTLED = 4096
 _FRAME_OVERHEAD = 8  # bytes of a frame around its payload
 
 
@@ -73,6 +77,9 @@ class Ingest(LeaderService):
         # The rules of every write; frame_max becomes the broker's at each connect.
         self.rules = WriteRules(node.max_write_bytes, tuple(content_types), schema)
         install_header_guard()  # a header pamqp cannot decode must not end the connection
+        self._unsettled = 0  # submitted writes whose commit future is not done
+        self._room = asyncio.Event()  # set while _unsettled < MAX_UNSETTLED
+        self._room.set()
         for key in ("committed", "duplicates", "dead", "requeued", "reconnects"):
             node.count(f"ingest_{key}", 0)  # shown by `raftmq status --json`
 
@@ -193,7 +200,17 @@ class Ingest(LeaderService):
             original = self.node.original(key[0], key[1])
             if original is not None:
                 return Commit(original.index or 0, original.term or 0, duplicate=True)
-        return self.node.submit_payload(payload)
+        future = self.node.submit_payload(payload)
+        self._unsettled += 1
+        if self._unsettled >= MAX_UNSETTLED:
+            self._room.clear()
+        future.add_done_callback(self._settled)
+        return future
+
+    def _settled(self, _future: asyncio.Future[Commit]) -> None:
+        self._unsettled -= 1
+        if self._unsettled < MAX_UNSETTLED:
+            self._room.set()
 
     def _count(self, duplicate: bool) -> None:
         self.node.count("ingest_duplicates" if duplicate else "ingest_committed")
@@ -225,8 +242,10 @@ class Ingest(LeaderService):
             for payload in payloads:
                 if turn_records >= TURN_RECORDS or turn_bytes >= TURN_BYTES:
                     # Let the node loop run (heartbeats, replies) between slices of a
-                    # huge batch; the order of this batch's records is kept.
+                    # huge batch, and wait while too many writes are unsettled; the
+                    # order of this batch's records is kept.
                     await asyncio.sleep(0)
+                    await self._room.wait()
                     turn_records = turn_bytes = 0
                 turn_records += 1
                 turn_bytes += len(payload)

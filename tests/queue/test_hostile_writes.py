@@ -280,10 +280,6 @@ async def test_ingest_comes_back_when_the_broker_closes_its_connection(
     assert cluster.crashed() == {}
 
 
-@pytest.mark.skip(
-    reason="unfinished: the five 10,000-record batches are not all receipted within 240 s; "
-    "the node loop proposes every queued write in one turn (no per-turn bound yet)"
-)
 async def test_a_burst_of_huge_batches_is_ingested_without_an_election(
     local_cluster: ClusterFactory, channel: AbstractChannel
 ) -> None:
