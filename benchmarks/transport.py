@@ -26,6 +26,7 @@ import aio_pika
 from raftmq.core.messages import AppendEntries, Message, RequestVote, RequestVoteReply
 from raftmq.core.types import Entry
 from raftmq.protocol.auth import ClusterKey
+from raftmq.protocol.bootstrap import new_cluster_id
 from raftmq.transport.amqp import AmqpTransport
 from raftmq.transport.rpc import RpcClient
 
@@ -111,12 +112,14 @@ async def main(url: str, count: int, round_trips: int, batch: int, insecure: boo
     """Run the three measurements and print them."""
     cluster = f"bench{uuid.uuid4().hex[:8]}"
     key = None if insecure else ClusterKey(os.urandom(32))
+    cluster_id = new_cluster_id()  # no bootstrap record: the transports are told the id
     print("insecure: nothing signed" if insecure else "signed: HMAC-SHA256 on every message")
     received = Arrivals()
     replies: asyncio.Queue[float] = asyncio.Queue()
     a, b = (
         AmqpTransport(
-            url, cluster, node, key=key, message_ttl_ms=10_000, inbox_max_length=10**6,
+            url, cluster, node, key=key, cluster_id=cluster_id, message_ttl_ms=10_000,
+            inbox_max_length=10**6,
             outbox_limit=10**6,
         )
         for node in ("a", "b")
@@ -137,7 +140,7 @@ async def main(url: str, count: int, round_trips: int, batch: int, insecure: boo
 
     await a.start(on_a)
     await b.start(on_b, status)
-    client = RpcClient(url, cluster, key=key)
+    client = RpcClient(url, cluster, key=key, cluster_id=cluster_id)
     await client.start()
     try:
         await one_way(a, received, 2000, batch)  # warm-up

@@ -95,6 +95,7 @@ class DropReason(StrEnum):
     WRONG_RECIPIENT = "wrong_recipient"  # message addressed to another node
     UNSIGNED = "unsigned"  # node traffic without a MAC (the cluster key is required)
     BAD_MAC = "bad_mac"  # a MAC that does not match: another key, or altered after signing
+    OTHER_CLUSTER_ID = "other_cluster_id"  # signed for another bootstrap of the cluster name
 
 
 class InvalidEnvelope(MalformedMessage):

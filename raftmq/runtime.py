@@ -15,6 +15,7 @@ from raftmq.node.settings import NodeSettings
 from raftmq.node.types import OnCommit, OnRecord
 from raftmq.storage.sql import SqlStorage
 from raftmq.transport.amqp import AmqpTransport
+from raftmq.transport.identity import AmqpClusterIdentity
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -30,7 +31,10 @@ def build_node(
 ) -> Node[T]:
     """A node for ``settings`` (not started: use ``async with`` or ``await node.start()``).
 
-    Raises ConfigError without a cluster key unless ``settings.insecure``."""
+    Raises ConfigError without a cluster key unless ``settings.insecure``, without peers
+    unless ``settings.single_node``, and for the data dir of another node."""
+    settings.check_voters()
+    settings.check_data_dir()
     key = settings.load_cluster_key()
     if key is None:
         logger.warning(
@@ -69,6 +73,7 @@ def build_node(
         allow_fault_injection=settings.allow_fault_injection,
         session_expiry_entries=settings.session_expiry_entries,
         max_session_gap=settings.max_session_gap,
+        identity=AmqpClusterIdentity(settings.amqp_url, settings.cluster, settings.voters),
     )
     if settings.queue_services:
         attach_queue_services(node, settings)

@@ -91,6 +91,38 @@ def test_node_refuses_settings_mistakes_without_a_traceback(
 
 
 @pytest.mark.usefixtures("no_key_env")
+def test_a_node_without_peers_refuses_unless_single_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A node started without --peers used to run as a cluster of its own: a second leader
+    on the writes queue, acknowledging writes the real cluster never saw."""
+    monkeypatch.setenv("RAFTMQ_PEERS", "")
+    start = ["node", "--node-id", "n1", "--data-dir", str(tmp_path), "--insecure"]
+    result = runner.invoke(app, [*start, "--amqp-url", "amqp://g:g@127.0.0.1:1/"])
+    assert result.exit_code == 1 and "error: no --peers:" in result.output, result.output
+    assert "--single-node" in result.output  # says what to do
+    assert isinstance(result.exception, SystemExit)  # a clean exit, no traceback
+    both = runner.invoke(app, [*start, "--peers", "n2", "--single-node"])
+    assert both.exit_code == 1 and "choose one" in both.output, both.output
+    assert not list(tmp_path.glob("*.db"))  # refused before touching a database
+    alone = runner.invoke(app, [*start, "--single-node", "--amqp-url", "amqp://g:g@127.0.0.1:1/"])
+    assert alone.exit_code == 1 and "cannot connect" in alone.output, alone.output
+
+
+@pytest.mark.usefixtures("no_key_env")
+def test_the_data_dir_of_another_node_is_refused(tmp_path: Path) -> None:
+    """A node restarted with another node's --data-dir used to create an empty database
+    there and rejoin; it is refused, naming the files, and nothing is created."""
+    other = tmp_path / "raftmq-raftmq-n2.db"
+    other.write_bytes(b"")
+    result = _node(tmp_path, "--insecure")
+    assert result.exit_code == 1, result.output
+    assert "raftmq-raftmq-n2.db" in result.output and "none of node n1" in result.output
+    assert isinstance(result.exception, SystemExit)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other.name]
+
+
+@pytest.mark.usefixtures("no_key_env")
 def test_short_key_is_refused_and_insecure_is_logged_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -44,6 +44,20 @@ async def consume(
     return str(ok.consumer_tag)
 
 
+async def consume_exclusive(
+    channel: RawChannel, queue: str, callback: Consumer, *, no_ack: bool
+) -> str | None:
+    """Start the only consumer of ``queue`` (a classic queue: quorum queues do not enforce
+    exclusive consumers); return its tag, or None when another consumer holds the queue
+    (the broker answers ACCESS_REFUSED "in exclusive use" and closes ``channel``). The
+    broker drops an exclusive consumer with its holder's channel or connection."""
+    try:
+        ok = await channel.basic_consume(queue, callback, no_ack=no_ack, exclusive=True)
+    except aiormq.exceptions.ChannelAccessRefused:
+        return None
+    return str(ok.consumer_tag)
+
+
 async def cancel(channel: RawChannel, consumer_tag: str) -> None:
     """Stop the consumer ``consumer_tag`` (waits for the broker's cancel-ok)."""
     await channel.basic_cancel(consumer_tag)

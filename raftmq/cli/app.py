@@ -91,6 +91,9 @@ def node(
             "--insecure", help="Run without a cluster key: anyone on the broker can forge traffic."
         ),
     ] = False,
+    single_node: Annotated[
+        bool, typer.Option("--single-node", help="No peers: a cluster of this node alone.")
+    ] = False,
     applied_log: Annotated[
         Path | None, typer.Option(help="Append every applied write to this JSON-lines file.")
     ] = None,
@@ -111,12 +114,14 @@ def node(
             "data_dir": data_dir,
             "cluster_key_file": cluster_key_file,
             "insecure": insecure or None,
+            "single_node": single_node or None,
         }.items()
         if value is not None
     }
     try:
         settings = NodeSettings(**overrides)
         settings.load_cluster_key()  # no key and no --insecure: refuse before connecting
+        settings.check_voters()  # no peers and no --single-node: likewise
     except ValidationError as exc:
         raise fail(f"invalid settings:\n{exc}") from None
     except ConfigError as exc:

@@ -37,11 +37,19 @@ class AdminClient:
 
     @classmethod
     def connect(
-        cls, amqp_url: str, cluster: str, nodes: Sequence[str], *, key: ClusterKey | None = None
+        cls,
+        amqp_url: str,
+        cluster: str,
+        nodes: Sequence[str],
+        *,
+        key: ClusterKey | None = None,
+        bootstrap_wait: float = 0.0,
     ) -> AdminClient:
         """An AdminClient over AMQP (enter it with ``async with``); ``key`` signs the
-        requests and checks the replies (None only for a cluster of ``--insecure`` nodes)."""
-        return cls(RpcClient(amqp_url, cluster, key=key), nodes)
+        requests and checks the replies (None only for a cluster of ``--insecure`` nodes)
+        with the cluster id of the cluster's bootstrap record, which entering reads
+        (waiting up to ``bootstrap_wait`` seconds for nodes that are starting)."""
+        return cls(RpcClient(amqp_url, cluster, key=key, bootstrap_wait=bootstrap_wait), nodes)
 
     async def __aenter__(self) -> AdminClient:
         if isinstance(self.requests, RpcClient):

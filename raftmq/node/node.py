@@ -27,6 +27,7 @@ from raftmq.core.raft import RaftCore
 from raftmq.core.types import Entry, Role, SoftState
 from raftmq.errors import NodeStopped, NotLeader, WriteRejected
 from raftmq.node.applier import Applier
+from raftmq.node.identity import ClusterIdentity, identity_status, open_admitted
 from raftmq.node.loop import NodeLoop
 from raftmq.node.requests import RequestServer
 from raftmq.node.sessions import (
@@ -35,7 +36,7 @@ from raftmq.node.sessions import (
     Original,
     SessionTable,
 )
-from raftmq.node.types import OnCommit, OnRecord, Service, ServiceHost, T
+from raftmq.node.types import NODE_COUNTERS, OnCommit, OnRecord, Service, ServiceHost, T
 from raftmq.protocol.receipts import Commit
 from raftmq.protocol.record import Record
 from raftmq.protocol.requests import NodeStatus
@@ -70,8 +71,10 @@ class Node(Generic[T]):
         allow_fault_injection: bool = False,
         session_expiry_entries: int = DEFAULT_SESSION_EXPIRY_ENTRIES,
         max_session_gap: int = DEFAULT_MAX_SESSION_GAP,
+        identity: ClusterIdentity | None = None,
     ) -> None:
         self.config = config.validate()
+        self._identity = identity  # admits the cluster id at start (None: the transport's)
         self._storage = storage
         self._transport = transport
         self.tick_interval = tick_interval
@@ -90,15 +93,7 @@ class Node(Generic[T]):
         # after each applied batch, with its entries (persisted, applied)
         self._apply_observers: list[Callable[[tuple[Entry, ...]], None]] = []
         self._services: list[Service] = []  # started/stopped with the node, in order
-        self._counters: dict[str, int] = {
-            "inbox_overflow": 0,
-            "apply_errors": 0,
-            "apply_decode_errors": 0,
-            "apply_unsessioned": 0,
-            "apply_bad_watermarks": 0,
-            "storage_retries": 0,
-            "storage_read_retries": 0,
-        }
+        self._counters: dict[str, int] = dict.fromkeys(NODE_COUNTERS, 0)
         # the apply path: callbacks, client sessions, fan-out watermark, write results
         self._applier = Applier(
             self.config.node_id,
@@ -126,10 +121,10 @@ class Node(Generic[T]):
         await self.stop()
 
     async def start(self) -> None:
-        """Open storage, rebuild the core from it, connect the transport and run."""
+        """Open storage (admitted under the cluster's id), rebuild the core, connect, run."""
         if self._task is not None:
             raise RuntimeError("node already started")
-        await self._storage.open()
+        await open_admitted(self._storage, self._identity, self._transport)
         initial = await self._storage.initial_state()
         await self._applier.restore(self._storage, initial)
         loop = self._loop = NodeLoop(
@@ -337,6 +332,7 @@ class Node(Generic[T]):
         failed = node_loop.failure is not None  # a dead loop never claims to lead
         return NodeStatus(
             cluster=self._transport.cluster,
+            **identity_status(self._identity, self._transport),
             node_id=self.node_id,
             role=Role.FOLLOWER if failed else core.role,
             term=core.term,

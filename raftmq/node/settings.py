@@ -15,6 +15,11 @@ so is a named TOML file that does not exist: a setting that is silently ignored 
 than a node that does not start. (Misspelt ``RAFTMQ_*`` variables cannot be told apart
 from other programs' variables and are not checked.)
 
+Bootstrapping is explicit: a node needs its ``peers``; a cluster of one node only with
+``single_node`` (``--single-node``, ``RAFTMQ_SINGLE_NODE``). A node that forgot its peers
+must not run as a cluster of its own, lead the writes queue and acknowledge writes the
+real cluster never sees.
+
 Node traffic is signed with the cluster key (:mod:`raftmq.protocol.auth`): the key file
 ``cluster_key_file`` (``RAFTMQ_CLUSTER_KEY_FILE``) or, for tests, the key itself in
 ``RAFTMQ_CLUSTER_KEY``. Without one a node starts only with ``insecure`` (``--insecure``).
@@ -23,6 +28,7 @@ Node traffic is signed with the cluster key (:mod:`raftmq.protocol.auth`): the k
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from importlib.resources.abc import Traversable
 from pathlib import Path
@@ -89,6 +95,7 @@ class NodeSettings(BaseSettings):
     cluster_key_file: Path | None = None  # file holding the cluster key (node traffic MAC)
     cluster_key: SecretStr | None = None  # the key itself (tests); never logged
     insecure: bool = False  # run without a cluster key: anyone on the broker can forge traffic
+    single_node: bool = False  # no peers on purpose: a cluster of this node alone
 
     @field_validator("write_content_types", mode="before")
     @classmethod
@@ -143,6 +150,44 @@ class NodeSettings(BaseSettings):
         if key is not None and self.insecure:
             raise ConfigError("insecure is set together with a cluster key: choose one")
         return key
+
+    def check_voters(self) -> None:
+        """Raise ConfigError unless the voter set is explicit: peers, or ``single_node``
+        without peers."""
+        if not self.peers and not self.single_node:
+            raise ConfigError(
+                f"no --peers: node {self.node_id} of cluster {self.cluster} needs the other "
+                "voters (--peers n2,n3, RAFTMQ_PEERS, or peers = [...] in the config file); "
+                "for a cluster of this node alone, say so with --single-node "
+                "(RAFTMQ_SINGLE_NODE=true)"
+            )
+        if self.peers and self.single_node:
+            raise ConfigError(
+                f"--single-node is set together with --peers {','.join(self.peers)}: choose one"
+            )
+
+    def check_data_dir(self) -> None:
+        """Raise ConfigError when the default SQLite file of this node is missing from
+        ``data_dir`` but files of other nodes of this cluster are there: the data dir of
+        another node, which this node must not join with an empty database."""
+        if self.database_url:
+            return
+        own = self.data_dir / f"raftmq-{self.cluster}-{self.node_id}.db"
+        if own.exists():
+            return
+        prefix = f"raftmq-{self.cluster}-"
+        others = sorted(
+            path.name
+            for path in self.data_dir.glob(f"{prefix}*.db")
+            if re.fullmatch(_NAME_PATTERN, path.name[len(prefix) : -len(".db")])
+        )
+        if others:
+            raise ConfigError(
+                f"the data dir {self.data_dir} holds the databases of other nodes of cluster "
+                f"{self.cluster} ({', '.join(others)}) and none of node {self.node_id} "
+                f"({own.name}): is --data-dir (or --node-id) wrong? Give each node its own "
+                "data dir; nothing was changed"
+            )
 
     @property
     def voters(self) -> tuple[str, ...]:

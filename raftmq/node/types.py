@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from raftmq.core.types import Entry, SoftState
 from raftmq.node.sessions import Original
+from raftmq.protocol.bootstrap import BootstrapRecord
 from raftmq.protocol.receipts import Commit
 from raftmq.protocol.record import Record
 
@@ -27,6 +28,17 @@ class Applied(Generic[T]):
     value: T  # the decoded write
     record: Record  # the raw record (body, content type, headers, producer session)
 
+
+NODE_COUNTERS = (
+    "inbox_overflow",
+    "apply_errors",
+    "apply_decode_errors",
+    "apply_unsessioned",
+    "apply_bad_watermarks",
+    "storage_retries",
+    "storage_read_retries",
+)
+"""The node's own counters, shown by ``status`` from the start (services add theirs)."""
 
 OnCommit = Callable[[Applied[T]], Awaitable[None] | None]
 """A sync or async callback; exceptions are logged and counted, never stop the node."""
@@ -45,6 +57,24 @@ class Service(Protocol):
 
     async def stop(self) -> None:
         """End; must not raise."""
+        ...
+
+
+class ClusterIdentity(Protocol):
+    """Which bootstrap of its cluster name a node belongs to: the node calls ``admit`` at
+    start with the cluster id its database holds, before it speaks for the cluster (the
+    broker's bootstrap record in production, :mod:`raftmq.transport.identity`)."""
+
+    @property
+    def record(self) -> BootstrapRecord | None:
+        """The cluster's bootstrap record (id and voters), once admitted."""
+        ...
+
+    async def admit(self, stored: str | None) -> str:
+        """The cluster id to run with. Raises StoreMismatch when the database belongs to
+        another bootstrap of the name, ConfigError when this node's voters differ from
+        the record's; a node with an empty database (``stored`` None) adopts the
+        record's id, or makes the record when there is none."""
         ...
 
 

@@ -6,21 +6,25 @@ cluster key, in the AMQP ``message_id`` property. ``message_id`` is a short stri
 node traffic had no other use for: decoding it costs pamqp about a microsecond per
 message, a header table about fifteen (measured; see the codec module docstring).
 
-The MAC input is versioned, so that a later version can add fields (a cluster id)
-without ambiguity; version 1 is::
+The MAC input is versioned, so that a later version can add fields without ambiguity;
+version 2 (version 1 lacked the cluster id) is::
 
-    b"raftmq-mac/1" + lengths + type + cluster + sender + recipient + reply_to
-      + correlation_id + status + body
+    b"raftmq-mac/2" + lengths + type + cluster + cluster_id + sender + recipient
+      + reply_to + correlation_id + status + body
 
-where each field is its UTF-8 bytes (nothing when absent) and ``lengths`` holds the seven
+where each field is its UTF-8 bytes (nothing when absent) and ``lengths`` holds the eight
 byte lengths as signed 32-bit big-endian integers, -1 for an absent field (so an absent
-field differs from an empty one, and no field can run into the next). ``sender`` and
-``recipient`` are the node ids
+field differs from an empty one, and no field can run into the next). ``cluster_id`` is
+the id the cluster got when it was bootstrapped (:mod:`raftmq.protocol.bootstrap`): a
+database of another bootstrap under the same cluster name signs with another id.
+``sender`` and ``recipient`` are the node ids
 the receiver knows before it reads the body: a message to a node inbox (a Raft message or
 a request) has ``sender=""`` and ``recipient=`` that node; a reply to a client has
 ``sender=`` the node that answers and ``recipient=""``. A Raft message also names its
 sender and recipient in its JSON body, which the MAC covers. The property value is
-``"v1."`` followed by the 64 hexadecimal digits of the 32-byte MAC.
+``"v2."``, the cluster id, ``"."`` and the 64 hexadecimal digits of the 32-byte MAC: the
+cluster id travels in clear too, so that a receiver tells a message of another cluster
+id (dropped as ``other_cluster_id``) from a forged or altered one (``bad_mac``).
 
 One property is signed as less than it travels: RabbitMQ rewrites a ``reply_to`` of
 ``amq.rabbitmq.reply-to`` (direct reply-to, what request clients use) into that address
@@ -41,12 +45,13 @@ from raftmq.protocol.codec import Envelope
 MIN_KEY_BYTES = 16
 """A cluster key shorter than this is a configuration error."""
 
-MAC_VERSION = 1
+MAC_VERSION = 2
 """The version of the MAC input this code writes (and the only one it accepts)."""
 
 _PREFIX = f"v{MAC_VERSION}."  # starts the message_id of every signed message
 _TAG = f"raftmq-mac/{MAC_VERSION}".encode()  # starts the MAC input of this version
-_LENGTHS = struct.Struct(">7i")  # the byte lengths of the seven fields, -1 when absent
+_LENGTHS = struct.Struct(">8i")  # the byte lengths of the eight fields, -1 when absent
+_MAX_SHOWN = 64  # characters of a hostile cluster id quoted in a drop's detail
 _DIRECT_REPLY_TO = "amq.rabbitmq.reply-to"  # the broker appends ".<channel>" in transit
 
 
@@ -90,13 +95,14 @@ class ClusterKey:
     def __repr__(self) -> str:
         return "ClusterKey(<hidden>)"
 
-    def mac(self, envelope: Envelope, *, sender: str, recipient: str) -> str:
+    def mac(self, envelope: Envelope, *, sender: str, recipient: str, cluster_id: str) -> str:
         """The ``message_id`` value that signs ``envelope`` (see the module docstring)."""
         fields = [
             None if text is None else text.encode("utf-8", "surrogatepass")
             for text in (
                 envelope.type,
                 envelope.cluster,
+                cluster_id,
                 sender,
                 recipient,
                 _signed_reply_to(envelope.reply_to),
@@ -111,35 +117,46 @@ class ClusterKey:
             + b"".join([raw for raw in fields if raw])
         )
         signer.update(envelope.body)
-        return _PREFIX + signer.hexdigest()
+        return f"{_PREFIX}{cluster_id}.{signer.hexdigest()}"
 
-    def sign(self, envelope: Envelope, *, sender: str, recipient: str) -> Envelope:
+    def sign(self, envelope: Envelope, *, sender: str, recipient: str, cluster_id: str) -> Envelope:
         """``envelope`` with its MAC set."""
         e = envelope  # built positionally: dataclasses.replace costs more than the MAC
-        mac = self.mac(e, sender=sender, recipient=recipient)
+        mac = self.mac(e, sender=sender, recipient=recipient, cluster_id=cluster_id)
         return Envelope(e.body, e.type, e.cluster, e.reply_to, e.correlation_id, e.status, mac)
 
-    def verify(self, envelope: Envelope, *, sender: str, recipient: str) -> None:
-        """Raise :class:`InvalidEnvelope` (``unsigned`` or ``bad_mac``) unless ``envelope``
-        was signed with this key for exactly these properties, body and node ids."""
+    def verify(self, envelope: Envelope, *, sender: str, recipient: str, cluster_id: str) -> None:
+        """Raise :class:`InvalidEnvelope` (``unsigned``, ``other_cluster_id`` or
+        ``bad_mac``) unless ``envelope`` was signed with this key for exactly these
+        properties, body, node ids and cluster id."""
         given = envelope.mac
         if not _looks_signed(given):
             # aiormq gives every message without one a random message_id: not a MAC.
             raise InvalidEnvelope(DropReason.UNSIGNED, "no MAC in message_id")
         assert given is not None  # _looks_signed is False for None
-        expected = self.mac(envelope, sender=sender, recipient=recipient)
+        if given.startswith(_PREFIX):
+            claimed, dot, _ = given[len(_PREFIX) :].partition(".")
+            if dot and claimed != cluster_id:
+                # Unproved (a forger may write anything here) but never acted on: dropped.
+                raise InvalidEnvelope(
+                    DropReason.OTHER_CLUSTER_ID,
+                    f"cluster id {claimed[:_MAX_SHOWN]!r}, this cluster's is {cluster_id!r}",
+                )
+        expected = self.mac(envelope, sender=sender, recipient=recipient, cluster_id=cluster_id)
         # Constant time: the comparison must not tell a forger how much of a guess matched.
         if not hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace")):
             raise InvalidEnvelope(DropReason.BAD_MAC, "MAC does not match (wrong key or altered)")
 
 
-def check_reply(envelope: Envelope, key: ClusterKey | None, *, cluster: str, node_id: str) -> None:
+def check_reply(
+    envelope: Envelope, key: ClusterKey | None, *, cluster: str, node_id: str, cluster_id: str
+) -> None:
     """Raise :class:`InvalidEnvelope` unless ``envelope`` is a reply of node ``node_id`` of
-    ``cluster`` (signed with ``key``, when the client has one): what a request client
-    checks before it hands a reply to its caller."""
+    ``cluster`` with ``cluster_id`` (signed with ``key``, when the client has one): what a
+    request client checks before it hands a reply to its caller."""
     if envelope.cluster != cluster:
         raise InvalidEnvelope(
             DropReason.WRONG_CLUSTER, f"reply of cluster {envelope.cluster!r}, expected {cluster!r}"
         )
     if key is not None:
-        key.verify(envelope, sender=node_id, recipient="")
+        key.verify(envelope, sender=node_id, recipient="", cluster_id=cluster_id)

@@ -14,7 +14,7 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from raftmq.errors import MalformedMessage
+from raftmq.errors import ConfigError, MalformedMessage, StoreMismatch
 
 VERSION = 1
 MAX_RECORD_BYTES = 64 * 1024  # a record is a few hundred bytes; anything larger is forged
@@ -76,3 +76,32 @@ class BootstrapRecord:
             raise MalformedMessage(f"bad voter set {list(self.voters)!r}")
         if not all(_NODE_ID.match(voter) for voter in self.voters):
             raise MalformedMessage(f"bad voter id in {list(self.voters)!r}")
+
+
+def admit_record(
+    record: BootstrapRecord, stored: str | None, voters: tuple[str, ...], cluster: str
+) -> str:
+    """The cluster id a node runs with, given the cluster's bootstrap ``record``, the id
+    its database holds (``stored``, None when empty) and its voter set; the same rules on
+    the broker and on the memory network.
+
+    Raises StoreMismatch when the database belongs to another bootstrap of the cluster
+    name, ConfigError when the node's voters differ from the record's. A node with an
+    empty database adopts the record's id: it never makes a second cluster of the name.
+    """
+    if stored is not None and stored != record.cluster_id:
+        raise StoreMismatch(
+            f"this database belongs to cluster id {stored}; the broker's cluster {cluster!r} "
+            f"is {record.cluster_id} (voters {','.join(record.voters)}): it was bootstrapped "
+            "again after the database was written, and the database's entries are not part "
+            "of it. Nothing was changed. Move the database away to join the broker's "
+            "cluster with an empty one, or run it under another cluster name"
+        )
+    mine = tuple(sorted(voters))
+    if mine != record.voters:
+        raise ConfigError(
+            f"this node's voters {','.join(mine)} differ from the voters cluster {cluster!r} "
+            f"(id {record.cluster_id}) was bootstrapped with: {','.join(record.voters)}. "
+            "Fix --peers (or peers in the config file) to name the same voters on every node"
+        )
+    return record.cluster_id

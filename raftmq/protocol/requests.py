@@ -30,6 +30,7 @@ class NodeStatus(BaseModel):
     """A snapshot of a node's state, as `raftmq status` prints it."""
 
     cluster: str  # cluster name
+    cluster_id: str | None = None  # the id of the cluster's bootstrap this node belongs to
     node_id: str  # this node
     role: Role  # current role
     term: int  # current term
@@ -38,6 +39,7 @@ class NodeStatus(BaseModel):
     applied: int  # highest applied index
     last_index: int  # last log index
     voters: list[str]  # the voter set
+    bootstrap_voters: list[str] | None = None  # the voters the cluster was bootstrapped with
     last_contact: float | None  # seconds since the leader was last heard (0 on the leader)
     storage_ok: bool  # False while storage operations fail and are retried
     loop_ok: bool = True  # False once the node's loop failed (the process should exit)

@@ -104,6 +104,8 @@ class LocalCluster:
                 "RAFTMQ_CLUSTER": self.cluster,
                 "RAFTMQ_NODE_ID": node_id,
                 "RAFTMQ_PEERS": ",".join(n for n in self.node_ids if n != node_id),
+                # A cluster of one node says so: a node never runs alone by omission.
+                "RAFTMQ_SINGLE_NODE": str(self.node_ids == [node_id]).lower(),
                 "RAFTMQ_AMQP_URL": self.amqp_url,
                 "RAFTMQ_DATA_DIR": str(folder),
                 "RAFTMQ_TICK_INTERVAL": str(self.tick_interval),
@@ -208,7 +210,10 @@ class LocalCluster:
 
     def admin(self) -> AdminClient:
         """A client for status and writes (enter it with ``async with``)."""
-        return AdminClient.connect(self.amqp_url, self.cluster, self.node_ids, key=self.key())
+        # Nodes started a moment ago may not have bootstrapped the cluster yet.
+        return AdminClient.connect(
+            self.amqp_url, self.cluster, self.node_ids, key=self.key(), bootstrap_wait=60.0
+        )
 
     def read_applied(self, node_id: str) -> list[AppliedLine]:
         """Every write the node applied, in apply order (across its restarts)."""

@@ -2,10 +2,12 @@
 
 Topology (public protocol, see docs/architecture.md, "AMQP"): node N of cluster C consumes
 ``raftmq.C.node.N``, a non-durable, non-exclusive queue that outlives a short node
-restart, bounded by ``x-max-length`` with ``x-overflow: drop-head`` and deleted by
+restart, with an exclusive consumer (so a second process of node N cannot start),
+bounded by ``x-max-length`` with ``x-overflow: drop-head`` and deleted by
 the broker after ``x-expires`` without consumers. Messages are published to the
 default exchange, routed by queue name, non-persistent, ``type`` = message type,
-``app_id`` = cluster name, ``message_id`` = the MAC of the cluster key, with a per-message
+``app_id`` = cluster name, ``message_id`` = the cluster id and the MAC of the cluster key,
+with a per-message
 ``expiration`` of about one election timeout: Raft tolerates loss, not staleness.
 
 Throughput: ``send`` only appends to an outbox; one background task publishes
@@ -24,11 +26,11 @@ from collections.abc import Sequence
 
 import aio_pika
 
-from raftmq._amqp.channel import RawChannel, consume, underlay
+from raftmq._amqp.channel import RawChannel, consume_exclusive, underlay
 from raftmq._amqp.delivery import Delivered, envelope_from_delivery
 from raftmq._amqp.wire import publish_batch
 from raftmq.core.messages import Message
-from raftmq.errors import TransportError
+from raftmq.errors import ConfigError, TransportError
 from raftmq.protocol.auth import ClusterKey
 from raftmq.protocol.codec import DEFAULT_MAX_MESSAGE_BYTES, Envelope
 from raftmq.protocol.names import inbox_queue
@@ -50,6 +52,7 @@ class AmqpTransport:
         node_id: str,
         *,
         key: ClusterKey | None,
+        cluster_id: str = "",
         message_ttl_ms: int = 1000,
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         inbox_max_length: int = 10_000,
@@ -58,6 +61,7 @@ class AmqpTransport:
         outbox_limit: int = 10_000,
         reconnect_delay: tuple[float, float] = (0.1, 2.0),
         connect_timeout: float = 5.0,
+        inbox_wait: float = 5.0,
     ) -> None:
         self.url = url  # broker URL
         self.node_id = node_id  # whose inbox this transport consumes
@@ -73,6 +77,9 @@ class AmqpTransport:
         self.outbox_limit = outbox_limit  # queued sends beyond this are dropped (oldest first)
         self.reconnect_delay = reconnect_delay  # (first, max) seconds between attempts
         self.connect_timeout = connect_timeout  # seconds for one connection attempt
+        # Seconds start() waits for another consumer of the inbox to go (a SIGKILLed
+        # predecessor's, until the broker sees its socket close) before it gives up.
+        self.inbox_wait = inbox_wait
         self._endpoint = Endpoint(
             cluster=cluster,
             node_id=node_id,
@@ -80,6 +87,7 @@ class AmqpTransport:
             max_bytes=max_message_bytes,
             send_reply=self._send_reply,
             key=key,
+            cluster_id=cluster_id,
         )
         self.stats = self._endpoint.stats  # counters; see TransportStats
         self._dispatcher = self._endpoint.dispatcher
@@ -92,15 +100,27 @@ class AmqpTransport:
         self._stopping = False
         self._tasks: list[asyncio.Task[None]] = []  # supervisor and publisher
 
+    @property
+    def cluster_id(self) -> str:
+        """The cluster's id, signed into every message; set it before :meth:`start`."""
+        return self._endpoint.cluster_id
+
+    @cluster_id.setter
+    def cluster_id(self, cluster_id: str) -> None:
+        self._endpoint.cluster_id = cluster_id
+
     # -- lifecycle -----------------------------------------------------------------------
     async def start(
         self, on_message: MessageHandler, on_request: RequestHandler | None = None
     ) -> None:
         """Connect, declare the inbox, start consuming; raises TransportError if the
-        broker cannot be reached now (later losses are handled by reconnecting).
-        A stopped transport is not restarted: create a new one (the inbox queue stays)."""
+        broker cannot be reached now (later losses are handled by reconnecting), and
+        ConfigError when another process consumes this node's inbox for ``inbox_wait``
+        seconds (the node is already running). A stopped transport is not restarted:
+        create a new one (the inbox queue stays)."""
         if self._stopping or self._tasks:
             raise TransportError(f"{self.connection_name} was already started")
+        self._endpoint.check_startable(self.connection_name)
         self._dispatcher.bind(on_message, on_request)
         first: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._tasks = [
@@ -193,10 +213,20 @@ class AmqpTransport:
     # -- connection supervision -------------------------------------------------------------
     async def _supervise(self, first: asyncio.Future[None]) -> None:
         delay = self.reconnect_delay[0]
+        give_up = asyncio.get_running_loop().time() + self.inbox_wait
         while not self._stopping:
             closed = asyncio.Event()
             try:
-                await self._connect(closed)
+                if not await self._connect(closed):
+                    await self._discard_connection()
+                    if not first.done() and asyncio.get_running_loop().time() >= give_up:
+                        first.set_exception(self._already_running())
+                        return
+                    self._endpoint.once.warn(
+                        "inbox-in-use", "%s: another process consumes the inbox", self.queue
+                    )
+                    await asyncio.sleep(min(delay, 0.25))
+                    continue
             except (TimeoutError, *aio_pika.exceptions.CONNECTION_EXCEPTIONS) as exc:
                 await self._discard_connection()
                 if not first.done():
@@ -224,7 +254,16 @@ class AmqpTransport:
                 # (shutdown, memory alarm, operator) must not see a reconnect storm.
                 await asyncio.sleep(self.reconnect_delay[0])
 
-    async def _connect(self, closed: asyncio.Event) -> None:
+    def _already_running(self) -> ConfigError:
+        return ConfigError(
+            f"node {self.node_id} of cluster {self.cluster} is already running: another "
+            f"process has consumed its inbox {self.queue} for {self.inbox_wait:g} s; stop "
+            "that process first (or check --node-id and --cluster)"
+        )
+
+    async def _connect(self, closed: asyncio.Event) -> bool:
+        """Connect and consume the inbox; False when another consumer holds it."""
+
         def on_close(*_: object) -> None:
             self._set_disconnected()
             closed.set()
@@ -251,7 +290,8 @@ class AmqpTransport:
             },
         )
         self._channel = await underlay(channel)
-        await consume(self._channel, self.queue, self._on_delivery, no_ack=True)
+        tag = await consume_exclusive(self._channel, self.queue, self._on_delivery, no_ack=True)
+        return tag is not None
 
     def _set_disconnected(self) -> None:
         self._connected.clear()

@@ -7,20 +7,23 @@ answer is handed back to the transport to publish. Everything else is dropped,
 counted per reason and logged once per reason -- never raised into the node.
 
 With a cluster key, every outbound envelope is signed and every inbound one must carry
-a MAC of that key (:mod:`raftmq.protocol.auth`) before its body is even parsed; without
-one (an ``--insecure`` node) nothing is signed or checked.
+a MAC of that key and of the cluster's id (:mod:`raftmq.protocol.auth`) before its body is
+even parsed; without one (an ``--insecure`` node) nothing is signed or checked. A message
+of another cluster id is logged once per sender: it means a node of another bootstrap of
+the same cluster name is running, which an operator must hear about.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import logging
 from collections import deque
 from collections.abc import Callable
 
 from raftmq.core.messages import Message
-from raftmq.errors import DropReason, InvalidEnvelope
+from raftmq.errors import DropReason, InvalidEnvelope, TransportError
 from raftmq.protocol.auth import ClusterKey
 from raftmq.protocol.codec import (
     RAFT_MESSAGE_TYPES,
@@ -40,6 +43,7 @@ ReplySender = Callable[[str, Envelope], None]
 _REQUEST_TYPES = frozenset(REPLY_TO_REQUEST.values())  # Raft messages that expect a reply
 _MAX_CORRELATED_PEERS = 1024  # bound on remembered (peer, request type) keys
 _MAX_CORRELATIONS_PER_KEY = 64  # bound on pipelined requests remembered per key
+_MAX_FOREIGN_SENDERS = 256  # senders of another cluster id warned about (then debug only)
 
 
 class OnceLogger:
@@ -101,15 +105,18 @@ class InboundDispatcher:
         correlator: Correlator,
         send_reply: ReplySender,
         key: ClusterKey | None,
+        cluster_id: str,
     ) -> None:
         self.cluster = cluster  # messages of other clusters are dropped
         self.key = key  # inbound must be signed with it, replies are; None: insecure
+        self.cluster_id = cluster_id  # signed into every message; "" until the node knows it
         self.node_id = node_id  # messages for other recipients are dropped
         self.max_bytes = max_bytes  # inbound size limit
         self.stats = stats  # shared with the owning transport
         self._correlator = correlator  # shared with the owning transport's send path
         self._send_reply = send_reply  # publishes a client-facing reply
         self._once = OnceLogger()
+        self._foreign: set[tuple[str, str]] = set()  # (cluster id, sender) already warned of
         self._on_message: MessageHandler | None = None
         self._on_request: RequestHandler | None = None
         self._request_tasks: set[asyncio.Task[None]] = set()  # in-flight on_request calls
@@ -128,7 +135,7 @@ class InboundDispatcher:
             self._admit(envelope)
             message = decode_checked(envelope, recipient=self.node_id)
         except InvalidEnvelope as exc:
-            self._drop(exc)
+            self._drop(exc, envelope)
             return
         self._correlator.remember(message, envelope.correlation_id)
         self.stats.received += 1
@@ -143,13 +150,38 @@ class InboundDispatcher:
         """Size, cluster, then the MAC: raise InvalidEnvelope unless all hold."""
         check_envelope(envelope, cluster=self.cluster, max_bytes=self.max_bytes)
         if self.key is not None:
-            self.key.verify(envelope, sender="", recipient=self.node_id)
+            self.key.verify(envelope, sender="", recipient=self.node_id, cluster_id=self.cluster_id)
 
-    def _drop(self, exc: InvalidEnvelope) -> None:
+    def _drop(self, exc: InvalidEnvelope, envelope: Envelope) -> None:
         self.stats.dropped[exc.reason.value] += 1
+        if exc.reason is DropReason.OTHER_CLUSTER_ID:
+            self._warn_foreign(exc, envelope)
+            return
         self._once.warn(
             exc.reason.value, "node %s dropped an inbound message: %s", self.node_id, exc
         )
+
+    def _warn_foreign(self, exc: InvalidEnvelope, envelope: Envelope) -> None:
+        """Warn once per (cluster id, sender): each names a process to stop or fix."""
+        sender = "a request client"
+        if envelope.type in RAFT_MESSAGE_TYPES:
+            try:  # the body is size-checked; parsed only on this rare path
+                named = json.loads(envelope.body).get("sender")
+            except (ValueError, AttributeError):
+                named = None
+            sender = f"node {named[:64]!r}" if isinstance(named, str) else "an unnamed sender"
+        seen = (exc.detail, sender)
+        if seen in self._foreign or len(self._foreign) >= _MAX_FOREIGN_SENDERS:
+            log.debug("node %s dropped a message of %s: %s", self.node_id, sender, exc)
+            return
+        self._foreign.add(seen)
+        log.warning(
+            "node %s dropped a message of %s signed for another bootstrap of cluster %s "
+            "(other_cluster_id: %s): "
+            "a node of an old or other cluster of this name is running; stop it, or give it "
+            "its own cluster name (further drops from it are logged at debug)",
+            self.node_id, sender, self.cluster, exc.detail,
+        )  # fmt: skip
 
     def _serve_request(self, envelope: Envelope) -> None:
         try:
@@ -159,7 +191,7 @@ class InboundDispatcher:
                     DropReason.UNKNOWN_TYPE, f"request kind {envelope.type!r} is not served"
                 )
         except InvalidEnvelope as exc:
-            self._drop(exc)
+            self._drop(exc, envelope)
             return
         task = asyncio.get_running_loop().create_task(
             self._answer(self._on_request, envelope.type, envelope)
@@ -183,7 +215,9 @@ class InboundDispatcher:
             status=status,
         )
         if self.key is not None:
-            reply = self.key.sign(reply, sender=self.node_id, recipient="")
+            reply = self.key.sign(
+                reply, sender=self.node_id, recipient="", cluster_id=self.cluster_id
+            )
         self._send_reply(envelope.reply_to, reply)
 
     async def close(self) -> None:
@@ -208,6 +242,7 @@ class Endpoint:
         max_bytes: int,
         send_reply: ReplySender,
         key: ClusterKey | None,
+        cluster_id: str = "",
     ) -> None:
         self.cluster = cluster  # the cluster name carried by every envelope
         self.key = key  # signs every outbound envelope; None: insecure (nothing signed)
@@ -225,8 +260,23 @@ class Endpoint:
             correlator=self._correlator,
             send_reply=send_reply,
             key=key,
+            cluster_id=cluster_id,
         )
         self._ids = itertools.count(1)  # numbers the correlation ids of Raft requests
+
+    @property
+    def cluster_id(self) -> str:
+        """The cluster's id, signed into every message ("" until the node knows it)."""
+        return self.dispatcher.cluster_id
+
+    @cluster_id.setter
+    def cluster_id(self, cluster_id: str) -> None:
+        self.dispatcher.cluster_id = cluster_id
+
+    def check_startable(self, name: str) -> None:
+        """Raise TransportError when a signing transport does not know its cluster id."""
+        if self.key is not None and not self.cluster_id:
+            raise TransportError(f"{name}: the cluster id must be set before start")
 
     def envelope(self, message: Message) -> Envelope | None:
         """The envelope of an outbound Raft message, or None when it is too big to send
@@ -242,7 +292,9 @@ class Endpoint:
             self.drop_send("oversized", message)
             return None
         if self.key is not None:
-            envelope = self.key.sign(envelope, sender="", recipient=message.recipient)
+            envelope = self.key.sign(
+                envelope, sender="", recipient=message.recipient, cluster_id=self.cluster_id
+            )
         return envelope
 
     def drop_send(self, reason: str, message: Message) -> None:

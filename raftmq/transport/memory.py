@@ -5,7 +5,9 @@ like the AMQP queue, kept across a node's restart), applies per-message TTL and
 the drop-head length bound while nobody consumes an inbox, and can drop, delay,
 duplicate, reorder and partition traffic with a seeded random generator. Inbound
 envelopes go through the same codec and dispatcher as on the real broker, and are signed
-with the network's cluster key unless the network is created ``insecure``.
+with the network's cluster key unless the network is created ``insecure``. It also holds
+the clusters' bootstrap records (:class:`MemoryClusterIdentity`), and a random cluster id
+of its own that its endpoints and clients use until a node admits another.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Literal
 from raftmq.core.messages import Message
 from raftmq.errors import InvalidEnvelope, RequestFailed, RequestTimeout
 from raftmq.protocol.auth import ClusterKey, check_reply
+from raftmq.protocol.bootstrap import BootstrapRecord, admit_record, new_cluster_id
 from raftmq.protocol.codec import DEFAULT_MAX_MESSAGE_BYTES, Envelope
 from raftmq.protocol.names import inbox_queue
 from raftmq.transport.inbound import Endpoint
@@ -74,6 +77,8 @@ class MemoryNetwork:
         self.stats: Counter[str] = Counter()  # network-level fates: dropped, expired, ...
         # Not drawn from self.random: a key must not shift the seeded fault decisions.
         self.key = None if insecure else ClusterKey(os.urandom(32))  # the cluster key
+        self.cluster_id = new_cluster_id()  # the id endpoints sign with unless told another
+        self.records: dict[str, BootstrapRecord] = {}  # cluster name -> bootstrap record
         self._inboxes: dict[str, _Inbox] = {}  # queue name -> inbox (survives node restarts)
         self._groups: dict[str, int] = {}  # node id -> partition group; empty = no partition
         self._isolated: set[str] = set()  # nodes cut from everyone
@@ -89,14 +94,17 @@ class MemoryNetwork:
         max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
         inbox_max_length: int = 10_000,
         key: ClusterKey | Literal["network"] | None = NETWORK_KEY,
+        cluster_id: str | None = None,
     ) -> MemoryTransport:
         """A transport endpoint for ``node_id`` on this network (``key``: another key,
-        or None for an unsigned endpoint, e.g. to play a forger)."""
+        or None for an unsigned endpoint, e.g. to play a forger; ``cluster_id``: another
+        than the cluster's, e.g. to play a node of another bootstrap)."""
         return MemoryTransport(
             self,
             node_id,
             cluster,
             key=self.key if key == NETWORK_KEY else key,
+            cluster_id=cluster_id or self.id_of(cluster),
             message_ttl_ms=message_ttl_ms,
             max_message_bytes=max_message_bytes,
             inbox_max_length=inbox_max_length,
@@ -113,6 +121,15 @@ class MemoryNetwork:
         return MemoryRequestClient(
             self, cluster, timeout=timeout, key=self.key if key == NETWORK_KEY else key
         )
+
+    def identity(self, cluster: str, voters: Iterable[str]) -> MemoryClusterIdentity:
+        """The cluster identity of a node with ``voters`` (twin of the broker's)."""
+        return MemoryClusterIdentity(self, cluster, tuple(voters))
+
+    def id_of(self, cluster: str) -> str:
+        """The id of ``cluster`` on this network: its record's, else the network's own."""
+        record = self.records.get(cluster)
+        return record.cluster_id if record is not None else self.cluster_id
 
     # -- fault injection ---------------------------------------------------------------
     def partition(self, *groups: Iterable[str]) -> None:
@@ -231,6 +248,7 @@ class MemoryTransport:
         cluster: str,
         *,
         key: ClusterKey | None,
+        cluster_id: str,
         message_ttl_ms: int,
         max_message_bytes: int,
         inbox_max_length: int,
@@ -250,16 +268,27 @@ class MemoryTransport:
             max_bytes=max_message_bytes,
             send_reply=self._send_reply,
             key=key,
+            cluster_id=cluster_id,
         )
         self.stats = self._endpoint.stats  # counters; see TransportStats
         self._dispatcher = self._endpoint.dispatcher
         self._inbox: _Inbox | None = None  # set by start()
         self._started = False  # start() ran and stop() did not
 
+    @property
+    def cluster_id(self) -> str:
+        """The cluster's id, signed into every message; set it before :meth:`start`."""
+        return self._endpoint.cluster_id
+
+    @cluster_id.setter
+    def cluster_id(self, cluster_id: str) -> None:
+        self._endpoint.cluster_id = cluster_id
+
     async def start(
         self, on_message: MessageHandler, on_request: RequestHandler | None = None
     ) -> None:
         """Declare the inbox and start consuming it."""
+        self._endpoint.check_startable(self.queue)
         self._dispatcher.bind(on_message, on_request)
         self._inbox = self.network.declare(self.queue, self.inbox_max_length)
         self._started = True
@@ -323,15 +352,22 @@ class MemoryRequestClient:
             reply_to=address,
             correlation_id=f"client-{next(self._ids)}",
         )
+        cluster_id = self.network.id_of(self.cluster)
         if self.key is not None:
-            envelope = self.key.sign(envelope, sender="", recipient=node_id)
+            envelope = self.key.sign(envelope, sender="", recipient=node_id, cluster_id=cluster_id)
         self.network.inject(inbox_queue(self.cluster, node_id), envelope)
         try:
             async with asyncio.timeout(timeout or self.timeout):
                 while True:
                     reply = await future
                     try:
-                        check_reply(reply, self.key, cluster=self.cluster, node_id=node_id)
+                        check_reply(
+                            reply,
+                            self.key,
+                            cluster=self.cluster,
+                            node_id=node_id,
+                            cluster_id=cluster_id,
+                        )
                         break
                     except InvalidEnvelope as exc:
                         # Not an answer: wait on for the node's own reply.
@@ -347,3 +383,23 @@ class MemoryRequestClient:
 
     async def close(self) -> None:
         """Nothing to release: requests hold no network resources beyond their future."""
+
+
+class MemoryClusterIdentity:
+    """The cluster identity of one node on a :class:`MemoryNetwork` (twin of
+    :class:`raftmq.transport.identity.AmqpClusterIdentity`): the network holds each
+    cluster name's bootstrap record; the rules are the broker's."""
+
+    def __init__(self, network: MemoryNetwork, cluster: str, voters: tuple[str, ...]) -> None:
+        self.network = network  # holds the records
+        self.cluster = cluster  # the cluster name the record is for
+        self.voters = tuple(sorted(voters))  # this node's voter set
+        self.record: BootstrapRecord | None = None  # the record, once admitted
+
+    async def admit(self, stored: str | None) -> str:
+        """The cluster id this node runs with (see ``admit_record``)."""
+        proposal = BootstrapRecord.make(stored or self.network.cluster_id, self.voters)
+        record = self.network.records.setdefault(self.cluster, proposal)
+        cluster_id = admit_record(record, stored, self.voters, self.cluster)
+        self.record = record
+        return cluster_id

@@ -54,6 +54,9 @@ class Transport(Protocol):
 
     node_id: str  # whose inbox this transport consumes
     cluster: str  # messages of other clusters are dropped
+    # The cluster's id (signed into every message; others are dropped): set by the node
+    # after its cluster identity was admitted, before start. "" while unknown.
+    cluster_id: str
     stats: TransportStats  # sent/received counters and drops per reason
 
     async def start(

@@ -10,7 +10,9 @@ message whose AMQP ``type`` is not a Raft message type and that carries
 
 With the cluster key, requests are signed and a reply counts only when it is signed by
 the node that was asked (others are dropped and counted in ``dropped``): the key an
-operator command reads from the node settings (``RAFTMQ_CLUSTER_KEY_FILE``).
+operator command reads from the node settings (``RAFTMQ_CLUSTER_KEY_FILE``). The cluster
+id signed with it comes from the cluster's bootstrap record, read at start: a cluster that
+was never bootstrapped is a ConfigError.
 """
 
 from __future__ import annotations
@@ -24,13 +26,20 @@ from types import TracebackType
 
 import aio_pika
 
+from raftmq._amqp import bootstrap
 from raftmq._amqp.channel import RawChannel, consume, underlay
 from raftmq._amqp.delivery import Delivered, envelope_from_delivery
 from raftmq._amqp.wire import publish_envelope
-from raftmq.errors import InvalidEnvelope, RequestFailed, RequestTimeout, TransportError
+from raftmq.errors import (
+    ConfigError,
+    InvalidEnvelope,
+    RequestFailed,
+    RequestTimeout,
+    TransportError,
+)
 from raftmq.protocol.auth import ClusterKey, check_reply
 from raftmq.protocol.codec import Envelope
-from raftmq.protocol.names import inbox_queue
+from raftmq.protocol.names import bootstrap_queue, inbox_queue
 from raftmq.transport.inbound import OnceLogger
 
 log = logging.getLogger("raftmq.transport.rpc")
@@ -53,10 +62,17 @@ class RpcClient:
         timeout: float = 2.0,
         connection_name: str | None = None,
         key: ClusterKey | None = None,
+        cluster_id: str | None = None,
+        bootstrap_wait: float = 0.0,
     ) -> None:
         self.url = url  # broker URL
         self.cluster = cluster  # requests are addressed to this cluster's node inboxes
         self.key = key  # signs requests, required of replies; None: an insecure cluster
+        # Signed with the key; None: read from the bootstrap record at start (with a key).
+        self.cluster_id = cluster_id
+        # Seconds start() waits for a record to appear (nodes that are starting right now);
+        # 0: a cluster without one is an error at once (operator commands).
+        self.bootstrap_wait = bootstrap_wait
         self.dropped: Counter[str] = Counter()  # replies dropped, by DropReason value
         self.timeout = timeout  # default seconds to wait for an answer
         self.connection_name = connection_name or f"raftmq-client:{cluster}"  # for operators
@@ -90,9 +106,30 @@ class RpcClient:
             self._channel = await underlay(channel)
             # Direct reply-to requires no_ack and the consumer on the publishing channel.
             await consume(self._channel, DIRECT_REPLY_TO, self._on_reply, no_ack=True)
+            if self.key is not None and self.cluster_id is None:
+                self.cluster_id = await self._read_cluster_id(self._connection)
         except (TimeoutError, *aio_pika.exceptions.CONNECTION_EXCEPTIONS) as exc:
             await self.close()
             raise TransportError(f"cannot connect to the broker at {self.url}: {exc}") from exc
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _read_cluster_id(self, connection: aio_pika.abc.AbstractConnection) -> str:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.bootstrap_wait
+        while True:
+            record = await bootstrap.read(connection, self.cluster, timeout=self.timeout + 3.0)
+            if record is not None or loop.time() >= deadline:
+                break
+            await asyncio.sleep(0.2)
+        if record is None:
+            raise ConfigError(
+                f"cluster {self.cluster!r} was never bootstrapped on this broker (no record "
+                f"in {bootstrap_queue(self.cluster)}): start its nodes first, or check "
+                "--cluster and --amqp-url"
+            )
+        return record.cluster_id
 
     async def request(
         self, node_id: str, kind: str, body: bytes = b"", *, timeout: float | None = None
@@ -112,7 +149,9 @@ class RpcClient:
             correlation_id=correlation_id,
         )
         if self.key is not None:
-            envelope = self.key.sign(envelope, sender="", recipient=node_id)
+            envelope = self.key.sign(
+                envelope, sender="", recipient=node_id, cluster_id=self.cluster_id or ""
+            )
         wait = timeout if timeout is not None else self.timeout
         try:
             # A request nobody reads within the timeout is garbage: let it expire.
@@ -138,7 +177,13 @@ class RpcClient:
             return
         node_id, future = pending
         try:
-            check_reply(envelope, self.key, cluster=self.cluster, node_id=node_id)
+            check_reply(
+                envelope,
+                self.key,
+                cluster=self.cluster,
+                node_id=node_id,
+                cluster_id=self.cluster_id or "",
+            )
         except InvalidEnvelope as exc:
             # Not an answer: the request goes on waiting for the node's own reply.
             self.dropped[exc.reason.value] += 1

@@ -54,6 +54,7 @@ class MemoryCluster:
             on_commit=on_commit,
             tick_interval=self.tick,
             seed=self.seed * 100 + self.ids.index(node_id),
+            identity=self.network.identity("mem", self.ids),
         )
         await node.start()
         self.nodes[node_id] = node

@@ -183,10 +183,13 @@ async def test_bad_input_on_a_node_inbox_is_dropped_and_counted(
             ]
             key = cluster.key()
             assert key is not None
+            cluster_id = (await admin.status(target)).cluster_id or ""
             for message in bad:
                 # Signed with the cluster key: the codec, not the MAC check, judges them.
                 envelope = Envelope(message.body, message.type, message.app_id)
-                message.message_id = key.mac(envelope, sender="", recipient=target)
+                message.message_id = key.mac(
+                    envelope, sender="", recipient=target, cluster_id=cluster_id
+                )
                 await channel.default_exchange.publish(message, routing_key=queue)
         acked = await _write_many(admin, 0, 30)
         await wait_applied(admin, cluster.node_ids, max(acked), timeout=30)

@@ -77,7 +77,13 @@ async def test_forged_raft_messages_and_requests_are_dropped_and_counted(
         envelope = encode(message, "mem", correlation_id="forged-1")
         cluster.network.inject(queue, envelope)  # unsigned
         cluster.network.inject(
-            queue, ROGUE_KEY.sign(envelope, sender="", recipient=message.recipient)
+            queue,
+            ROGUE_KEY.sign(
+                envelope,
+                sender="",
+                recipient=message.recipient,
+                cluster_id=cluster.network.cluster_id,
+            ),
         )
     for key in (None, ROGUE_KEY):
         rogue = cluster.network.client("mem", key=key)

@@ -34,10 +34,14 @@ _VALID_BODY = MESSAGE_ADAPTER.dump_json(append("a", "b", 7))
 
 def _bad_envelopes(cluster: str) -> dict[str, Envelope]:
     """One bad envelope per drop reason, all addressed to node "b" of ``cluster`` and, but
-    for the unsigned and the wrongly signed one, signed with the cluster key."""
+    for the unsigned and the wrongly signed ones, signed with the cluster key and id."""
     unsigned = {
         DropReason.UNSIGNED: Envelope(_VALID_BODY, "append_entries", cluster),
         DropReason.BAD_MAC: signed(Envelope(_VALID_BODY, "append_entries", cluster), key=OTHER_KEY),
+        # The cluster's key, but another bootstrap of the cluster name (a stale node).
+        DropReason.OTHER_CLUSTER_ID: signed(
+            Envelope(_VALID_BODY, "append_entries", cluster), cluster_id="0" * 32
+        ),
     }
     return unsigned | {
         reason: signed(envelope) for reason, envelope in _signed_bad_envelopes(cluster).items()

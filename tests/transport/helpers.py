@@ -19,10 +19,15 @@ KEY = ClusterKey(b"transport tests: the cluster key")
 OTHER_KEY = ClusterKey(b"transport tests: another cluster's key")
 """A valid key that is not the cluster's (a forger's, or a misconfigured node's)."""
 
+CLUSTER_ID = "c1d" * 10 + "00"
+"""The cluster id every harness transport and client signs with."""
 
-def signed(envelope: Envelope, recipient: str = "b", key: ClusterKey = KEY) -> Envelope:
+
+def signed(
+    envelope: Envelope, recipient: str = "b", key: ClusterKey = KEY, cluster_id: str = CLUSTER_ID
+) -> Envelope:
     """``envelope`` signed as node traffic to ``recipient``'s inbox."""
-    return key.sign(envelope, sender="", recipient=recipient)
+    return key.sign(envelope, sender="", recipient=recipient, cluster_id=cluster_id)
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:

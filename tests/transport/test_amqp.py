@@ -13,8 +13,9 @@ import aio_pika
 import aio_pika.abc
 import pytest
 
+from raftmq._amqp import topology
 from raftmq.core.messages import MESSAGE_ADAPTER, Message, RequestVote
-from raftmq.errors import DropReason, TransportError
+from raftmq.errors import ConfigError, DropReason, TransportError
 from raftmq.protocol.auth import ClusterKey
 from raftmq.protocol.codec import Envelope, encode
 from raftmq.protocol.names import inbox_queue
@@ -23,7 +24,7 @@ from raftmq.transport.port import RequestClient
 from raftmq.transport.rpc import RpcClient
 
 from .contract import TransportContract
-from .helpers import KEY, Inbox, append, signed, vote, vote_reply, wait_until
+from .helpers import CLUSTER_ID, KEY, Inbox, append, signed, vote, vote_reply, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -41,6 +42,7 @@ class AmqpHarness:
 
     def transport(self, node_id: str, **options: Any) -> AmqpTransport:
         options.setdefault("key", KEY)
+        options.setdefault("cluster_id", CLUSTER_ID)
         transport = AmqpTransport(self.url, self.cluster, node_id, **options)
         self.transports.append(transport)
         self.queues.add(transport.queue)
@@ -65,7 +67,7 @@ class AmqpHarness:
             )
 
     async def client(self, key: ClusterKey | None = KEY) -> RequestClient:
-        client = RpcClient(self.url, self.cluster, timeout=2.0, key=key)
+        client = RpcClient(self.url, self.cluster, timeout=2.0, key=key, cluster_id=CLUSTER_ID)
         await client.start()
         self.clients.append(client)
         return client
@@ -161,6 +163,7 @@ async def test_wire_properties_and_reply_correlation(harness: AmqpHarness) -> No
         ),
         sender="",
         recipient="peer",
+        cluster_id=CLUSTER_ID,
     )  # the MAC, in the one property node traffic had no other use for
     assert MESSAGE_ADAPTER.validate_json(request.body) == vote("a", "peer")
 
@@ -249,6 +252,11 @@ async def test_missing_cluster_name_is_dropped(harness: AmqpHarness) -> None:
 
 async def test_start_fails_cleanly_without_a_broker(cluster_name: str) -> None:
     transport = AmqpTransport("amqp://guest:guest@127.0.0.1:1/", cluster_name, "a", key=KEY)
+    with pytest.raises(TransportError, match="cluster id must be set"):  # signing needs it
+        await transport.start(Inbox())
+    transport = AmqpTransport(
+        "amqp://guest:guest@127.0.0.1:1/", cluster_name, "a", key=KEY, cluster_id=CLUSTER_ID
+    )
     with pytest.raises(TransportError, match="cannot connect"):
         await transport.start(Inbox())
     assert not transport.connected
@@ -271,3 +279,18 @@ async def test_rpc_client_declares_no_queue_per_request(harness: AmqpHarness) ->
     assert replies == [b"%d" % i for i in range(50)]
     queues = (await rabbitmqctl("list_queues", "name", "--no-table-headers")).split()
     assert [q for q in queues if harness.cluster in q] == [inbox_queue(harness.cluster, "b")]
+
+
+async def test_an_operator_client_of_a_cluster_never_bootstrapped_is_a_clear_error(
+    amqp_url: str, cluster_name: str
+) -> None:
+    """Operator commands sign with the cluster id of the bootstrap record; without one
+    there is nothing to sign with, and they say why instead of timing out."""
+    try:
+        with pytest.raises(ConfigError, match="never bootstrapped"):
+            async with RpcClient(amqp_url, cluster_name, key=KEY):
+                pass
+    finally:
+        connection = await aio_pika.connect(amqp_url)
+        async with connection:
+            await topology.delete_all(await connection.channel(), cluster_name)

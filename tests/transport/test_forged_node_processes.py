@@ -56,13 +56,17 @@ async def test_forged_raft_messages_are_dropped_counted_and_never_applied(
         await wait_applied(admin, cluster.node_ids, first.index, timeout=30)
         follower = next(n for n in cluster.node_ids if n != leader.node_id)
         status = await admin.status(leader.node_id)
+        cluster_id = status.cluster_id or ""
         forgeries = _forgeries(leader.node_id, follower, status.term, status.last_index)
         connection = await aio_pika.connect(amqp_url)
         async with connection:
             channel = await connection.channel()
             for message in forgeries:
                 envelope = encode(message, cluster.cluster, correlation_id="forged-1")
-                for mac in (None, ROGUE_KEY.mac(envelope, sender="", recipient=message.recipient)):
+                rogue = ROGUE_KEY.mac(
+                    envelope, sender="", recipient=message.recipient, cluster_id=cluster_id
+                )
+                for mac in (None, rogue):
                     await channel.default_exchange.publish(
                         aio_pika.Message(
                             envelope.body,

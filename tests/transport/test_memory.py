@@ -17,7 +17,7 @@ from raftmq.transport.memory import MemoryNetwork, MemoryRequestClient, MemoryTr
 from raftmq.transport.port import RequestClient
 
 from .contract import TransportContract
-from .helpers import KEY, OTHER_KEY, Inbox, append, wait_until
+from .helpers import CLUSTER_ID, KEY, OTHER_KEY, Inbox, append, wait_until
 
 
 class MemoryHarness:
@@ -26,6 +26,7 @@ class MemoryHarness:
     def __init__(self, cluster: str, network: MemoryNetwork | None = None) -> None:
         self.cluster = cluster
         self.network = network or MemoryNetwork(seed=1)
+        self.network.cluster_id = CLUSTER_ID  # what helpers.signed signs with
         self.transports: list[MemoryTransport] = []
 
     def transport(self, node_id: str, **options: Any) -> MemoryTransport:
@@ -210,7 +211,9 @@ async def test_client_drops_a_forged_reply_and_takes_the_nodes_own(
     (address,) = harness.network.reply_addresses()
     forged = Envelope(b"forged", "reply", harness.cluster, correlation_id="client-1", status="ok")
     for count, key in enumerate((OTHER_KEY, KEY), 1):  # another key; ours, as if from c
-        harness.network.inject(address, key.sign(forged, sender="c", recipient=""))
+        harness.network.inject(
+            address, key.sign(forged, sender="c", recipient="", cluster_id=CLUSTER_ID)
+        )
         await wait_until(partial(_dropped, client, count), what="reply dropped")
     release.set()
     assert await request == b"genuine"
