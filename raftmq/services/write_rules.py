@@ -63,9 +63,9 @@ class BadWrite(Exception):
 def _header_value(value: Any) -> HeaderValue | None:
     if isinstance(value, str | int | float | bool):
         return value
-    if isinstance(value, bytes):
+    if isinstance(value, bytes | bytearray):  # pamqp gives byte arrays as either
         with contextlib.suppress(UnicodeDecodeError):
-            return value.decode()
+            return bytes(value).decode()
     return None  # tables, arrays, timestamps, decimals, void: not carried
 
 
