@@ -27,6 +27,7 @@ import pytest
 
 from raftmq._amqp import topology
 from raftmq.client.producer import Producer
+from raftmq.client.subscriber import Subscriber
 from raftmq.errors import ConfigError
 from raftmq.protocol import names
 from raftmq.protocol.permissions import Role, layout
@@ -196,8 +197,22 @@ async def test_cluster_runs_on_the_node_account_and_commits_a_restricted_produce
     try:
         cluster.start_all()
         async with Producer(declared.producer_url, declared.cluster) as producer:
-            receipt = await producer.publish(b"through the layout", timeout=60)
-        assert receipt.index is not None and receipt.index >= 1
+            receipts = [await producer.publish(b"w%d" % k, timeout=60) for k in range(3)]
+        assert all(r.index is not None for r in receipts)
+        # A named subscription from earliest on the subscriber account: replay requests
+        # and positions go through the exchanges that account may write to.
+        async with Subscriber(
+            declared.subscriber_url, declared.cluster, name="ledger", start="earliest"
+        ) as subscriber:
+            got = []
+            async with asyncio.timeout(60):
+                async for message in subscriber:
+                    got.append(message.body)
+                    if len(got) == 3:
+                        break
+        assert got == [b"w0", b"w1", b"w2"]
+        async with Subscriber(declared.subscriber_url, declared.cluster, name="ledger") as resumed:
+            assert resumed.last_index == receipts[-1].index  # the stored position
     finally:
         cluster.stop_all()
         await cluster.delete_queues()

@@ -34,9 +34,17 @@ class Progress:
     acked, so a crash in between only redelivers messages the position then drops.
     """
 
-    def __init__(self, channel: AbstractChannel, position_queue: AbstractQueue | None) -> None:
+    def __init__(
+        self,
+        channel: AbstractChannel,
+        position_queue: AbstractQueue | None,
+        position_exchange: str = "",
+        position_key: str = "",
+    ) -> None:
         self.channel = channel  # where positions are published (robust: survives reconnects)
         self.position_queue = position_queue  # None: anonymous subscription
+        self.position_exchange = position_exchange  # routes positions to position_queue
+        self.position_key = position_key  # the routing key: the subscription name
         self.processed: int | None = None  # last index the application finished with
         self.pending = 0  # deliveries settled (processed or dropped) since the last flush
         self.flushed_at = 0.0  # loop time of the last flush
@@ -69,11 +77,12 @@ class Progress:
         position = self.processed
         if self.position_queue is not None and position is not None and position != self._stored:
             try:
-                await self.channel.default_exchange.publish(
+                exchange = await self.channel.get_exchange(self.position_exchange, ensure=False)
+                await exchange.publish(
                     aio_pika.Message(
                         str(position).encode(), delivery_mode=aio_pika.DeliveryMode.PERSISTENT
                     ),
-                    routing_key=self.position_queue.name,
+                    routing_key=self.position_key,
                 )
             except Exception as exc:  # the broker is away: keep both for the next flush
                 logger.debug("position %s not stored yet: %r", position, exc)

@@ -107,14 +107,19 @@ class ReplayClient:
             answers: asyncio.Queue[Delivered] = asyncio.Queue()
             self._replies[correlation_id] = answers
             try:
-                await self.channel.default_exchange.publish(
+                # Through the replay exchange: a subscriber account needs no write on
+                # the default exchange (docs/protocol.md section 10).
+                exchange = await self.channel.get_exchange(
+                    names.replay_exchange(self.cluster), ensure=False
+                )
+                await exchange.publish(
                     aio_pika.Message(
                         request,
                         content_type="application/json",
                         reply_to=self.reply_to,
                         correlation_id=correlation_id,
                     ),
-                    routing_key=names.replay_queue(self.cluster),
+                    routing_key="",
                 )
                 got: list[CommittedMessage] = []
                 while True:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import uuid
 from collections import Counter, deque
 from types import TracebackType
@@ -29,6 +30,7 @@ from typing import Literal
 
 import aio_pika
 from aio_pika.abc import (
+    AbstractExchange,
     AbstractQueue,
     AbstractRobustChannel,
     AbstractRobustConnection,
@@ -60,6 +62,9 @@ Start = Literal["latest", "earliest"] | int
 _RESUME_PAUSE = 1.0  # seconds between attempts to consume again after a broker cancel
 
 
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+
 class Subscriber:
     """Iterate over committed writes of ``cluster``: ``async for msg in subscriber``.
 
@@ -88,6 +93,9 @@ class Subscriber:
     ) -> None:
         if isinstance(start, int) and start < 1:
             raise ConfigError("start index must be >= 1")
+        if name is not None and not _NAME.match(name):
+            # The name routes positions on a topic exchange: no wildcards, no empty words.
+            raise ConfigError(f"subscription name {name!r} must match {_NAME.pattern}")
         self.amqp_url = amqp_url  # broker URL
         self.cluster = cluster  # cluster name
         self.start = start  # where a new subscription begins
@@ -145,8 +153,7 @@ class Subscriber:
         assert isinstance(channel, AbstractRobustChannel)
         self._channel = channel
         await channel.set_qos(prefetch_count=self.prefetch)
-        exchange = await topology.declare_committed(channel, self.cluster)
-        await topology.declare_replay(channel, self.cluster)
+        exchange = await self._shared_exchanges(channel)
         if self.name is None:
             queue = await channel.declare_queue(
                 names.anonymous_subscription_queue(self.cluster, uuid.uuid4().hex),
@@ -163,7 +170,11 @@ class Subscriber:
                 durable=True,
                 arguments={"x-max-length": 1},
             )
-            progress = Progress(channel, stored)
+            # Positions travel through the positions exchange, routed by name: a subscriber
+            # account needs no write on the default exchange (docs/protocol.md section 10).
+            positions = names.positions_exchange(self.cluster)
+            await stored.bind(positions, routing_key=self.name)
+            progress = Progress(channel, stored, positions, self.name)
         self._progress = progress
         resumed = await progress.load()
         await queue.bind(exchange)
@@ -188,6 +199,21 @@ class Subscriber:
         channel.reopen_callbacks.add(self._on_reopen)
         await self._consume()
         progress.flushed_at = asyncio.get_running_loop().time()
+
+    async def _shared_exchanges(self, channel: AbstractRobustChannel) -> AbstractExchange:
+        """The committed exchange, with the replay and positions exchanges beside it:
+        declared when missing, else only looked up (a passive check needs no configure
+        permission, so a restricted subscriber account can open a running cluster)."""
+        connection = self._connection
+        assert connection is not None
+        committed = names.committed_exchange(self.cluster)
+        if not await topology.exchange_exists(connection, committed):
+            await topology.declare_committed(channel, self.cluster)
+        if not await topology.exchange_exists(connection, names.replay_exchange(self.cluster)):
+            await topology.declare_replay(channel, self.cluster)
+        if not await topology.exchange_exists(connection, names.positions_exchange(self.cluster)):
+            await topology.declare_positions(channel, self.cluster)
+        return await channel.get_exchange(committed, ensure=False)
 
     async def close(self, *, processed: bool = True) -> None:
         """Store the position and ack what was processed; close the connection.
