@@ -198,19 +198,22 @@ async def test_cluster_runs_on_the_node_account_and_commits_a_restricted_produce
         cluster.start_all()
         async with Producer(declared.producer_url, declared.cluster) as producer:
             receipts = [await producer.publish(b"w%d" % k, timeout=60) for k in range(3)]
-        assert all(r.index is not None for r in receipts)
-        # A named subscription from earliest on the subscriber account: replay requests
-        # and positions go through the exchanges that account may write to.
-        async with Subscriber(
-            declared.subscriber_url, declared.cluster, name="ledger", start="earliest"
-        ) as subscriber:
-            got = []
-            async with asyncio.timeout(60):
-                async for message in subscriber:
-                    got.append(message.body)
-                    if len(got) == 3:
-                        break
-        assert got == [b"w0", b"w1", b"w2"]
+            assert all(r.index is not None for r in receipts)
+            # A named subscription from earliest on the subscriber account: replay
+            # requests and positions go through the exchanges that account may write to.
+            async with Subscriber(
+                declared.subscriber_url, declared.cluster, name="ledger", start="earliest"
+            ) as subscriber:
+                # A replay answered by a node that has not applied w0-w2 yet ends empty;
+                # the next live message's prev-index then shows the gap, filled by replay.
+                receipts.append(await producer.publish(b"w3", timeout=60))
+                got = []
+                async with asyncio.timeout(60):
+                    async for message in subscriber:
+                        got.append(message.body)
+                        if len(got) == 4:
+                            break
+        assert got == [b"w0", b"w1", b"w2", b"w3"]
         async with Subscriber(declared.subscriber_url, declared.cluster, name="ledger") as resumed:
             assert resumed.last_index == receipts[-1].index  # the stored position
     finally:
