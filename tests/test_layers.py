@@ -21,6 +21,17 @@ ROOT = Path(raftmq.__file__).parent
 
 # Which raftmq packages each layer may import (besides itself and raftmq.errors). A module
 # directly in raftmq/ is its own layer ("runtime").
+_BELOW_TESTING = {
+    "runtime",
+    "client",
+    "services",
+    "node",
+    "storage",
+    "transport",
+    "_amqp",
+    "protocol",
+    "core",
+}
 ALLOWED: dict[str, set[str]] = {
     "errors": set(),
     "core": set(),
@@ -32,29 +43,8 @@ ALLOWED: dict[str, set[str]] = {
     "services": {"node", "_amqp", "protocol", "core"},
     "client": {"transport", "_amqp", "protocol", "core"},
     "runtime": {"node", "services", "storage", "transport", "_amqp", "protocol", "core"},
-    "testing": {
-        "runtime",
-        "client",
-        "services",
-        "node",
-        "storage",
-        "transport",
-        "_amqp",
-        "protocol",
-        "core",
-    },
-    "cli": {
-        "testing",
-        "runtime",
-        "client",
-        "services",
-        "node",
-        "storage",
-        "transport",
-        "_amqp",
-        "protocol",
-        "core",
-    },
+    "testing": _BELOW_TESTING,
+    "cli": _BELOW_TESTING | {"testing"},
 }
 
 # Libraries below aio-pika's public API: only raftmq._amqp may import them.
