@@ -31,6 +31,7 @@ from raftmq._amqp.channel import RawChannel, consume, underlay
 from raftmq._amqp.delivery import Delivered, envelope_from_delivery
 from raftmq._amqp.wire import publish_envelope
 from raftmq.errors import (
+    ClientNotOpen,
     ConfigError,
     InvalidEnvelope,
     RequestFailed,
@@ -136,8 +137,10 @@ class RpcClient:
     ) -> bytes:
         """Ask ``node_id`` and return its reply body (see RequestClient)."""
         channel = self._channel
-        if channel is None or channel.is_closed:
-            raise TransportError("RpcClient is not connected (call start() or use async with)")
+        if channel is None:
+            raise ClientNotOpen("RpcClient is not started (call start() or use async with)")
+        if channel.is_closed:
+            raise TransportError("RpcClient's channel to the broker is closed")
         correlation_id = f"{self._prefix}-{next(self._ids)}"
         future: asyncio.Future[Envelope] = asyncio.get_running_loop().create_future()
         self._pending[correlation_id] = (node_id, future)
