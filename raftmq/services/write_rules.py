@@ -321,7 +321,7 @@ class WriteRules:
         return self.check(
             Record(
                 body=body,
-                content_type=content_type,
+                content_type=content_type or None,  # an empty one travels as none
                 headers=kept_headers(headers),
                 message_id=message_id or None,
                 producer_id=producer_id,

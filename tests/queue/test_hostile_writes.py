@@ -6,11 +6,14 @@ broker closes its connection; a burst of huge batches is ingested without an ele
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import subprocess
+import uuid
 from collections import Counter
 from typing import Any
 
 import aio_pika
+import aiormq
 import pytest
 from aio_pika.abc import AbstractChannel
 from hypothesis import HealthCheck, Phase, given, settings
@@ -19,7 +22,7 @@ from hypothesis import strategies as st
 from raftmq._amqp.channel import underlay
 from raftmq._amqp.guard import header_frame_size
 from raftmq._amqp.wire import default_publish_frame, framing, message_frames, write_frames
-from raftmq.node.sessions import session_key
+from raftmq.node.sessions import SessionTable
 from raftmq.protocol import names
 from raftmq.protocol.limits import FRAME_MAX
 from raftmq.protocol.record import BATCH_TYPE, Record, encode_batch
@@ -45,14 +48,15 @@ class Expected:
     def __init__(self) -> None:
         self.committed: Counter[Outcome] = Counter()
         self.dead: Counter[tuple[bytes, str]] = Counter()
-        self._keys: set[tuple[str, int]] = set()
+        # The nodes' own session rules decide duplicates (a seq below a session's floor is
+        # one even when never seen), applied in publish order as the log will hold them.
+        self._sessions = SessionTable()
+        self._index = 0
 
     def accepted(self, record: Record) -> None:
-        key = session_key(record)
-        if key is not None and key in self._keys:
+        self._index += 1
+        if self._sessions.apply(record, self._index, 1) is not None:
             return  # a duplicate: acked, not published again
-        if key is not None:
-            self._keys.add(key)
         self.committed[
             _outcome(record.body, record.content_type, record.message_id, record.headers)
         ] += 1
@@ -85,6 +89,14 @@ def _expect(write: HostileWrite, expected: Expected) -> None:
             expected.accepted(record)
 
 
+def _as_published(write: HostileWrite) -> HostileWrite:
+    """The write as the broker gets it: aiormq gives a single write without a message id
+    (None or empty) a random one, which the cluster then keeps and sessions by."""
+    if write.batch is None and not write.message_id:
+        return dataclasses.replace(write, message_id=uuid.uuid4().hex)
+    return write
+
+
 def _sendable(write: HostileWrite) -> bool:
     """The client library can publish it: its own content header fits one frame."""
     size = header_frame_size(
@@ -105,6 +117,20 @@ async def _publish(channel: AbstractChannel, cluster: str, write: HostileWrite) 
             delivery_mode=2,
         )
     await channel.default_exchange.publish(message, routing_key=names.writes_queue(cluster))
+
+
+async def _publish_alone(amqp_url: str, cluster: str, write: HostileWrite) -> bool:
+    """Publish ``write`` on a connection of its own; False when the broker refused the
+    message itself (it closes the channel, e.g. for a property it cannot take), so that
+    a refusal never takes down the channel the test consumes on."""
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        await _publish(await connection.channel(publisher_confirms=True), cluster, write)
+    except (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInvalidStateError):
+        return False
+    finally:
+        await connection.close()
+    return True
 
 
 def _producer_headers(headers: dict[str, Any]) -> dict[str, Any]:
@@ -165,11 +191,12 @@ async def _publish_bad_key(amqp_url: str, cluster: str) -> None:
 
 
 @pytest.mark.skip(
-    reason="unfinished: in a second example 47 of 60 expected committed messages arrived "
-    "(the expected-outcome model or a real loss; not yet told apart)"
+    reason="unfinished: passes most runs, but a header name of about 255 characters can "
+    "come back from raftmq.C.committed shorter than it was published; where it is cut "
+    "(publisher, broker, node, or this test's consumer) is not yet found"
 )
 @settings(
-    max_examples=3,  # the first is hypothesis' simplest; about 30 hostile writes in all
+    max_examples=8,  # the first is hypothesis' simplest; about 120 hostile writes in all
     deadline=None,
     database=None,
     phases=[Phase.generate],  # fixtures are shared by the examples: no shrinking
@@ -184,13 +211,14 @@ async def test_hostile_writes_are_delivered_byte_exact_or_dead_lettered(
 ) -> None:
     run = await _run(local_cluster, channel)
     cluster, expected = run.cluster.cluster, run.expected
-    for write in [w for w in writes if _sendable(w)]:
-        _expect(write, expected)
+    for write in [_as_published(w) for w in writes if _sendable(w)]:
         async with asyncio.timeout(30):  # the broker confirms every write it took
-            await _publish(channel, cluster, write)
+            if not await _publish_alone(amqp_url, cluster, write):
+                continue  # the broker itself refused it: it never reached the cluster
+        _expect(write, expected)
         run.goods += 1
-        good = HostileWrite(
-            b"good-%d" % run.goods, {names.H_PRODUCER: "good", names.H_SEQ: run.goods}
+        good = _as_published(
+            HostileWrite(b"good-%d" % run.goods, {names.H_PRODUCER: "good", names.H_SEQ: run.goods})
         )
         _expect(good, expected)
         await _publish(channel, cluster, good)
