@@ -145,6 +145,13 @@ def _committed(record: Record, index: int = 7) -> tuple[bytes, Any]:
     return body, header.properties
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Equal, where a NaN header value counts as equal to a NaN (NaN != NaN in Python)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(repr(a[k]) == repr(b[k]) for k in a)
+    return repr(a) == repr(b)
+
+
 def _check_accepted(
     record: Record, body: bytes, headers: dict[str, Any], ct: Any, mid: Any
 ) -> None:
@@ -158,7 +165,7 @@ def _check_accepted(
     if record.producer_id is not None:
         assert got.pop(names.H_PRODUCER) == record.producer_id
         assert got.pop(names.H_SEQ) == record.seq
-    assert got == headers
+    assert _same(got, headers)
 
 
 def _check_refused(
@@ -193,7 +200,7 @@ def test_every_hostile_write_is_accepted_byte_exact_or_refused_with_a_reason(
             props = {"content_type": write.content_type, "message_id": write.message_id}
             _check_refused(exc.reason, write.body, write.headers, props)
             return
-        assert Record.decode(payload) == record
+        assert _same(Record.decode(payload), record)
         _check_accepted(
             record,
             write.body,
@@ -208,7 +215,7 @@ def test_every_hostile_write_is_accepted_byte_exact_or_refused_with_a_reason(
         except BadWrite as exc:
             _check_refused(exc.reason, raw, {}, {})
             continue
-        assert Record.decode(payload) == record
+        assert _same(Record.decode(payload), record)
         source = Record.decode(raw)
         _check_accepted(
             record,
