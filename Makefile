@@ -44,7 +44,7 @@ safety-soak: $(STAMP)
 # Long fuzzing of every decoder and of the write rules (no broker); `make test` runs a
 # short one.
 fuzz: $(STAMP)
-	RAFTMQ_FUZZ_EXAMPLES=$${RAFTMQ_FUZZ_EXAMPLES:-20000} $(BIN)/pytest -q tests/hostile
+	RAFTMQ_HYPOTHESIS_PROFILE=fuzz RAFTMQ_FUZZ_EXAMPLES=$${RAFTMQ_FUZZ_EXAMPLES:-20000} $(BIN)/pytest -q tests/hostile
 
 # Chaos runs against the local broker (restarts the RabbitMQ application); not in `make test`.
 chaos: $(STAMP)

@@ -18,9 +18,16 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from hypothesis import settings
 
 from raftmq.testing.localcluster import LocalCluster
 from raftmq.testing.postgres import fresh_postgres_database
+
+# `make test` draws the same examples on every run, so that CI never fails at random on
+# an example nobody saw before; `make fuzz` (RAFTMQ_HYPOTHESIS_PROFILE=fuzz) draws new ones.
+settings.register_profile("repeatable", derandomize=True)
+settings.register_profile("fuzz", derandomize=False)
+settings.load_profile(os.environ.get("RAFTMQ_HYPOTHESIS_PROFILE", "repeatable"))
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
