@@ -18,9 +18,9 @@ demo: $(STAMP)
 test: lint typecheck pytest
 
 # The tests that need no broker and no database (under a minute): the safety search runs
-# 50 seeds here, 500 in `make test`.
+# 50 seeds here (500 in `make test`), the write-rule and decoder fuzz 40 examples (150).
 unit: $(STAMP)
-	RAFTMQ_SAFETY_SEEDS=$${RAFTMQ_SAFETY_SEEDS:-50} $(BIN)/pytest -q -m 'not integration and not slow'
+	RAFTMQ_SAFETY_SEEDS=$${RAFTMQ_SAFETY_SEEDS:-50} RAFTMQ_FUZZ_EXAMPLES=$${RAFTMQ_FUZZ_EXAMPLES:-40} $(BIN)/pytest -q -m 'not integration and not slow'
 
 # Rewrite the tree into the shape `make lint` checks (import order, formatting, safe fixes).
 fmt: $(STAMP)
