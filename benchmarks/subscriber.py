@@ -156,9 +156,9 @@ async def bench_live(args: argparse.Namespace, cluster: str) -> tuple[float, flo
 async def _cleanup(amqp_url: str, cluster: str) -> None:
     connection = await aio_pika.connect(amqp_url)
     try:
-        channel = await connection.channel()
-        await channel.queue_delete(names.replay_queue(cluster))
-        await channel.exchange_delete(names.committed_exchange(cluster))
+        # Everything the Subscriber declares when it is missing (replay and positions
+        # exchanges too), not only what this benchmark declared itself.
+        await topology.delete_all(await connection.channel(), cluster)
     finally:
         await connection.close()
 
