@@ -24,12 +24,8 @@ from raftmq.protocol.names import (
 
 async def declare_dead(channel: AbstractChannel, cluster: str) -> AbstractExchange:
     """Declare the dead-letter exchange and its queue; return the exchange."""
-    exchange = await channel.declare_exchange(
-        dead_name(cluster), aio_pika.ExchangeType.FANOUT, durable=True
-    )
     queue = await channel.declare_queue(dead_name(cluster), durable=True)
-    await queue.bind(exchange)
-    return exchange
+    return await _front(channel, queue, dead_name(cluster))
 
 
 async def declare_writes(channel: AbstractChannel, cluster: str) -> AbstractQueue:
@@ -45,10 +41,7 @@ async def declare_writes(channel: AbstractChannel, cluster: str) -> AbstractQueu
             "x-dead-letter-exchange": dead_name(cluster),
         },
     )
-    exchange = await channel.declare_exchange(
-        writes_exchange(cluster), aio_pika.ExchangeType.FANOUT, durable=True
-    )
-    await queue.bind(exchange)
+    await _front(channel, queue, writes_exchange(cluster))
     return queue
 
 
@@ -62,11 +55,16 @@ async def declare_committed(channel: AbstractChannel, cluster: str) -> AbstractE
 async def declare_replay(channel: AbstractChannel, cluster: str) -> AbstractQueue:
     """Declare the replay request queue and the replay exchange that routes to it."""
     queue = await channel.declare_queue(replay_queue(cluster), durable=True)
-    exchange = await channel.declare_exchange(
-        replay_exchange(cluster), aio_pika.ExchangeType.FANOUT, durable=True
-    )
-    await queue.bind(exchange)
+    await _front(channel, queue, replay_exchange(cluster))
     return queue
+
+
+async def _front(channel: AbstractChannel, queue: AbstractQueue, name: str) -> AbstractExchange:
+    """Declare the durable fan-out exchange ``name`` and bind ``queue`` to it: clients
+    publish there, so they need no write permission on the default exchange."""
+    exchange = await channel.declare_exchange(name, aio_pika.ExchangeType.FANOUT, durable=True)
+    await queue.bind(exchange)
+    return exchange
 
 
 async def declare_positions(channel: AbstractChannel, cluster: str) -> AbstractExchange:
