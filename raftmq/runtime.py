@@ -73,7 +73,12 @@ def build_node(
         allow_fault_injection=settings.allow_fault_injection,
         session_expiry_entries=settings.session_expiry_entries,
         max_session_gap=settings.max_session_gap,
-        identity=AmqpClusterIdentity(settings.amqp_url, settings.cluster, settings.voters),
+        identity=AmqpClusterIdentity(
+            settings.amqp_url,
+            settings.cluster,
+            settings.voters,
+            declare_shared=settings.queue_services,
+        ),
     )
     if settings.queue_services:
         attach_queue_services(node, settings)

@@ -150,6 +150,19 @@ async def test_producer_account_cannot_consume_the_writes_queue(declared: Accoun
         await connection.close()
 
 
+async def test_a_node_on_a_producer_account_is_refused_with_a_config_error(
+    accounts: Accounts,
+) -> None:
+    """A node started with the wrong account fails at start with what to fix, instead of
+    running without the objects its clients publish to."""
+    connection = await aio_pika.connect(accounts.producer_url)
+    try:
+        with pytest.raises(ConfigError, match="configure permission"):
+            await topology.declare_shared(connection, accounts.cluster)
+    finally:
+        await connection.close()
+
+
 async def test_subscriber_account_reads_committed_but_cannot_forge_it(
     declared: Accounts,
 ) -> None:

@@ -8,6 +8,7 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractQueue
 
+from raftmq.errors import ConfigError
 from raftmq.protocol.names import (
     WRITES_DELIVERY_LIMIT,
     bootstrap_lock_queue,
@@ -80,6 +81,28 @@ async def declare_all(channel: AbstractChannel, cluster: str) -> None:
     await declare_committed(channel, cluster)
     await declare_replay(channel, cluster)
     await declare_positions(channel, cluster)
+
+
+async def declare_shared(connection: AbstractConnection, cluster: str) -> None:
+    """:func:`declare_all` on a channel of its own, for a node account; raises ConfigError
+    when the account may not declare them, or one exists with other arguments."""
+    channel = await connection.channel()
+    try:
+        await declare_all(channel, cluster)
+    except aiormq.exceptions.ChannelAccessRefused as exc:
+        raise ConfigError(
+            f"the broker account may not declare the shared objects of cluster {cluster!r} "
+            f"(a node account needs configure permission on ^raftmq\\.{cluster}\\.: see "
+            f"`raftmq permissions print`): {exc}"
+        ) from None
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        raise ConfigError(
+            f"a shared object of cluster {cluster!r} exists with other arguments than "
+            f"docs/protocol.md section 1 gives (delete it, or fix whoever declared it): {exc}"
+        ) from None
+    finally:
+        if not channel.is_closed:
+            await channel.close()
 
 
 async def exchange_exists(connection: AbstractConnection, name: str) -> bool:

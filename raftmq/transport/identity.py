@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import aio_pika
 
-from raftmq._amqp import bootstrap
+from raftmq._amqp import bootstrap, topology
 from raftmq.errors import TransportError
 from raftmq.protocol.bootstrap import BootstrapRecord, admit_record, new_cluster_id
 
@@ -24,18 +24,26 @@ class AmqpClusterIdentity:
     broker at ``url``; one short connection per start."""
 
     def __init__(
-        self, url: str, cluster: str, voters: tuple[str, ...], *, timeout: float = 30.0
+        self,
+        url: str,
+        cluster: str,
+        voters: tuple[str, ...],
+        *,
+        timeout: float = 30.0,
+        declare_shared: bool = False,
     ) -> None:
         self.url = url  # broker URL
         self.cluster = cluster  # the cluster name the record is for
         self.voters = tuple(sorted(voters))  # this node's voter set
         self.timeout = timeout  # seconds to take the record's lock and read it
+        self.declare_shared = declare_shared  # declare the shared objects once admitted
         self.record: BootstrapRecord | None = None  # the record, once admitted
 
     async def admit(self, stored: str | None) -> str:
         """The cluster id this node runs with (see the module docstring). Raises
         StoreMismatch or ConfigError (admit_record), MalformedMessage when the broker holds
-        something that is not a record, TransportError when the broker cannot be reached."""
+        something that is not a record, TransportError when the broker cannot be reached,
+        ConfigError when the account may not declare the shared objects."""
         proposal = BootstrapRecord.make(stored or new_cluster_id(), self.voters)
         try:
             connection = await aio_pika.connect(
@@ -49,8 +57,10 @@ class AmqpClusterIdentity:
             ) from None
         try:
             record = await bootstrap.claim(connection, self.cluster, proposal, self.timeout)
+            cluster_id = admit_record(record, stored, self.voters, self.cluster)
+            if self.declare_shared:
+                await topology.declare_shared(connection, self.cluster)
         finally:
             await connection.close()
-        cluster_id = admit_record(record, stored, self.voters, self.cluster)
         self.record = record
         return cluster_id

@@ -1,5 +1,6 @@
 """The bootstrap record (raftmq._amqp.bootstrap) on the real broker: of many nodes that
-bootstrap one cluster name at once, exactly one record wins and all read it back."""
+bootstrap one cluster name at once, exactly one record wins and all read it back; and a
+node, once admitted, has declared the cluster's shared objects."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from raftmq._amqp import bootstrap, topology
-from raftmq.errors import MalformedMessage
+from raftmq.errors import ConfigError, MalformedMessage
+from raftmq.protocol import names
 from raftmq.protocol.bootstrap import BootstrapRecord, new_cluster_id
 from raftmq.protocol.names import bootstrap_queue
+from raftmq.transport.identity import AmqpClusterIdentity
 
 
 @pytest.fixture
@@ -98,3 +101,63 @@ def test_records_round_trip_and_sort_their_voters() -> None:
     ):
         with pytest.raises(MalformedMessage):
             BootstrapRecord.decode(bad)
+
+
+async def _exists(connection: aio_pika.abc.AbstractConnection, name: str, kind: str) -> bool:
+    channel = await connection.channel()
+    try:
+        if kind == "queue":
+            await channel.declare_queue(name, passive=True)
+        else:
+            await channel.declare_exchange(name, passive=True)
+    except aio_pika.exceptions.ChannelNotFoundEntity:
+        return False
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+    return True
+
+
+async def test_a_node_declares_the_shared_objects_when_admitted(
+    amqp_url: str, cluster: str
+) -> None:
+    """A client that saw a node answer may publish at once: a write routed to a writes
+    queue that does not exist yet would be dropped by the broker (and confirmed)."""
+    shared = [
+        (names.writes_queue(cluster), "queue"),
+        (names.writes_exchange(cluster), "exchange"),
+        (names.committed_exchange(cluster), "exchange"),
+        (names.dead_name(cluster), "queue"),
+        (names.replay_exchange(cluster), "exchange"),
+        (names.positions_exchange(cluster), "exchange"),
+    ]
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        plain = AmqpClusterIdentity(amqp_url, cluster, ("n1", "n2", "n3"))
+        cluster_id = await plain.admit(None)
+        assert [await _exists(connection, *obj) for obj in shared] == [False] * len(shared)
+        node = AmqpClusterIdentity(amqp_url, cluster, ("n1", "n2", "n3"), declare_shared=True)
+        assert await node.admit(None) == cluster_id  # joins the same bootstrap
+        assert [await _exists(connection, *obj) for obj in shared] == [True] * len(shared)
+        # A write published to the exchange right now lands in the writes queue.
+        channel = await connection.channel(publisher_confirms=True)
+        writes = await channel.get_exchange(names.writes_exchange(cluster))
+        await writes.publish(aio_pika.Message(b"w"), routing_key="")
+        queue = await channel.declare_queue(names.writes_queue(cluster), passive=True)
+        assert queue.declaration_result.message_count == 1
+    finally:
+        await connection.close()
+
+
+async def test_a_shared_object_with_other_arguments_is_a_config_error(
+    amqp_url: str, cluster: str
+) -> None:
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        channel = await connection.channel()
+        await channel.declare_queue(names.writes_queue(cluster), durable=True)  # classic
+        with pytest.raises(ConfigError, match="other arguments"):
+            await topology.declare_shared(connection, cluster)
+        assert not connection.is_closed  # only the declaring channel was closed
+    finally:
+        await connection.close()

@@ -35,9 +35,11 @@ async def _plain_client(url: str, cluster: str, bodies: list[bytes]) -> tuple[Re
         mine = await channel.declare_queue(exclusive=True, auto_delete=True)
         await mine.bind(exchange)
         replies = await channel.declare_queue(exclusive=True, auto_delete=True)
+        # A passive declare: the nodes declared it (a missing one fails here, loudly).
+        writes = await channel.get_exchange(f"raftmq.{cluster}.writes")
         producer = "plain-" + uuid.uuid4().hex
         for seq, body in enumerate(bodies, start=1):
-            await channel.default_exchange.publish(  # returns once the broker confirmed
+            await writes.publish(  # returns once the broker confirmed
                 aio_pika.Message(
                     body,
                     content_type="text/plain",
@@ -46,7 +48,7 @@ async def _plain_client(url: str, cluster: str, bodies: list[bytes]) -> tuple[Re
                     reply_to=replies.name,
                     correlation_id=str(seq),
                 ),
-                routing_key=f"raftmq.{cluster}.writes",
+                routing_key="",
             )
         receipts: Receipts = []
         committed: Committed = []
