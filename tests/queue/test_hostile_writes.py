@@ -14,6 +14,8 @@ from typing import Any
 
 import aio_pika
 import aiormq
+import pamqp.decode
+import pamqp.encode
 import pytest
 from aio_pika.abc import AbstractChannel
 from hypothesis import HealthCheck, Phase, given, settings
@@ -90,11 +92,16 @@ def _expect(write: HostileWrite, expected: Expected) -> None:
 
 
 def _as_published(write: HostileWrite) -> HostileWrite:
-    """The write as the broker gets it: aiormq gives a single write without a message id
-    (None or empty) a random one, which the cluster then keeps and sessions by."""
-    if write.batch is None and not write.message_id:
-        return dataclasses.replace(write, message_id=uuid.uuid4().hex)
-    return write
+    """The write as the broker gets it from aio-pika: aiormq gives a single write without a
+    message id (None or empty) a random one, which the cluster then keeps and sessions by;
+    and pamqp cuts every header name (nested ones too) to 128 bytes when it encodes a
+    table, so a name of 129-255 bytes reaches the broker shorter than it was given."""
+    if write.batch is not None:
+        return write
+    _, headers = pamqp.decode.field_table(pamqp.encode.field_table(write.headers))
+    return dataclasses.replace(
+        write, headers=headers, message_id=write.message_id or uuid.uuid4().hex
+    )
 
 
 def _sendable(write: HostileWrite) -> bool:
@@ -190,11 +197,6 @@ async def _publish_bad_key(amqp_url: str, cluster: str) -> None:
         await connection.close()
 
 
-@pytest.mark.skip(
-    reason="unfinished: passes most runs, but a header name of about 255 characters can "
-    "come back from raftmq.C.committed shorter than it was published; where it is cut "
-    "(publisher, broker, node, or this test's consumer) is not yet found"
-)
 @settings(
     max_examples=8,  # the first is hypothesis' simplest; about 120 hostile writes in all
     deadline=None,
