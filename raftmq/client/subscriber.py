@@ -11,6 +11,12 @@ dropped, counted in :attr:`Subscriber.counters` and acked like processed ones; a
 nobody can fill (its message claims an index no node has) is given up after
 ``gap_timeout`` seconds without a replayed message, and that message is dropped too.
 
+A subscriber that catches up (from ``earliest`` or an index, or after a reconnect) cannot
+see from replay alone whether the node that answered lagged behind what was fanned out
+before its queue was bound; until its first live message (whose prev index shows any gap)
+it asks replay again whenever none came for a while (``replay_timeout``, doubling up to
+``CATCH_UP_MAX``), so an idle cluster's messages still arrive.
+
 Deliveries (live and replayed) are consumed on the raw channel (raftmq._amqp): a message
 is read straight from its AMQP properties and body, without an aio-pika ``IncomingMessage``
 (which costs more CPU than everything else the subscriber does per message). aio-pika's
@@ -60,6 +66,7 @@ Start = Literal["latest", "earliest"] | int
 """Where a new subscription starts: new messages only, the first index, or index N."""
 
 _RESUME_PAUSE = 1.0  # seconds between attempts to consume again after a broker cancel
+CATCH_UP_MAX = 60.0  # seconds: the longest wait for a first live message before re-asking replay
 
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -115,6 +122,9 @@ class Subscriber:
         self._waiter: asyncio.Future[None] | None = None  # set while waiting for a delivery
         self._flush_timer: asyncio.TimerHandle | None = None  # wakes the waiter to flush
         self._replay_from: int | None = None  # proactive replay still to do (earliest / N)
+        # Catching up (from open, or a reconnect, until the first live delivery): seconds
+        # to wait for one before asking replay again; None once a live one came.
+        self._catch_up: float | None = None
         self._connection: AbstractRobustConnection | None = None
         self._channel: AbstractRobustChannel | None = None
         self._queue: AbstractRobustQueue | None = None  # the subscription's queue
@@ -194,6 +204,8 @@ class Subscriber:
         elif isinstance(self.start, int):
             self._last = progress.processed = self.start - 1
             self._replay_from = self.start
+        if self._replay_from is not None:
+            self._catch_up = self.replay_timeout
         self._queue = queue
         # After a reconnect aio-pika redeclares and binds the queues, then calls this.
         channel.reopen_callbacks.add(self._on_reopen)
@@ -267,11 +279,12 @@ class Subscriber:
             if progress.due(asyncio.get_running_loop().time()):
                 await self._flush()
             if not live:
-                await self._wait_live()
+                await self._idle()
                 if self._closed:  # close() from another task ends the iteration
                     raise StopAsyncIteration
                 continue
             delivered = live.popleft()
+            self._catch_up = None  # from here on, a gap shows in the next message's prev
             try:
                 message, prev = parse_delivered(delivered)
             except MalformedMessage as exc:
@@ -308,18 +321,37 @@ class Subscriber:
         self._yielded = None
         self._progress.processed_index(message.index, delivered)
 
-    async def _wait_live(self) -> None:
-        """Wait for a live delivery, or until unflushed progress is due to be written."""
+    async def _idle(self) -> None:
+        """Wait for a live delivery. While catching up, ask replay again when none comes:
+        the node that answered the last replay may have lagged behind what fan-out had
+        published before this subscriber's queue was bound, and only a live message (its
+        prev index) would show that gap; in an idle cluster none may come for hours. The
+        wait doubles each time, up to CATCH_UP_MAX seconds."""
+        wait = self._catch_up
+        loop = asyncio.get_running_loop()
+        since = loop.time()
+        await self._wait_live(wait)
+        if wait is None or self._live or self._closed or loop.time() - since < wait:
+            return
+        self._catch_up = min(wait * 2, CATCH_UP_MAX)
+        self._replay_from = (self._last or 0) + 1
+
+    async def _wait_live(self, timeout: float | None = None) -> None:
+        """Wait for a live delivery, until unflushed progress is due to be written, or
+        for ``timeout`` seconds."""
         loop = asyncio.get_running_loop()
         progress = self._progress
         if progress is not None and progress.pending and self._flush_timer is None:
             due = progress.flushed_at + FLUSH_INTERVAL
             self._flush_timer = loop.call_at(due, self._on_flush_due)
         waiter = self._waiter = loop.create_future()
+        timer = None if timeout is None else loop.call_later(timeout, self._wake)
         try:
             await waiter
         finally:
             self._waiter = None
+            if timer is not None:
+                timer.cancel()
 
     def _wake(self) -> None:
         waiter = self._waiter
@@ -352,6 +384,10 @@ class Subscriber:
                 await consume(channel, queue.name, callback, no_ack=no_ack, consumer_tag=tag)
 
     async def _on_reopen(self, _channel: object) -> None:
+        # An anonymous queue lost what was published while the connection was down: catch
+        # up as after open (a named queue kept it; asking costs one empty answer).
+        if self._last is not None and self._catch_up is None:
+            self._catch_up = self.replay_timeout
         try:
             await self._consume()
         except Exception as exc:  # raised here, aio-pika would only drop it: retry

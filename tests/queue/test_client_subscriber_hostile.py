@@ -190,3 +190,37 @@ async def test_hostile_replay_answers_are_dropped_and_asked_again(
     assert [(m.index, m.body) for m, _ in ready] == [(1, b"one")]
     assert counters == Counter(replay_malformed=1, replay_error=1)
     assert len(requests) == 3
+
+
+async def test_a_lagging_replay_answer_is_caught_up_in_an_idle_cluster(
+    amqp_url: str, cluster_name: str, channel: AbstractChannel
+) -> None:
+    """From earliest, the first replay is answered by a node that lags (it has 2 of the 5
+    messages fanned out before the subscriber bound its queue) and no write follows: the
+    subscriber asks again while no live message comes, and gets all five."""
+    await topology.declare_all(channel, cluster_name)
+    replay = await topology.declare_replay(channel, cluster_name)
+    requests: list[dict[str, Any]] = []
+
+    async def answer(request: AbstractIncomingMessage) -> None:
+        asked = json.loads(request.body)
+        requests.append(asked)
+        known = 2 if len(requests) == 1 else 5  # the lagging node, then an up-to-date one
+        for index in range(asked["from"], known + 1):
+            headers = _valid(index)
+            message = aio_pika.Message(b"m%d" % index, headers=headers)
+            message.correlation_id = request.correlation_id
+            await channel.default_exchange.publish(message, routing_key=request.reply_to or "")
+        end = aio_pika.Message(b"", headers={names.H_REPLAY_END: max(known, asked["from"] - 1)})
+        end.correlation_id = request.correlation_id
+        await channel.default_exchange.publish(end, routing_key=request.reply_to or "")
+        await request.ack()
+
+    try:
+        await replay.consume(answer)
+        async with Subscriber(amqp_url, cluster_name, start="earliest", replay_timeout=0.3) as sub:
+            got = await _take(sub, 5, timeout=20)
+        assert [(m.index, m.body) for m in got] == [(k, b"m%d" % k) for k in range(1, 6)]
+        assert [r["from"] for r in requests[:2]] == [1, 3]  # asked again after index 2
+    finally:
+        await topology.delete_all(channel, cluster_name)
