@@ -36,6 +36,13 @@ H_REPLAY_END = "raftmq-replay-end"  # int: end marker of a replay answer (last i
 WRITES_DELIVERY_LIMIT = 20  # a write delivered more often than this is dead-lettered
 
 
+def connection_name(cluster: str, node_id: str, role: str | None = None) -> str:
+    """The AMQP ``connection_name`` of a node's connection (shown by ``rabbitmqctl
+    list_connections name``): ``raftmq:C:N`` for its Raft traffic, ``raftmq-ROLE:C:N`` for
+    a service's (ingest, fanout, replay)."""
+    return f"raftmq:{cluster}:{node_id}" if role is None else f"raftmq-{role}:{cluster}:{node_id}"
+
+
 def writes_queue(cluster: str) -> str:
     """The leader queue producers publish to."""
     return f"raftmq.{cluster}.writes"

@@ -44,6 +44,7 @@ from raftmq.protocol.names import (
     H_SEQ,
     H_TERM,
     committed_exchange,
+    connection_name,
 )
 from raftmq.protocol.record import HeaderValue, Record
 from raftmq.protocol.watermark import decode_watermark
@@ -177,7 +178,12 @@ class Fanout(LeaderService):
     async def lead(self) -> None:
         """Publish from the replicated watermark on, until cancelled."""
         node = self.node
-        connection = await aio_pika.connect(self.amqp_url)
+        connection = await aio_pika.connect(
+            self.amqp_url,
+            client_properties={
+                "connection_name": connection_name(node.cluster, node.node_id, "fanout")
+            },
+        )
         try:
             channel = await connection.channel(publisher_confirms=True)
             await declare_committed(channel, node.cluster)

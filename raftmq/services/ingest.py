@@ -37,7 +37,7 @@ from raftmq._amqp.wire import framing
 from raftmq.errors import MalformedMessage, NodeStopped, NotLeader, WriteRejected
 from raftmq.node.sessions import session_key
 from raftmq.node.types import ServiceHost
-from raftmq.protocol.names import H_PRODUCER, H_SEQ
+from raftmq.protocol.names import H_PRODUCER, H_SEQ, connection_name
 from raftmq.protocol.receipts import Commit
 from raftmq.protocol.record import BATCH_TYPE, Record, decode_batch
 from raftmq.services.dead_letters import DeadLetters
@@ -94,7 +94,12 @@ class Ingest(LeaderService):
         cluster = self.node.cluster
         # Per run: a slow clean-up of a previous run must not touch this run's handlers.
         handlers: set[asyncio.Task[None]] = set()
-        connection = await aio_pika.connect(self.amqp_url)
+        connection = await aio_pika.connect(
+            self.amqp_url,
+            client_properties={
+                "connection_name": connection_name(cluster, self.node.node_id, "ingest")
+            },
+        )
         try:
             channel = await connection.channel(publisher_confirms=True)
             await channel.set_qos(prefetch_count=self.prefetch)

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from raftmq._amqp.topology import declare_replay
 from raftmq.node.types import ServiceHost
-from raftmq.protocol.names import H_REPLAY_END, H_STATUS, replay_reply_allowed
+from raftmq.protocol.names import H_REPLAY_END, H_STATUS, connection_name, replay_reply_allowed
 from raftmq.services.fanout import committed_message, previous_published, publishable
 
 logger = logging.getLogger("raftmq.services.replay")
@@ -132,7 +132,13 @@ class ReplayServer:
             await asyncio.sleep(_RETRY_DELAY)
 
     async def _serve(self) -> None:
-        connection = await aio_pika.connect(self.amqp_url)
+        node = self.node
+        connection = await aio_pika.connect(
+            self.amqp_url,
+            client_properties={
+                "connection_name": connection_name(node.cluster, node.node_id, "replay")
+            },
+        )
         try:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=self.prefetch)

@@ -33,7 +33,7 @@ from raftmq.core.messages import Message
 from raftmq.errors import ConfigError, TransportError
 from raftmq.protocol.auth import ClusterKey
 from raftmq.protocol.codec import DEFAULT_MAX_MESSAGE_BYTES, Envelope
-from raftmq.protocol.names import inbox_queue
+from raftmq.protocol.names import connection_name, inbox_queue
 from raftmq.transport.inbound import Endpoint
 from raftmq.transport.port import MessageHandler, RequestHandler
 
@@ -68,7 +68,7 @@ class AmqpTransport:
         self.cluster = cluster  # messages of other clusters are dropped
         self.key = key  # signs outbound, required of inbound; None only for --insecure
         self.queue = inbox_queue(cluster, node_id)  # this node's inbox
-        self.connection_name = f"raftmq:{cluster}:{node_id}"  # shown by list_connections
+        self.connection_name = connection_name(cluster, node_id)  # shown by list_connections
         self.message_ttl_ms = message_ttl_ms  # per-message expiration (~one election timeout)
         self.max_message_bytes = max_message_bytes  # size limit, both directions
         self.inbox_max_length = inbox_max_length  # x-max-length of the inbox (drop-head)
