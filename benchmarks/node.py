@@ -81,7 +81,7 @@ async def main(args: argparse.Namespace) -> None:
         finally:
             cluster.stop_all()
             await cluster.delete_queues()
-    signed = "insecure (nothing signed)" if args.insecure else "signed (HMAC-SHA256)"
+    signed = "insecure (nothing signed)" if args.insecure else "signed (keyed BLAKE2b)"
     print(f"3 nodes, local RabbitMQ, SQLite synchronous=FULL, ~100 B writes, {signed}")
     print(
         f"  commit latency, 1 in flight ({args.latency} writes): p50 {p50:.2f} ms, p99 {p99:.2f} ms"

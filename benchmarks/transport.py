@@ -113,7 +113,7 @@ async def main(url: str, count: int, round_trips: int, batch: int, insecure: boo
     cluster = f"bench{uuid.uuid4().hex[:8]}"
     key = None if insecure else ClusterKey(os.urandom(32))
     cluster_id = new_cluster_id()  # no bootstrap record: the transports are told the id
-    print("insecure: nothing signed" if insecure else "signed: HMAC-SHA256 on every message")
+    print("insecure: nothing signed" if insecure else "signed: keyed BLAKE2b on every message")
     received = Arrivals()
     replies: asyncio.Queue[float] = asyncio.Queue()
     a, b = (

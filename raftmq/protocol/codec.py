@@ -67,12 +67,17 @@ def encode(
 ) -> Envelope:
     """Wrap a Raft message for the wire."""
     return Envelope(
-        body=MESSAGE_ADAPTER.dump_json(message),
+        body=encode_body(message),
         type=message.type,
         cluster=cluster,
         reply_to=reply_to,
         correlation_id=correlation_id,
     )
+
+
+def encode_body(message: Message) -> bytes:
+    """The body of a Raft message on the wire (its JSON)."""
+    return MESSAGE_ADAPTER.dump_json(message)
 
 
 def check_envelope(envelope: Envelope, *, cluster: str, max_bytes: int) -> None:

@@ -31,7 +31,7 @@ from raftmq.protocol.codec import (
     Envelope,
     check_envelope,
     decode_checked,
-    encode,
+    encode_body,
 )
 from raftmq.transport.port import MessageHandler, RequestHandler, TransportStats
 
@@ -287,15 +287,16 @@ class Endpoint:
             reply_to, correlation_id = self.queue, f"{self.node_id}-{next(self._ids)}"
         else:
             correlation_id = self._correlator.take(message)
-        envelope = encode(message, self.cluster, reply_to=reply_to, correlation_id=correlation_id)
-        if len(envelope.body) > self.max_bytes:
+        body = encode_body(message)
+        if len(body) > self.max_bytes:
             self.drop_send("oversized", message)
             return None
-        if self.key is not None:
-            envelope = self.key.sign(
-                envelope, sender="", recipient=message.recipient, cluster_id=self.cluster_id
-            )
-        return envelope
+        if self.key is None:
+            return Envelope(body, message.type, self.cluster, reply_to, correlation_id)
+        return self.key.signed(
+            body, message.type, self.cluster, reply_to, correlation_id, None,
+            sender="", recipient=message.recipient, cluster_id=self.cluster_id,
+        )  # fmt: skip
 
     def drop_send(self, reason: str, message: Message) -> None:
         """Count an outbound message that is not sent, and warn once per ``reason``."""

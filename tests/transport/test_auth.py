@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import logging
 from typing import Any
 
@@ -25,7 +26,7 @@ def _reason(envelope: Envelope, *, recipient: str = "b") -> DropReason:
 
 def test_a_signed_envelope_verifies() -> None:
     KEY.verify(signed(REQUEST), sender="", recipient="b", cluster_id=CLUSTER_ID)
-    assert (signed(REQUEST).mac or "").startswith(f"v2.{CLUSTER_ID}.")
+    assert (signed(REQUEST).mac or "").startswith(f"v3.{CLUSTER_ID}.")
 
 
 @pytest.mark.parametrize(
@@ -62,7 +63,9 @@ def test_no_mac_is_unsigned(mac: str | None) -> None:
     assert _reason(dataclasses.replace(REQUEST, mac=mac)) is DropReason.UNSIGNED
 
 
-@pytest.mark.parametrize("mac", ["v1.", "v1.\udcff\u00e9", "v2." + "A" * 43, "v1." + "A" * 43])
+@pytest.mark.parametrize(
+    "mac", ["v1.", "v1.\udcff\u00e9", "v3." + "A" * 43, "v2." + "A" * 43, "v1." + "A" * 43]
+)
 def test_a_wrong_or_unknown_version_mac_is_bad(mac: str) -> None:
     assert _reason(dataclasses.replace(REQUEST, mac=mac)) is DropReason.BAD_MAC
 
@@ -108,3 +111,51 @@ def test_a_direct_reply_to_address_is_signed_as_the_broker_receives_it() -> None
     arrived = dataclasses.replace(signed(request), reply_to="amq.rabbitmq.reply-to.g1h2AA==")
     KEY.verify(arrived, sender="", recipient="b", cluster_id=CLUSTER_ID)
     assert _reason(dataclasses.replace(arrived, reply_to="raftmq.c1.node.a")) is DropReason.BAD_MAC
+
+
+def _documented_mac(key: bytes, fields: list[str | None], body: bytes) -> str:
+    """docs/protocol.md section 11, written out independently of protocol.auth."""
+    data = b"raftmq-mac/3"
+    for text in fields:
+        if text is None:
+            data += (-1).to_bytes(4, "big", signed=True)
+        else:
+            raw = text.encode()
+            data += len(raw).to_bytes(4, "big", signed=True) + raw
+    if len(key) > 64:
+        key = hashlib.blake2b(key, digest_size=64).digest()
+    return hashlib.blake2b(data + body, key=key, digest_size=16).hexdigest()
+
+
+@pytest.mark.parametrize("raw_key", [b"k" * 16, b"a 64-byte key...." * 4, b"longer than 64 " * 9])
+def test_the_mac_is_the_documented_one(raw_key: bytes) -> None:
+    """The wire format other implementations must reproduce, including the direct
+    reply-to address signed without the suffix the broker adds, and a key over 64 bytes."""
+    key = ClusterKey(raw_key)
+    envelope = Envelope(
+        b'{"x": 1}', "status", "c1", "amq.rabbitmq.reply-to.g1h2", "r-1", None, None
+    )
+    mac = key.sign(envelope, sender="", recipient="n2", cluster_id=CLUSTER_ID).mac
+    fields = ["status", "c1", CLUSTER_ID, "", "n2", "amq.rabbitmq.reply-to", "r-1", None]
+    assert mac == f"v3.{CLUSTER_ID}.{_documented_mac(raw_key, fields, envelope.body)}"
+
+
+def test_a_mac_of_an_earlier_version_is_bad_not_another_cluster() -> None:
+    """A v2 (HMAC-SHA256) message from a node of an older release: refused as bad_mac."""
+    v2 = dataclasses.replace(signed(REQUEST), mac="v2.ffff." + "0" * 64)
+    assert _reason(v2) is DropReason.BAD_MAC
+
+
+def test_many_odd_types_do_not_grow_the_key_without_bound() -> None:
+    """A stranger sending every message with another type: the kept MAC states stay few,
+    and signing still verifies."""
+    key = ClusterKey(b"k" * 16)
+    for n in range(2000):
+        envelope = Envelope(b"{}", f"type-{n}", "c1")
+        key.verify(
+            key.sign(envelope, sender="", recipient="b", cluster_id=CLUSTER_ID),
+            sender="",
+            recipient="b",
+            cluster_id=CLUSTER_ID,
+        )
+    assert len(key._prefixed) <= 256
