@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import os
+import re
 import signal
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ from pydantic import ValidationError
 from typer.testing import CliRunner, Result
 
 from raftmq.cli.app import _run, app
-from raftmq.node.settings import NodeSettings
+from raftmq.node.settings import NodeSettings, unknown_variables
 from raftmq.storage import migrate
 from raftmq.testing.localcluster import wait_for_leader
 from tests.conftest import ClusterFactory
@@ -107,6 +108,40 @@ def test_a_node_without_peers_refuses_unless_single_node(
     assert not list(tmp_path.glob("*.db"))  # refused before touching a database
     alone = runner.invoke(app, [*start, "--single-node", "--amqp-url", "amqp://g:g@127.0.0.1:1/"])
     assert alone.exit_code == 1 and "cannot connect" in alone.output, alone.output
+
+
+def test_a_misspelt_variable_is_named_with_the_setting_it_resembles(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """RAFTMQ_PEER=n2,n3 used to be ignored without a word; `raftmq node` now warns first,
+    naming RAFTMQ_PEERS, and then refuses to start without peers as before."""
+    monkeypatch.delenv("RAFTMQ_PEERS", raising=False)
+    monkeypatch.setenv("RAFTMQ_PEER", "n2,n3")
+    monkeypatch.setenv("RAFTMQ_WRITE_TIMOUT", "3")
+    start = ["node", "--node-id", "n1", "--data-dir", str(tmp_path), "--insecure"]
+    with caplog.at_level(logging.WARNING, logger="raftmq.cli.app"):
+        result = runner.invoke(app, start)
+    assert result.exit_code == 1 and "error: no --peers:" in result.output, result.output
+    warned = [r.getMessage() for r in caplog.records if "unrecognized" in r.getMessage()]
+    assert warned == [
+        "unrecognized environment variable RAFTMQ_PEER (did you mean RAFTMQ_PEERS?): it is ignored",
+        "unrecognized environment variable RAFTMQ_WRITE_TIMOUT (did you mean "
+        "RAFTMQ_WRITE_TIMEOUT?): it is ignored",
+    ]
+
+
+def test_every_variable_raftmq_reads_is_known() -> None:
+    """The settings' variables, and every other RAFTMQ_* name the project's code, tests and
+    Makefile read: none of them is reported as unknown."""
+    root = Path(__file__).parent.parent
+    texts = [
+        path.read_text()
+        for folder in ("raftmq", "tests", "benchmarks")
+        for path in (root / folder).rglob("*.py")
+    ] + [(root / "Makefile").read_text(), (root / ".ci" / "run").read_text()]
+    used = {m for text in texts for m in re.findall(r"\bRAFTMQ_[A-Z_]*[A-Z]\b", text)}
+    used -= {"RAFTMQ_PEER", "RAFTMQ_WRITE_TIMOUT", "RAFTMQ_MIGRATIONS"}  # typos above; a marker
+    assert unknown_variables(dict.fromkeys(used, "")) == []
 
 
 @pytest.mark.usefixtures("no_key_env")

@@ -26,7 +26,7 @@ from raftmq.cli.options import AmqpOpt, ClusterOpt, fail
 from raftmq.cli.permissions import permissions_app
 from raftmq.cli.queue import publish, subscribe
 from raftmq.errors import ConfigError, RaftMQError
-from raftmq.node.settings import DEFAULT_AMQP_URL, NodeSettings
+from raftmq.node.settings import DEFAULT_AMQP_URL, NodeSettings, unknown_variables
 from raftmq.protocol.auth import ClusterKey
 from raftmq.protocol.record import Record
 
@@ -101,6 +101,8 @@ def node(
 ) -> None:
     """Run one node until SIGTERM or Ctrl-C (graceful stop)."""
     _configure_logging(log_level)
+    for line in unknown_variables(os.environ):  # a typo, most likely: say so first
+        logger.warning("%s: it is ignored", line)
     if config is not None:
         os.environ["RAFTMQ_CONFIG"] = str(config)
     overrides: dict[str, Any] = {

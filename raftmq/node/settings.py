@@ -12,8 +12,12 @@ keys at top level, e.g.::
 
 A key the file or the environment does not know (a typo such as ``peer``) is an error, and
 so is a named TOML file that does not exist: a setting that is silently ignored is worse
-than a node that does not start. (Misspelt ``RAFTMQ_*`` variables cannot be told apart
-from other programs' variables and are not checked.)
+than a node that does not start. A ``RAFTMQ_*`` variable that is neither a setting nor
+one of raftmq's other variables (:data:`OTHER_VARIABLES`) is reported by
+:func:`unknown_variables` and logged as a warning at start, with the nearest known names
+by ``raftmq node`` (like etcd's "unrecognized environment variable"): it could be another
+program's, so it does not stop the node. An embedded node that reads its settings from
+the environment can do the same.
 
 Bootstrapping is explicit: a node needs its ``peers``; a cluster of one node only with
 ``single_node`` (``--single-node``, ``RAFTMQ_SINGLE_NODE``). A node that forgot its peers
@@ -27,9 +31,11 @@ Node traffic is signed with the cluster key (:mod:`raftmq.protocol.auth`): the k
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import tomllib
+from collections.abc import Mapping
 from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -229,6 +235,44 @@ def cluster_key_from(key: SecretStr | str | None, key_file: Path | None) -> Clus
     if key is None:
         return None
     return ClusterKey.from_text(key.get_secret_value() if isinstance(key, SecretStr) else key)
+
+
+OTHER_VARIABLES = frozenset(
+    {
+        "RAFTMQ_CONFIG",  # the TOML file
+        "RAFTMQ_NODES",  # operator commands: the nodes to ask
+        "RAFTMQ_RABBITMQCTL",  # `raftmq permissions`
+        "RAFTMQ_LOG_LEVEL",  # `raftmq node`
+        "RAFTMQ_NODE_PASSWORD",
+        "RAFTMQ_PRODUCER_PASSWORD",
+        "RAFTMQ_SUBSCRIBER_PASSWORD",
+        # the test suite's and benchmarks'
+        "RAFTMQ_TEST_AMQP_URL",
+        "RAFTMQ_TEST_DATABASE_URL",
+        "RAFTMQ_REQUIRE_SERVICES",
+        "RAFTMQ_HYPOTHESIS_PROFILE",
+        "RAFTMQ_FUZZ_EXAMPLES",
+        "RAFTMQ_SAFETY_SEEDS",
+        "RAFTMQ_SAFETY_SEED",
+        "RAFTMQ_CRASH_SEED",
+        "RAFTMQ_CRASH_KILLS",
+    }
+)
+"""``RAFTMQ_*`` variables that are raftmq's without being node settings."""
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    """One line per ``RAFTMQ_*`` variable of ``environ`` that raftmq does not know (a
+    misspelt setting, most likely), naming the nearest known names."""
+    prefix = "RAFTMQ_"
+    known = {prefix + name.upper() for name in NodeSettings.model_fields} | OTHER_VARIABLES
+    lines = []
+    for name in sorted(environ):
+        if name.upper().startswith(prefix) and name.upper() not in known:
+            near = difflib.get_close_matches(name.upper(), sorted(known), n=3, cutoff=0.75)
+            hint = f" (did you mean {' or '.join(near)}?)" if near else ""
+            lines.append(f"unrecognized environment variable {name}{hint}")
+    return lines
 
 
 class _CheckedToml(TomlConfigSettingsSource):
