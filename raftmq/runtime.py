@@ -32,7 +32,9 @@ def build_node(
     """A node for ``settings`` (not started: use ``async with`` or ``await node.start()``).
 
     Raises ConfigError without a cluster key unless ``settings.insecure``, without peers
-    unless ``settings.single_node``, and for the data dir of another node."""
+    unless ``settings.single_node``, for the data dir of another node, and when the
+    ``metrics_port`` cannot be bound (the metrics server binds it here, serves it once
+    the node runs)."""
     settings.check_voters()
     settings.check_data_dir()
     key = settings.load_cluster_key()
@@ -80,6 +82,11 @@ def build_node(
             declare_shared=settings.queue_services,
         ),
     )
+    if settings.metrics_port is not None:
+        from raftmq.node.metrics_server import MetricsServer
+
+        # The first service: it serves once the loop runs and stops after the others.
+        node.add_service(MetricsServer(node, settings.metrics_host, settings.metrics_port))
     if settings.queue_services:
         attach_queue_services(node, settings)
     else:

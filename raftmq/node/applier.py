@@ -70,6 +70,9 @@ class Applier(Generic[T]):
         # the node's writes awaiting their entry, index -> (term, future); resolved here
         self._pending = pending
         self.counters = counters  # the node's counters: apply_errors, apply_decode_errors
+        # this node's writes resolved at apply (committed; failed: leadership changed)
+        counters.setdefault("proposals_committed", 0)
+        counters.setdefault("proposals_failed", 0)
 
     async def restore(self, storage: Storage, initial: InitialState) -> None:
         """Load what was applied before (sessions, watermark, applied index) at start."""
@@ -136,6 +139,7 @@ class Applier(Generic[T]):
                 if future.done():
                     pass
                 elif entry.term != term:
+                    self.counters["proposals_failed"] += 1
                     future.set_exception(
                         WriteRejected(
                             f"leadership changed: index {entry.index} committed in "
@@ -143,10 +147,12 @@ class Applier(Generic[T]):
                         )
                     )
                 elif original is not None:  # index/term 0: the original's place is unknown
+                    self.counters["proposals_committed"] += 1
                     future.set_result(
                         Commit(original.index or 0, original.term or 0, duplicate=True)
                     )
                 else:
+                    self.counters["proposals_committed"] += 1
                     future.set_result(Commit(entry.index, entry.term))
             if record is not None and original is None:
                 await self._call_callbacks(entry, record)

@@ -53,6 +53,7 @@ from raftmq.errors import (
     StoreMismatch,
 )
 from raftmq.node.applier import Applier
+from raftmq.node.loopstats import LoopStats, clock
 from raftmq.protocol.receipts import Commit
 from raftmq.storage.port import PersistBatch, Storage
 from raftmq.transport.port import Transport
@@ -119,6 +120,7 @@ class NodeLoop:
         self.role_observers: list[Callable[[SoftState], None]] = []  # on soft state changes
         # after each applied batch, with its entries (persisted, applied)
         self.apply_observers: list[Callable[[tuple[Entry, ...]], None]] = []
+        self.stats = LoopStats(self.proposals, pending)  # for metrics (raftmq.node.loopstats)
 
     def propose(self, payload: bytes) -> asyncio.Future[Commit]:
         """Queue ``payload`` for the next proposal batch; the future resolves at commit."""
@@ -141,12 +143,15 @@ class NodeLoop:
     def stop(self) -> None:
         """End :meth:`run` at its next turn (it saves what was applied first)."""
         self.stopping = True
+        self.stats.running = False
         self._stop_requested.set()
         self.wake.set()
 
     def on_message(self, message: Message) -> None:
         if self.isolated:
             return
+        received = self.stats.received
+        received[type(message)] = received.get(type(message), 0) + 1
         if len(self.inbox) >= _MAX_QUEUED_MESSAGES:
             self.inbox.popleft()  # oldest first: Raft tolerates loss, not unbounded memory
             self._counters["inbox_overflow"] += 1
@@ -156,6 +161,7 @@ class NodeLoop:
     async def run(self) -> None:
         """The loop (see the module docstring); returns when stopped or failed, never
         raises: a failure is logged and kept in ``failure``."""
+        self.stats.running = not self.stopping
         try:
             await self._run()
         except _Abandoned:
@@ -168,6 +174,7 @@ class NodeLoop:
             self.stopping = True
             self.fail_pending(NodeStopped(f"node {self.node_id} loop failed: {exc}"))
         finally:
+            self.stats.running = False
             self.ended.set()
 
     async def _run(self) -> None:
@@ -240,6 +247,7 @@ class NodeLoop:
         except NotLeader as exc:
             for _, future in batch:
                 future.set_exception(NotLeader(exc.leader_hint))
+            self._counters["proposals_failed"] += len(batch)
             return
         for offset, (_, future) in enumerate(batch):
             self.pending[first + offset] = (core.term, future)
@@ -257,6 +265,7 @@ class NodeLoop:
                     soft.term,
                     soft.leader_id or "unknown",
                 )
+                self.stats.saw_leader(soft.term, soft.leader_id)
                 for observer in self.role_observers:
                     observer(soft)
             # Term and vote must be durable before any message leaves; a change of the
@@ -274,6 +283,7 @@ class NodeLoop:
                 early = [m for m in late if isinstance(m, AppendEntries)]
                 late = [m for m in late if not isinstance(m, AppendEntries)]
             if early:
+                self.stats.count_sent(early)
                 self._transport.send(early)
             # Entries committed before this Ready's new entries are durable already (the
             # leader steps no reply before its save returned; a follower's commit never
@@ -297,6 +307,7 @@ class NodeLoop:
             if hard is not None:
                 self._durable_vote = (hard.term, hard.voted_for)
             if late:
+                self.stats.count_sent(late)
                 self._transport.send(late)
             if committed and not apply_first:
                 await self._apply_committed(ready, hard if defer_hard else None)
@@ -328,7 +339,9 @@ class NodeLoop:
             return
         # Nothing that depends on this batch has left the node: retrying is safe, and a
         # retry of a batch whose commit landed is accepted by the store (idempotent).
+        started = clock()
         await self._retrying("save", "storage_retries", lambda: self._storage.save(batch))
+        self.stats.save_seconds.observe(clock() - started)
 
     async def _serve_reads(self, ready: Ready) -> None:
         for read in ready.reads:
@@ -371,11 +384,11 @@ class NodeLoop:
             if not waiting.done():
                 waiting.set_exception(error)
         self.transfers.clear()
-        for _, future in self.proposals:
-            if not future.done():
-                future.set_exception(error)
+        writes = [future for _, future in self.proposals]
+        writes += [future for _, future in self.pending.values()]
         self.proposals.clear()
-        for _, future in self.pending.values():
-            if not future.done():
-                future.set_exception(error)
         self.pending.clear()
+        failed = [future for future in writes if not future.done()]
+        for future in failed:
+            future.set_exception(error)
+        self._counters["proposals_failed"] += len(failed)

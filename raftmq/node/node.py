@@ -29,6 +29,7 @@ from raftmq.errors import NodeStopped, NotLeader, WriteRejected
 from raftmq.node.applier import Applier
 from raftmq.node.identity import ClusterIdentity, identity_status, open_admitted
 from raftmq.node.loop import NodeLoop
+from raftmq.node.loopstats import LoopStats
 from raftmq.node.requests import RequestServer
 from raftmq.node.sessions import (
     DEFAULT_MAX_SESSION_GAP,
@@ -248,6 +249,12 @@ class Node(Generic[T]):
             self._apply_observers.insert(0, observer)
         else:
             self._apply_observers.append(observer)
+
+    @property
+    def loop_stats(self) -> LoopStats | None:
+        """The loop's own measurements for metrics (:mod:`raftmq.node.metrics`); None
+        before start. Read them on the node's event loop."""
+        return self._loop.stats if self._loop is not None else None
 
     @property
     def leader_id(self) -> str | None:

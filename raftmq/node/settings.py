@@ -24,6 +24,11 @@ Bootstrapping is explicit: a node needs its ``peers``; a cluster of one node onl
 must not run as a cluster of its own, lead the writes queue and acknowledge writes the
 real cluster never sees.
 
+Metrics and health are off by default: with ``metrics_port`` (``RAFTMQ_METRICS_PORT``)
+``raftmq node`` serves ``/metrics`` (Prometheus), ``/healthz`` and ``/readyz`` on
+``metrics_host`` (``127.0.0.1`` unless said: ``0.0.0.0`` to be scraped from elsewhere); see
+:mod:`raftmq.node.metrics_server` and docs/metrics.md.
+
 Node traffic is signed with the cluster key (:mod:`raftmq.protocol.auth`): the key file
 ``cluster_key_file`` (``RAFTMQ_CLUSTER_KEY_FILE``) or, for tests, the key itself in
 ``RAFTMQ_CLUSTER_KEY``. Without one a node starts only with ``insecure`` (``--insecure``).
@@ -102,6 +107,9 @@ class NodeSettings(BaseSettings):
     cluster_key: SecretStr | None = None  # the key itself (tests); never logged
     insecure: bool = False  # run without a cluster key: anyone on the broker can forge traffic
     single_node: bool = False  # no peers on purpose: a cluster of this node alone
+    # `raftmq node` only: serve /metrics, /healthz, /readyz on this port (off when None)
+    metrics_port: int | None = Field(None, ge=1, le=65535)
+    metrics_host: str = Field("127.0.0.1", min_length=1)  # the address metrics listen on
 
     @field_validator("write_content_types", mode="before")
     @classmethod
