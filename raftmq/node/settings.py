@@ -236,10 +236,10 @@ def cluster_key_from(key: SecretStr | str | None, key_file: Path | None) -> Clus
         raise ConfigError("give the cluster key or the cluster key file, not both")
     if key_file is not None:
         try:
-            text = key_file.read_text()
-        except (OSError, UnicodeDecodeError) as exc:
+            data = key_file.read_bytes()
+        except OSError as exc:
             raise ConfigError(f"cannot read the cluster key file {key_file}: {exc}") from None
-        return ClusterKey.from_text(text)
+        return ClusterKey.from_file_bytes(data)
     if key is None:
         return None
     return ClusterKey.from_text(key.get_secret_value() if isinstance(key, SecretStr) else key)

@@ -109,6 +109,16 @@ class ClusterKey:
         """The key of a key file's or variable's text (surrounding whitespace ignored)."""
         return cls(text.strip().encode())
 
+    @classmethod
+    def from_file_bytes(cls, data: bytes) -> ClusterKey:
+        """The key of a key file: its text (surrounding whitespace ignored) when it is
+        UTF-8, else its bytes as they are (``head -c 32 /dev/urandom > cluster.key``)."""
+        try:
+            text = data.decode()
+        except UnicodeDecodeError:
+            return cls(data)
+        return cls.from_text(text)
+
     def __repr__(self) -> str:
         return "ClusterKey(<hidden>)"
 

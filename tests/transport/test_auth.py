@@ -5,11 +5,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from raftmq.errors import ConfigError, DropReason, InvalidEnvelope
+from raftmq.node.settings import cluster_key_from
 from raftmq.protocol.auth import ClusterKey, check_reply
 from raftmq.protocol.codec import Envelope, encode
 
@@ -159,3 +161,23 @@ def test_many_odd_types_do_not_grow_the_key_without_bound() -> None:
             cluster_id=CLUSTER_ID,
         )
     assert len(key._prefixed) <= 256
+
+
+def test_a_key_file_of_raw_random_bytes_is_a_key(tmp_path: Path) -> None:
+    """The README's `head -c 32 /dev/urandom > cluster.key` made a file that is not UTF-8:
+    reading it as text refused to start every node. Raw bytes are the key as they are;
+    a text file's surrounding whitespace is not part of it."""
+    raw = bytes(range(0x80, 0xA0))  # 32 bytes that are not UTF-8
+    (tmp_path / "raw.key").write_bytes(raw)
+    (tmp_path / "text.key").write_text("  a key typed as text, 32 bytes.\n")
+    from_raw = cluster_key_from(None, tmp_path / "raw.key")
+    assert from_raw is not None
+    envelope = Envelope(b"{}", "status", "c1")
+    signed_raw = from_raw.sign(envelope, sender="", recipient="b", cluster_id=CLUSTER_ID)
+    ClusterKey(raw).verify(signed_raw, sender="", recipient="b", cluster_id=CLUSTER_ID)
+    from_text = cluster_key_from(None, tmp_path / "text.key")
+    assert from_text is not None
+    signed_text = from_text.sign(envelope, sender="", recipient="b", cluster_id=CLUSTER_ID)
+    ClusterKey(b"a key typed as text, 32 bytes.").verify(
+        signed_text, sender="", recipient="b", cluster_id=CLUSTER_ID
+    )
