@@ -18,9 +18,11 @@ demo: $(STAMP)
 test: lint typecheck pytest
 
 # The tests that need no broker and no database (under a minute): the safety search runs
-# 50 seeds here (500 in `make test`), the write-rule and decoder fuzz 40 examples (150).
+# 50 seeds here (500 in `make test`), the write-rule and decoder fuzz 40 examples (150), the
+# SQLite crash loop 15 SIGKILLs (50).
 unit: $(STAMP)
-	RAFTMQ_SAFETY_SEEDS=$${RAFTMQ_SAFETY_SEEDS:-50} RAFTMQ_FUZZ_EXAMPLES=$${RAFTMQ_FUZZ_EXAMPLES:-40} $(BIN)/pytest -q -m 'not integration and not slow'
+	RAFTMQ_SAFETY_SEEDS=$${RAFTMQ_SAFETY_SEEDS:-50} RAFTMQ_FUZZ_EXAMPLES=$${RAFTMQ_FUZZ_EXAMPLES:-40} \
+		RAFTMQ_CRASH_KILLS=$${RAFTMQ_CRASH_KILLS:-15} $(BIN)/pytest -q -m 'not integration and not slow'
 
 # Rewrite the tree into the shape `make lint` checks (import order, formatting, safe fixes).
 fmt: $(STAMP)
