@@ -1,7 +1,8 @@
 """The ``raftmq`` command (typer). Configures logging; everything else lives in the library.
 
 The queue commands (``publish``, ``subscribe``) are in :mod:`raftmq.cli.queue`, the options
-and error exit the commands share in :mod:`raftmq.cli.options`.
+the commands share in :mod:`raftmq.cli.options`, the one error handler of every command in
+:mod:`raftmq.cli.errors`, the log formats in :mod:`raftmq.cli.logs`.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import gc
+import importlib.metadata
 import json
 import logging
 import os
@@ -19,21 +21,40 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from pydantic import RootModel, ValidationError
+from pydantic import RootModel
 
+from raftmq.cli import logs
+from raftmq.cli.errors import (
+    BROKER,
+    DATABASE,
+    HandledGroup,
+    add_key_file_secret,
+    add_secret,
+    check_database_url,
+    mask,
+    note,
+)
 from raftmq.cli.keys import NO_KEY_HINT, KeyFileOpt, hint, operator_key
-from raftmq.cli.options import AmqpOpt, ClusterOpt, fail
+from raftmq.cli.options import AmqpOpt, ClusterOpt, DbUrlOpt, fail
 from raftmq.cli.permissions import permissions_app
 from raftmq.cli.queue import publish, subscribe
-from raftmq.errors import ConfigError, RaftMQError
+from raftmq.errors import RaftMQError
 from raftmq.node.settings import DEFAULT_AMQP_URL, NodeSettings, unknown_variables
 from raftmq.protocol.auth import ClusterKey
 from raftmq.protocol.record import Record
 
+# Plain help (rich_markup_mode=None): typer's rich panels print a `<bool>` type beside
+# every flag.
 app = typer.Typer(
-    help="raftmq: Raft consensus over RabbitMQ.", no_args_is_help=True, add_completion=False
+    help="raftmq: Raft consensus over RabbitMQ.",
+    no_args_is_help=True,
+    add_completion=False,
+    cls=HandledGroup,
+    rich_markup_mode=None,
 )
-db_app = typer.Typer(help="Database schema: upgrade and inspect.", no_args_is_help=True)
+db_app = typer.Typer(
+    help="Database schema: upgrade and inspect.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(db_app, name="db")
 app.add_typer(permissions_app, name="permissions")
 
@@ -53,14 +74,25 @@ class AnyJson(RootModel[Any]):
     """The value type of a node run from the CLI (it keeps records as bytes)."""
 
 
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # alembic narrates every migration step at INFO; a node's log is about Raft.
-    logging.getLogger("alembic").setLevel(max(logging.WARNING, logging.getLogger().level))
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"raftmq {importlib.metadata.version('raftmq')}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
+    # A command's failure is reported by the error handler: the libraries' own account of
+    # it (aiormq logs a refused connection at ERROR) would only repeat it. `node` and `demo`
+    # configure their own logging.
+    logs.configure(logging.WARNING, libs_level=logging.CRITICAL)
 
 
 def _split(nodes: str) -> list[str]:
@@ -69,6 +101,7 @@ def _split(nodes: str) -> list[str]:
 
 @app.command()
 def node(
+    ctx: typer.Context,
     cluster: Annotated[str | None, typer.Option(help="Cluster name [RAFTMQ_CLUSTER].")] = None,
     node_id: Annotated[str | None, typer.Option(help="This node's id [RAFTMQ_NODE_ID].")] = None,
     peers: Annotated[
@@ -97,10 +130,19 @@ def node(
     applied_log: Annotated[
         Path | None, typer.Option(help="Append every applied write to this JSON-lines file.")
     ] = None,
-    log_level: Annotated[str, typer.Option(envvar="RAFTMQ_LOG_LEVEL")] = "INFO",
+    log_level: Annotated[
+        str, typer.Option(envvar="RAFTMQ_LOG_LEVEL", help="DEBUG, INFO, WARNING or ERROR.")
+    ] = "INFO",
+    log_format: Annotated[
+        logs.LogFormat,
+        typer.Option(envvar="RAFTMQ_LOG_FORMAT", help="text, or json: one object per line."),
+    ] = logs.LogFormat.TEXT,
+    log_level_libs: Annotated[
+        str, typer.Option(help="Level of aiormq, aio-pika, SQLAlchemy and alembic logs.")
+    ] = "WARNING",
 ) -> None:
     """Run one node until SIGTERM or Ctrl-C (graceful stop)."""
-    _configure_logging(log_level)
+    context = logs.configure(log_level, log_format, libs_level=log_level_libs)
     for line in unknown_variables(os.environ):  # a typo, most likely: say so first
         logger.warning("%s: it is ignored", line)
     if config is not None:
@@ -120,18 +162,18 @@ def node(
         }.items()
         if value is not None
     }
-    try:
-        settings = NodeSettings(**overrides)
-        settings.load_cluster_key()  # no key and no --insecure: refuse before connecting
-        settings.check_voters()  # no peers and no --single-node: likewise
-    except ValidationError as exc:
-        raise fail(f"invalid settings:\n{exc}") from None
-    except ConfigError as exc:
-        raise fail(str(exc)) from None
-    try:
-        _run(_run_node(settings, applied_log), settings.event_loop)
-    except RaftMQError as exc:
-        raise fail(str(exc)) from None
+    # Errors are reported by the one handler (raftmq.cli.errors), with these masked.
+    settings = NodeSettings(**overrides)
+    add_key_file_secret(settings.cluster_key_file)
+    if settings.cluster_key is not None:
+        add_secret(settings.cluster_key.get_secret_value())
+    note(ctx, BROKER, settings.amqp_url)
+    note(ctx, DATABASE, settings.resolved_database_url())
+    settings.load_cluster_key()  # no key and no --insecure: refuse before connecting
+    settings.check_voters()  # no peers and no --single-node: likewise
+    check_database_url(settings.resolved_database_url())
+    context.node_id = settings.node_id
+    _run(_run_node(settings, applied_log, context), settings.event_loop)
 
 
 def _run(main: Coroutine[Any, Any, None], event_loop: str) -> None:
@@ -162,7 +204,9 @@ def _repair_applied_log(path: Path) -> int:
     return int(json.loads(lines[-1])["index"]) if lines else 0
 
 
-async def _run_node(settings: NodeSettings, applied_log: Path | None) -> None:
+async def _run_node(
+    settings: NodeSettings, applied_log: Path | None, context: logs.NodeContext
+) -> None:
     from raftmq.runtime import build_node
 
     stop = asyncio.Event()
@@ -187,12 +231,16 @@ async def _run_node(settings: NodeSettings, applied_log: Path | None) -> None:
         sink.write(json.dumps({"index": index, "term": term, "body": body}) + "\n")
 
     node = build_node(settings, AnyJson, on_record=record_applied)
+    node.service_host.on_role_change(context.observe)  # every log line: id, term, role
     if sink is not None:
         # One flush per applied batch, before the node saves that batch's applied index:
         # a crash never leaves the file behind what the database says was applied.
         node.on_applied(lambda _entries: sink.flush(), first=True)
     try:
         async with node:
+            if context.term is None:  # no change reported yet: the state it started in
+                started = node.status()
+                context.term, context.role = started.term, started.role.value
             # What exists now (modules, classes, the node) lives as long as the process:
             # moved out of the collector's reach, a full collection no longer walks it.
             # Measured: gen-2 pauses of 30-120 ms under load before, none above 3 ms after.
@@ -231,14 +279,14 @@ def status(
     if not node_ids:
         raise fail("name at least one node with --nodes (or RAFTMQ_NODES)")
     key = operator_key(cluster_key_file)
-    try:
-        statuses = asyncio.run(_statuses(amqp_url, cluster, node_ids, timeout, key))
-    except RaftMQError as exc:
-        raise fail(str(exc)) from None
+    statuses = asyncio.run(_statuses(amqp_url, cluster, node_ids, timeout, key))
+    answered = any(s is not None for s in statuses.values())
     if as_json:
-        typer.echo(
-            json.dumps({n: s.model_dump(mode="json") if s else None for n, s in statuses.items()})
-        )
+        # Masked: a node's loop_error may quote a database URL.
+        dumped = {n: s.model_dump(mode="json") if s else None for n, s in statuses.items()}
+        typer.echo(mask(json.dumps(dumped)))
+        if not answered:
+            raise fail("no node answered" + hint(key))
         return
     header = f"{'node':<12} {'role':<14} {'term':>6} {'commit':>8} {'applied':>8} {'contact':>8}"
     typer.echo(header)
@@ -252,7 +300,7 @@ def status(
         typer.echo(
             f"{node_id:<12} {role:<14} {s.term:>6} {s.commit:>8} {s.applied:>8} {contact:>8}"
         )
-    if all(s is None for s in statuses.values()):
+    if not answered:
         if key is None:
             typer.secho(NO_KEY_HINT.strip(" ()"), err=True)
         raise typer.Exit(code=1)
@@ -323,7 +371,7 @@ def transfer_leadership(
     try:
         asyncio.run(_transfer(amqp_url, cluster, node_ids, to, timeout, key))
     except (RaftMQError, TimeoutError) as exc:
-        raise fail(str(exc) + hint(key)) from None
+        raise fail((str(exc) or type(exc).__name__) + hint(key)) from None
     typer.echo(f"{to} leads")
 
 
@@ -336,52 +384,54 @@ async def _transfer(
         await admin.transfer_leadership(to, timeout=timeout)
 
 
-def _database_url(database_url: str | None, cluster: str | None, node_id: str | None) -> str:
-    if database_url:
-        return database_url
-    if not node_id:
-        raise fail("give --database-url, or --node-id (and --cluster) for the default SQLite file")
-    try:
-        settings = NodeSettings(node_id=node_id, cluster=cluster or "raftmq")
-    except (ValidationError, ConfigError) as exc:
-        raise fail(f"invalid settings: {exc}") from None
-    return settings.resolved_database_url()
+def _database_url(
+    ctx: typer.Context, database_url: str | None, cluster: str | None, node_id: str | None
+) -> str:
+    """The URL of the `db` commands (the node's default SQLite file without one), checked."""
+    if not database_url:
+        if not node_id:
+            raise fail(
+                "give --database-url, or --node-id (and --cluster) for the default SQLite file"
+            )
+        database_url = NodeSettings(
+            node_id=node_id, cluster=cluster or "raftmq"
+        ).resolved_database_url()
+        note(ctx, DATABASE, database_url)
+    check_database_url(database_url)
+    return database_url
 
 
-DbUrlOpt = Annotated[
-    str | None, typer.Option("--database-url", envvar="RAFTMQ_DATABASE_URL", help="SQLAlchemy URL.")
-]
 DbNodeOpt = Annotated[str | None, typer.Option("--node-id", envvar="RAFTMQ_NODE_ID")]
 DbClusterOpt = Annotated[str | None, typer.Option("--cluster", envvar="RAFTMQ_CLUSTER")]
 
 
 @db_app.command("upgrade")
 def db_upgrade(
-    database_url: DbUrlOpt = None, node_id: DbNodeOpt = None, cluster: DbClusterOpt = None
+    ctx: typer.Context,
+    database_url: DbUrlOpt = None,
+    node_id: DbNodeOpt = None,
+    cluster: DbClusterOpt = None,
 ) -> None:
     """Create or upgrade the schema to the newest revision."""
     from raftmq.storage import migrate
 
-    url = _database_url(database_url, cluster, node_id)
-    try:
-        revision = asyncio.run(migrate.upgrade(url))
-    except RaftMQError as exc:
-        raise fail(str(exc)) from None
+    url = _database_url(ctx, database_url, cluster, node_id)
+    revision = asyncio.run(migrate.upgrade(url))
     typer.echo(f"at revision {revision}")
 
 
 @db_app.command("current")
 def db_current(
-    database_url: DbUrlOpt = None, node_id: DbNodeOpt = None, cluster: DbClusterOpt = None
+    ctx: typer.Context,
+    database_url: DbUrlOpt = None,
+    node_id: DbNodeOpt = None,
+    cluster: DbClusterOpt = None,
 ) -> None:
     """Print the schema revision of a database ('none' when it has no raftmq schema)."""
     from raftmq.storage import migrate
 
-    url = _database_url(database_url, cluster, node_id)
-    try:
-        revision = asyncio.run(migrate.current(url))
-    except RaftMQError as exc:
-        raise fail(str(exc)) from None
+    url = _database_url(ctx, database_url, cluster, node_id)
+    revision = asyncio.run(migrate.current(url))
     head = migrate.head_revision()
     suffix = " (head)" if revision == head else f" (head is {head})"
     typer.echo(f"{revision or 'none'}{suffix}")
@@ -395,7 +445,7 @@ def demo(
     """A local 3-node cluster on SQLite: writes, a leader failover, nothing lost."""
     from raftmq.cli.demo import run_demo
 
-    _configure_logging("WARNING")
+    logs.configure(logging.WARNING)
     code = asyncio.run(run_demo(amqp_url, writes))
     raise typer.Exit(code=code)
 

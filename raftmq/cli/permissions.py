@@ -22,6 +22,7 @@ from raftmq.protocol.permissions import Grant, Role, layout
 permissions_app = typer.Typer(
     help="Broker accounts and permissions of a cluster (node, producer, subscriber).",
     no_args_is_help=True,
+    rich_markup_mode=None,  # plain help, like the other commands (no `<bool>` beside flags)
 )
 
 VhostOpt = Annotated[str, typer.Option("--vhost", help="RabbitMQ virtual host.")]

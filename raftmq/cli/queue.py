@@ -8,14 +8,24 @@ import base64
 import contextlib
 import signal
 import sys
-from collections.abc import Iterator
-from typing import Annotated, Any
+import threading
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from raftmq.cli.errors import INTERRUPTED, endpoint
 from raftmq.cli.options import AmqpOpt, ClusterOpt, fail
-from raftmq.errors import RaftMQError
+from raftmq.errors import ConfigError, RaftMQError
 from raftmq.node.settings import DEFAULT_AMQP_URL
+
+if TYPE_CHECKING:
+    from raftmq.client.producer import Producer
+    from raftmq.protocol.receipts import Receipt
+
+_READ_AHEAD = 10_000  # stdin lines read ahead of the publishes
 
 
 def publish(
@@ -31,48 +41,172 @@ def publish(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each message.")] = 30.0,
 ) -> None:
     """Publish messages to the cluster's writes queue (no need to know the leader)."""
-    lines = (line.rstrip("\n") for line in sys.stdin) if body == "-" else iter([body])
+    tally = _Tally(wait)
     try:
-        asyncio.run(_publish(amqp_url, cluster, lines, wait, content_type, timeout))
+        interrupted = asyncio.run(
+            _publish(amqp_url, cluster, body, wait, content_type, timeout, tally)
+        )
     except (RaftMQError, TimeoutError) as exc:
-        raise fail(str(exc) or type(exc).__name__) from None
+        done = f"; {tally}" if tally.sent else ""
+        raise fail(f"{str(exc) or type(exc).__name__}{done}") from None
+    if interrupted:
+        typer.secho(f"interrupted: {tally}", err=True)
+        raise typer.Exit(code=INTERRUPTED)
+
+
+@dataclass
+class _Tally:
+    """What a `publish` got done, for the line it prints when it stops early."""
+
+    wait: bool  # receipts are commits (else: the broker's confirms)
+    sent: int = 0  # handed to the producer
+    done: int = 0  # committed (wait) or confirmed by the broker
+    last_index: int | None = None  # the last committed index printed
+
+    def __str__(self) -> str:
+        what = "committed" if self.wait else "accepted by the broker"
+        text = f"{self.done} of {self.sent} messages {what}"
+        if self.last_index is not None:
+            text += f" (last index {self.last_index})"
+        if self.sent > self.done:
+            text += f"; {self.sent - self.done} unconfirmed (they may still commit)"
+        return text
 
 
 async def _publish(
     url: str,
     cluster: str,
-    lines: Iterator[str],
+    body: str,
     wait: bool,
     content_type: str,
     timeout: float,
-) -> None:
+    tally: _Tally,
+) -> bool:
+    """Publish every line; True when Ctrl-C (or SIGTERM) stopped it first."""
     from raftmq.client.producer import Producer
-    from raftmq.protocol.receipts import Receipt
 
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await _check_writes_queue(url, cluster)
+    lines = _stdin_lines(loop) if body == "-" else _one_line(body)
     async with Producer(url, cluster) as producer:
-        # Publishes run concurrently (they batch) but are printed in input order.
-        pending: list[asyncio.Task[Receipt]] = []
+        pending: deque[asyncio.Task[Receipt]] = deque()
+        work = asyncio.create_task(
+            _publish_lines(producer, lines, pending, wait, content_type, timeout, tally)
+        )
+        stopping = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({work, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Whatever ended it, every task is awaited here: no "exception never retrieved".
+            for task in (work, stopping, *pending):
+                task.cancel()
+            await asyncio.gather(work, stopping, *pending, return_exceptions=True)
+        if not stop.is_set() or (work.done() and not work.cancelled()):
+            work.result()  # raises the publish error, if one ended it
+            return False
+        return True
 
-        async def drain(limit: int) -> None:
-            while len(pending) > limit:
-                receipt = await pending.pop(0)
-                if wait:
-                    duplicate = " duplicate" if receipt.duplicate else ""
-                    typer.echo(f"index={receipt.index} term={receipt.term}{duplicate}")
 
-        for text in lines:
-            pending.append(
-                asyncio.create_task(
-                    producer.publish(
-                        text.encode(),
-                        content_type=content_type,
-                        wait_commit=wait,
-                        timeout=timeout,
-                    )
-                )
+async def _publish_lines(
+    producer: Producer,
+    lines: AsyncIterator[str],
+    pending: deque[asyncio.Task[Receipt]],
+    wait: bool,
+    content_type: str,
+    timeout: float,
+    tally: _Tally,
+) -> None:
+    """Publish each line as it comes; print each receipt as soon as it and those before it
+    are in. Publishes run concurrently (they batch), at most ``max_batch`` unreported."""
+    order: asyncio.Queue[asyncio.Task[Receipt] | None] = asyncio.Queue(producer.max_batch)
+
+    async def read() -> None:
+        async for text in lines:
+            publishing = producer.publish(
+                text.encode(), content_type=content_type, wait_commit=wait, timeout=timeout
             )
-            await drain(producer.max_batch)
-        await drain(0)
+            task = asyncio.create_task(publishing)
+            pending.append(task)
+            tally.sent += 1
+            await order.put(task)
+        await order.put(None)
+
+    async def report() -> None:
+        while (task := await order.get()) is not None:
+            receipt = await task
+            pending.popleft()  # the oldest: receipts are reported in input order
+            tally.done += 1
+            if wait:
+                tally.last_index = receipt.index
+                duplicate = " duplicate" if receipt.duplicate else ""
+                typer.echo(f"index={receipt.index} term={receipt.term}{duplicate}")
+
+    reading, reporting = asyncio.create_task(read()), asyncio.create_task(report())
+    try:
+        await asyncio.wait({reading, reporting}, return_when=asyncio.FIRST_EXCEPTION)
+        for task in (reading, reporting):
+            if task.done():
+                task.result()  # the publish error, if one ended it
+    finally:
+        for task in (reading, reporting):
+            task.cancel()
+        await asyncio.gather(reading, reporting, return_exceptions=True)
+
+
+async def _check_writes_queue(url: str, cluster: str) -> None:
+    """Refuse a cluster the broker does not know (a misspelt name would leave a new
+    durable queue behind) and warn when no node consumes its writes queue."""
+    import aio_pika
+
+    from raftmq._amqp import topology
+    from raftmq.protocol import names
+
+    connection = await aio_pika.connect(url)
+    try:
+        if not await topology.exchange_exists(connection, names.writes_exchange(cluster)):
+            raise ConfigError(
+                f"the broker at {endpoint(url, 5672)} has no cluster {cluster!r} (no exchange "
+                f"{names.writes_exchange(cluster)}): check --cluster, or start the cluster's "
+                "nodes first (they declare it)"
+            )
+        channel = await connection.channel()
+        queue = await channel.declare_queue(names.writes_queue(cluster), passive=True)
+        if not queue.declaration_result.consumer_count:
+            typer.secho(
+                f"warning: nobody consumes {names.writes_queue(cluster)}: no node of cluster "
+                f"{cluster!r} leads now (are its nodes running?); the messages wait there",
+                err=True,
+            )
+    finally:
+        await connection.close()
+
+
+async def _one_line(body: str) -> AsyncIterator[str]:
+    yield body
+
+
+async def _stdin_lines(loop: asyncio.AbstractEventLoop) -> AsyncIterator[str]:
+    """The lines of stdin, read by a daemon thread: a read that blocks (a terminal, an
+    open pipe) never holds up Ctrl-C, and never the exit."""
+    ready: asyncio.Queue[str | None] = asyncio.Queue()
+    room = threading.Semaphore(_READ_AHEAD)
+
+    def read() -> None:
+        try:
+            for line in sys.stdin:
+                room.acquire()
+                loop.call_soon_threadsafe(ready.put_nowait, line.rstrip("\n"))
+            loop.call_soon_threadsafe(ready.put_nowait, None)
+        except RuntimeError:  # the loop closed: the command is over
+            return
+
+    threading.Thread(target=read, name="raftmq-stdin", daemon=True).start()
+    while (line := await ready.get()) is not None:
+        room.release()
+        yield line
 
 
 def subscribe(
@@ -93,10 +227,7 @@ def subscribe(
         position = int(start)
     else:
         raise fail(f"--from must be latest, earliest or an index >= 1, not {start!r}")
-    try:
-        asyncio.run(_subscribe(amqp_url, cluster, position, name))
-    except RaftMQError as exc:
-        raise fail(str(exc)) from None
+    asyncio.run(_subscribe(amqp_url, cluster, position, name))
 
 
 async def _subscribe(url: str, cluster: str, start: Any, name: str | None) -> None:

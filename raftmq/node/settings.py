@@ -251,6 +251,7 @@ OTHER_VARIABLES = frozenset(
         "RAFTMQ_NODES",  # operator commands: the nodes to ask
         "RAFTMQ_RABBITMQCTL",  # `raftmq permissions`
         "RAFTMQ_LOG_LEVEL",  # `raftmq node`
+        "RAFTMQ_LOG_FORMAT",  # `raftmq node`: text or json
         "RAFTMQ_NODE_PASSWORD",
         "RAFTMQ_PRODUCER_PASSWORD",
         "RAFTMQ_SUBSCRIBER_PASSWORD",
