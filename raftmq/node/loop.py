@@ -214,6 +214,7 @@ class NodeLoop:
             core.step(message)
             if isinstance(message, AppendEntries) and message.sender == core.leader_id:
                 self.last_leader_contact = now
+                self.stats.heard_commit(message.leader_commit)
 
     def _start_transfers(self) -> None:
         while self.transfers:

@@ -79,6 +79,9 @@ class LoopStats:
     received: dict[type, int] = field(default_factory=dict)
     leader_changes: int = 0  # (term, leader) pairs seen with a known leader, since start
     last_leadership: tuple[int, str] | None = None  # the last (term, leader) counted
+    # Follower: the highest commit index a leader announced (its AppendEntries), which
+    # this node's own commit index trails until its log has caught up.
+    leader_commit: int = 0
 
     @property
     def pending_writes(self) -> int:
@@ -91,6 +94,11 @@ class LoopStats:
         for message in messages:
             kind = type(message)
             sent[kind] = sent.get(kind, 0) + 1
+
+    def heard_commit(self, leader_commit: int) -> None:
+        """Note the commit index announced by the leader (commit indexes never go back)."""
+        if leader_commit > self.leader_commit:
+            self.leader_commit = leader_commit
 
     def saw_leader(self, term: int, leader_id: str | None) -> None:
         """Count a leadership change when ``(term, leader_id)`` names a new known leader."""

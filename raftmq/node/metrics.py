@@ -67,6 +67,7 @@ class NodeSnapshot:
     status: NodeStatus | None  # None before the node started
     pending_writes: int = 0  # this node's writes queued or proposed, not resolved yet
     leader_changes: int = 0  # new (term, leader) pairs seen since start
+    leader_commit: int = 0  # the cluster's commit index as this node knows it
     fanout_watermark: int = 0  # highest index known published on the committed exchange
     save_seconds: Durations = field(default_factory=Durations)  # the loop's saves
     sent: dict[str, int] = field(default_factory=dict)  # Raft messages sent, by type
@@ -80,14 +81,16 @@ def take_snapshot(node: Node[Any]) -> NodeSnapshot:
     if stats is None:  # not started
         return NodeSnapshot(node.node_id, cluster, running=False, failure=None, status=None)
     failure = node.failure
+    status = node.status()
     return NodeSnapshot(
         node_id=node.node_id,
         cluster=cluster,
         running=stats.running and failure is None,
         failure=None if failure is None else repr(failure)[:200],
-        status=node.status(),
+        status=status,
         pending_writes=stats.pending_writes,
         leader_changes=stats.leader_changes,
+        leader_commit=max(stats.leader_commit, status.commit),
         fanout_watermark=node.service_host.fanout_watermark,
         save_seconds=stats.save_seconds.copy(),
         sent={_snake(kind.__name__): n for kind, n in stats.sent.items()},
@@ -110,7 +113,9 @@ def readiness(
     snapshot: NodeSnapshot, max_apply_lag: int = DEFAULT_MAX_APPLY_LAG
 ) -> tuple[bool, str]:
     """``(ready, reason)`` (``/readyz``): alive, a voter of its configuration, a leader
-    known, storage working, and at most ``max_apply_lag`` committed entries not applied."""
+    known, storage working, and at most ``max_apply_lag`` committed entries not applied --
+    counted from the leader's commit index as last announced to this node, so that a node
+    that restarts far behind is not ready before it caught up."""
     alive, reason = liveness(snapshot)
     status = snapshot.status
     if not alive or status is None:
@@ -121,9 +126,9 @@ def readiness(
         return False, f"no known leader in term {status.term}"
     if not status.storage_ok:
         return False, "storage failing (retrying)"
-    lag = status.commit - status.applied
-    if lag > max_apply_lag:
-        return False, f"catching up: applied {status.applied} of commit {status.commit}"
+    commit = max(status.commit, snapshot.leader_commit)
+    if commit - status.applied > max_apply_lag:
+        return False, f"catching up: applied {status.applied} of commit {commit}"
     return True, f"ready: {status.role.value} in term {status.term}, leader {status.leader_id}"
 
 
@@ -257,6 +262,7 @@ def _gauges(snapshot: NodeSnapshot | None, max_apply_lag: int) -> list[GaugeMetr
     role = gauge("role", "1 for the node's current role", ("role",))
     term = gauge("term", "Current Raft term")
     commit = gauge("commit_index", "Highest log index known committed")
+    cluster_commit = gauge("leader_commit_index", "The leader's commit index, as last heard")
     applied = gauge("applied_index", "Highest log index applied on this node")
     last = gauge("last_index", "Last index of this node's log")
     voters = gauge("voters", "Voters in this node's configuration")
@@ -265,7 +271,8 @@ def _gauges(snapshot: NodeSnapshot | None, max_apply_lag: int) -> list[GaugeMetr
     pending = gauge("proposals_pending", "This node's writes queued or proposed, unresolved")
     watermark = gauge("fanout_watermark", "Highest index known published on committed")
     lag = gauge("fanout_lag_entries", "Commit index minus the fan-out watermark")
-    families = [info, up, ready, has_leader, is_leader, role, term, commit, applied, last]
+    families = [info, up, ready, has_leader, is_leader, role, term, commit, cluster_commit]
+    families += [applied, last]
     families += [voters, storage, contact, pending, watermark, lag]
     if snapshot is None:
         return families
@@ -281,6 +288,7 @@ def _gauges(snapshot: NodeSnapshot | None, max_apply_lag: int) -> list[GaugeMetr
         role.add_metric([each.value], float(status.role is each))
     term.add_metric([], float(status.term))
     commit.add_metric([], float(status.commit))
+    cluster_commit.add_metric([], float(snapshot.leader_commit))
     applied.add_metric([], float(status.applied))
     last.add_metric([], float(status.last_index))
     voters.add_metric([], float(len(status.voters)))

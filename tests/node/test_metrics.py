@@ -85,6 +85,7 @@ async def test_a_scrape_reports_leadership_indexes_proposals_saves_and_rpcs(
         assert value(samples, "raftmq_term") == term
         assert value(samples, "raftmq_applied_index") >= last
         assert value(samples, "raftmq_commit_index") >= last
+        assert value(samples, "raftmq_leader_commit_index") >= last
         assert value(samples, "raftmq_leader_changes_seen_total") == 1.0
         assert value(samples, "raftmq_node_loop_running") == 1.0
         assert value(samples, "raftmq_node_ready") == 1.0
@@ -213,7 +214,8 @@ async def test_a_scrape_from_another_thread_takes_its_snapshot_on_the_node_loop(
     assert value(samples, "raftmq_proposals_committed_total") == 1.0
 
 
-def _snapshot(**status: object) -> NodeSnapshot:
+def _snapshot(leader_commit: int = 50, **status: object) -> NodeSnapshot:
+    """A follower's snapshot (``status``: NodeStatus fields to change)."""
     fields: dict[str, object] = {
         "cluster": "c",
         "node_id": "a",
@@ -230,7 +232,14 @@ def _snapshot(**status: object) -> NodeSnapshot:
         "transport": {},
     }
     fields.update(status)
-    return NodeSnapshot("a", "c", running=True, failure=None, status=NodeStatus(**fields))
+    return NodeSnapshot(
+        "a",
+        "c",
+        running=True,
+        failure=None,
+        status=NodeStatus(**fields),
+        leader_commit=leader_commit,
+    )
 
 
 def test_readiness_names_the_first_reason_it_fails() -> None:
@@ -246,6 +255,11 @@ def test_readiness_names_the_first_reason_it_fails() -> None:
         "catching up: applied 10 of commit 50",
     )
     assert readiness(_snapshot(applied=11), max_apply_lag=39)[0]
+    # restarted far behind: its own commit index is stale, the leader's is not
+    assert readiness(_snapshot(leader_commit=500)) == (
+        False,
+        "catching up: applied 50 of commit 500",
+    )
     not_started = NodeSnapshot("a", "c", running=False, failure=None, status=None)
     assert readiness(not_started) == (False, "node not started")
     failed = NodeSnapshot(
