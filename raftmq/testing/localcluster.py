@@ -3,7 +3,9 @@
 Each node gets its own SQLite file, log file and applied log (JSON lines of every applied
 write) under ``workdir/<node_id>/``. The cluster key is a random key file,
 ``workdir/cluster.key``, that every node and :meth:`LocalCluster.admin` use (unless the
-cluster is ``insecure``). Nothing here is needed in production.
+cluster is ``insecure``). With ``metrics=True`` each node serves ``/metrics``,
+``/healthz`` and ``/readyz`` on a spare port of its own, kept across its restarts
+(:meth:`LocalCluster.metrics_url`). Nothing here is needed in production.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -51,6 +54,7 @@ class LocalCluster:
         extra_env: dict[str, str] | None = None,
         node_env: dict[str, dict[str, str]] | None = None,
         insecure: bool = False,
+        metrics: bool = False,
     ) -> None:
         self.cluster = cluster  # cluster name (unique per test)
         self.node_ids = list(node_ids)  # every voter
@@ -60,6 +64,8 @@ class LocalCluster:
         self.extra_env = dict(extra_env or {})  # more RAFTMQ_* settings for every node
         self.node_env = dict(node_env or {})  # more settings for one node (e.g. its database)
         self.insecure = insecure  # nodes run --insecure, without a key file
+        self.metrics = metrics  # nodes serve metrics and health (RAFTMQ_METRICS_PORT)
+        self.metrics_ports: dict[str, int] = {}  # node -> its metrics port, once started
         self.processes: dict[str, subprocess.Popen[bytes]] = {}  # running nodes
         self.stopped: set[str] = set()  # nodes we killed or stopped on purpose
         self._logs: dict[str, IO[bytes]] = {}
@@ -88,6 +94,11 @@ class LocalCluster:
                 stream.write(secrets.token_hex(32) + "\n")
         return path
 
+    def metrics_url(self, node_id: str, path: str = "/metrics") -> str:
+        """The URL of ``path`` (``/metrics``, ``/healthz``, ``/readyz``) on a node of a
+        cluster made with ``metrics=True`` (the node must have been started once)."""
+        return f"http://127.0.0.1:{self.metrics_ports[node_id]}{path}"
+
     def key(self) -> ClusterKey | None:
         """The cluster key (None for an insecure cluster)."""
         return None if self.insecure else ClusterKey.from_text(self.key_file.read_text())
@@ -114,6 +125,11 @@ class LocalCluster:
         )
         for inherited in ("RAFTMQ_CLUSTER_KEY", "RAFTMQ_CLUSTER_KEY_FILE", "RAFTMQ_INSECURE"):
             env.pop(inherited, None)  # the cluster's own key (or insecure) decides
+        for inherited in ("RAFTMQ_METRICS_PORT", "RAFTMQ_METRICS_HOST"):
+            env.pop(inherited, None)  # one port for every node could not work
+        if self.metrics:
+            port = self.metrics_ports.setdefault(node_id, spare_port())
+            env["RAFTMQ_METRICS_PORT"] = str(port)
         if self.insecure:
             env["RAFTMQ_INSECURE"] = "true"
         else:
@@ -226,6 +242,14 @@ class LocalCluster:
                 item = json.loads(raw)
                 lines.append(AppliedLine(item["index"], item["term"], item["body"].encode()))
         return lines
+
+
+def spare_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now (the system's pick for port 0)."""
+    with socket.socket() as probe:
+        probe.bind((host, 0))
+        port: int = probe.getsockname()[1]
+        return port
 
 
 @contextlib.asynccontextmanager
