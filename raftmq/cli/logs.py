@@ -3,8 +3,9 @@ a node every line stamped with the node's id, term and role.
 
 Library code only logs (``logging.getLogger("raftmq.<module>")``); this module is where
 the handlers are configured. The role, term and leader come from the node's role observer
-(:meth:`raftmq.node.types.ServiceHost.on_role_change`): they are the node's state when the
-line was logged. aiormq and aio-pika narrate every frame at DEBUG, so their loggers stay
+(:meth:`raftmq.node.types.ServiceHost.on_role_change`): the state the node's loop last
+reported, so a line that announces a change (``leader in term 2``) still shows the state
+before it. aiormq and aio-pika narrate every frame at DEBUG, so their loggers stay
 at WARNING unless ``--log-level-libs`` asks otherwise; ``--log-level DEBUG`` is then about
 raftmq's own decisions.
 """
