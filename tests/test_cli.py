@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -269,3 +270,18 @@ def test_node_event_loop_choice(choice: str, module: str) -> None:
     _run(main(), choice)
     assert seen == [module]
     assert NodeSettings(node_id="n1", event_loop=choice).event_loop == choice
+
+
+@pytest.mark.usefixtures("no_key_env")
+def test_the_metrics_port_flag_reaches_the_settings(tmp_path: Path) -> None:
+    """--metrics-port is the RAFTMQ_METRICS_PORT setting: an impossible port is refused
+    before anything starts; a taken one is refused when the node binds it."""
+    result = _node(tmp_path, "--insecure", "--metrics-port", "70000")
+    assert result.exit_code == 1 and "metrics_port" in result.output, result.output
+    assert not list(tmp_path.glob("*.db"))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = str(taken.getsockname()[1])
+        result = _node(tmp_path, "--insecure", "--metrics-port", port)
+    assert result.exit_code == 1 and f"127.0.0.1:{port}" in result.output, result.output

@@ -130,6 +130,14 @@ def node(
     applied_log: Annotated[
         Path | None, typer.Option(help="Append every applied write to this JSON-lines file.")
     ] = None,
+    metrics_port: Annotated[
+        int | None,
+        typer.Option(help="Serve /metrics, /healthz and /readyz here [RAFTMQ_METRICS_PORT]."),
+    ] = None,
+    metrics_host: Annotated[
+        str | None,
+        typer.Option(help="Address of the metrics port (127.0.0.1) [RAFTMQ_METRICS_HOST]."),
+    ] = None,
     log_level: Annotated[
         str, typer.Option(envvar="RAFTMQ_LOG_LEVEL", help="DEBUG, INFO, WARNING or ERROR.")
     ] = "INFO",
@@ -159,6 +167,8 @@ def node(
             "cluster_key_file": cluster_key_file,
             "insecure": insecure or None,
             "single_node": single_node or None,
+            "metrics_port": metrics_port,
+            "metrics_host": metrics_host,
         }.items()
         if value is not None
     }
