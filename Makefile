@@ -52,15 +52,26 @@ fuzz: $(STAMP)
 chaos: $(STAMP)
 	$(BIN)/pytest -q -m slow tests/chaos
 
-# Every benchmark, one after the other (needs RabbitMQ and PostgreSQL; a few minutes).
-bench: $(STAMP)
-	$(BIN)/python benchmarks/core_throughput.py
-	$(BIN)/python benchmarks/storage.py
-	$(BIN)/python benchmarks/transport.py
-	$(BIN)/python benchmarks/node.py
-	$(BIN)/python benchmarks/producer.py
-	$(BIN)/python benchmarks/subscriber.py
-	$(BIN)/python benchmarks/pubsub.py
+# Every benchmark, one after the other (needs RabbitMQ and PostgreSQL; a few minutes): their
+# text on the terminal, their figures in benchmarks/results/*.json and drawn to
+# benchmarks/results/figures.png. The bench extra (rich, matplotlib) has its own stamp, so
+# `make test` never installs it.
+BENCH_STAMP := $(VENV)/.installed-bench
+BENCH_RESULTS := benchmarks/results
+BENCHMARKS := core_throughput storage transport node producer subscriber pubsub
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $(BENCH_STAMP)
+
+bench: $(BENCH_STAMP)
+	mkdir -p $(BENCH_RESULTS)
+	set -e; for name in $(BENCHMARKS); do \
+		echo "== benchmarks/$$name.py"; \
+		$(BIN)/python benchmarks/$$name.py --json $(BENCH_RESULTS)/$$name.json; \
+	done
+	$(BIN)/python benchmarks/plot.py $(addprefix $(BENCH_RESULTS)/,$(addsuffix .json,$(BENCHMARKS))) \
+		--output $(BENCH_RESULTS)/figures.png
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache

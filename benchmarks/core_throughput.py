@@ -15,6 +15,7 @@ own speed without that artefact of the simulated storage.
 Usage::
 
     .venv/bin/python benchmarks/core_throughput.py [--entries N] [--batch B ...] [--profile]
+        [--json PATH] [--progress | --no-progress]
 """
 
 from __future__ import annotations
@@ -23,9 +24,15 @@ import argparse
 import cProfile
 import gc
 import pstats
+import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
+if __package__ in (None, ""):  # run as a file: make the benchmarks package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import report
 from raftmq.testing import Simulation
 
 NODES = ["n1", "n2", "n3"]
@@ -84,25 +91,34 @@ def main() -> None:
     parser.add_argument("--entries", type=int, default=200_000, help="entries per run")
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 16, 256], help="batch sizes")
     parser.add_argument("--profile", action="store_true", help="print the top cProfile entries")
+    report.add_options(parser)
     args = parser.parse_args()
     print(f"3 nodes, {ENTRY_BYTES}-byte entries, in-memory simulation, no I/O")
     print(f"{'batch':>6} {'gc':>4} {'entries':>9} {'seconds':>8} {'entries/s':>11}")
-    for batch in args.batch:
-        # small batches are slow by nature: cap their run length to keep it quick
-        count = args.entries if batch >= 16 else min(args.entries, 20_000)
-        for collect in (True, False):
-            if args.profile:
-                profiler = cProfile.Profile()
-                result = profiler.runcall(run, count, batch, collect=collect)
-            else:
-                result = run(count, batch, collect=collect)
-            verdict = "ok" if result.rate >= TARGET else f"below target {TARGET:,}"
-            print(
-                f"{batch:>6} {'on' if collect else 'off':>4} {result.entries:>9,} "
-                f"{result.seconds:>8.2f} {result.rate:>11,.0f}  {verdict}"
-            )
-            if args.profile:
-                pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
+    with (
+        report.Report("core_throughput", args) as bench,
+        bench.phase("runs", total=2 * len(args.batch)) as runs,
+    ):
+        for batch in args.batch:
+            # small batches are slow by nature: cap their run length to keep it quick
+            count = args.entries if batch >= 16 else min(args.entries, 20_000)
+            for collect in (True, False):
+                gc_state = "on" if collect else "off"
+                runs.describe(f"batch {batch}, gc {gc_state}: {count:,} entries")
+                if args.profile:
+                    profiler = cProfile.Profile()
+                    result = profiler.runcall(run, count, batch, collect=collect)
+                else:
+                    result = run(count, batch, collect=collect)
+                runs.advance()
+                verdict = "ok" if result.rate >= TARGET else f"below target {TARGET:,}"
+                print(
+                    f"{batch:>6} {gc_state:>4} {result.entries:>9,} "
+                    f"{result.seconds:>8.2f} {result.rate:>11,.0f}  {verdict}"
+                )
+                bench.figure(f"batch {batch}, gc {gc_state}", result.rate, "entries/s")
+                if args.profile:
+                    pstats.Stats(profiler).sort_stats("tottime").print_stats(20)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ The leader (n1) runs in this process so that ``node.write`` is measured directly
 followers are ``raftmq node`` subprocesses. Leadership is handed to n1 before measuring.
 
     .venv/bin/python benchmarks/node.py [--writes 20000] [--in-flight 2000] [--latency 500]
-        [--insecure]
+        [--insecure] [--json PATH] [--progress | --no-progress]
 
 Node traffic is signed with the cluster's random key file unless ``--insecure``.
 """
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import sys
 import tempfile
 import time
 import uuid
@@ -21,6 +22,10 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+if __package__ in (None, ""):  # run as a file: make the benchmarks package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import report
 from raftmq.node.settings import DEFAULT_AMQP_URL, NodeSettings
 from raftmq.runtime import build_node
 from raftmq.testing.localcluster import LocalCluster
@@ -32,7 +37,7 @@ class Payload(BaseModel):
     data: str
 
 
-async def main(args: argparse.Namespace) -> None:
+async def main(args: argparse.Namespace, bench: report.Report) -> None:
     with tempfile.TemporaryDirectory(prefix="raftmq-bench-") as tmp:
         workdir = Path(tmp)
         name = f"bench{uuid.uuid4().hex[:6]}"
@@ -53,15 +58,18 @@ async def main(args: argparse.Namespace) -> None:
         node = build_node(settings, Payload)
         try:
             async with node, cluster.admin() as admin:
-                await admin.transfer_leadership("n1", timeout=60)
+                with bench.phase("handing leadership to n1"):
+                    await admin.transfer_leadership("n1", timeout=60)
                 payload = Payload(data="x" * 80)  # ~100 B as JSON + record header
                 await node.write(payload)
 
                 latencies = []
-                for _ in range(args.latency):
-                    start = time.perf_counter()
-                    await node.write(payload)
-                    latencies.append((time.perf_counter() - start) * 1000)
+                with bench.phase("commit latency", total=args.latency) as phase:
+                    for _ in range(args.latency):
+                        start = time.perf_counter()
+                        await node.write(payload)
+                        latencies.append((time.perf_counter() - start) * 1000)
+                        phase.advance()
                 latencies.sort()
                 p50 = statistics.median(latencies)
                 p99 = latencies[int(len(latencies) * 0.99) - 1]
@@ -70,13 +78,16 @@ async def main(args: argparse.Namespace) -> None:
                 # 20,000 tasks costs more than the writes themselves on Python 3.11).
                 per_writer = args.writes // args.in_flight
 
-                async def writer() -> None:
+                async def writer(phase: report.Phase) -> None:
                     for _ in range(per_writer):
                         await node.write(payload)
+                        phase.advance()
 
-                start = time.perf_counter()
-                await asyncio.gather(*(writer() for _ in range(args.in_flight)))
-                elapsed = time.perf_counter() - start
+                total = per_writer * args.in_flight
+                with bench.phase("throughput", total=total) as phase:
+                    start = time.perf_counter()
+                    await asyncio.gather(*(writer(phase) for _ in range(args.in_flight)))
+                    elapsed = time.perf_counter() - start
                 args.writes = per_writer * args.in_flight
         finally:
             cluster.stop_all()
@@ -90,6 +101,9 @@ async def main(args: argparse.Namespace) -> None:
         f"  throughput, {args.in_flight} in flight ({args.writes} writes): "
         f"{args.writes / elapsed:,.0f} writes/s ({elapsed:.2f} s)"
     )
+    bench.figure("commit latency p50", p50, "ms")
+    bench.figure("commit latency p99", p99, "ms")
+    bench.figure(f"throughput, {args.in_flight} in flight", args.writes / elapsed, "writes/s")
 
 
 if __name__ == "__main__":
@@ -99,4 +113,7 @@ if __name__ == "__main__":
     parser.add_argument("--in-flight", type=int, default=1_000)
     parser.add_argument("--latency", type=int, default=500)
     parser.add_argument("--insecure", action="store_true", help="sign nothing (no cluster key)")
-    asyncio.run(main(parser.parse_args()))
+    report.add_options(parser)
+    arguments = parser.parse_args()
+    with report.Report("node", arguments) as bench:
+        asyncio.run(main(arguments, bench))

@@ -3,6 +3,7 @@ local 3-node cluster (SQLite FULL), and the CPU and garbage-collection time it s
 write in its own process.
 
     .venv/bin/python benchmarks/producer.py [--writes 20000] [--size 100] [--runs 3]
+        [--json PATH] [--progress | --no-progress]
 
 Each run starts ``--writes`` concurrent ``publish`` calls (one task each, as a busy
 service would) and waits for every commit receipt. Figures per run: writes/s (wall clock),
@@ -16,11 +17,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
+if __package__ in (None, ""):  # run as a file: make the benchmarks package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import report
 from raftmq.client import Producer
 from raftmq.node.settings import DEFAULT_AMQP_URL
 from raftmq.testing.localcluster import three_node_cluster
@@ -45,25 +53,32 @@ class _GcClock:
         self.seconds, self.collections = 0.0, 0
 
 
-async def _run(producer: Producer, writes: int, body: bytes, clock: _GcClock) -> str:
+async def _run(
+    producer: Producer, writes: int, body: bytes, clock: _GcClock, bench: report.Report, run: int
+) -> str:
     clock.reset()
-    wall, cpu = time.perf_counter(), time.process_time()
-    tasks = [asyncio.create_task(producer.publish(body, timeout=300)) for _ in range(writes)]
-    receipts = await asyncio.gather(*tasks)
-    wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    # A status line, not a bar: counting each receipt would add to the CPU measured here.
+    with bench.phase(f"run {run}: {writes:,} concurrent publishes"):
+        wall, cpu = time.perf_counter(), time.process_time()
+        tasks = [asyncio.create_task(producer.publish(body, timeout=300)) for _ in range(writes)]
+        receipts = await asyncio.gather(*tasks)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
     assert all(receipt.index is not None for receipt in receipts)
+    bench.figure(f"run {run}", writes / wall, "writes/s")
+    bench.figure(f"run {run}, CPU per write", cpu / writes * 1e6, "µs CPU")
+    bench.figure(f"run {run}, gc per write", clock.seconds / writes * 1e6, "µs CPU")
     return (
         f"{writes / wall:8.0f} writes/s  {cpu / writes * 1e6:6.1f} µs CPU/write"
         f"  (gc {clock.seconds / writes * 1e6:5.1f} µs/write in {clock.collections} collections)"
     )
 
 
-async def main(args: argparse.Namespace) -> None:
+async def main(args: argparse.Namespace, bench: report.Report) -> None:
     clock = _GcClock()
-    async with (
-        three_node_cluster(args.amqp_url) as (cluster, _),
-        Producer(args.amqp_url, cluster.cluster) as producer,
-    ):
+    async with contextlib.AsyncExitStack() as stack:
+        with bench.phase("starting a 3-node cluster"):
+            cluster, _ = await stack.enter_async_context(three_node_cluster(args.amqp_url))
+            producer = await stack.enter_async_context(Producer(args.amqp_url, cluster.cluster))
         body = b"x" * args.size
         await asyncio.gather(*(producer.publish(body) for _ in range(1000)))  # warm-up
         gc.collect()
@@ -71,11 +86,12 @@ async def main(args: argparse.Namespace) -> None:
         gc.callbacks.append(clock)
         rates = []
         for run in range(args.runs):
-            line = await _run(producer, args.writes, body, clock)
+            line = await _run(producer, args.writes, body, clock, bench, run + 1)
             rates.append(float(line.split()[0]))
             print(f"run {run + 1}: {args.writes} x {args.size} B  {line}", flush=True)
         gc.callbacks.remove(clock)
         print(f"median {statistics.median(rates):8.0f} writes/s")
+        bench.figure("median", statistics.median(rates), "writes/s")
 
 
 if __name__ == "__main__":
@@ -84,4 +100,7 @@ if __name__ == "__main__":
     parser.add_argument("--writes", type=int, default=20_000)
     parser.add_argument("--size", type=int, default=100)
     parser.add_argument("--runs", type=int, default=3)
-    asyncio.run(main(parser.parse_args()))
+    report.add_options(parser)
+    arguments = parser.parse_args()
+    with report.Report("producer", arguments) as bench:
+        asyncio.run(main(arguments, bench))

@@ -3,7 +3,7 @@ SQLite FULL, Producer and Subscriber defaults), beside the plain alternative: ai
 publishing with confirms into a quorum queue and consuming it.
 
     .venv/bin/python benchmarks/pubsub.py [--messages 5000] [--rate 500] [--seconds 5]
-        [--only all|raftmq|plain]
+        [--only all|raftmq|plain] [--json PATH] [--progress | --no-progress]
 
 Both sides get the same driver: one task per message calls the client's publish and
 awaits it (the raftmq Producer returns after the commit receipt, aio-pika after the
@@ -45,6 +45,7 @@ import contextlib
 import gc
 import os
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable, Coroutine
@@ -52,6 +53,10 @@ from pathlib import Path
 
 import aio_pika
 
+if __package__ in (None, ""):  # run as a file: make the benchmarks package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import report
 from raftmq.client import Producer, Subscriber
 from raftmq.node.settings import DEFAULT_AMQP_URL
 from raftmq.testing.localcluster import three_node_cluster
@@ -132,9 +137,18 @@ async def _run(
     return count / (finished - started), [r * 1000 for r in received]
 
 
-async def bench_raftmq(args: argparse.Namespace, sizes: list[int]) -> dict[str, str]:
+def _record_latency(bench: report.Report, label: str, latencies: list[float]) -> None:
+    bench.figure(f"{label} p50", _percentile(latencies, 0.5), "ms")
+    bench.figure(f"{label} p99", _percentile(latencies, 0.99), "ms")
+
+
+async def bench_raftmq(
+    args: argparse.Namespace, sizes: list[int], bench: report.Report
+) -> dict[str, str]:
     results: dict[str, str] = {}
-    async with three_node_cluster(args.amqp_url) as (cluster, leader):
+    async with contextlib.AsyncExitStack() as stack:
+        with bench.phase("raftmq: starting a 3-node cluster"):
+            cluster, leader = await stack.enter_async_context(three_node_cluster(args.amqp_url))
         received: list[float] = []
         # leader first, then the followers, this process and the broker
         processes = {"leader": [cluster.processes[leader].pid]}
@@ -159,14 +173,18 @@ async def bench_raftmq(args: argparse.Namespace, sizes: list[int]) -> dict[str, 
             await _run(send, received, 100, 100, None)  # warm-up
             for size in sizes:
                 meter = _CpuMeter(processes)
-                rate, lat = await _run(send, received, args.messages, size, None)
+                with bench.phase(f"raftmq: {args.messages:,} x {size} B burst"):
+                    rate, lat = await _run(send, received, args.messages, size, None)
                 results[f"raftmq {size} B burst"] = f"{rate:8.0f} msg/s  {meter.summary(in_total)}"
+                bench.figure(f"raftmq {size} B burst", rate, "msg/s")
                 meter = _CpuMeter(processes)
-                _, lat = await _run(send, received, args.rate * args.seconds, size, args.rate)
+                with bench.phase(f"raftmq: {size} B @{args.rate}/s for {args.seconds} s"):
+                    _, lat = await _run(send, received, args.rate * args.seconds, size, args.rate)
                 results[f"raftmq {size} B @{args.rate}/s"] = (
                     f"p50 {_percentile(lat, 0.5):6.1f} ms  p99 {_percentile(lat, 0.99):6.1f} ms"
                     f"  {meter.summary(in_total)}"
                 )
+                _record_latency(bench, f"raftmq {size} B @{args.rate}/s", lat)
             consumer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await consumer
@@ -174,7 +192,7 @@ async def bench_raftmq(args: argparse.Namespace, sizes: list[int]) -> dict[str, 
 
 
 async def bench_quorum_queue(
-    args: argparse.Namespace, sizes: list[int], *, sequential: bool
+    args: argparse.Namespace, sizes: list[int], bench: report.Report, *, sequential: bool
 ) -> dict[str, str]:
     """What a user would do instead: publish with confirms (the default aio-pika usage)
     into a quorum queue; consume it with a callback. ``sequential``: one publish at a
@@ -215,12 +233,16 @@ async def bench_quorum_queue(
         processes = {"client": [os.getpid()], "broker": _broker_pids()}
         for size in sizes:
             meter = _CpuMeter(processes)
-            rate, _ = await _run(send, received, args.messages, size, None)
+            with bench.phase(f"{label}: {args.messages:,} x {size} B burst"):
+                rate, _ = await _run(send, received, args.messages, size, None)
             results[f"{label} {size} B burst"] = f"{rate:8.0f} msg/s  {meter.summary(['client'])}"
-            _, lat = await _run(send, received, args.rate * args.seconds, size, args.rate)
+            bench.figure(f"{label} {size} B burst", rate, "msg/s")
+            with bench.phase(f"{label}: {size} B @{args.rate}/s for {args.seconds} s"):
+                _, lat = await _run(send, received, args.rate * args.seconds, size, args.rate)
             results[f"{label} {size} B @{args.rate}/s"] = (
                 f"p50 {_percentile(lat, 0.5):6.1f} ms  p99 {_percentile(lat, 0.99):6.1f} ms"
             )
+            _record_latency(bench, f"{label} {size} B @{args.rate}/s", lat)
         await consumer_queue.cancel(consumer_tag)  # else the delete cancels it, with a warning
         await queue.delete(if_unused=False, if_empty=False)
     finally:
@@ -228,16 +250,16 @@ async def bench_quorum_queue(
     return results
 
 
-async def main(args: argparse.Namespace) -> None:
+async def main(args: argparse.Namespace, bench: report.Report) -> None:
     sizes = [100, 1000]
     gc.collect()  # see the module docstring: no full collection walks the imports mid-run
     gc.freeze()
     results: dict[str, str] = {}
     if args.only in ("all", "plain"):
-        results.update(await bench_quorum_queue(args, sizes, sequential=False))
-        results.update(await bench_quorum_queue(args, sizes, sequential=True))
+        results.update(await bench_quorum_queue(args, sizes, bench, sequential=False))
+        results.update(await bench_quorum_queue(args, sizes, bench, sequential=True))
     if args.only in ("all", "raftmq"):
-        results.update(await bench_raftmq(args, sizes))
+        results.update(await bench_raftmq(args, sizes, bench))
     for key, value in results.items():
         print(f"{key:<32} {value}")
     if args.only != "all":
@@ -247,6 +269,7 @@ async def main(args: argparse.Namespace) -> None:
         for label in ("quorum queue", "quorum queue seq"):
             plain = float(results[f"{label} {size} B burst"].split()[0])
             print(f"{f'ratio {size} B vs {label}':<32} {raft / plain:8.2f}x")
+            bench.figure(f"ratio {size} B vs {label}", raft / plain, "x")
 
 
 if __name__ == "__main__":
@@ -256,4 +279,7 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=int, default=500)
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--only", choices=["all", "raftmq", "plain"], default="all")
-    asyncio.run(main(parser.parse_args()))
+    report.add_options(parser)
+    arguments = parser.parse_args()
+    with report.Report("pubsub", arguments) as bench:
+        asyncio.run(main(arguments, bench))

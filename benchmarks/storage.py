@@ -6,6 +6,7 @@ Run from the repository root::
     .venv/bin/python benchmarks/storage.py [--seconds 0.5] [--rounds 3] [--open-entries N]
         [--saves 1000] [--only throughput|save-cost|open]
         [--postgres postgresql+asyncpg://postgres@127.0.0.1:5432/test] [--no-postgres]
+        [--json PATH] [--progress | --no-progress]
 
 Appends 100-byte entries in transactions of 1, 100 and 1,000 entries through
 ``SqlStorage.save`` for SQLite FULL, SQLite NORMAL and Postgres (asyncpg, and psycopg 3
@@ -24,10 +25,15 @@ import asyncio
 import contextlib
 import importlib.util
 import sqlite3
+import sys
 import tempfile
 import time
 from pathlib import Path
 
+if __package__ in (None, ""):  # run as a file: make the benchmarks package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import report
 from raftmq.core.types import Entry, HardState
 from raftmq.storage.port import ClientSession, PersistBatch
 from raftmq.storage.sql import SqlStorage
@@ -107,7 +113,7 @@ async def time_open(url: str) -> tuple[float, int]:
     return elapsed, len(state.term_runs)
 
 
-def report(label: str, rates: list[float]) -> None:
+def report_row(label: str, rates: list[float]) -> None:
     """One table row: entries/s for each transaction size."""
     cells = "".join(f"{rate:>14,.0f}" for rate in rates)
     print(f"{label:<40}{cells}")
@@ -123,7 +129,7 @@ async def bench_adapter(url: str, seconds: float, **options: str) -> list[float]
         await store.close()
 
 
-async def throughput(args: argparse.Namespace, folder: Path) -> None:
+async def throughput(args: argparse.Namespace, folder: Path, bench: report.Report) -> None:
     """The append table: best of ``--rounds`` interleaved rounds per cell (the disk's
     fsync latency on this VM varies several-fold from second to second)."""
     seconds: float = args.seconds
@@ -143,51 +149,64 @@ async def throughput(args: argparse.Namespace, folder: Path) -> None:
                     fresh_postgres_database(args.postgres, prefix="raftmq_bench")
                 )
                 pg["psycopg 3"] = url.replace("+asyncpg", "+psycopg", 1)
-        for round_no in range(args.rounds):
-            raw = [raw_sqlite(folder / f"raw{n}-{round_no}.db", n, seconds) for n in SIZES]
-            keep("raw sqlite3 WAL+FULL (reference)", raw)
-            keep(
-                "SqlStorage SQLite FULL",
-                await bench_adapter(f"sqlite:///{folder / 'full.db'}", seconds),
-            )
-            keep(
-                "SqlStorage SQLite NORMAL",
-                await bench_adapter(
-                    f"sqlite:///{folder / 'normal.db'}", seconds, durability="normal"
-                ),
-            )
-            keep(
-                "SqlStorage SQLite FULL via aiosqlite",
-                await bench_adapter(
-                    f"sqlite:///{folder / 'aio.db'}", seconds, sqlite_runner="aiosqlite"
-                ),
-            )
-            for driver, url in pg.items():
-                keep(f"SqlStorage Postgres ({driver})", await bench_adapter(url, seconds))
+        with bench.phase("append throughput", total=args.rounds * (4 + len(pg))) as cells:
+            for round_no in range(args.rounds):
+                cells.describe(f"append throughput, round {round_no + 1}/{args.rounds}")
+                raw = [raw_sqlite(folder / f"raw{n}-{round_no}.db", n, seconds) for n in SIZES]
+                keep("raw sqlite3 WAL+FULL (reference)", raw)
+                cells.advance()
+                keep(
+                    "SqlStorage SQLite FULL",
+                    await bench_adapter(f"sqlite:///{folder / 'full.db'}", seconds),
+                )
+                cells.advance()
+                keep(
+                    "SqlStorage SQLite NORMAL",
+                    await bench_adapter(
+                        f"sqlite:///{folder / 'normal.db'}", seconds, durability="normal"
+                    ),
+                )
+                cells.advance()
+                keep(
+                    "SqlStorage SQLite FULL via aiosqlite",
+                    await bench_adapter(
+                        f"sqlite:///{folder / 'aio.db'}", seconds, sqlite_runner="aiosqlite"
+                    ),
+                )
+                cells.advance()
+                for driver, url in pg.items():
+                    keep(f"SqlStorage Postgres ({driver})", await bench_adapter(url, seconds))
+                    cells.advance()
     print(f"{'entries/s, 100 B entries, txn of':<40}" + "".join(f"{n:>14,}" for n in SIZES))
     for label, rates in rows.items():
-        report(label, rates)
+        report_row(label, rates)
+        for size, rate in zip(SIZES, rates, strict=True):
+            bench.figure(f"{label}, txn of {size:,}", rate, "entries/s")
 
 
-async def open_time(args: argparse.Namespace, folder: Path) -> None:
+async def open_time(args: argparse.Namespace, folder: Path, bench: report.Report) -> None:
     """Seconds to open a store of ``--open-entries`` entries, SQLite and Postgres."""
     count = args.open_entries
     print(f"\nopen() + initial_state() of a store holding {count:,} entries:")
     url = f"sqlite:///{folder / 'big.db'}"
-    store = SqlStorage(url, cluster="bench", node_id="n1", durability="normal")
-    await store.open()
-    await fill(store, count)
-    await store.close()
-    elapsed, runs = await time_open(url)
+    with bench.phase(f"open: filling SQLite with {count:,} entries"):
+        store = SqlStorage(url, cluster="bench", node_id="n1", durability="normal")
+        await store.open()
+        await fill(store, count)
+        await store.close()
+        elapsed, runs = await time_open(url)
     print(f"  SQLite:   {elapsed * 1000:8.1f} ms ({runs} term runs)")
+    bench.figure(f"open, {count:,} entries, SQLite", elapsed, "s")
     if not args.no_postgres:
         async with fresh_postgres_database(args.postgres, prefix="raftmq_bench") as pg_url:
-            store = SqlStorage(pg_url, cluster="bench", node_id="n1")
-            await store.open()
-            await fill(store, count)
-            await store.close()
-            elapsed, runs = await time_open(pg_url)
+            with bench.phase(f"open: filling Postgres with {count:,} entries"):
+                store = SqlStorage(pg_url, cluster="bench", node_id="n1")
+                await store.open()
+                await fill(store, count)
+                await store.close()
+                elapsed, runs = await time_open(pg_url)
             print(f"  Postgres: {elapsed * 1000:8.1f} ms ({runs} term runs)")
+            bench.figure(f"open, {count:,} entries, Postgres", elapsed, "s")
 
 
 # -- the cost of one Raft round's save ------------------------------------------------
@@ -300,7 +319,7 @@ def raw_save_cost(
     return (time.process_time() - cpu) / saves * 1e6, (time.perf_counter() - wall) / saves * 1e6
 
 
-async def save_cost(args: argparse.Namespace, folder: Path) -> None:
+async def save_cost(args: argparse.Namespace, folder: Path, bench: report.Report) -> None:
     """CPU and wall µs per save of a Raft round's batch: best of ``--rounds`` rounds of
     ``--saves`` saves per cell, the stores measured in turn within each round."""
     saves: int = args.saves
@@ -333,11 +352,16 @@ async def save_cost(args: argparse.Namespace, folder: Path) -> None:
             for label, store in stores.items():
                 await adapter_save_cost(store, workloads[label], case, _WARM_UP_SAVES)
             raw_save_cost(raw, workloads["raw"], case, _WARM_UP_SAVES)
-        for _ in range(args.rounds):
-            for case in SAVE_CASES:
-                for label, store in stores.items():
-                    keep(label, case, await adapter_save_cost(store, workloads[label], case, saves))
-                keep("raw", case, raw_save_cost(raw, workloads["raw"], case, saves))
+        measurements = args.rounds * len(SAVE_CASES) * (len(stores) + 1)
+        with bench.phase("save cost", total=measurements) as phase:
+            for _ in range(args.rounds):
+                for case in SAVE_CASES:
+                    for label, store in stores.items():
+                        cost = await adapter_save_cost(store, workloads[label], case, saves)
+                        keep(label, case, cost)
+                        phase.advance()
+                    keep("raw", case, raw_save_cost(raw, workloads["raw"], case, saves))
+                    phase.advance()
     print(f"\nµs per save, CPU / wall (best of {args.rounds} x {saves} saves; 200 B entries):")
     print(f"{'':<34}" + "".join(f"{case:>29}" for case in SAVE_CASES))
     for label in (*stores, "raw"):
@@ -346,6 +370,10 @@ async def save_cost(args: argparse.Namespace, folder: Path) -> None:
             f"{best[label, case][0]:>17.0f} / {best[label, case][1]:>7.0f}" for case in SAVE_CASES
         )
         print(f"{name:<34}{cells}")
+        for case in SAVE_CASES:
+            cpu, wall = best[label, case]
+            bench.figure(f"save {case}, {name}, CPU", cpu, "µs CPU")
+            bench.figure(f"save {case}, {name}", wall, "µs")
 
 
 SECTIONS = {"throughput": throughput, "save-cost": save_cost, "open": open_time}
@@ -360,11 +388,12 @@ async def main() -> None:
     parser.add_argument("--no-postgres", action="store_true")
     parser.add_argument("--saves", type=int, default=1_000, help="per save-cost measurement")
     parser.add_argument("--only", choices=sorted(SECTIONS), help="run this section only")
+    report.add_options(parser)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp, report.Report("storage", args) as bench:
         for name, section in SECTIONS.items():
             if args.only in (None, name):
-                await section(args, Path(tmp))
+                await section(args, Path(tmp), bench)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 committed messages, and the CPU it spends per message.
 
     .venv/bin/python -m benchmarks.subscriber [--messages 20000] [--size 100]
-        [--mode backlog|live|both] [--rate R] [--runs 3]
+        [--mode backlog|live|both] [--rate R] [--runs 3] [--json PATH]
+        [--progress | --no-progress]
 
 Messages are formatted like the fan-out's (docs/protocol.md §6: ``raftmq-index``,
 ``raftmq-term``, ``raftmq-prev-index``, ``raftmq-producer``, ``raftmq-seq``, persistent)
@@ -38,6 +39,10 @@ import aiormq
 from pamqp import encode, frame
 from pamqp.commands import Basic
 
+if __package__ in (None, ""):  # run as a file: make the benchmarks package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import report
 from raftmq._amqp import topology
 from raftmq._amqp.wire import publish_confirmed
 from raftmq.client import Subscriber
@@ -163,30 +168,33 @@ async def _cleanup(amqp_url: str, cluster: str) -> None:
         await connection.close()
 
 
-async def main(args: argparse.Namespace) -> None:
-    if args.publish_only:
-        await publish(args.amqp_url, args.publish_only, 1, args.messages, args.size, args.rate)
-        return
+async def main(args: argparse.Namespace, bench: report.Report) -> None:
     modes = ["backlog", "live"] if args.mode == "both" else [args.mode]
     pace = f"@{args.rate:g}/s" if args.rate > 0 else "max rate"
     print(f"load {os.getloadavg()[0]:.2f}; {args.messages} messages of {args.size} B per run")
     for mode in modes:
         figures: list[tuple[float, float]] = []
-        for _ in range(args.runs):
+        for run_no in range(args.runs):
             cluster = f"bench{uuid.uuid4().hex[:8]}"
-            try:
-                run = bench_backlog if mode == "backlog" else bench_live
-                figures.append(await run(args, cluster))
-            finally:
-                await _cleanup(args.amqp_url, cluster)
             label = mode if mode == "backlog" else f"live ({pace})"
+            # A status line, not a bar: counting each message would add to the CPU measured.
+            with bench.phase(f"{label}, run {run_no + 1}/{args.runs}: {args.messages:,} messages"):
+                try:
+                    run = bench_backlog if mode == "backlog" else bench_live
+                    figures.append(await run(args, cluster))
+                finally:
+                    await _cleanup(args.amqp_url, cluster)
             rate, cpu = figures[-1]
             print(f"{label:<18} {rate:8.0f} msg/s  {cpu:6.1f} µs CPU/msg")
+            bench.figure(f"{label} run {run_no + 1}", rate, "msg/s")
+            bench.figure(f"{label} run {run_no + 1}, CPU per message", cpu, "µs CPU")
         rates, cpus = zip(*figures, strict=True)
         print(
             f"{mode + ' median':<18} {statistics.median(rates):8.0f} msg/s"
             f"  {statistics.median(cpus):6.1f} µs CPU/msg"
         )
+        bench.figure(f"{label} median", statistics.median(rates), "msg/s")
+        bench.figure(f"{label} median, CPU per message", statistics.median(cpus), "µs CPU")
 
 
 if __name__ == "__main__":
@@ -198,4 +206,19 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=0.0, help="live publish rate, 0 = max")
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--publish-only", metavar="CLUSTER", help=argparse.SUPPRESS)
-    asyncio.run(main(parser.parse_args()))
+    report.add_options(parser)
+    arguments = parser.parse_args()
+    if arguments.publish_only:  # the child process of a live run: no report of its own
+        asyncio.run(
+            publish(
+                arguments.amqp_url,
+                arguments.publish_only,
+                1,
+                arguments.messages,
+                arguments.size,
+                arguments.rate,
+            )
+        )
+    else:
+        with report.Report("subscriber", arguments) as bench:
+            asyncio.run(main(arguments, bench))

@@ -1,7 +1,7 @@
 """Transport benchmark on the local RabbitMQ: one-way throughput and round-trip latency.
 
     .venv/bin/python benchmarks/transport.py [--url URL] [--messages N] [--round-trips N]
-        [--insecure]
+        [--insecure] [--json PATH] [--progress | --no-progress]
 
 Node traffic is signed with a random cluster key unless ``--insecure`` (nothing signed or
 checked): run both to see what authentication costs.
@@ -18,12 +18,23 @@ import argparse
 import asyncio
 import os
 import statistics
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import aio_pika
 
-from raftmq.core.messages import AppendEntries, Message, RequestVote, RequestVoteReply
+if __package__ in (None, ""):  # run as a file: make the benchmarks package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import report
+from raftmq.core.messages import (
+    AppendEntries,
+    Message,
+    RequestVote,
+    RequestVoteReply,
+)
 from raftmq.core.types import Entry
 from raftmq.protocol.auth import ClusterKey
 from raftmq.protocol.bootstrap import new_cluster_id
@@ -87,7 +98,9 @@ async def one_way(a: AmqpTransport, received: Arrivals, count: int, batch: int) 
     return received.count / elapsed
 
 
-async def raft_round_trips(a: AmqpTransport, replies: asyncio.Queue[float], n: int) -> list[float]:
+async def raft_round_trips(
+    a: AmqpTransport, replies: asyncio.Queue[float], n: int, phase: report.Phase | None = None
+) -> list[float]:
     """Sequential RequestVote -> RequestVoteReply round trips, in milliseconds."""
     samples = []
     for _ in range(n):
@@ -95,20 +108,28 @@ async def raft_round_trips(a: AmqpTransport, replies: asyncio.Queue[float], n: i
         a.send([RequestVote(term=1, sender="a", recipient="b", last_log_index=0, last_log_term=0)])
         arrived = await asyncio.wait_for(replies.get(), 5)
         samples.append((arrived - started) * 1000)
+        if phase is not None:
+            phase.advance()
     return samples
 
 
-async def rpc_round_trips(client: RpcClient, n: int) -> list[float]:
+async def rpc_round_trips(
+    client: RpcClient, n: int, phase: report.Phase | None = None
+) -> list[float]:
     """Sequential client-facing status requests, in milliseconds."""
     samples = []
     for _ in range(n):
         started = time.perf_counter()
         await client.request("b", "status")
         samples.append((time.perf_counter() - started) * 1000)
+        if phase is not None:
+            phase.advance()
     return samples
 
 
-async def main(url: str, count: int, round_trips: int, batch: int, insecure: bool) -> None:
+async def main(
+    url: str, count: int, round_trips: int, batch: int, insecure: bool, bench: report.Report
+) -> None:
     """Run the three measurements and print them."""
     cluster = f"bench{uuid.uuid4().hex[:8]}"
     key = None if insecure else ClusterKey(os.urandom(32))
@@ -143,20 +164,28 @@ async def main(url: str, count: int, round_trips: int, batch: int, insecure: boo
     client = RpcClient(url, cluster, key=key, cluster_id=cluster_id)
     await client.start()
     try:
-        await one_way(a, received, 2000, batch)  # warm-up
-        rate = await one_way(a, received, count, batch)
+        with bench.phase(f"one-way: {count:,} AppendEntries"):
+            await one_way(a, received, 2000, batch)  # warm-up
+            rate = await one_way(a, received, count, batch)
         print(f"one-way: {rate:,.0f} msgs/s ({count} AppendEntries of 100 B, batches of {batch})")
+        bench.figure("one-way AppendEntries", rate, "msg/s")
         await raft_round_trips(a, replies, 100)  # warm-up
-        raft = await raft_round_trips(a, replies, round_trips)
+        with bench.phase("raft round trips", total=round_trips) as phase:
+            raft = await raft_round_trips(a, replies, round_trips, phase)
         print(
             f"raft request/reply round trip: p50 {statistics.median(raft):.2f} ms, "
             f"p99 {percentile(raft, 0.99):.2f} ms ({round_trips} sequential)"
         )
-        rpc = await rpc_round_trips(client, round_trips)
+        bench.figure("raft round trip p50", statistics.median(raft), "ms")
+        bench.figure("raft round trip p99", percentile(raft, 0.99), "ms")
+        with bench.phase("client rpc round trips", total=round_trips) as phase:
+            rpc = await rpc_round_trips(client, round_trips, phase)
         print(
             f"client rpc round trip: p50 {statistics.median(rpc):.2f} ms, "
             f"p99 {percentile(rpc, 0.99):.2f} ms ({round_trips} sequential)"
         )
+        bench.figure("client rpc round trip p50", statistics.median(rpc), "ms")
+        bench.figure("client rpc round trip p99", percentile(rpc, 0.99), "ms")
         print(f"stats a: {a.stats.snapshot()}")
         print(f"stats b: {b.stats.snapshot()}")
     finally:
@@ -177,5 +206,9 @@ if __name__ == "__main__":
     parser.add_argument("--round-trips", type=int, default=1_000)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--insecure", action="store_true", help="sign nothing (no cluster key)")
+    report.add_options(parser)
     args = parser.parse_args()
-    asyncio.run(main(args.url, args.messages, args.round_trips, args.batch, args.insecure))
+    with report.Report("transport", args) as bench:
+        asyncio.run(
+            main(args.url, args.messages, args.round_trips, args.batch, args.insecure, bench)
+        )
