@@ -5,11 +5,11 @@ Per wake-up (a message, a write, or a tick)::
 
     tick the core for every elapsed tick_interval
     step every queued message; propose the queued writes as one batch (bounded per turn)
-    while the core has a Ready:
+    while the core has a Ready: run the steps raftmq.node.driver plans for it, e.g.
         transport.send(AppendEntries)     # leader only, term and vote already durable
+        apply committed entries that precede the new ones (on_commit; node.applier)
         storage.save(hard state + truncation + entries + deferred bookkeeping)  # ONE txn
         transport.send(other messages)    # votes and replies only after the save returned
-        apply committed entries (on_commit, in index order; node.applier); defer the applied index
         core.advance(ready); serve storage reads the core asked for
     once per tick, when idle: save the deferred bookkeeping (applied index, sessions, ...)
 
@@ -21,9 +21,8 @@ a raftmq database any more (StorageRefused, StoreMismatch), a bug -- ends the lo
 logged, pending writes fail with NodeStopped, and ``failure`` holds the error, so that the
 node reports it (``status().loop_ok``, ``Node.wait_failed``) and the process exits.
 
-The leader's early AppendEntries follow the thesis (§10.2.1: a leader may write its log
-in parallel with replicating it); it is safe because replies are stepped only after the
-save returned, so the leader never counts its own entries before they are durable.
+The simulator runs the same driver, so the safety search tests this order (the rules
+and why each is safe are in raftmq.node.driver).
 
 No lock guards Raft state: only this task touches the core. Other coroutines (`write`,
 `status`, leadership transfer) hand work to it through its queues (``inbox``,
@@ -43,7 +42,7 @@ from typing import Any, TypeVar
 from raftmq.core.messages import AppendEntries, Message
 from raftmq.core.raft import RaftCore
 from raftmq.core.ready import Ready
-from raftmq.core.types import Entry, HardState, LogReadResult, SoftState
+from raftmq.core.types import Entry, LogReadResult, SoftState
 from raftmq.errors import (
     ConfigError,
     NodeStopped,
@@ -53,6 +52,7 @@ from raftmq.errors import (
     StoreMismatch,
 )
 from raftmq.node.applier import Applier
+from raftmq.node.driver import Apply, Persist, ReadyDriver, Send
 from raftmq.node.loopstats import LoopStats, clock
 from raftmq.protocol.receipts import Commit
 from raftmq.storage.port import PersistBatch, Storage
@@ -110,13 +110,11 @@ class NodeLoop:
         self.ended = asyncio.Event()  # set when run() returned, cleanly or not
         self.failure: BaseException | None = None  # what ended the loop, if it failed
         self._stop_requested = asyncio.Event()  # cuts a storage back-off short
-        self._durable_vote = durable_vote  # (term, vote) known saved
         self.isolated = False  # fault injection: inbound Raft messages are discarded
         self.storage_ok = True  # False while storage operations fail and are retried
         self.last_leader_contact: float | None = None  # loop time of the last AppendEntries
-        # Bookkeeping not yet saved (applied index, sessions, watermark, a commit-only hard
-        # state): it rides with the next save of entries, or is flushed when the loop idles.
-        self._deferred: PersistBatch | None = None
+        # The Ready order, the durable vote and the bookkeeping deferred to the next save
+        self._driver = ReadyDriver(durable_vote)
         self.role_observers: list[Callable[[SoftState], None]] = []  # on soft state changes
         # after each applied batch, with its entries (persisted, applied)
         self.apply_observers: list[Callable[[tuple[Entry, ...]], None]] = []
@@ -203,9 +201,9 @@ class NodeLoop:
             await self._handle_ready()
             if ticked:
                 await self._flush_deferred()
-        if self._deferred is not None:  # stopping: save what was applied
-            batch, self._deferred = self._deferred, None
-            await self._persist(batch)
+        deferred = self._driver.take_deferred()  # stopping: save what was applied
+        if deferred is not None:
+            await self._persist(deferred)
 
     def _step_inbox(self, now: float) -> None:
         core = self.core
@@ -269,74 +267,42 @@ class NodeLoop:
                 self.stats.saw_leader(soft.term, soft.leader_id)
                 for observer in self.role_observers:
                     observer(soft)
-            # Term and vote must be durable before any message leaves; a change of the
-            # commit index alone need not be (commit is a fact held by a majority's logs,
-            # Fig. 2 calls it volatile), so it is saved with the applied index below.
-            hard = ready.hard_state
-            votes_durable = hard is None or (hard.term, hard.voted_for) == self._durable_vote
-            defer_hard = hard is not None and votes_durable and bool(ready.committed_entries)
-            early: list[Message] = []
-            late: list[Message] = list(ready.messages)
-            if votes_durable and ready.truncate_from is None:
-                # Thesis §10.2.1: the leader may write its log in parallel with replicating
-                # it. Safe here because replies are only stepped after this save returns,
-                # so the leader never counts its own entries before they are durable.
-                early = [m for m in late if isinstance(m, AppendEntries)]
-                late = [m for m in late if not isinstance(m, AppendEntries)]
-            if early:
-                self.stats.count_sent(early)
-                self._transport.send(early)
-            # Entries committed before this Ready's new entries are durable already (the
-            # leader steps no reply before its save returned; a follower's commit never
-            # covers entries it has not saved): apply them before the save, so that a
-            # commit does not wait for the save of newer entries, and their bookkeeping
-            # rides with this very save.
-            committed = ready.committed_entries
-            apply_first = bool(committed) and ready.truncate_from is None
-            if apply_first and ready.entries:
-                apply_first = committed[-1].index < ready.entries[0].index
-            if apply_first:
-                await self._apply_committed(ready, hard if defer_hard else None)
-            batch = PersistBatch(
-                hard_state=None if defer_hard else hard,
-                truncate_from=ready.truncate_from,
-                entries=ready.entries,
-            )
-            if not batch.is_empty() and self._deferred is not None:
-                batch, self._deferred = self._deferred.followed_by(batch), None
-            await self._persist(batch)
-            if hard is not None:
-                self._durable_vote = (hard.term, hard.voted_for)
-            if late:
-                self.stats.count_sent(late)
-                self._transport.send(late)
-            if committed and not apply_first:
-                await self._apply_committed(ready, hard if defer_hard else None)
-            core.advance(ready)
-            await self._serve_reads(ready)
+            # The order (what is sent or applied before the save, what is deferred) is the
+            # driver's, the same the simulator runs (raftmq.node.driver); here is the I/O.
+            for step in self._driver.plan(ready):
+                if isinstance(step, Send):
+                    self.stats.count_sent(step.messages)
+                    self._transport.send(step.messages)
+                elif isinstance(step, Apply):
+                    await self._apply_committed(step)
+                elif isinstance(step, Persist):
+                    await self._persist(self._driver.to_save(step))
+                else:
+                    core.advance(ready)
+                    await self._serve_reads(ready)
 
-    async def _apply_committed(self, ready: Ready, hard: HardState | None) -> None:
-        """Apply ``ready``'s committed entries (raftmq.node.applier); defer their bookkeeping (and
-        ``hard``, a commit-only hard state) to the next save."""
+    async def _apply_committed(self, step: Apply) -> None:
+        """Apply the step's committed entries (raftmq.node.applier); defer their bookkeeping
+        (and the step's commit-only hard state) to the next save."""
         # Saved with the next entries, or when the loop idles: a crash before that
         # repeats these callbacks after restart (the on-commit contract).
-        self.defer(await self._applier.apply(ready.committed_entries, hard))
+        self.defer(await self._applier.apply(step.entries, step.hard_state))
         for apply_observer in self.apply_observers:
-            apply_observer(ready.committed_entries)
+            apply_observer(step.entries)
 
     def defer(self, batch: PersistBatch) -> None:
-        self._deferred = batch if self._deferred is None else self._deferred.followed_by(batch)
+        """Save ``batch`` (bookkeeping, no log change) with the next save."""
+        self._driver.defer(batch)
 
     async def _flush_deferred(self) -> None:
         # Once per tick, and only when no work is waiting: under traffic the bookkeeping
         # rides with the next save of entries; flushing at every idle moment would put an
         # extra transaction in front of the next write that arrives during it.
-        if self._deferred is not None and not (self.inbox or self.proposals):
-            batch, self._deferred = self._deferred, None
-            await self._persist(batch)
+        if self._driver.deferred is not None and not (self.inbox or self.proposals):
+            await self._persist(self._driver.take_deferred())
 
-    async def _persist(self, batch: PersistBatch) -> None:
-        if batch.is_empty():
+    async def _persist(self, batch: PersistBatch | None) -> None:
+        if batch is None or batch.is_empty():
             return
         # Nothing that depends on this batch has left the node: retrying is safe, and a
         # retry of a batch whose commit landed is accepted by the store (idempotent).
