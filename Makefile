@@ -26,12 +26,12 @@ unit: $(STAMP)
 
 # Rewrite the tree into the shape `make lint` checks (import order, formatting, safe fixes).
 fmt: $(STAMP)
-	$(BIN)/ruff check --fix raftmq tests benchmarks migrations
-	$(BIN)/ruff format raftmq tests benchmarks migrations
+	$(BIN)/ruff check --fix raftmq tests benchmarks migrations tools
+	$(BIN)/ruff format raftmq tests benchmarks migrations tools
 
 lint: $(STAMP)
-	$(BIN)/ruff check raftmq tests benchmarks migrations
-	$(BIN)/ruff format --check raftmq tests benchmarks migrations
+	$(BIN)/ruff check raftmq tests benchmarks migrations tools
+	$(BIN)/ruff format --check raftmq tests benchmarks migrations tools
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
