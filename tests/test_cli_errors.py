@@ -135,28 +135,25 @@ async def test_status_json_fails_when_no_node_answers(amqp_url: str, cluster_nam
     assert len(rest) == 1 and rest[0].startswith("error: no node answered"), out
 
 
-@pytest.fixture
-async def deleted_after(amqp_url: str, cluster_name: str) -> AsyncIterator[str]:
-    """A cluster name whose broker objects are deleted after the test (looking for a
-    cluster's bootstrap record declares its bootstrap queues)."""
-    from raftmq._amqp import topology
-
-    yield cluster_name
-    connection = await aio_pika.connect(amqp_url)
-    try:
-        await topology.delete_all(await connection.channel(), cluster_name)
-    finally:
-        await connection.close()
-
-
-async def test_status_of_a_cluster_never_started_names_it(
-    amqp_url: str, deleted_after: str
-) -> None:
+async def test_status_of_a_cluster_never_started_names_it(amqp_url: str, cluster_name: str) -> None:
+    """And creates nothing: looking up the record of a cluster that does not exist used
+    to leave its bootstrap queues behind."""
     env = _env(RAFTMQ_CLUSTER_KEY=KEY)
-    args = ["status", "--cluster", deleted_after, "--amqp-url", amqp_url, "--nodes", "n1"]
+    args = ["status", "--cluster", cluster_name, "--amqp-url", amqp_url, "--nodes", "n1"]
     code, out = await _raftmq(*args, env=env)
     _clean(code, out)
-    assert out.startswith(f"error: cluster '{deleted_after}' was never bootstrapped"), out
+    assert out.startswith(f"error: cluster '{cluster_name}' was never bootstrapped"), out
+    connection = await aio_pika.connect(amqp_url)
+    try:
+        for queue in (
+            names.bootstrap_queue(cluster_name),
+            names.bootstrap_lock_queue(cluster_name),
+        ):
+            channel = await connection.channel()
+            with pytest.raises(aio_pika.exceptions.ChannelClosed):  # 404: not created
+                await channel.declare_queue(queue, passive=True)
+    finally:
+        await connection.close()
 
 
 async def test_publish_refuses_an_unknown_cluster_and_creates_nothing(

@@ -58,8 +58,26 @@ async def claim(
 async def read(
     connection: AbstractConnection, cluster: str, timeout: float = 30.0
 ) -> BootstrapRecord | None:
-    """The record of ``cluster``, or None when it was never bootstrapped."""
+    """The record of ``cluster``, or None when it was never bootstrapped. Creates nothing
+    on the broker: a reader of a cluster that does not exist (an operator's typo) must
+    not leave a record queue of that name behind."""
+    if not await _queue_exists(connection, bootstrap_queue(cluster)):
+        return None
     return await _locked(connection, cluster, None, timeout)
+
+
+async def _queue_exists(connection: AbstractConnection, name: str) -> bool:
+    """True when queue ``name`` exists (a passive declare, on a channel of its own: a
+    missing queue closes the channel it was asked on)."""
+    channel = await connection.channel()
+    try:
+        await channel.declare_queue(name, passive=True)
+    except aiormq.exceptions.ChannelNotFoundEntity:
+        return False
+    finally:
+        if not channel.is_closed:
+            await channel.close()
+    return True
 
 
 async def _locked(

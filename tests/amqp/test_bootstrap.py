@@ -51,9 +51,13 @@ async def test_concurrent_claims_agree_on_one_record(amqp_url: str, cluster: str
 
 
 async def test_a_cluster_never_bootstrapped_has_no_record(amqp_url: str, cluster: str) -> None:
+    """And reading creates nothing: `raftmq status` of a misspelt cluster name used to
+    leave its record queue (and lock queue) on the broker."""
     connection = await aio_pika.connect(amqp_url)
     try:
         assert await bootstrap.read(connection, cluster) is None
+        for name in (bootstrap_queue(cluster), names.bootstrap_lock_queue(cluster)):
+            assert not await _exists(connection, name, "queue")
     finally:
         await connection.close()
 
