@@ -276,6 +276,7 @@ def _handle_append_reply(s: RaftState, peer: str, pr: Progress, msg: AppendEntri
             pr.match = msg.match_index
         if pr.state is ProgressState.PROBE:
             if msg.match_index >= pr.match:
+                log.debug("%s: replicating to %s from %s", s.id, peer, pr.next)
                 pr.become_replicate()
         else:
             pr.free_up_to(msg.match_index)
@@ -300,6 +301,7 @@ def _handle_append_reply(s: RaftState, peer: str, pr: Progress, msg: AppendEntri
             hint = last_of_term + 1
     pr.become_probe()
     pr.next = max(pr.match + 1, min(hint, msg.reject_index))
+    log.debug("%s: %s rejected index %s, probing from %s", s.id, peer, msg.reject_index, pr.next)
     send_append(s, peer, pr)
 
 

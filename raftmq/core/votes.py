@@ -118,7 +118,10 @@ def handle_vote_request(s: RaftState, msg: RequestVote) -> None:
         or (s.vote is None and s.leader_id is None)
         or (msg.pre_vote and msg.term > s.term)
     )
-    if can_vote and s.raft_log.is_up_to_date(msg.last_log_term, msg.last_log_index):
+    up_to_date = s.raft_log.is_up_to_date(msg.last_log_term, msg.last_log_index)
+    kind = "pre-vote" if msg.pre_vote else "vote"
+    if can_vote and up_to_date:
+        log.debug("%s: granting %s to %s for term %s", s.id, kind, msg.sender, msg.term)
         if not msg.pre_vote:
             s.election_elapsed = 0
             s.vote = msg.sender  # persisted by the same Ready that carries the reply
@@ -132,6 +135,14 @@ def handle_vote_request(s: RaftState, msg: RequestVote) -> None:
             )
         )
     else:
+        log.debug(
+            "%s: refusing %s to %s for term %s: %s",
+            s.id,
+            kind,
+            msg.sender,
+            msg.term,
+            "its log is behind ours" if can_vote else f"voted for {s.vote or s.leader_id}",
+        )
         s.send(
             RequestVoteReply(
                 term=s.term,

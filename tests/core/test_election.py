@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from raftmq.core import (
@@ -81,6 +83,20 @@ def test_follower_grants_one_vote_per_term() -> None:
     replies = [m for m in sent(flush(core)) if isinstance(m, RequestVoteReply)]
     assert [(m.recipient, m.granted) for m in replies] == [("b", True), ("c", False), ("b", True)]
     assert core.voted_for == "b"
+
+
+def test_vote_decisions_are_logged_at_debug_with_their_reason(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """`raftmq node --log-level DEBUG` shows why a node voted as it did."""
+    core = single("a", pre_vote=False, check_quorum=False)
+    with caplog.at_level(logging.DEBUG, logger="raftmq.core"):
+        core.step(vote_request("b", 1))
+        core.step(vote_request("c", 1))
+    assert [r.getMessage() for r in caplog.records if "vote" in r.getMessage()] == [
+        "a: granting vote to b for term 1",
+        "a: refusing vote to c for term 1: voted for b",
+    ]
 
 
 def test_vote_is_persisted_in_the_ready_that_carries_the_grant() -> None:
