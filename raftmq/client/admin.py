@@ -9,6 +9,7 @@ import logging
 from collections.abc import Sequence
 from types import TracebackType
 
+from raftmq._amqp.connect import BrokersLike
 from raftmq.errors import NotLeader, TransportError, WriteRejected
 from raftmq.protocol.auth import ClusterKey
 from raftmq.protocol.receipts import Commit
@@ -38,7 +39,7 @@ class AdminClient:
     @classmethod
     def connect(
         cls,
-        amqp_url: str,
+        amqp_url: BrokersLike,
         cluster: str,
         nodes: Sequence[str],
         *,

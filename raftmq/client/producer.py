@@ -21,7 +21,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 
-import aio_pika
 from aio_pika.abc import (
     AbstractIncomingMessage,
     AbstractQueue,
@@ -31,6 +30,7 @@ from aio_pika.abc import (
 
 from raftmq._amqp import topology
 from raftmq._amqp.channel import RawChannel, underlay, wait_unless_closed
+from raftmq._amqp.connect import BrokersLike, Connector
 from raftmq._amqp.wire import cached_publish_frame, framing, message_frames, publish_confirmed
 from raftmq.errors import ClientNotOpen, ConfigError
 from raftmq.protocol import names
@@ -87,7 +87,7 @@ class Producer:
 
     def __init__(
         self,
-        amqp_url: str,
+        amqp_url: BrokersLike,
         cluster: str,
         *,
         producer_id: str | None = None,
@@ -101,7 +101,9 @@ class Producer:
             raise ConfigError("max_batch, max_batch_bytes and max_in_flight must be >= 1")
         if max_batch > MAX_BATCH_RECORDS:
             raise ConfigError(f"max_batch must be <= {MAX_BATCH_RECORDS} (the nodes' limit)")
-        self.amqp_url = amqp_url  # broker URL
+        # The broker URLs (several: a RabbitMQ cluster, failed over on each reconnect)
+        # and TLS files, as Brokers.of takes them.
+        self.connector = Connector(amqp_url, name=f"raftmq-producer:{cluster}")
         self.cluster = cluster  # cluster name (names the queues)
         self.producer_id = producer_id or uuid.uuid4().hex  # the session id on every write
         self.linger = linger  # seconds a batch waits for more publishes (0: none)
@@ -141,7 +143,7 @@ class Producer:
 
     async def start(self) -> None:
         """Connect, declare the writes queue and start the reply consumer and the sender."""
-        self._connection = await aio_pika.connect_robust(self.amqp_url)
+        self._connection = await self.connector.connect_robust()
         channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
         assert isinstance(channel, AbstractRobustChannel)
         self._channel = channel

@@ -34,7 +34,6 @@ from collections import Counter, deque
 from types import TracebackType
 from typing import Literal
 
-import aio_pika
 from aio_pika.abc import (
     AbstractExchange,
     AbstractQueue,
@@ -52,6 +51,7 @@ from raftmq._amqp.channel import (
     on_broker_cancel,
     underlay,
 )
+from raftmq._amqp.connect import BrokersLike, Connector
 from raftmq._amqp.delivery import Delivered
 from raftmq.client.committed import CommittedMessage, parse_delivered
 from raftmq.client.progress import FLUSH_INTERVAL, Progress
@@ -88,7 +88,7 @@ class Subscriber:
 
     def __init__(
         self,
-        amqp_url: str,
+        amqp_url: BrokersLike,
         cluster: str,
         *,
         start: Start = "latest",
@@ -103,7 +103,9 @@ class Subscriber:
         if name is not None and not _NAME.match(name):
             # The name routes positions on a topic exchange: no wildcards, no empty words.
             raise ConfigError(f"subscription name {name!r} must match {_NAME.pattern}")
-        self.amqp_url = amqp_url  # broker URL
+        # The broker URLs (several: a RabbitMQ cluster, failed over on each reconnect)
+        # and TLS files, as Brokers.of takes them.
+        self.connector = Connector(amqp_url, name=f"raftmq-subscriber:{cluster}")
         self.cluster = cluster  # cluster name
         self.start = start  # where a new subscription begins
         self.name = name  # durable subscription name, or None (anonymous, exclusive)
@@ -158,7 +160,7 @@ class Subscriber:
 
     async def open(self) -> None:
         """Connect, declare and bind the subscription queue, load the stored position."""
-        self._connection = await aio_pika.connect_robust(self.amqp_url)
+        self._connection = await self.connector.connect_robust()
         channel = await self._connection.channel(publisher_confirms=True)
         assert isinstance(channel, AbstractRobustChannel)
         self._channel = channel
@@ -250,9 +252,9 @@ class Subscriber:
             await self._connection.close()
 
     @staticmethod
-    async def delete_subscription(amqp_url: str, cluster: str, name: str) -> None:
+    async def delete_subscription(amqp_url: BrokersLike, cluster: str, name: str) -> None:
         """Delete the queues of named subscription ``name`` (its position is forgotten)."""
-        connection = await aio_pika.connect(amqp_url)
+        connection = await Connector(amqp_url).connect()
         try:
             channel = await connection.channel()
             await channel.queue_delete(subscription_queue(cluster, name))

@@ -26,6 +26,7 @@ from typing import Any
 import aio_pika
 
 from raftmq._amqp.channel import ChannelInvalidStateError, RawChannel, closing_observer, underlay
+from raftmq._amqp.connect import BrokersLike, Connector
 from raftmq._amqp.topology import declare_committed
 from raftmq._amqp.wire import (
     field_table,
@@ -132,14 +133,17 @@ class Fanout(LeaderService):
     def __init__(
         self,
         node: ServiceHost,
-        amqp_url: str,
+        amqp_url: BrokersLike,
         *,
         batch: int = DEFAULT_BATCH,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         watermark_interval: float = DEFAULT_WATERMARK_INTERVAL,
     ) -> None:
         super().__init__(node)
-        self.amqp_url = amqp_url  # broker URL (own connection)
+        # The broker URLs (own connection); each retry starts with the next one.
+        self.connector = Connector(
+            amqp_url, name=connection_name(node.cluster, node.node_id, "fanout")
+        )
         self.batch = batch  # entries per publish batch (one socket write)
         self.max_in_flight = max_in_flight  # published messages awaiting confirms, at most
         self.watermark_interval = watermark_interval  # seconds between watermark rounds
@@ -178,12 +182,7 @@ class Fanout(LeaderService):
     async def lead(self) -> None:
         """Publish from the replicated watermark on, until cancelled."""
         node = self.node
-        connection = await aio_pika.connect(
-            self.amqp_url,
-            client_properties={
-                "connection_name": connection_name(node.cluster, node.node_id, "fanout")
-            },
-        )
+        connection = await self.connector.connect()
         try:
             channel = await connection.channel(publisher_confirms=True)
             await declare_committed(channel, node.cluster)

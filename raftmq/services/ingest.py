@@ -26,10 +26,10 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-import aio_pika
 from pydantic import BaseModel
 
 from raftmq._amqp.channel import cancel, closing_observer, consume, on_broker_cancel, underlay
+from raftmq._amqp.connect import BrokersLike, Connector
 from raftmq._amqp.delivery import Delivered
 from raftmq._amqp.guard import install_header_guard
 from raftmq._amqp.topology import declare_dead, declare_writes
@@ -65,14 +65,17 @@ class Ingest(LeaderService):
     def __init__(
         self,
         node: ServiceHost,
-        amqp_url: str,
+        amqp_url: BrokersLike,
         *,
         prefetch: int = DEFAULT_PREFETCH,
         content_types: Sequence[str] = (),
         schema: type[BaseModel] | None = None,
     ) -> None:
         super().__init__(node)
-        self.amqp_url = amqp_url  # broker URL (own connection)
+        # The broker URLs (own connection); each retry starts with the next one.
+        self.connector = Connector(
+            amqp_url, name=connection_name(node.cluster, node.node_id, "ingest")
+        )
         self.prefetch = prefetch  # unacked deliveries at once
         # The rules of every write; frame_max becomes the broker's at each connect.
         self.rules = WriteRules(node.max_write_bytes, tuple(content_types), schema)
@@ -94,12 +97,7 @@ class Ingest(LeaderService):
         cluster = self.node.cluster
         # Per run: a slow clean-up of a previous run must not touch this run's handlers.
         handlers: set[asyncio.Task[None]] = set()
-        connection = await aio_pika.connect(
-            self.amqp_url,
-            client_properties={
-                "connection_name": connection_name(cluster, self.node.node_id, "ingest")
-            },
-        )
+        connection = await self.connector.connect()
         try:
             channel = await connection.channel(publisher_confirms=True)
             await channel.set_qos(prefetch_count=self.prefetch)

@@ -31,6 +31,7 @@ import aio_pika
 from aio_pika.abc import AbstractChannel, AbstractIncomingMessage
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from raftmq._amqp.connect import BrokersLike, Connector
 from raftmq._amqp.topology import declare_replay
 from raftmq.node.types import ServiceHost
 from raftmq.protocol.names import H_REPLAY_END, H_STATUS, connection_name, replay_reply_allowed
@@ -87,7 +88,7 @@ class ReplayServer:
     def __init__(
         self,
         node: ServiceHost,
-        amqp_url: str,
+        amqp_url: BrokersLike,
         *,
         prefetch: int = 4,
         max_entries: int = MAX_REPLAY,
@@ -97,7 +98,10 @@ class ReplayServer:
         burst: int = REQUESTS_BURST,
     ) -> None:
         self.node = node  # whose database answers
-        self.amqp_url = amqp_url  # broker URL (own connection)
+        # The broker URLs (own connection); each retry starts with the next one.
+        self.connector = Connector(
+            amqp_url, name=connection_name(node.cluster, node.node_id, "replay")
+        )
         self.prefetch = prefetch  # requests delivered at once (answered one by one)
         self.max_entries = max_entries  # messages per answer at most
         self.max_bytes = max_bytes  # bytes of bodies per answer at most (one message at least)
@@ -132,13 +136,7 @@ class ReplayServer:
             await asyncio.sleep(_RETRY_DELAY)
 
     async def _serve(self) -> None:
-        node = self.node
-        connection = await aio_pika.connect(
-            self.amqp_url,
-            client_properties={
-                "connection_name": connection_name(node.cluster, node.node_id, "replay")
-            },
-        )
+        connection = await self.connector.connect()
         try:
             channel = await connection.channel()
             await channel.set_qos(prefetch_count=self.prefetch)

@@ -14,7 +14,9 @@ Throughput: ``send`` only appends to an outbox; one background task publishes
 without publisher confirms, up to 256 publishes per socket write, and the
 inbox is consumed with ``no_ack`` (a lost message is a dropped RPC, which Raft
 retries). A supervisor task reconnects after the broker closes the connection and
-restores the consumer; sends while disconnected are dropped and counted.
+restores the consumer; sends while disconnected are dropped and counted. Given several
+broker URLs (a RabbitMQ cluster), each reconnect tries the next one first
+(:mod:`raftmq._amqp.connect`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections.abc import Sequence
 import aio_pika
 
 from raftmq._amqp.channel import RawChannel, consume_exclusive, underlay
+from raftmq._amqp.connect import BrokersLike, Connector
 from raftmq._amqp.delivery import Delivered, envelope_from_delivery
 from raftmq._amqp.wire import publish_batch
 from raftmq.core.messages import Message
@@ -47,7 +50,7 @@ class AmqpTransport:
 
     def __init__(
         self,
-        url: str,
+        url: BrokersLike,
         cluster: str,
         node_id: str,
         *,
@@ -63,12 +66,13 @@ class AmqpTransport:
         connect_timeout: float = 5.0,
         inbox_wait: float = 5.0,
     ) -> None:
-        self.url = url  # broker URL
         self.node_id = node_id  # whose inbox this transport consumes
         self.cluster = cluster  # messages of other clusters are dropped
         self.key = key  # signs outbound, required of inbound; None only for --insecure
         self.queue = inbox_queue(cluster, node_id)  # this node's inbox
         self.connection_name = connection_name(cluster, node_id)  # shown by list_connections
+        # The broker URLs; each reconnect starts with the next one (a RabbitMQ cluster).
+        self.connector = Connector(url, name=self.connection_name)
         self.message_ttl_ms = message_ttl_ms  # per-message expiration (~one election timeout)
         self.max_message_bytes = max_message_bytes  # size limit, both directions
         self.inbox_max_length = inbox_max_length  # x-max-length of the inbox (drop-head)
@@ -268,11 +272,7 @@ class AmqpTransport:
             self._set_disconnected()
             closed.set()
 
-        connection = await aio_pika.connect(
-            self.url,
-            timeout=self.connect_timeout,
-            client_properties={"connection_name": self.connection_name},
-        )
+        connection = await self.connector.connect(timeout=self.connect_timeout)
         self._connection = connection
         connection.close_callbacks.add(on_close)
         channel = await connection.channel(publisher_confirms=False)

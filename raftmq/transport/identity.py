@@ -15,6 +15,7 @@ from __future__ import annotations
 import aio_pika
 
 from raftmq._amqp import bootstrap, topology
+from raftmq._amqp.connect import BrokersLike, Connector
 from raftmq.errors import TransportError
 from raftmq.protocol.bootstrap import BootstrapRecord, admit_record, new_cluster_id
 
@@ -25,15 +26,16 @@ class AmqpClusterIdentity:
 
     def __init__(
         self,
-        url: str,
+        url: BrokersLike,
         cluster: str,
         voters: tuple[str, ...],
         *,
         timeout: float = 30.0,
         declare_shared: bool = False,
     ) -> None:
-        self.url = url  # broker URL
         self.cluster = cluster  # the cluster name the record is for
+        # The broker URLs (the first that answers serves the record).
+        self.connector = Connector(url, name=f"raftmq-bootstrap:{cluster}")
         self.voters = tuple(sorted(voters))  # this node's voter set
         self.timeout = timeout  # seconds to take the record's lock and read it
         self.declare_shared = declare_shared  # declare the shared objects once admitted
@@ -46,11 +48,7 @@ class AmqpClusterIdentity:
         ConfigError when the account may not declare the shared objects."""
         proposal = BootstrapRecord.make(stored or new_cluster_id(), self.voters)
         try:
-            connection = await aio_pika.connect(
-                self.url,
-                timeout=self.timeout,
-                client_properties={"connection_name": f"raftmq-bootstrap:{self.cluster}"},
-            )
+            connection = await self.connector.connect(timeout=self.timeout)
         except (TimeoutError, *aio_pika.exceptions.CONNECTION_EXCEPTIONS) as exc:
             raise TransportError(
                 f"cannot connect to the broker to read the bootstrap record: {exc}"

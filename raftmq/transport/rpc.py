@@ -28,6 +28,7 @@ import aio_pika
 
 from raftmq._amqp import bootstrap
 from raftmq._amqp.channel import RawChannel, consume, underlay
+from raftmq._amqp.connect import BrokersLike, Connector
 from raftmq._amqp.delivery import Delivered, envelope_from_delivery
 from raftmq._amqp.wire import publish_envelope
 from raftmq.errors import (
@@ -57,7 +58,7 @@ class RpcClient:
 
     def __init__(
         self,
-        url: str,
+        url: BrokersLike,
         cluster: str,
         *,
         timeout: float = 2.0,
@@ -66,7 +67,6 @@ class RpcClient:
         cluster_id: str | None = None,
         bootstrap_wait: float = 0.0,
     ) -> None:
-        self.url = url  # broker URL
         self.cluster = cluster  # requests are addressed to this cluster's node inboxes
         self.key = key  # signs requests, required of replies; None: an insecure cluster
         # Signed with the key; None: read from the bootstrap record at start (with a key).
@@ -77,6 +77,7 @@ class RpcClient:
         self.dropped: Counter[str] = Counter()  # replies dropped, by DropReason value
         self.timeout = timeout  # default seconds to wait for an answer
         self.connection_name = connection_name or f"raftmq-client:{cluster}"  # for operators
+        self.connector = Connector(url, name=self.connection_name)  # the broker URLs
         self._prefix = uuid.uuid4().hex[:12]  # makes correlation ids unique across clients
         self._ids = itertools.count(1)
         # correlation id -> (the node asked, the waiter of its reply)
@@ -100,9 +101,7 @@ class RpcClient:
     async def start(self) -> None:
         """Connect and start the reply consumer; raises TransportError when unreachable."""
         try:
-            self._connection = await aio_pika.connect(
-                self.url, client_properties={"connection_name": self.connection_name}
-            )
+            self._connection = await self.connector.connect()
             channel = await self._connection.channel(publisher_confirms=False)
             self._channel = await underlay(channel)
             # Direct reply-to requires no_ack and the consumer on the publishing channel.
@@ -111,7 +110,8 @@ class RpcClient:
                 self.cluster_id = await self._read_cluster_id(self._connection)
         except (TimeoutError, *aio_pika.exceptions.CONNECTION_EXCEPTIONS) as exc:
             await self.close()
-            raise TransportError(f"cannot connect to the broker at {self.url}: {exc}") from exc
+            where = self.connector.brokers.display()
+            raise TransportError(f"cannot connect to the broker at {where}: {exc}") from exc
         except BaseException:
             await self.close()
             raise
