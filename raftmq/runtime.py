@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
+from raftmq._amqp.connect import Brokers, TlsFiles
 from raftmq.node.node import Node
 from raftmq.node.settings import NodeSettings
 from raftmq.node.types import OnCommit, OnRecord
@@ -32,11 +33,12 @@ def build_node(
     """A node for ``settings`` (not started: use ``async with`` or ``await node.start()``).
 
     Raises ConfigError without a cluster key unless ``settings.insecure``, without peers
-    unless ``settings.single_node``, for the data dir of another node, and when the
-    ``metrics_port`` cannot be bound (the metrics server binds it here, serves it once
-    the node runs)."""
+    unless ``settings.single_node``, for the data dir of another node, for broker URLs or
+    TLS files that cannot work (:func:`brokers`), and when the ``metrics_port`` cannot be
+    bound (the metrics server binds it here, serves it once the node runs)."""
     settings.check_voters()
     settings.check_data_dir()
+    amqp = brokers(settings)
     key = settings.load_cluster_key()
     if key is None:
         logger.warning(
@@ -54,7 +56,7 @@ def build_node(
         durability=settings.durability,
     )
     transport = AmqpTransport(
-        settings.amqp_url,
+        amqp,
         settings.cluster,
         settings.node_id,
         key=key,
@@ -76,7 +78,7 @@ def build_node(
         session_expiry_entries=settings.session_expiry_entries,
         max_session_gap=settings.max_session_gap,
         identity=AmqpClusterIdentity(
-            settings.amqp_url,
+            amqp,
             settings.cluster,
             settings.voters,
             declare_shared=settings.queue_services,
@@ -88,7 +90,7 @@ def build_node(
         # The first service: it serves once the loop runs and stops after the others.
         node.add_service(MetricsServer(node, settings.metrics_host, settings.metrics_port))
     if settings.queue_services:
-        attach_queue_services(node, settings)
+        attach_queue_services(node, settings, amqp)
     else:
         from raftmq.services.write_rules import WriteRules
 
@@ -96,6 +98,16 @@ def build_node(
         rules = WriteRules(settings.max_write_bytes, tuple(settings.write_content_types), schema)
         node.write_check = rules.admit
     return node
+
+
+def brokers(settings: NodeSettings) -> Brokers:
+    """The broker URLs and TLS files of ``settings``, checked: ConfigError for a URL that
+    is not amqp:// or amqps://, a TLS file that does not exist, or TLS files without an
+    amqps:// URL (see :mod:`raftmq._amqp.connect`)."""
+    tls = TlsFiles(settings.amqp_ca_file, settings.amqp_cert_file, settings.amqp_key_file)
+    amqp = Brokers.of(settings.amqp_url, tls)
+    amqp.check()
+    return amqp
 
 
 def load_schema(path: str) -> type[BaseModel]:
@@ -107,8 +119,13 @@ def load_schema(path: str) -> type[BaseModel]:
     return model
 
 
-def attach_queue_services(node: Node[Any], settings: NodeSettings) -> None:
-    """Run ingest (leader only), fan-out (leader only) and the replay server with ``node``."""
+def attach_queue_services(
+    node: Node[Any], settings: NodeSettings, amqp: Brokers | None = None
+) -> None:
+    """Run ingest (leader only), fan-out (leader only) and the replay server with ``node``
+    (on ``amqp``, by default the brokers of ``settings``)."""
+    if amqp is None:
+        amqp = brokers(settings)
     from raftmq.services.fanout import Fanout
     from raftmq.services.ingest import Ingest
     from raftmq.services.replay import ReplayServer
@@ -117,7 +134,7 @@ def attach_queue_services(node: Node[Any], settings: NodeSettings) -> None:
     host = node.service_host
     ingest = Ingest(
         host,
-        settings.amqp_url,
+        amqp,
         prefetch=settings.ingest_prefetch,
         content_types=settings.write_content_types,
         schema=schema,
@@ -125,5 +142,5 @@ def attach_queue_services(node: Node[Any], settings: NodeSettings) -> None:
     node.add_service(ingest)
     # The `write` request is judged by the same rules as the writes queue.
     node.write_check = ingest.admit
-    node.add_service(Fanout(host, settings.amqp_url))
-    node.add_service(ReplayServer(host, settings.amqp_url))
+    node.add_service(Fanout(host, amqp))
+    node.add_service(ReplayServer(host, amqp))

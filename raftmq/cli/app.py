@@ -18,7 +18,7 @@ import signal
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from pydantic import RootModel
@@ -35,13 +35,16 @@ from raftmq.cli.errors import (
     note,
 )
 from raftmq.cli.keys import NO_KEY_HINT, KeyFileOpt, hint, operator_key
-from raftmq.cli.options import AmqpOpt, ClusterOpt, DbUrlOpt, fail
+from raftmq.cli.options import AmqpOpt, ClusterOpt, DbUrlOpt, brokers, fail
 from raftmq.cli.permissions import permissions_app
 from raftmq.cli.queue import publish, subscribe
 from raftmq.errors import RaftMQError
 from raftmq.node.settings import DEFAULT_AMQP_URL, NodeSettings, unknown_variables
 from raftmq.protocol.auth import ClusterKey
 from raftmq.protocol.record import Record
+
+if TYPE_CHECKING:
+    from raftmq._amqp.connect import Brokers
 
 # Plain help (rich_markup_mode=None): typer's rich panels print a `<bool>` type beside
 # every flag.
@@ -289,7 +292,7 @@ def status(
     if not node_ids:
         raise fail("name at least one node with --nodes (or RAFTMQ_NODES)")
     key = operator_key(cluster_key_file)
-    statuses = asyncio.run(_statuses(amqp_url, cluster, node_ids, timeout, key))
+    statuses = asyncio.run(_statuses(brokers(amqp_url), cluster, node_ids, timeout, key))
     answered = any(s is not None for s in statuses.values())
     if as_json:
         # Masked: a node's loop_error may quote a database URL.
@@ -317,7 +320,7 @@ def status(
 
 
 async def _statuses(
-    url: str, cluster: str, nodes: list[str], timeout: float, key: ClusterKey | None
+    url: Brokers, cluster: str, nodes: list[str], timeout: float, key: ClusterKey | None
 ) -> dict[str, Any]:
     from raftmq.client.admin import AdminClient
 
@@ -342,13 +345,15 @@ def write(
     key = operator_key(cluster_key_file)
     bodies = [line.rstrip("\n") for line in sys.stdin] if body == "-" else [body]
     try:
-        asyncio.run(_write(amqp_url, cluster, node_ids, bodies, content_type, timeout, key))
+        asyncio.run(
+            _write(brokers(amqp_url), cluster, node_ids, bodies, content_type, timeout, key)
+        )
     except RaftMQError as exc:
         raise fail(str(exc) + hint(key)) from None
 
 
 async def _write(
-    url: str,
+    url: Brokers,
     cluster: str,
     nodes: list[str],
     bodies: list[str],
@@ -379,14 +384,14 @@ def transfer_leadership(
     node_ids = _split(nodes) or [to]
     key = operator_key(cluster_key_file)
     try:
-        asyncio.run(_transfer(amqp_url, cluster, node_ids, to, timeout, key))
+        asyncio.run(_transfer(brokers(amqp_url), cluster, node_ids, to, timeout, key))
     except (RaftMQError, TimeoutError) as exc:
         raise fail((str(exc) or type(exc).__name__) + hint(key)) from None
     typer.echo(f"{to} leads")
 
 
 async def _transfer(
-    url: str, cluster: str, nodes: list[str], to: str, timeout: float, key: ClusterKey | None
+    url: Brokers, cluster: str, nodes: list[str], to: str, timeout: float, key: ClusterKey | None
 ) -> None:
     from raftmq.client.admin import AdminClient
 

@@ -3,15 +3,20 @@
 
 from __future__ import annotations
 
+import os
 import re
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from raftmq.cli.errors import BROKER, DATABASE, fail, remember
 from raftmq.node.settings import NodeSettings
 
-__all__ = ["AmqpOpt", "ClusterOpt", "DbUrlOpt", "fail"]
+if TYPE_CHECKING:
+    from raftmq._amqp.connect import Brokers
+
+__all__ = ["AmqpOpt", "ClusterOpt", "DbUrlOpt", "brokers", "fail"]
 
 # The node settings' own pattern for names (cluster and node ids), kept in one place.
 NAME_PATTERN: str = next(
@@ -38,9 +43,33 @@ ClusterOpt = Annotated[
 AmqpOpt = Annotated[
     str,
     typer.Option(
-        "--amqp-url", envvar="RAFTMQ_AMQP_URL", help="RabbitMQ URL.", callback=remember(BROKER)
+        "--amqp-url",
+        envvar="RAFTMQ_AMQP_URL",
+        help="RabbitMQ URL, or several comma-separated (the nodes of a RabbitMQ cluster); "
+        "TLS files for amqps:// from RAFTMQ_AMQP_CA_FILE, RAFTMQ_AMQP_CERT_FILE and "
+        "RAFTMQ_AMQP_KEY_FILE, as for nodes.",
+        callback=remember(BROKER),
     ),
 ]
+
+
+def brokers(url: str) -> Brokers:
+    """The brokers of a command's ``--amqp-url``, with the TLS files the node settings'
+    variables name (``RAFTMQ_AMQP_CA_FILE``, ...), checked (ConfigError)."""
+    from raftmq._amqp.connect import Brokers, TlsFiles
+
+    def path(name: str) -> Path | None:
+        value = os.environ.get(name)
+        return Path(value) if value else None
+
+    tls = TlsFiles(
+        path("RAFTMQ_AMQP_CA_FILE"), path("RAFTMQ_AMQP_CERT_FILE"), path("RAFTMQ_AMQP_KEY_FILE")
+    )
+    amqp = Brokers.of(url, tls)
+    amqp.check()
+    return amqp
+
+
 DbUrlOpt = Annotated[
     str | None,
     typer.Option(

@@ -17,11 +17,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from raftmq.cli.errors import INTERRUPTED, endpoint
-from raftmq.cli.options import AmqpOpt, ClusterOpt, fail
+from raftmq.cli.options import AmqpOpt, ClusterOpt, brokers, fail
 from raftmq.errors import ConfigError, RaftMQError
 from raftmq.node.settings import DEFAULT_AMQP_URL
 
 if TYPE_CHECKING:
+    from raftmq._amqp.connect import Brokers
     from raftmq.client.producer import Producer
     from raftmq.protocol.receipts import Receipt
 
@@ -44,7 +45,7 @@ def publish(
     tally = _Tally(wait)
     try:
         interrupted = asyncio.run(
-            _publish(amqp_url, cluster, body, wait, content_type, timeout, tally)
+            _publish(brokers(amqp_url), cluster, body, wait, content_type, timeout, tally)
         )
     except (RaftMQError, TimeoutError) as exc:
         done = f"; {tally}" if tally.sent else ""
@@ -74,7 +75,7 @@ class _Tally:
 
 
 async def _publish(
-    url: str,
+    url: Brokers,
     cluster: str,
     body: str,
     wait: bool,
@@ -156,21 +157,21 @@ async def _publish_lines(
         await asyncio.gather(reading, reporting, return_exceptions=True)
 
 
-async def _check_writes_queue(url: str, cluster: str) -> None:
+async def _check_writes_queue(url: Brokers, cluster: str) -> None:
     """Refuse a cluster the broker does not know (a misspelt name would leave a new
     durable queue behind) and warn when no node consumes its writes queue."""
-    import aio_pika
-
     from raftmq._amqp import topology
+    from raftmq._amqp.connect import Connector
     from raftmq.protocol import names
 
-    connection = await aio_pika.connect(url)
+    connector = Connector(url)
+    connection = await connector.connect()
     try:
         if not await topology.exchange_exists(connection, names.writes_exchange(cluster)):
             raise ConfigError(
-                f"the broker at {endpoint(url, 5672)} has no cluster {cluster!r} (no exchange "
-                f"{names.writes_exchange(cluster)}): check --cluster, or start the cluster's "
-                "nodes first (they declare it)"
+                f"the broker at {endpoint(connector.last_url, 5672)} has no cluster "
+                f"{cluster!r} (no exchange {names.writes_exchange(cluster)}): check "
+                "--cluster, or start the cluster's nodes first (they declare it)"
             )
         channel = await connection.channel()
         queue = await channel.declare_queue(names.writes_queue(cluster), passive=True)
@@ -227,10 +228,10 @@ def subscribe(
         position = int(start)
     else:
         raise fail(f"--from must be latest, earliest or an index >= 1, not {start!r}")
-    asyncio.run(_subscribe(amqp_url, cluster, position, name))
+    asyncio.run(_subscribe(brokers(amqp_url), cluster, position, name))
 
 
-async def _subscribe(url: str, cluster: str, start: Any, name: str | None) -> None:
+async def _subscribe(url: Brokers, cluster: str, start: Any, name: str | None) -> None:
     from raftmq.client.subscriber import Subscriber
 
     stop = asyncio.Event()

@@ -24,6 +24,13 @@ Bootstrapping is explicit: a node needs its ``peers``; a cluster of one node onl
 must not run as a cluster of its own, lead the writes queue and acknowledge writes the
 real cluster never sees.
 
+Brokers: ``amqp_url`` holds one RabbitMQ URL or several (``RAFTMQ_AMQP_URL`` comma-separated,
+or a TOML list), the nodes of one RabbitMQ cluster; with ``amqps://`` URLs the files of
+``amqp_ca_file``, ``amqp_cert_file`` and ``amqp_key_file`` (or aiormq's ``cafile``,
+``certfile``, ``keyfile`` in each URL's query). :func:`raftmq.runtime.build_node` checks
+them before connecting (see :mod:`raftmq._amqp.connect` and docs/operations.md, "TLS and
+broker clusters").
+
 Metrics and health are off by default: with ``metrics_port`` (``RAFTMQ_METRICS_PORT``)
 ``raftmq node`` serves ``/metrics`` (Prometheus), ``/healthz`` and ``/readyz`` on
 ``metrics_host`` (``127.0.0.1`` unless said: ``0.0.0.0`` to be scraped from elsewhere); see
@@ -79,7 +86,12 @@ class NodeSettings(BaseSettings):
     cluster: str = Field("raftmq", pattern=_NAME_PATTERN)  # names every AMQP object
     node_id: str = Field(pattern=_NAME_PATTERN)  # this node's id, unique in the cluster
     peers: Annotated[list[str], NoDecode] = Field(default_factory=list)  # the other voters
-    amqp_url: str = DEFAULT_AMQP_URL  # RabbitMQ connection URL
+    # RabbitMQ URL, or several (the nodes of one RabbitMQ cluster) comma-separated or as
+    # a TOML list: connect and every reconnect try the next one (raftmq._amqp.connect)
+    amqp_url: Annotated[str, NoDecode] = DEFAULT_AMQP_URL
+    amqp_ca_file: Path | None = None  # amqps://: the CA of the brokers' certificates
+    amqp_cert_file: Path | None = None  # amqps://: this node's client certificate (PEM)
+    amqp_key_file: Path | None = None  # amqps://: its private key (PEM; or in the cert file)
     database_url: str | None = None  # SQLAlchemy URL; default: SQLite file in data_dir
     data_dir: Path = Path(".")  # where the default SQLite file lives
     durability: Literal["full", "normal"] = "full"  # SQLite synchronous=FULL or NORMAL
@@ -116,6 +128,14 @@ class NodeSettings(BaseSettings):
     def _split_types(cls, value: object) -> object:
         if isinstance(value, str):
             return [t.strip() for t in value.split(",") if t.strip()]
+        return value
+
+    @field_validator("amqp_url", mode="before")
+    @classmethod
+    def _join_urls(cls, value: object) -> object:
+        # TOML and Python may give a list of URLs; the setting keeps them comma-separated
+        if isinstance(value, list | tuple):
+            return ",".join(str(url).strip() for url in value)
         return value
 
     @field_validator("peers", mode="before")
