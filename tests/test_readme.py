@@ -278,7 +278,7 @@ async def _run_node_block(
     seen: list[str] = []
     try:
         outcome = await _read_until(
-            process.stdout, r"committed at (\d+)|ask (n\d|None)", seen, BLOCK_TIMEOUT
+            process.stdout, r"committed at (\d+)|ask (n\d)", seen, BLOCK_TIMEOUT
         )
         if outcome.group(1):  # the node led: its own write was applied too
             assert f"{outcome.group(1)} id=1 item='book'" in seen

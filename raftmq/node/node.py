@@ -261,6 +261,29 @@ class Node(Generic[T]):
         """The known leader of the current term, if any."""
         return self._loop.core.leader_id if self._loop is not None else None
 
+    async def wait_for_leader(self, timeout: float = 30.0) -> str:
+        """The leader's id once this node knows one (this node's own when it leads);
+        TimeoutError after ``timeout`` seconds, NodeStopped when the node is not running."""
+        loop = self._running
+        known = asyncio.Event()
+
+        def observe(soft: SoftState) -> None:
+            if soft.leader_id is not None:
+                known.set()
+
+        self._role_observers.append(observe)
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    if loop.stopping or self._stopping:
+                        raise NodeStopped(f"node {self.node_id} is not running")
+                    if (leader := loop.core.leader_id) is not None:
+                        return leader
+                    known.clear()
+                    await known.wait()
+        finally:
+            self._role_observers.remove(observe)
+
     async def write(self, value: T, *, timeout: float | None = None) -> Commit:
         """Replicate ``value``; return where it committed.
 

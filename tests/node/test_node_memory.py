@@ -40,6 +40,26 @@ async def test_concurrent_writes_apply_identically_everywhere(cluster: MemoryClu
     assert [by_index[c.index] for c in commits] == list(range(300))
 
 
+async def test_every_node_waits_for_the_same_leader() -> None:
+    """Node.wait_for_leader: what an embedding service awaits before its first write (the
+    README's example), instead of a NotLeader without a hint right after start."""
+    c = MemoryCluster()
+    await c.start_all()
+    try:
+        leaders = await asyncio.gather(*(n.wait_for_leader(timeout=5) for n in c.nodes.values()))
+        assert len(set(leaders)) == 1 and c.nodes[leaders[0]].is_leader
+        follower = next(n for i, n in c.nodes.items() if i != leaders[0])
+        with pytest.raises(NotLeader) as info:
+            await follower.write(Item(n=1))
+        assert info.value.leader_hint == leaders[0]
+        stopped = c.nodes["a"]
+        await c.stop("a")
+        with pytest.raises(NodeStopped):
+            await stopped.wait_for_leader(timeout=5)
+    finally:
+        await c.stop_all()
+
+
 async def test_follower_refuses_writes_with_leader_hint(cluster: MemoryCluster) -> None:
     leader = await cluster.leader()
     await leader.write(Item(n=1))  # followers learn the leader from its AppendEntries
