@@ -123,14 +123,22 @@ class SafetyChecker:
                 )
 
     # -- commit: monotonic, committed prefix agreed, leader completeness ---------------
-    def observe_commit(self, node_id: str, term: int, commit: int, log: Sequence[Entry]) -> None:
-        """``node_id`` persisted ``commit`` while in ``term``; ``log`` is its persisted log."""
-        before = self._persisted_commit.get(node_id, 0)
-        if commit < before:
-            raise CommitRegressionViolation(
-                f"node {node_id!r} persisted commit {commit} after having persisted {before}"
-            )
-        self._persisted_commit[node_id] = commit
+    def observe_commit(
+        self, node_id: str, term: int, commit: int, log: Sequence[Entry], *, persisted: bool = True
+    ) -> None:
+        """``node_id`` persisted ``commit`` while in ``term``; ``log`` is its persisted log.
+
+        With ``persisted=False`` the commit index is only held in memory (a driver applies
+        entries before it saves the commit that covers them: commit is volatile, Figure 2):
+        it must still be within the durable log and agree with what is known committed,
+        but a restart may start below it."""
+        if persisted:
+            before = self._persisted_commit.get(node_id, 0)
+            if commit < before:
+                raise CommitRegressionViolation(
+                    f"node {node_id!r} persisted commit {commit} after having persisted {before}"
+                )
+            self._persisted_commit[node_id] = commit
         if commit > len(log):
             raise CommitRegressionViolation(
                 f"node {node_id!r} committed index {commit} but its durable log ends at {len(log)}"
@@ -161,9 +169,13 @@ class SafetyChecker:
             )
         self._live_commit[node_id] = commit
 
-    def observe_crash(self, node_id: str) -> None:
-        """``node_id`` lost its volatile state; its next incarnation starts a new commit history."""
+    def observe_crash(self, node_id: str, resume_applied: int | None = None) -> None:
+        """``node_id`` lost its volatile state; its next incarnation starts a new commit
+        history. ``resume_applied``: the saved applied index its state machine restarts
+        from (what was applied after it is applied again), None when nothing was lost."""
         self._live_commit.pop(node_id, None)
+        if resume_applied is not None:
+            self._applied[node_id] = resume_applied
         self._leader_checked = {k: v for k, v in self._leader_checked.items() if k[0] != node_id}
 
     def check_leader(self, node_id: str, term: int, log: Sequence[Entry]) -> None:

@@ -188,12 +188,17 @@ class Network:
             self.delivered[msg.type] += 1
         return due
 
-    def discard(self, node_id: str) -> int:
-        """Drop every undelivered message to or from ``node_id`` (it crashed); return how many."""
-        kept = [item for item in self._queue if node_id not in (item[2].sender, item[2].recipient)]
+    def discard(self, node_id: str, *, sent_by_it: bool = True) -> int:
+        """Drop every undelivered message to ``node_id`` (it crashed) and, unless
+        ``sent_by_it`` is False, every one from it; return how many."""
+
+        def lost_with_it(msg: Message) -> bool:
+            return msg.recipient == node_id or (sent_by_it and msg.sender == node_id)
+
+        kept = [item for item in self._queue if not lost_with_it(item[2])]
         lost = len(self._queue) - len(kept)
         for item in self._queue:
-            if node_id in (item[2].sender, item[2].recipient):
+            if lost_with_it(item[2]):
                 self.dropped[item[2].type] += 1
         heapq.heapify(kept)
         self._queue = kept

@@ -7,15 +7,22 @@ election_ticks)``) and a leader heartbeats every 2 ticks. A real node ticks ever
 ``tick_interval`` seconds (0.05 s by default), so one simulated tick stands for 50 ms
 and the defaults mean a 0.5-1.0 s election timeout and a 0.1 s heartbeat.
 
-Within a tick the simulation runs the cluster to quiescence: every node's ``Ready``
-is handled exactly as a real driver would — persist (hard state, truncation, entries)
--> send -> apply -> serve storage reads through ``step_read`` -> ``advance`` — and
-every message due by then is delivered, until nothing is left to do. Messages with a
-delay (see :class:`~raftmq.testing.network.Network`) arrive in a later tick.
+Within a tick the simulation runs the cluster to quiescence: every node's ``Ready`` is
+handled by the driver production runs (:class:`~raftmq.node.driver.ReadyDriver`: the
+leader's AppendEntries before its save, committed entries applied before the save when
+they precede the new ones, the commit-only hard state deferred with the applied index,
+every other message after the save, then ``advance`` and the storage reads), and every
+message due by then is delivered, until nothing is left to do. At the end of each tick
+every node saves its deferred bookkeeping (the node loop does so when it idles). Messages
+with a delay (see :class:`~raftmq.testing.network.Network`) arrive in a later tick.
 
-Each node keeps a synchronous in-memory "persisted" record (:class:`PersistedState`);
-:meth:`Simulation.crash` throws away the core and every undelivered message to or from
-the node, and :meth:`Simulation.restart` rebuilds the core from that record alone.
+Each node keeps a synchronous in-memory "persisted" record (:class:`PersistedState`) and a
+live state machine (the entries it applied). :meth:`Simulation.crash` throws away the
+core, its driver (with the deferred bookkeeping), the live state machine beyond the
+durable applied index, and the undelivered messages *to* the node; messages it already
+sent stay on the network, as they would on a broker. :meth:`Simulation.crash_in_ready`
+crashes a node in the middle of a Ready's plan (after some of its steps, before the
+rest), and :meth:`Simulation.restart` rebuilds the core from the record alone.
 
 A single ``random.Random(seed)`` drives the network and seeds every core, so the
 same seed and the same calls produce the same run, bit for bit.
@@ -40,8 +47,13 @@ from raftmq.core.types import (
     Role,
 )
 from raftmq.errors import NotLeader
+from raftmq.node.driver import Apply, Persist, ReadyDriver, Send, Step
+from raftmq.storage.port import PersistBatch
 from raftmq.testing.checkers import SafetyChecker
 from raftmq.testing.network import Network
+
+DriverFactory = Callable[[tuple[int, str | None]], ReadyDriver]
+"""Builds the driver of a node incarnation from its durable (term, voted_for)."""
 
 MAX_DELIVERIES_PER_TICK = 1_000_000
 """A tick that delivers more messages than this is a livelock: the simulation raises."""
@@ -61,7 +73,26 @@ class PersistedState:
 
     hard_state: HardState = dataclasses.field(default_factory=HardState)  # term/vote/commit
     log: list[Entry] = dataclasses.field(default_factory=list)  # the whole log, index 1 first
-    applied: list[Entry] = dataclasses.field(default_factory=list)  # state machine, in order
+    # the state machine up to the saved applied index, in order
+    applied: list[Entry] = dataclasses.field(default_factory=list)
+
+    def save(self, batch: PersistBatch, machine: Sequence[Entry]) -> None:
+        """Make ``batch`` durable, all of it at once; ``machine`` is the node's live state
+        machine, whose first ``batch.applied`` entries become durable with it."""
+        if batch.hard_state is not None:
+            self.hard_state = batch.hard_state
+        log = self.log
+        if batch.truncate_from is not None:
+            del log[batch.truncate_from - 1 :]
+        if batch.entries:
+            if batch.entries[0].index != len(log) + 1:
+                raise SimulationError(
+                    f"append from index {batch.entries[0].index} onto a log ending at "
+                    f"{len(log)} (truncate_from={batch.truncate_from})"
+                )
+            log.extend(batch.entries)
+        if batch.applied is not None and batch.applied > len(self.applied):
+            self.applied.extend(machine[len(self.applied) : batch.applied])
 
     def initial_state(self, tail: int | None) -> InitialState:
         """The :class:`InitialState` a driver would load; ``tail`` caps the cached suffix."""
@@ -114,6 +145,7 @@ class Simulation:
         *,
         check: bool = True,
         restart_tail: int | None = None,
+        driver: DriverFactory = ReadyDriver,
         **config_overrides: Any,
     ) -> None:
         if not node_ids or len(set(node_ids)) != len(node_ids):
@@ -135,6 +167,11 @@ class Simulation:
         self._cores: dict[str, RaftCore | None] = {
             n: RaftCore(self.configs[n], None, seed=self.rng.getrandbits(63)) for n in self.node_ids
         }
+        self._new_driver = driver
+        # per node: the Ready order of its running incarnation, and its live state machine
+        self._drivers = {n: driver((0, None)) for n in self.node_ids}
+        self._machines: dict[str, list[Entry]] = {n: [] for n in self.node_ids}
+        self._crash_armed: dict[str, None] = {}  # ordered set: crash in the next Ready's plan
 
     # -- inspection -----------------------------------------------------------------------
     def core(self, node_id: str) -> RaftCore:
@@ -183,15 +220,18 @@ class Simulation:
         core = self._cores[node_id]
         return self.persisted[node_id].hard_state.commit if core is None else core.commit_index
 
+    def applied_entries(self, node_id: str) -> list[Entry]:
+        """The entries in ``node_id``'s state machine, in apply order (NOOPs included): what
+        its running incarnation applied, or what was saved while it is crashed."""
+        return list(self._machines[node_id])
+
     def applied(self, node_id: str) -> list[tuple[int, bytes]]:
         """``(index, data)`` of the NORMAL entries ``node_id`` applied, in apply order."""
-        return [
-            (e.index, e.data) for e in self.persisted[node_id].applied if e.kind is EntryKind.NORMAL
-        ]
+        return [(e.index, e.data) for e in self._machines[node_id] if e.kind is EntryKind.NORMAL]
 
     def applied_index(self, node_id: str) -> int:
         """Highest index ``node_id`` applied (NOOP entries included)."""
-        return len(self.persisted[node_id].applied)
+        return len(self._machines[node_id])
 
     def log(self, node_id: str) -> list[Entry]:
         """A copy of ``node_id``'s persisted log."""
@@ -215,22 +255,41 @@ class Simulation:
         self.network.heal()
 
     def crash(self, node_id: str) -> None:
-        """Stop ``node_id`` abruptly: its core and every undelivered message to or from it
-        are lost; what it persisted stays."""
+        """Stop ``node_id`` abruptly: its core, its driver's deferred bookkeeping, what its
+        state machine applied beyond the saved applied index and every undelivered message
+        to it are lost; what it persisted and the messages it sent stay."""
+        self._crash_armed.pop(node_id, None)
         if self._cores[node_id] is None:
             return
         self._cores[node_id] = None
-        self.network.discard(node_id)
+        durable = self.persisted[node_id].applied
+        self._machines[node_id] = list(durable)
+        self.network.discard(node_id, sent_by_it=False)
         if self.checker is not None:
-            self.checker.observe_crash(node_id)
+            self.checker.observe_crash(node_id, resume_applied=len(durable))
+
+    def crash_in_ready(self, node_id: str) -> None:
+        """Crash ``node_id`` in the middle of its next Ready that has a middle: after a
+        random number of its plan's steps (at least one), before the rest (at least one
+        besides ``advance``). A crash or restart before then cancels it."""
+        if self._cores[node_id] is not None:
+            self._crash_armed[node_id] = None
+
+    def cancel_crashes_in_ready(self) -> None:
+        """Forget every crash armed by :meth:`crash_in_ready` that has not happened."""
+        self._crash_armed.clear()
 
     def restart(self, node_id: str) -> None:
         """Start a crashed ``node_id`` again from its persisted record only."""
         if self._cores[node_id] is not None:
             raise RuntimeError(f"node {node_id!r} is running; crash it first")
-        initial = self.persisted[node_id].initial_state(self.restart_tail)
+        record = self.persisted[node_id]
+        initial = record.initial_state(self.restart_tail)
         core = RaftCore(self.configs[node_id], initial, seed=self.rng.getrandbits(63))
         self._cores[node_id] = core
+        self._drivers[node_id] = self._new_driver(
+            (record.hard_state.term, record.hard_state.voted_for)
+        )
 
     # -- driving ------------------------------------------------------------------------------
     def propose(self, node_id: str, data: bytes) -> int | None:
@@ -261,6 +320,7 @@ class Simulation:
             if core is not None:
                 core.tick()
         self.settle()
+        self._flush_deferred()
         if self.checker is not None:
             self._check_tick(self.checker)
 
@@ -307,54 +367,83 @@ class Simulation:
                 )
 
     def _handle_ready(self, node_id: str, core: RaftCore) -> None:
-        """Do what a real driver does with one Ready: persist, send, apply, read, advance."""
+        """Carry out one Ready in the order of the node's driver (raftmq.node.driver)."""
         ready = core.ready()
-        record = self.persisted[node_id]
+        steps = self._drivers[node_id].plan(ready)
+        crash_at = self._crash_point(node_id, steps)
+        for done, step in enumerate(steps):
+            if done == crash_at:
+                self.crash(node_id)
+                return
+            if isinstance(step, Send):
+                for msg in step.messages:
+                    self.network.send(msg, self.now)
+            elif isinstance(step, Apply):
+                self._apply(node_id, core, step)
+            elif isinstance(step, Persist):
+                self._save(node_id, self._drivers[node_id].to_save(step))
+            else:
+                core.advance(ready)
+                record = self.persisted[node_id]
+                for request in ready.reads:
+                    core.step_read(LogReadResult(read=request, entries=record.read(request)))
         checker = self.checker
-        # 1. persist, as one transaction
-        if ready.hard_state is not None:
-            record.hard_state = ready.hard_state
-        log = record.log
-        if ready.truncate_from is not None:
-            del log[ready.truncate_from - 1 :]
-        if ready.entries:
-            first = ready.entries[0].index
-            if first != len(log) + 1:
-                raise SimulationError(
-                    f"node {node_id!r} asked to append from index {first} onto a log ending at "
-                    f"{len(log)} (truncate_from={ready.truncate_from}, seed {self.seed})"
-                )
-            log.extend(ready.entries)
-        if checker is not None:
-            if ready.truncate_from is not None or ready.entries:
-                checker.observe_log_change(node_id, log, ready.truncate_from, len(ready.entries))
-            if ready.hard_state is not None:
-                hard = ready.hard_state
-                checker.observe_commit(node_id, hard.term, hard.commit, log)
-        # 2. send, only now that it is durable
-        now = self.now
-        send = self.network.send
-        for msg in ready.messages:
-            send(msg, now)
-        # 3. apply
-        if ready.committed_entries:
-            if checker is not None:
-                for entry in ready.committed_entries:
-                    checker.observe_apply(node_id, entry)
-            elif ready.committed_entries[0].index != len(record.applied) + 1:
-                raise SimulationError(
-                    f"node {node_id!r} applies from {ready.committed_entries[0].index} "
-                    f"after {len(record.applied)} (seed {self.seed})"
-                )
-            record.applied.extend(ready.committed_entries)
-        # 4. serve storage reads
-        for request in ready.reads:
-            core.step_read(LogReadResult(read=request, entries=record.read(request)))
-        core.advance(ready)
         if checker is not None:
             if ready.soft_state is not None and ready.soft_state.role is Role.LEADER:
                 checker.observe_leader(node_id, ready.soft_state.term)
             checker.observe_live_commit(node_id, core.commit_index)
+
+    def _crash_point(self, node_id: str, steps: list[Step]) -> int | None:
+        """The step before which an armed crash strikes, or None (not armed, no middle)."""
+        if node_id not in self._crash_armed or len(steps) < 3:
+            return None
+        del self._crash_armed[node_id]
+        return self.rng.randrange(1, len(steps) - 1)
+
+    def _apply(self, node_id: str, core: RaftCore, step: Apply) -> None:
+        machine = self._machines[node_id]
+        checker = self.checker
+        if checker is not None:
+            # Its commit index covers these entries: tell the checker (they may be applied
+            # before the commit is saved), with the durable log that must hold them.
+            last = step.entries[-1].index
+            checker.observe_commit(
+                node_id, core.term, last, self.persisted[node_id].log, persisted=False
+            )
+            for entry in step.entries:
+                checker.observe_apply(node_id, entry)
+        elif step.entries[0].index != len(machine) + 1:
+            raise SimulationError(
+                f"node {node_id!r} applies from {step.entries[0].index} "
+                f"after {len(machine)} (seed {self.seed})"
+            )
+        machine.extend(step.entries)
+        bookkeeping = PersistBatch(hard_state=step.hard_state, applied=step.entries[-1].index)
+        self._drivers[node_id].defer(bookkeeping)
+
+    def _save(self, node_id: str, batch: PersistBatch | None) -> None:
+        if batch is None or batch.is_empty():
+            return
+        record = self.persisted[node_id]
+        try:
+            record.save(batch, self._machines[node_id])
+        except SimulationError as exc:
+            raise SimulationError(f"node {node_id!r}: {exc} (seed {self.seed})") from exc
+        checker = self.checker
+        if checker is not None:
+            if batch.truncate_from is not None or batch.entries:
+                checker.observe_log_change(
+                    node_id, record.log, batch.truncate_from, len(batch.entries)
+                )
+            if batch.hard_state is not None:
+                hard = batch.hard_state
+                checker.observe_commit(node_id, hard.term, hard.commit, record.log)
+
+    def _flush_deferred(self) -> None:
+        """Save every running node's deferred bookkeeping (the node loop does when idle)."""
+        for node_id, core in self._cores.items():
+            if core is not None:
+                self._save(node_id, self._drivers[node_id].take_deferred())
 
     def _check_tick(self, checker: SafetyChecker) -> None:
         for node_id, core in self._cores.items():

@@ -80,7 +80,11 @@ class Adversary:
                 "pre_vote": rng.random() < 0.2,
             }
         if kind in ("ack", "reject"):
-            far = rng.choice([10**9, 2**62, len(sim.log(target)) + rng.randint(1, 50)])
+            # An ack just past the target's log stops being past it once the leader has
+            # appended and sent more before the (delayed) ack arrives: then it is a lie about
+            # the forger's own log, which no Raft survives. Acks name only far indexes.
+            near = len(sim.log(target)) + rng.randint(1, 50)
+            far = rng.choice([10**9, 2**62, 10**9 if kind == "ack" else near])
             return {
                 **base,
                 "type": "append_entries_reply",

@@ -47,7 +47,7 @@ def check_no_leader(sim: Simulation, among: Iterable[str]) -> None:
 
 def applied_data(sim: Simulation, node_id: str, index: int) -> bytes | None:
     """The data ``node_id`` applied at ``index`` (b"" for a NOOP), or None."""
-    applied = sim.persisted[node_id].applied
+    applied = sim.applied_entries(node_id)
     return applied[index - 1].data if index <= len(applied) else None
 
 

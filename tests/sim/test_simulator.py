@@ -184,21 +184,29 @@ def test_package_docstring_example() -> None:
 
 
 def test_crash_discards_in_flight_messages_and_restart_uses_persisted_state() -> None:
-    """crash() loses the core and its undelivered messages; restart() sees only what was
-    persisted (term, vote, log), so the node resumes with the same durable state."""
+    """crash() loses the core and the undelivered messages to the node, while the ones it
+    sent stay on the network (as on a broker); restart() sees only what was persisted
+    (term, vote, log), so the node resumes with the same durable state."""
     sim = Simulation(IDS, seed=9)
     sim.network.delay_ticks = (3, 3)
     assert sim.run_until(lambda: sim.leader() is not None, 300)
     leader = sim.leader()
     assert leader is not None
     assert sim.propose(leader, b"v") is not None
+    followers = [n for n in IDS if n != leader]
+    before = {n: len(sim.log(n)) for n in followers}
     sim.settle()
     assert sim.network.pending(leader) > 0
     durable = sim.persisted[leader]
     term, log = durable.hard_state.term, list(durable.log)
+    dropped = sum(sim.network.dropped.values())
     sim.crash(leader)
-    assert sim.network.pending(leader) == 0
+    assert sim.network.pending(leader) > 0, "what it sent is still in flight"
+    assert sum(sim.network.dropped.values()) == dropped, "nothing was sent to it yet"
     sim.restart(leader)
     assert sim.term(leader) == term
     assert sim.core(leader).last_index == len(log)
+    sim.run(4)
+    # the leader's first AppendEntries (its NOOP) reach the followers after its crash
+    assert all(len(sim.log(n)) > before[n] for n in followers), "delivered after the crash"
     assert sim.role(leader) is not None
