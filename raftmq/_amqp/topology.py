@@ -7,6 +7,7 @@ from __future__ import annotations
 import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractExchange, AbstractQueue
+from pamqp.common import FieldTable
 
 from raftmq.errors import ConfigError
 from raftmq.protocol.names import (
@@ -22,10 +23,16 @@ from raftmq.protocol.names import (
     writes_queue,
 )
 
+# Every queue the cluster shares is a quorum queue: on a RabbitMQ cluster a classic queue
+# lives on the broker node that declared it first, and while that node is down nobody can
+# declare or use it (a node's ingest failed over and over on the dead-letter queue, and no
+# write committed, until that broker node came back).
+_REPLICATED: FieldTable = {"x-queue-type": "quorum"}
+
 
 async def declare_dead(channel: AbstractChannel, cluster: str) -> AbstractExchange:
     """Declare the dead-letter exchange and its queue; return the exchange."""
-    queue = await channel.declare_queue(dead_name(cluster), durable=True)
+    queue = await channel.declare_queue(dead_name(cluster), durable=True, arguments=_REPLICATED)
     return await _front(channel, queue, dead_name(cluster))
 
 
@@ -55,7 +62,7 @@ async def declare_committed(channel: AbstractChannel, cluster: str) -> AbstractE
 
 async def declare_replay(channel: AbstractChannel, cluster: str) -> AbstractQueue:
     """Declare the replay request queue and the replay exchange that routes to it."""
-    queue = await channel.declare_queue(replay_queue(cluster), durable=True)
+    queue = await channel.declare_queue(replay_queue(cluster), durable=True, arguments=_REPLICATED)
     await _front(channel, queue, replay_exchange(cluster))
     return queue
 

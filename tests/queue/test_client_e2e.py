@@ -98,7 +98,7 @@ async def _dead_letters(url: str, cluster: str) -> list[tuple[bytes, str]]:
     connection = await aio_pika.connect(url)
     try:
         channel = await connection.channel()
-        queue = await channel.declare_queue(f"raftmq.{cluster}.dead", durable=True)
+        queue = await channel.declare_queue(f"raftmq.{cluster}.dead", passive=True)
         found = []
         while (message := await queue.get(no_ack=False, fail=False)) is not None:
             headers = message.headers or {}
