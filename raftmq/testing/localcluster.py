@@ -210,12 +210,12 @@ class LocalCluster:
     async def delete_queues(self) -> None:
         """Delete the nodes' inbox queues and the cluster's shared objects (after stop_all), so
         nothing stays on the broker."""
-        import aio_pika
 
         from raftmq._amqp import topology
+        from raftmq._amqp.connect import Connector
         from raftmq.protocol.names import inbox_queue
 
-        connection = await aio_pika.connect(self.amqp_url)
+        connection = await Connector(self.amqp_url).connect()  # one URL or several
         try:
             channel = await connection.channel()
             for node_id in self.node_ids:
