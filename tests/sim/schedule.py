@@ -1,7 +1,8 @@
 """Random fault schedules for the safety search: one seed -> one long, reproducible run.
 
 A schedule picks a cluster size and configuration, then alternates random faults
-(partitions, disconnects, crashes, restarts, network drops/delays/duplicates/reorders)
+(partitions, disconnects, crashes -- half of them in the middle of a Ready, between the
+steps of production's Ready order -- restarts, network drops/delays/duplicates/reorders)
 with bursts of ticks and proposals; in a third of the seeds a forging member
 (:class:`~tests.sim.adversary.Adversary`) injects TimeoutNow, transfer votes,
 out-of-range replies and impossible terms all along. The simulation's checkers run on
@@ -15,8 +16,10 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from raftmq.node.driver import ReadyDriver
 from raftmq.testing import Simulation
 from raftmq.testing.checkers import LivenessChecker
+from raftmq.testing.simulation import DriverFactory
 from tests.sim.adversary import Adversary
 from tests.sim.harness import AGREEMENT_BUDGET, ELECTION_BUDGET, applied_by, same_applied
 
@@ -52,10 +55,13 @@ def _split(rng: random.Random, nodes: list[str]) -> list[list[str]]:
     return groups
 
 
-def run_schedule(seed: int, actions: list[str] | None = None) -> ScheduleResult:
+def run_schedule(
+    seed: int, actions: list[str] | None = None, driver: DriverFactory = ReadyDriver
+) -> ScheduleResult:
     """Run the schedule of ``seed``; raises a SafetyViolation (or AssertionError for a
     failure to recover) when something goes wrong. ``actions``, when given, receives the
-    trace as it happens (so a caller still has it after a failure)."""
+    trace as it happens (so a caller still has it after a failure); ``driver`` builds the
+    nodes' Ready drivers (production's, unless a test plants a bug)."""
     rng = random.Random(seed)
     size = rng.choice([3, 3, 5, 5, 5, 7])
     nodes = [f"n{i}" for i in range(1, size + 1)]
@@ -71,7 +77,7 @@ def run_schedule(seed: int, actions: list[str] | None = None) -> ScheduleResult:
         "max_cached_entries": rng.choice([1, 8, 16_384]),
     }
     tail = rng.choice([None, 0, 1, 5])
-    sim = Simulation(nodes, seed=rng.getrandbits(32), restart_tail=tail, **options)
+    sim = Simulation(nodes, seed=rng.getrandbits(32), restart_tail=tail, driver=driver, **options)
     result = ScheduleResult(sim, actions if actions is not None else [])
     result.actions.append(f"0: {size} nodes, {options}, restart_tail={tail}")
     net = sim.network
@@ -107,8 +113,12 @@ def run_schedule(seed: int, actions: list[str] | None = None) -> ScheduleResult:
         elif roll < 0.48:
             # half the time the leader: crashes with entries in flight are the hard case
             victim = (sim.leader() or node_id) if rng.random() < 0.5 else node_id
-            sim.crash(victim)
-            note(f"crash {victim}")
+            if rng.random() < 0.5:  # in the middle of a Ready: some steps done, not all
+                sim.crash_in_ready(victim)
+                note(f"crash {victim} in its next Ready")
+            else:
+                sim.crash(victim)
+                note(f"crash {victim}")
         elif roll < 0.60:
             crashed = [n for n in nodes if not sim.is_alive(n)]
             if crashed:
@@ -158,6 +168,9 @@ def _figure8_burst(
             if sim.propose(node_id, item) is not None:
                 result.proposed += 1
                 leader = node_id
+        if leader is not None and rng.random() < 0.5:
+            sim.crash_in_ready(leader)  # e.g. its AppendEntries out, its save not done
+            result.actions.append(f"{sim.now}: figure 8: crash leader {leader} in its Ready")
         sim.run(rng.randint(0, 2) if rng.random() < 0.9 else rng.randint(3, 20))
         if leader is not None and sim.is_alive(leader):
             sim.crash(leader)
@@ -173,6 +186,7 @@ def _recover(sim: Simulation, nodes: list[str], result: ScheduleResult) -> None:
     """Lift every fault and require the cluster to agree on one more entry, everywhere."""
     sim.heal()
     sim.network.reliable()
+    sim.cancel_crashes_in_ready()
     for node_id in nodes:
         if not sim.is_alive(node_id):
             sim.restart(node_id)
