@@ -6,10 +6,14 @@ the application, or dropped by the subscriber (a duplicate, a malformed message)
 deliveries count towards a flush exactly like processed ones: otherwise a run of drops
 longer than the prefetch would leave every delivery unacked and the broker would stop
 delivering for good.
+
+A position queue with an expiry (``x-expires``) has no consumer to keep it in use: while
+the subscription runs, :meth:`Progress.keep_alive` redeclares it, which renews its lease.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 
@@ -93,6 +97,20 @@ class Progress:
         if unacked is not None and delivery_tag(unacked):
             with contextlib.suppress(Exception):  # a reconnect invalidated the tag: redelivered
                 await ack(delivery_channel(unacked), delivery_tag(unacked), multiple=True)
+
+    async def keep_alive(self, interval: float) -> None:
+        """Redeclare the position queue every ``interval`` seconds until cancelled: the
+        broker deletes a queue nobody consumed, declared or read for its ``x-expires``,
+        and nothing consumes a position queue (a failed redeclare is retried next time)."""
+        queue = self.position_queue
+        if queue is None:
+            return
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await queue.declare()
+            except Exception as exc:  # the broker is away: the robust channel redeclares it
+                logger.debug("position queue %s not redeclared: %r", queue.name, exc)
 
     async def load(self) -> int | None:
         """The stored position of a named subscription (None: none, or not an index)."""

@@ -22,6 +22,10 @@ is read straight from its AMQP properties and body, without an aio-pika ``Incomi
 (which costs more CPU than everything else the subscriber does per message). aio-pika's
 robust connection still redeclares the queues and bindings after a reconnect; the
 subscriber then consumes again on the new channel.
+
+A named subscription's queues are bounded (``max_length``, ``max_length_bytes``: the broker
+drops the oldest messages, which come back as a gap filled from replay) and expire when
+abandoned (``expires``): raftmq.client.subscription_queues.
 """
 
 from __future__ import annotations
@@ -56,6 +60,13 @@ from raftmq._amqp.delivery import Delivered
 from raftmq.client.committed import CommittedMessage, parse_delivered
 from raftmq.client.progress import FLUSH_INTERVAL, Progress
 from raftmq.client.replay import ReplayClient
+from raftmq.client.subscription_queues import (
+    DEFAULT_EXPIRES,
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_MAX_LENGTH_BYTES,
+    Bounds,
+    declare_arguments,
+)
 from raftmq.errors import ConfigError, MalformedMessage
 from raftmq.protocol import names
 from raftmq.protocol.names import position_queue, subscription_queue
@@ -69,9 +80,6 @@ _RESUME_PAUSE = 1.0  # seconds between attempts to consume again after a broker 
 CATCH_UP_MAX = 60.0  # seconds: the longest wait for a first live message before re-asking replay
 
 
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-
 class Subscriber:
     """Iterate over committed writes of ``cluster``: ``async for msg in subscriber``.
 
@@ -80,6 +88,16 @@ class Subscriber:
     only applies the first time). A message counts as processed when the next one is
     requested (or the subscriber is closed without an exception); processed messages
     are acked and, for a named subscription, the position is stored durably first.
+
+    A named subscription's queue holds at most ``max_length`` messages and
+    ``max_length_bytes`` bytes of bodies (None: no bound); beyond them the broker drops the
+    oldest, and the subscriber fills that gap from replay. Both its queues are deleted by
+    the broker after ``expires`` seconds without a subscriber (None: never); the next
+    Subscriber of that name then starts again per ``start``. The bounds apply when the
+    queues are made: opening an existing subscription with other bounds raises
+    ConfigError (delete it with ``raftmq subscriptions delete NAME``), except that the
+    default bounds also open one made before raftmq bounded subscriptions, unbounded.
+    ``max_length`` and ``max_length_bytes`` bound an anonymous subscription's queue too.
 
     ``counters`` counts what was dropped: ``duplicate`` (an index already yielded),
     ``malformed`` (raftmq headers missing or invalid), ``unreachable_gap`` (a gap no
@@ -97,12 +115,17 @@ class Subscriber:
         replay_batch: int = 1000,
         replay_timeout: float = 5.0,
         gap_timeout: float = 60.0,
+        max_length: int | None = DEFAULT_MAX_LENGTH,
+        max_length_bytes: int | None = DEFAULT_MAX_LENGTH_BYTES,
+        expires: float | None = DEFAULT_EXPIRES,
     ) -> None:
         if isinstance(start, int) and start < 1:
             raise ConfigError("start index must be >= 1")
-        if name is not None and not _NAME.match(name):
+        if name is not None and not re.fullmatch(names.SUBSCRIPTION_NAME, name):
             # The name routes positions on a topic exchange: no wildcards, no empty words.
-            raise ConfigError(f"subscription name {name!r} must match {_NAME.pattern}")
+            raise ConfigError(f"subscription name {name!r} must match {names.SUBSCRIPTION_NAME}")
+        bounds = Bounds(max_length, max_length_bytes, expires)
+        bounds.check()
         # The broker URLs (several: a RabbitMQ cluster, failed over on each reconnect)
         # and TLS files, as Brokers.of takes them.
         self.connector = Connector(amqp_url, name=f"raftmq-subscriber:{cluster}")
@@ -113,6 +136,7 @@ class Subscriber:
         self.replay_batch = replay_batch  # "max" of one replay request
         self.replay_timeout = replay_timeout  # seconds without a replay message: ask again
         self.gap_timeout = gap_timeout  # seconds without a replayed message: drop the gap
+        self.bounds = bounds  # of the queues of a new named subscription (and anonymous)
         self.counters: Counter[str] = Counter()  # dropped deliveries and replay answers
         self._last: int | None = None  # last index yielded; None until the first (latest)
         self._progress: Progress | None = None  # acks and stored position (from open)
@@ -136,6 +160,7 @@ class Subscriber:
         self._reply_tag = f"raftmq-replay-{uuid.uuid4().hex}"
         self._watched: RawChannel | None = None  # channel with our cancel callback
         self._resuming: asyncio.Task[None] | None = None  # re-consume after a broker cancel
+        self._keep_alive: asyncio.Task[None] | None = None  # the position queue's (expires)
         self._closed = False
 
     @property
@@ -167,26 +192,36 @@ class Subscriber:
         await channel.set_qos(prefetch_count=self.prefetch)
         exchange = await self._shared_exchanges(channel)
         if self.name is None:
+            # Exclusive and auto-delete: it goes with the connection, no expiry needed.
+            lengths = Bounds(self.bounds.max_length, self.bounds.max_length_bytes, None)
             queue = await channel.declare_queue(
                 names.anonymous_subscription_queue(self.cluster, uuid.uuid4().hex),
                 exclusive=True,
                 auto_delete=True,
+                arguments=lengths.queue_arguments(),
             )
             progress = Progress(channel, None)
         else:
+            arguments, position_arguments = await declare_arguments(
+                self._connection, self.cluster, self.name, self.bounds
+            )
             queue = await channel.declare_queue(
-                subscription_queue(self.cluster, self.name), durable=True
+                subscription_queue(self.cluster, self.name), durable=True, arguments=arguments
             )
             stored = await channel.declare_queue(
                 position_queue(self.cluster, self.name),
                 durable=True,
-                arguments={"x-max-length": 1},
+                arguments=position_arguments,
             )
             # Positions travel through the positions exchange, routed by name: a subscriber
             # account needs no write on the default exchange (docs/protocol.md section 10).
             positions = names.positions_exchange(self.cluster)
             await stored.bind(positions, routing_key=self.name)
             progress = Progress(channel, stored, positions, self.name)
+            if "x-expires" in position_arguments and self.bounds.keep_alive is not None:
+                self._keep_alive = asyncio.get_running_loop().create_task(
+                    progress.keep_alive(self.bounds.keep_alive)
+                )
         self._progress = progress
         resumed = await progress.load()
         await queue.bind(exchange)
@@ -240,8 +275,9 @@ class Subscriber:
         self._wake()  # an __anext__ waiting in another task stops
         if self._flush_timer is not None:
             self._flush_timer.cancel()
-        if self._resuming is not None:
-            self._resuming.cancel()
+        for task in (self._resuming, self._keep_alive):
+            if task is not None:
+                task.cancel()
         try:
             if processed:
                 self._mark_processed()

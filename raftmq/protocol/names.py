@@ -16,6 +16,8 @@ Cluster ``C``, node ``N``:
 
 from __future__ import annotations
 
+import re
+
 # Header names (AMQP message headers) of the public protocol.
 H_INDEX = "raftmq-index"  # int: log index of a committed message
 H_TERM = "raftmq-term"  # int: term of that entry
@@ -102,6 +104,18 @@ def subscription_queue(cluster: str, name: str) -> str:
 def position_queue(cluster: str, name: str) -> str:
     """The one-message queue holding the last index a named subscription delivered."""
     return f"raftmq.{cluster}.sub.{name}.position"
+
+
+SUBSCRIPTION_NAME = r"[A-Za-z0-9_-]{1,64}"
+"""A named subscription's name: one word of a topic routing key (no dots, no wildcards)."""
+
+
+def subscription_of(cluster: str, queue: str) -> str | None:
+    """The name of the named subscription whose queue is ``queue`` (None: ``queue`` is no
+    named subscription queue of ``cluster``: a position queue, an anonymous one, ...)."""
+    prefix = subscription_queue(cluster, "")
+    name = queue[len(prefix) :] if queue.startswith(prefix) else ""
+    return name if re.fullmatch(SUBSCRIPTION_NAME, name) else None
 
 
 def anonymous_subscription_queue(cluster: str, unique: str) -> str:
