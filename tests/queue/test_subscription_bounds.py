@@ -112,7 +112,7 @@ async def test_other_bounds_than_the_queue_has_raise_a_config_error(
             pass
         for other in ({"max_length": 6}, {"expires": 60.0}, {}):
             with pytest.raises(ConfigError) as raised:
-                async with Subscriber(amqp_url, cluster_name, name=name, **other):  # type: ignore[arg-type]
+                async with Subscriber(amqp_url, cluster_name, name=name, **other):
                     pass
             text = str(raised.value)
             assert f"subscription 'strict' of cluster '{cluster_name}'" in text
