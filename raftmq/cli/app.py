@@ -38,6 +38,7 @@ from raftmq.cli.keys import NO_KEY_HINT, KeyFileOpt, hint, operator_key
 from raftmq.cli.options import AmqpOpt, ClusterOpt, DbUrlOpt, brokers, fail
 from raftmq.cli.permissions import permissions_app
 from raftmq.cli.queue import publish, subscribe
+from raftmq.cli.subscriptions import subscriptions_app
 from raftmq.errors import RaftMQError
 from raftmq.node.settings import DEFAULT_AMQP_URL, NodeSettings, unknown_variables
 from raftmq.protocol.auth import ClusterKey
@@ -60,6 +61,7 @@ db_app = typer.Typer(
 )
 app.add_typer(db_app, name="db")
 app.add_typer(permissions_app, name="permissions")
+app.add_typer(subscriptions_app, name="subscriptions")
 
 logger = logging.getLogger("raftmq.cli.app")
 
