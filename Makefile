@@ -58,7 +58,7 @@ chaos: $(STAMP)
 # `make test` never installs it.
 BENCH_STAMP := $(VENV)/.installed-bench
 BENCH_RESULTS := benchmarks/results
-BENCHMARKS := core_throughput storage transport node producer subscriber pubsub
+BENCHMARKS := core_throughput storage transport node producer subscriber pubsub stream_replay
 
 $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test,bench]'
