@@ -308,7 +308,10 @@ class NodeLoop:
         # retry of a batch whose commit landed is accepted by the store (idempotent).
         started = clock()
         await self._retrying("save", "storage_retries", lambda: self._storage.save(batch))
-        self.stats.save_seconds.observe(clock() - started)
+        took = clock() - started
+        self.stats.save_seconds.observe(took)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("%s: saved %s in %.2f ms", self.node_id, _described(batch), took * 1000)
 
     async def _serve_reads(self, ready: Ready) -> None:
         for read in ready.reads:
@@ -359,3 +362,22 @@ class NodeLoop:
         for future in failed:
             future.set_exception(error)
         self._counters["proposals_failed"] += len(failed)
+
+
+def _described(batch: PersistBatch) -> str:
+    """What a save held, for its DEBUG line."""
+    parts = []
+    if batch.hard_state is not None:
+        hard = batch.hard_state
+        parts.append(f"term {hard.term} vote {hard.voted_for} commit {hard.commit}")
+    if batch.truncate_from is not None:
+        parts.append(f"log cut from {batch.truncate_from}")
+    if batch.entries:
+        parts.append(f"entries {batch.entries[0].index}..{batch.entries[-1].index}")
+    if batch.applied is not None:
+        parts.append(f"applied {batch.applied}")
+    if batch.fanout_watermark is not None:
+        parts.append(f"fan-out watermark {batch.fanout_watermark}")
+    if batch.sessions:
+        parts.append(f"{len(batch.sessions)} sessions")
+    return ", ".join(parts) or "nothing"

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 import pytest
@@ -197,3 +198,17 @@ async def test_isolated_follower_rejoins_without_deposing_the_leader(
     await cluster.wait_applied(last.index)
     assert leader.is_leader and leader.status().term == term
     assert cluster.nodes[follower].status().term == term
+
+
+async def test_saves_are_logged_at_debug_with_what_they_held(
+    cluster: MemoryCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`raftmq node --log-level DEBUG` shows each save: the entries, the hard state."""
+    leader = await cluster.leader()
+    with caplog.at_level(logging.DEBUG, logger="raftmq.node.loop"):
+        commit = await leader.write(Item(n=1))
+        await cluster.wait_applied(commit.index)
+    saves = [r.getMessage() for r in caplog.records if ": saved " in r.getMessage()]
+    wanted = f"entries {commit.index}..{commit.index}"
+    assert any(line.startswith(f"{leader.node_id}: saved ") and wanted in line for line in saves)
+    assert sum(wanted in line for line in saves) >= 2  # the leader's and a follower's
