@@ -285,3 +285,14 @@ def test_the_metrics_port_flag_reaches_the_settings(tmp_path: Path) -> None:
         port = str(taken.getsockname()[1])
         result = _node(tmp_path, "--insecure", "--metrics-port", port)
     assert result.exit_code == 1 and f"127.0.0.1:{port}" in result.output, result.output
+
+
+def test_node_help_names_every_setting() -> None:
+    """Most settings have no flag: `raftmq node --help` still names each of them, and
+    where they are explained."""
+    result = runner.invoke(app, ["node", "--help"], terminal_width=400)
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.output.split())
+    for name in NodeSettings.model_fields:
+        assert name in text, name
+    assert "docs/settings.md" in text

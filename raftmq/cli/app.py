@@ -104,7 +104,16 @@ def _split(nodes: str) -> list[str]:
     return [n.strip() for n in nodes.split(",") if n.strip()]
 
 
-@app.command()
+def _settings_epilog() -> str:
+    """Every node setting, for `raftmq node --help`: most have no flag of their own."""
+    names = ", ".join(NodeSettings.model_fields)
+    return (
+        f"Every setting is a TOML key of --config and a RAFTMQ_<KEY> variable (upper case): "
+        f"{names}. What each means, its type and default: docs/settings.md."
+    )
+
+
+@app.command(epilog=_settings_epilog())
 def node(
     ctx: typer.Context,
     cluster: Annotated[str | None, typer.Option(help="Cluster name [RAFTMQ_CLUSTER].")] = None,
