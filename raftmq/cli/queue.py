@@ -18,6 +18,11 @@ import typer
 
 from raftmq.cli.errors import INTERRUPTED, endpoint
 from raftmq.cli.options import AmqpOpt, ClusterOpt, brokers, fail
+from raftmq.client.subscription_queues import (
+    DEFAULT_EXPIRES,
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_MAX_LENGTH_BYTES,
+)
 from raftmq.errors import ConfigError, RaftMQError
 from raftmq.node.settings import DEFAULT_AMQP_URL
 
@@ -219,8 +224,19 @@ def subscribe(
     name: Annotated[
         str | None, typer.Option("--name", help="Durable subscription that resumes later.")
     ] = None,
+    max_length: Annotated[
+        int, typer.Option(help="Messages the subscription queue holds at most (0: no bound).")
+    ] = DEFAULT_MAX_LENGTH,
+    max_length_bytes: Annotated[
+        int, typer.Option(help="Bytes of bodies it holds at most (0: no bound).")
+    ] = DEFAULT_MAX_LENGTH_BYTES,
+    expires: Annotated[
+        float,
+        typer.Option(help="Seconds a named subscription lives unused (0: for ever)."),
+    ] = DEFAULT_EXPIRES,
 ) -> None:
-    """Print committed messages (index, term, body per line) until Ctrl-C."""
+    """Print committed messages (index, term, body per line) until Ctrl-C. Past its bounds
+    the queue drops its oldest messages, which come back through replay."""
     position: Any
     if start in ("latest", "earliest"):
         position = start
@@ -228,17 +244,24 @@ def subscribe(
         position = int(start)
     else:
         raise fail(f"--from must be latest, earliest or an index >= 1, not {start!r}")
-    asyncio.run(_subscribe(brokers(amqp_url), cluster, position, name))
+    bounds = {
+        "max_length": max_length or None,
+        "max_length_bytes": max_length_bytes or None,
+        "expires": expires or None,
+    }
+    asyncio.run(_subscribe(brokers(amqp_url), cluster, position, name, bounds))
 
 
-async def _subscribe(url: Brokers, cluster: str, start: Any, name: str | None) -> None:
+async def _subscribe(
+    url: Brokers, cluster: str, start: Any, name: str | None, bounds: dict[str, Any]
+) -> None:
     from raftmq.client.subscriber import Subscriber
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with Subscriber(url, cluster, start=start, name=name) as subscriber:
+    async with Subscriber(url, cluster, start=start, name=name, **bounds) as subscriber:
         stopping = asyncio.ensure_future(stop.wait())
         try:
             while True:

@@ -142,7 +142,15 @@ class Producer:
         await self.close()
 
     async def start(self) -> None:
-        """Connect, declare the writes queue and start the reply consumer and the sender."""
+        """Connect, declare the writes queue and start the reply consumer and the sender.
+        When that fails, the connection is closed before the error is raised."""
+        try:
+            await self._start()
+        except BaseException:
+            await self.close()
+            raise
+
+    async def _start(self) -> None:
         self._connection = await self.connector.connect_robust()
         channel = await self._connection.channel(publisher_confirms=True, on_return_raises=True)
         assert isinstance(channel, AbstractRobustChannel)

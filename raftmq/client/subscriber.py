@@ -184,7 +184,16 @@ class Subscriber:
         return self
 
     async def open(self) -> None:
-        """Connect, declare and bind the subscription queue, load the stored position."""
+        """Connect, declare and bind the subscription queue, load the stored position.
+        When that fails (e.g. ConfigError for other bounds), the connection is closed
+        before the error is raised: nothing of a failed open keeps running."""
+        try:
+            await self._open()
+        except BaseException:
+            await self.close(processed=False)
+            raise
+
+    async def _open(self) -> None:
         self._connection = await self.connector.connect_robust()
         channel = await self._connection.channel(publisher_confirms=True)
         assert isinstance(channel, AbstractRobustChannel)

@@ -111,9 +111,13 @@ async def test_other_bounds_than_the_queue_has_raise_a_config_error(
         async with Subscriber(amqp_url, cluster_name, name=name, max_length=5):
             pass
         for other in ({"max_length": 6}, {"expires": 60.0}, {}):
+            refused = Subscriber(amqp_url, cluster_name, name=name, **other)
             with pytest.raises(ConfigError) as raised:
-                async with Subscriber(amqp_url, cluster_name, name=name, **other):
+                async with refused:
                     pass
+            # A failed open closes its connection (a CLI process used to die with its
+            # robust channel's unretrieved PRECONDITION_FAILED in asyncio.run's shutdown).
+            assert refused._connection is not None and refused._connection.is_closed
             text = str(raised.value)
             assert f"subscription 'strict' of cluster '{cluster_name}'" in text
             assert f"raftmq subscriptions delete strict --cluster {cluster_name}" in text
