@@ -19,6 +19,7 @@ import aio_pika
 import aiormq
 from aio_pika.abc import AbstractChannel, AbstractConnection, AbstractQueue
 
+from raftmq._amqp import topology
 from raftmq.errors import MalformedMessage, TransportError
 from raftmq.protocol.bootstrap import BootstrapRecord
 from raftmq.protocol.names import bootstrap_lock_queue, bootstrap_queue
@@ -61,23 +62,9 @@ async def read(
     """The record of ``cluster``, or None when it was never bootstrapped. Creates nothing
     on the broker: a reader of a cluster that does not exist (an operator's typo) must
     not leave a record queue of that name behind."""
-    if not await _queue_exists(connection, bootstrap_queue(cluster)):
+    if not await topology.queue_exists(connection, bootstrap_queue(cluster)):
         return None
     return await _locked(connection, cluster, None, timeout)
-
-
-async def _queue_exists(connection: AbstractConnection, name: str) -> bool:
-    """True when queue ``name`` exists (a passive declare, on a channel of its own: a
-    missing queue closes the channel it was asked on)."""
-    channel = await connection.channel()
-    try:
-        await channel.declare_queue(name, passive=True)
-    except aiormq.exceptions.ChannelNotFoundEntity:
-        return False
-    finally:
-        if not channel.is_closed:
-            await channel.close()
-    return True
 
 
 async def _locked(

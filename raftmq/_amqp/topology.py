@@ -116,9 +116,21 @@ async def exchange_exists(connection: AbstractConnection, name: str) -> bool:
     """True when exchange ``name`` exists. A passive declare needs no configure
     permission, so a restricted client account can ask; it runs on a channel of its own
     because a missing exchange closes the channel it was asked on."""
+    return await _exists(connection, name, queue=False)
+
+
+async def queue_exists(connection: AbstractConnection, name: str) -> bool:
+    """True when queue ``name`` exists (a passive declare, as :func:`exchange_exists`)."""
+    return await _exists(connection, name, queue=True)
+
+
+async def _exists(connection: AbstractConnection, name: str, *, queue: bool) -> bool:
     channel = await connection.channel()
     try:
-        await channel.declare_exchange(name, passive=True)
+        if queue:
+            await channel.declare_queue(name, passive=True)
+        else:
+            await channel.declare_exchange(name, passive=True)
     except aiormq.exceptions.ChannelNotFoundEntity:
         return False
     finally:

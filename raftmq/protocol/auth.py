@@ -124,11 +124,7 @@ class ClusterKey:
 
     def mac(self, envelope: Envelope, *, sender: str, recipient: str, cluster_id: str) -> str:
         """The ``message_id`` value that signs ``envelope`` (see the module docstring)."""
-        e = envelope
-        tag = self._tag(
-            e.body, e.type, e.cluster, e.reply_to, e.correlation_id, e.status,
-            sender, recipient, cluster_id,
-        )  # fmt: skip
+        tag = self._envelope_tag(envelope, sender, recipient, cluster_id)
         return f"{_PREFIX}{cluster_id}.{tag}"
 
     def sign(self, envelope: Envelope, *, sender: str, recipient: str, cluster_id: str) -> Envelope:
@@ -159,6 +155,12 @@ class ClusterKey:
         )
         mac = f"{_PREFIX}{cluster_id}.{tag}"
         return Envelope(body, type_, cluster, reply_to, correlation_id, status, mac)
+
+    def _envelope_tag(self, e: Envelope, sender: str, recipient: str, cluster_id: str) -> str:
+        return self._tag(
+            e.body, e.type, e.cluster, e.reply_to, e.correlation_id, e.status,
+            sender, recipient, cluster_id,
+        )  # fmt: skip
 
     def _tag(
         self,
@@ -210,11 +212,7 @@ class ClusterKey:
                 DropReason.OTHER_CLUSTER_ID,
                 f"cluster id {claimed[:_MAX_SHOWN]!r}, this cluster's is {cluster_id!r}",
             )
-        e = envelope
-        expected = self._tag(
-            e.body, e.type, e.cluster, e.reply_to, e.correlation_id, e.status,
-            sender, recipient, cluster_id,
-        )  # fmt: skip
+        expected = self._envelope_tag(envelope, sender, recipient, cluster_id)
         # Constant time: the comparison must not tell a forger how much of a guess matched
         # (compare_digest takes str only when it is ASCII).
         if not (tag.isascii() and hmac.compare_digest(expected, tag)):

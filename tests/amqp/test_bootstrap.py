@@ -108,18 +108,9 @@ def test_records_round_trip_and_sort_their_voters() -> None:
 
 
 async def _exists(connection: aio_pika.abc.AbstractConnection, name: str, kind: str) -> bool:
-    channel = await connection.channel()
-    try:
-        if kind == "queue":
-            await channel.declare_queue(name, passive=True)
-        else:
-            await channel.declare_exchange(name, passive=True)
-    except aio_pika.exceptions.ChannelNotFoundEntity:
-        return False
-    finally:
-        if not channel.is_closed:
-            await channel.close()
-    return True
+    if kind == "queue":
+        return await topology.queue_exists(connection, name)
+    return await topology.exchange_exists(connection, name)
 
 
 async def test_a_node_declares_the_shared_objects_when_admitted(

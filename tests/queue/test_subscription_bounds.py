@@ -15,30 +15,13 @@ from urllib.parse import unquote, urlsplit
 import aio_pika
 import pytest
 
-from raftmq.client import CommittedMessage, Producer, Subscriber
+from raftmq.client import CommittedMessage, Subscriber
 from raftmq.errors import ConfigError
 from raftmq.protocol.names import position_queue, subscription_queue
 from tests.queue.conftest import ProtocolNode
+from tests.queue.test_client_subscriber import _publish, _take
 
 pytestmark = pytest.mark.integration
-
-
-async def _take(
-    subscriber: Subscriber, count: int, timeout: float = 20.0
-) -> list[CommittedMessage]:
-    got: list[CommittedMessage] = []
-    async with asyncio.timeout(timeout):
-        async for message in subscriber:
-            got.append(message)
-            if len(got) == count:
-                break
-    return got
-
-
-async def _publish(amqp_url: str, cluster: str, bodies: list[bytes]) -> list[int]:
-    async with Producer(amqp_url, cluster) as producer:
-        receipts = await asyncio.gather(*(producer.publish(b) for b in bodies))
-    return [r.index for r in receipts if r.index is not None]
 
 
 async def _ready(amqp_url: str, queue: str) -> int:
