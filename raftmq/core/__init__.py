@@ -10,6 +10,8 @@ from raftmq.core.messages import (
     MESSAGE_ADAPTER,
     AppendEntries,
     AppendEntriesReply,
+    InstallSnapshot,
+    InstallSnapshotReply,
     Message,
     RequestVote,
     RequestVoteReply,
@@ -27,6 +29,7 @@ from raftmq.core.types import (
     LogReadResult,
     ProgressView,
     Role,
+    Snapshot,
     SoftState,
 )
 
@@ -39,6 +42,8 @@ __all__ = [
     "EntryKind",
     "HardState",
     "InitialState",
+    "InstallSnapshot",
+    "InstallSnapshotReply",
     "LogRead",
     "LogReadResult",
     "Message",
@@ -49,6 +54,7 @@ __all__ = [
     "RequestVote",
     "RequestVoteReply",
     "Role",
+    "Snapshot",
     "SoftState",
     "TimeoutNow",
 ]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from raftmq.core.messages import MAX_APPEND_ENTRIES
+from raftmq.core.messages import MAX_APPEND_ENTRIES, MAX_SNAPSHOT_CHUNK
 from raftmq.core.types import NODE_ID_PATTERN
 from raftmq.errors import ConfigError
 
@@ -23,6 +23,10 @@ DEFAULT_MAX_INFLIGHT = 64
 # with 16,384 those pauses took 10-60 ms on a node under load, with 4,096 2-8 ms. Older
 # entries (a follower far behind) are read from storage in batches.
 DEFAULT_MAX_CACHED_ENTRIES = 4_096
+# hashicorp/raft's TrailingLogs: a follower a little behind catches up from the log, not
+# from a snapshot.
+DEFAULT_TRAILING_ENTRIES = 10_240
+DEFAULT_SNAPSHOT_CHUNK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,7 +35,8 @@ class RaftConfig:
 
     Invariant (checked by :meth:`validate`): node_id in voters, every id a valid node id
     (so that every message the core builds passes validation), 0 < heartbeat_ticks <
-    election_ticks, all limits positive, max_batch_entries <= MAX_APPEND_ENTRIES.
+    election_ticks, all limits positive, max_batch_entries <= MAX_APPEND_ENTRIES,
+    snapshot_chunk_bytes <= MAX_SNAPSHOT_CHUNK, trailing_entries >= 0.
     """
 
     node_id: str  # this node's id
@@ -44,6 +49,8 @@ class RaftConfig:
     max_batch_bytes: int = DEFAULT_MAX_BATCH_BYTES  # payload bytes per AppendEntries
     max_inflight: int = DEFAULT_MAX_INFLIGHT  # unacknowledged AppendEntries per follower
     max_cached_entries: int = DEFAULT_MAX_CACHED_ENTRIES  # applied entries kept in memory
+    trailing_entries: int = DEFAULT_TRAILING_ENTRIES  # entries kept before a snapshot's index
+    snapshot_chunk_bytes: int = DEFAULT_SNAPSHOT_CHUNK_BYTES  # bytes per InstallSnapshot
 
     def validate(self) -> RaftConfig:
         """Return self, or raise :class:`ConfigError` naming the first invalid field."""
@@ -60,9 +67,20 @@ class RaftConfig:
             raise ConfigError("heartbeat_ticks must be positive")
         if self.election_ticks <= self.heartbeat_ticks:
             raise ConfigError("election_ticks must be greater than heartbeat_ticks")
-        for name in ("max_batch_entries", "max_batch_bytes", "max_inflight", "max_cached_entries"):
+        limits = (
+            "max_batch_entries",
+            "max_batch_bytes",
+            "max_inflight",
+            "max_cached_entries",
+            "snapshot_chunk_bytes",
+        )
+        for name in limits:
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive")
+        if self.trailing_entries < 0:
+            raise ConfigError("trailing_entries must not be negative")
+        if self.snapshot_chunk_bytes > MAX_SNAPSHOT_CHUNK:
+            raise ConfigError(f"snapshot_chunk_bytes must be at most {MAX_SNAPSHOT_CHUNK}")
         if self.max_batch_entries > MAX_APPEND_ENTRIES:
             raise ConfigError(f"max_batch_entries must be at most {MAX_APPEND_ENTRIES}")
         return self

@@ -13,6 +13,7 @@ import logging
 from raftmq.core import replication
 from raftmq.core.messages import (
     AppendEntries,
+    InstallSnapshot,
     Message,
     RequestVote,
     RequestVoteReply,
@@ -84,13 +85,14 @@ def _tally(s: RaftState, voter: str, *, granted: bool) -> bool:
 
 def step_follower(s: RaftState, msg: Message) -> None:
     """Follower: obey the leader of this term, vote, or campaign on its TimeoutNow."""
-    if isinstance(msg, AppendEntries):
+    if isinstance(msg, AppendEntries | InstallSnapshot):
         if s.leader_id is not None and msg.sender != s.leader_id:
             # §5.2: one leader per term. A second one is forged; obeying it would let
             # it overwrite entries the real leader replicated here.
             log.error(
-                "%s: AppendEntries from %s but %s leads term %s; dropped",
+                "%s: %s from %s but %s leads term %s; dropped",
                 s.id,
+                type(msg).__name__,
                 msg.sender,
                 s.leader_id,
                 s.term,
@@ -98,7 +100,10 @@ def step_follower(s: RaftState, msg: Message) -> None:
             return
         s.election_elapsed = 0
         s.leader_id = msg.sender
-        replication.handle_append_entries(s, msg)
+        if isinstance(msg, AppendEntries):
+            replication.handle_append_entries(s, msg)
+        else:
+            replication.handle_install_snapshot(s, msg)
     elif isinstance(msg, RequestVote):
         handle_vote_request(s, msg)
     elif isinstance(msg, TimeoutNow):
@@ -125,6 +130,9 @@ def step_candidate(s: RaftState, msg: Message) -> None:
         # §5.2: a valid AppendEntries of our term means someone else won.
         s.become_follower(msg.term, msg.sender)
         replication.handle_append_entries(s, msg)
+    elif isinstance(msg, InstallSnapshot):
+        s.become_follower(msg.term, msg.sender)
+        replication.handle_install_snapshot(s, msg)
     elif isinstance(msg, RequestVote):
         handle_vote_request(s, msg)
     elif isinstance(msg, RequestVoteReply):

@@ -25,7 +25,8 @@ class RaftLog:
 
     Invariants: run starts strictly ascend and run terms strictly ascend; the first
     run starts at first_index when the log is non-empty; the window holds exactly
-    the entries window_start..last_index.
+    the entries window_start..last_index; first_index - 1 <= last_index; ``prev_term``
+    is the term of first_index - 1 (0 when first_index == 1) and no run's term is lower.
     """
 
     __slots__ = (
@@ -36,11 +37,14 @@ class RaftLog:
         "_run_terms",
         "first_index",
         "last_index",
+        "prev_term",
     )
 
     def __init__(self, initial: InitialState) -> None:
-        self.first_index = initial.first_index  # first index held (1 until compaction exists)
-        self.last_index = initial.last_index  # last index held; 0 when empty
+        first = initial.first_index
+        self.first_index = first  # first index held; entries before it are compacted
+        self.last_index = initial.last_index  # last index held; first_index - 1 when empty
+        self.prev_term = 0  # term of first_index - 1 (a snapshot's or a compacted entry's)
         self._run_starts: list[int] = []  # first index of each term run, ascending
         self._run_terms: list[int] = []  # term of each run, ascending
         self._ents: list[Entry] = list(initial.tail)  # the window, ending at last_index
@@ -51,6 +55,10 @@ class RaftLog:
         runs = initial.term_runs
         if not runs and self._ents:
             runs = _runs_of(self._ents)
+        if first < 1 or self.last_index < first - 1:
+            raise ConfigError(f"log bounds {first}..{self.last_index} are impossible")
+        if first > 1:
+            self.prev_term, runs = _boundary(initial, runs)
         for start, term in runs:
             if start > self.last_index:
                 break
@@ -69,13 +77,14 @@ class RaftLog:
         return self.last_index + 1 - len(self._ents)
 
     def last_term(self) -> int:
-        """Term of the last entry, 0 for an empty log."""
-        return self._run_terms[-1] if self._run_terms else 0
+        """Term of the last entry (the snapshot's term when none follows it), 0 when empty."""
+        return self._run_terms[-1] if self._run_terms else self.prev_term
 
     def term(self, index: int) -> int:
-        """Term of the entry at ``index``; 0 for index 0 or an index outside the log."""
+        """Term of the entry at ``index``: first_index - 1 has ``prev_term``; 0 for index 0,
+        a compacted index before that, or an index past the log."""
         if index > self.last_index or index < self.first_index:
-            return 0
+            return self.prev_term if index == self.first_index - 1 else 0
         starts = self._run_starts
         if index >= starts[-1]:
             return self._run_terms[-1]
@@ -168,9 +177,58 @@ class RaftLog:
             del self._ents[:drop]
             del self._cum[:drop]
 
+    def compact(self, index: int) -> None:
+        """Forget entries up to ``index`` (first_index - 1 <= index <= last_index): they are
+        covered by a snapshot; ``term(index)`` stays known as ``prev_term``."""
+        if index < self.first_index:
+            return
+        self.prev_term = self.term(index)
+        self.trim_before(index + 1)
+        starts, terms = self._run_starts, self._run_terms
+        keep = bisect_right(starts, index) - 1  # the run holding index
+        del starts[:keep]
+        del terms[:keep]
+        if index + 1 <= self.last_index:
+            starts[0] = index + 1
+        else:
+            starts.clear()
+            terms.clear()
+        self.first_index = index + 1
+
+    def restore(self, index: int, term: int) -> None:
+        """Replace the whole log by a snapshot ending at (``index``, ``term``)."""
+        self._ents.clear()
+        self._cum.clear()
+        self._cum_base = 0
+        self._run_starts.clear()
+        self._run_terms.clear()
+        self.first_index = index + 1
+        self.last_index = index
+        self.prev_term = term
+
     def runs(self) -> tuple[tuple[int, int], ...]:
         """The (first index, term) runs, ascending."""
         return tuple(zip(self._run_starts, self._run_terms, strict=True))
+
+
+def _boundary(
+    initial: InitialState, runs: tuple[tuple[int, int], ...]
+) -> tuple[int, tuple[tuple[int, int], ...]]:
+    """The term of first_index - 1 and the runs clipped to start at first_index."""
+    before = initial.first_index - 1
+    snap = initial.snapshot
+    starts = [start for start, _ in runs]
+    pos = bisect_right(starts, before) - 1
+    if pos >= 0:
+        prev_term = runs[pos][1]
+    elif snap is not None and snap.index == before:
+        prev_term = snap.term
+    else:
+        raise ConfigError(f"no term known for index {before} before the first index held")
+    rest = list(runs[pos + 1 :]) if pos >= 0 else list(runs)
+    if pos >= 0 and initial.last_index > before and (not rest or rest[0][0] > before + 1):
+        rest.insert(0, (before + 1, prev_term))
+    return prev_term, tuple(rest)
 
 
 def _runs_of(entries: Sequence[Entry]) -> tuple[tuple[int, int], ...]:

@@ -9,7 +9,9 @@ terms are at most :data:`~raftmq.core.types.MAX_TERM` (one increment still fits 
 signed 64-bit column), indexes at most :data:`~raftmq.core.types.MAX_INDEX`, node ids
 match :data:`~raftmq.core.types.NODE_ID_PATTERN`, an AppendEntries holds at most
 :data:`MAX_APPEND_ENTRIES` contiguous entries of non-decreasing terms no newer than the
-message. A message that breaks any of these never reaches the core.
+message, an InstallSnapshot carries at most :data:`MAX_SNAPSHOT_CHUNK` bytes of a snapshot
+of at most :data:`MAX_SNAPSHOT_BYTES` and names at most :data:`MAX_VOTERS` distinct voters.
+A message that breaks any of these never reaches the core.
 """
 
 from __future__ import annotations
@@ -18,10 +20,29 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-from raftmq.core.types import MAX_INDEX, Entry, Index, NodeId, Term
+from raftmq.core.types import MAX_INDEX, MAX_TERM, Entry, Index, NodeId, Term
 
 MAX_APPEND_ENTRIES = 65_536
 """Most entries one AppendEntries may carry (``RaftConfig.max_batch_entries`` stays below)."""
+
+MAX_SNAPSHOT_CHUNK = 4 * 1024 * 1024
+"""Most snapshot bytes one InstallSnapshot may carry (``RaftConfig.snapshot_chunk_bytes``
+stays below; base64 in JSON makes it about 5.6 MB on the wire)."""
+
+MAX_SNAPSHOT_BYTES = 2**40
+"""Largest snapshot a transfer may announce (1 TiB): offsets stay far inside 64 bits."""
+
+MAX_VOTERS = 255
+"""Most voters a configuration in a message may name."""
+
+SnapshotIndex = Annotated[int, Field(ge=1, le=MAX_INDEX)]
+"""The index a snapshot covers up to: never 0 (nothing to cover)."""
+
+SnapshotTerm = Annotated[int, Field(ge=1, le=MAX_TERM)]
+"""The term of a snapshot's last entry: never 0."""
+
+SnapshotOffset = Annotated[int, Field(ge=0, le=MAX_SNAPSHOT_BYTES)]
+"""A byte position in a snapshot."""
 
 
 class _Base(BaseModel):
@@ -123,8 +144,63 @@ class TimeoutNow(_Base):
     transferee: NodeId | None = None  # who must campaign; None: the recipient
 
 
+class InstallSnapshot(_Base):
+    """Leader sends a follower one chunk of its snapshot (§7; thesis §5.2; hashicorp's
+    chunked InstallSnapshot), when the entries the follower needs are compacted away.
+
+    A transfer is named by (sender, last_index, last_term, size); the follower keeps the
+    bytes it has and says how far it got, so a lost, duplicated or reordered chunk costs a
+    resend and never a wrong state.
+    """
+
+    type: Literal["install_snapshot"] = "install_snapshot"
+    last_index: SnapshotIndex  # the snapshot replaces the log up to this index
+    last_term: SnapshotTerm  # term of the entry at last_index; <= term
+    voters: Annotated[tuple[NodeId, ...], Field(min_length=1, max_length=MAX_VOTERS)]
+    size: SnapshotOffset  # total bytes of the snapshot's state
+    offset: SnapshotOffset  # position of `data` in the state
+    data: Annotated[bytes, Field(max_length=MAX_SNAPSHOT_CHUNK)] = b""  # the chunk
+    done: bool  # this chunk ends the state: offset + len(data) == size
+    leader_commit: Index  # leader's commit index (>= last_index)
+
+    @model_validator(mode="after")
+    def _chunk_fits(self) -> InstallSnapshot:
+        if self.last_term > self.term:
+            raise ValueError("last_term is newer than the leader's term")
+        if self.leader_commit < self.last_index:
+            raise ValueError("a snapshot covers uncommitted entries")
+        end = self.offset + len(self.data)
+        if end > self.size:
+            raise ValueError("chunk runs past the snapshot's size")
+        if self.done != (end == self.size):
+            raise ValueError("done is set exactly on the chunk that ends the snapshot")
+        if not self.data and self.size > 0:
+            raise ValueError("an empty chunk of a non-empty snapshot")
+        if len(set(self.voters)) != len(self.voters):
+            raise ValueError("voters contain duplicates")
+        return self
+
+
+class InstallSnapshotReply(_Base):
+    """Answer to :class:`InstallSnapshot`: how many bytes of that transfer the follower
+    holds in a row (``offset``), or ``done`` once its log reaches ``last_index`` (installed,
+    or already held)."""
+
+    type: Literal["install_snapshot_reply"] = "install_snapshot_reply"
+    last_index: SnapshotIndex  # the snapshot this answers
+    last_term: SnapshotTerm  # its term
+    offset: SnapshotOffset = 0  # bytes held: the next chunk wanted starts here
+    done: bool = False  # the follower's log now matches up to last_index
+
+
 Message = Annotated[
-    RequestVote | RequestVoteReply | AppendEntries | AppendEntriesReply | TimeoutNow,
+    RequestVote
+    | RequestVoteReply
+    | AppendEntries
+    | AppendEntriesReply
+    | TimeoutNow
+    | InstallSnapshot
+    | InstallSnapshotReply,
     Field(discriminator="type"),
 ]
 """Any Raft message."""

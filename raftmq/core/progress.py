@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import deque
 from enum import StrEnum
 
-from raftmq.core.types import LogRead, ProgressView
+from raftmq.core.types import LogRead, ProgressView, Snapshot
 
 
 class ProgressState(StrEnum):
@@ -13,6 +13,7 @@ class ProgressState(StrEnum):
 
     PROBE = "probe"  # one AppendEntries per heartbeat until the follower's log matches
     REPLICATE = "replicate"  # optimistic pipelining within the inflight window
+    SNAPSHOT = "snapshot"  # the entries it needs are compacted: send a snapshot in chunks
 
 
 class Progress:
@@ -20,7 +21,8 @@ class Progress:
 
     Invariants: match <= sent; match < next; match never decreases; in PROBE
     ``inflight`` is empty; in REPLICATE ``inflight`` holds ascending last indexes of
-    unacknowledged sends.
+    unacknowledged sends; in SNAPSHOT ``pending`` is the snapshot being sent and
+    snap_acked <= snap_sent <= its size, otherwise ``pending`` is None.
     """
 
     __slots__ = (
@@ -29,9 +31,14 @@ class Progress:
         "match_at_heartbeat",
         "next",
         "paused",
+        "pending",
         "read",
         "recent_active",
         "sent",
+        "snap_acked",
+        "snap_acked_at_heartbeat",
+        "snap_reported",
+        "snap_sent",
         "stalled_heartbeats",
         "state",
     )
@@ -49,14 +56,33 @@ class Progress:
         self.read: LogRead | None = None  # outstanding storage read for this follower
         self.match_at_heartbeat = 0  # match seen at the previous heartbeat (stall detection)
         self.stalled_heartbeats = 0  # heartbeats in a row with inflight sends and no progress
+        self.pending: Snapshot | None = None  # SNAPSHOT: the snapshot being sent
+        self.snap_sent = 0  # SNAPSHOT: bytes of it sent (the next chunk starts here)
+        self.snap_acked = 0  # SNAPSHOT: most bytes the follower said it holds
+        self.snap_reported = 0  # SNAPSHOT: bytes it held by its latest reply (may go back)
+        self.snap_acked_at_heartbeat = 0  # SNAPSHOT: snap_acked at the previous heartbeat
 
     def become_probe(self) -> None:
-        """Fall back to probing from match + 1 (after a rejection or a stall)."""
+        """Fall back to probing from match + 1 (after a rejection, a stall or a snapshot)."""
         self.state = ProgressState.PROBE
         self.next = self.match + 1
         self.paused = False
         self.inflight.clear()
         self.stalled_heartbeats = 0
+        self.pending = None
+
+    def become_snapshot(self, snapshot: Snapshot) -> None:
+        """The follower needs compacted entries: send ``snapshot`` from its first byte (or
+        from where the follower says it is, once it answers)."""
+        self.state = ProgressState.SNAPSHOT
+        self.paused = False
+        self.inflight.clear()
+        self.stalled_heartbeats = 0
+        self.pending = snapshot
+        self.snap_sent = self.snap_acked = self.snap_reported = 0
+        self.snap_acked_at_heartbeat = 0
+        if snapshot.index > self.sent:
+            self.sent = snapshot.index  # a reply may now name it
 
     def become_replicate(self) -> None:
         """The follower's log matches up to ``match``: pipeline from there."""
@@ -65,6 +91,7 @@ class Progress:
         self.paused = False
         self.inflight.clear()
         self.stalled_heartbeats = 0
+        self.pending = None
 
     def free_up_to(self, index: int) -> None:
         """Forget inflight sends acknowledged by a reply matching ``index``."""

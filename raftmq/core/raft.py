@@ -11,7 +11,7 @@ role like etcd's ``step`` function pointer.
 Dependency order inside the core (each module imports only modules before it)::
 
     types, messages, config, log, progress, fast, ready
-      -> state -> applying -> votes -> replication -> election -> raft
+      -> state -> applying -> votes -> snapshots -> replication -> election -> raft
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from raftmq.core import applying, election, replication, votes
+from raftmq.core import applying, election, replication, snapshots, votes
 from raftmq.core.config import RaftConfig
 from raftmq.core.fast import new_entry, new_hard_state
 from raftmq.core.messages import Message
@@ -32,6 +32,7 @@ from raftmq.core.types import (
     InitialState,
     LogReadResult,
     Role,
+    Snapshot,
 )
 from raftmq.errors import ConfigError, NotLeader
 
@@ -108,6 +109,11 @@ class RaftCore:
     def first_index(self) -> int:
         """Index of the first log entry held."""
         return self._state.raft_log.first_index
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        """The latest snapshot taken or installed (None before the first)."""
+        return self._state.snapshot
 
     @property
     def config(self) -> RaftConfig:
@@ -208,6 +214,14 @@ class RaftCore:
             raise ConfigError(f"{to!r} is not a voter")
         replication.start_transfer(s, to)
 
+    def take_snapshot(self, index: int, data: bytes) -> Snapshot:
+        """The host took a snapshot of its state machine at ``index`` (<= applied_index):
+        keep it (a leader sends it to followers that need compacted entries) and compact
+        the log up to ``index - trailing_entries``. The host must then make the snapshot
+        durable and delete the entries before :attr:`first_index` from storage. An index
+        not past the current snapshot changes nothing and returns the current one."""
+        return snapshots.take_snapshot(self._state, index, data)
+
     def step_read(self, result: LogReadResult) -> None:
         """Take the driver's answer to a LogRead; a stale or useless answer is dropped."""
         if result.read.peer is None:
@@ -241,6 +255,8 @@ class RaftCore:
         replication.flush(s)
         if s.msgs or s.reads or s.pending_truncate is not None:
             return True
+        if s.pending_snapshot is not None:
+            return True
         rlog = s.raft_log
         last = rlog.last_index
         if s.stable_last < last or s.hard_state_changed():
@@ -271,6 +287,7 @@ class RaftCore:
             committed_entries=applying.committed_to_apply(s),
             reads=tuple(s.reads),
             soft_state=soft if soft != s.reported_ss else None,
+            snapshot=s.pending_snapshot,
         )
 
     def advance(self, ready: Ready) -> None:
@@ -279,8 +296,12 @@ class RaftCore:
         if ready.hard_state is not None:
             hs = ready.hard_state
             s.persisted_hs = (hs.term, hs.voted_for, hs.commit)
+        if ready.snapshot is not None and ready.snapshot is s.pending_snapshot:
+            s.pending_snapshot = None
         if ready.entries:
             stable = ready.entries[-1].index
+        elif ready.snapshot is not None:
+            stable = max(s.stable_last, ready.snapshot.index)
         elif ready.truncate_from is not None:
             stable = ready.truncate_from - 1
         else:

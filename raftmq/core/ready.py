@@ -5,17 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from raftmq.core.messages import Message
-from raftmq.core.types import Entry, HardState, LogRead, SoftState
+from raftmq.core.types import Entry, HardState, LogRead, Snapshot, SoftState
 
 
 @dataclass(frozen=True, slots=True)
 class Ready:
     """Everything the driver must do, in this order, before calling ``advance(ready)``:
 
-    1. Persist, in ONE durable transaction: ``hard_state`` (if not None), then delete
-       entries with index >= ``truncate_from`` (if not None), then append ``entries``.
+    1. Persist, in ONE durable transaction: ``hard_state`` (if not None), then the
+       ``snapshot`` (if not None: it replaces the whole log), then delete entries with
+       index >= ``truncate_from`` (if not None), then append ``entries``.
     2. Only then send ``messages`` (persist before send).
-    3. Apply ``committed_entries`` in order (all are already durable, index <= commit).
+    3. Restore the state machine from ``snapshot`` (if not None), then apply
+       ``committed_entries`` in order (all are already durable, index <= commit).
     4. Serve ``reads`` from storage and step each result back with ``step_read``.
     """
 
@@ -26,6 +28,9 @@ class Ready:
     committed_entries: tuple[Entry, ...]  # to apply, contiguous, starting at applied + 1
     reads: tuple[LogRead, ...]  # storage reads the core needs answered
     soft_state: SoftState | None  # role/leader/term after a change, None when unchanged
+    # a snapshot received from the leader, to install (log replaced, state restored); the
+    # committed entries then start at snapshot.index + 1
+    snapshot: Snapshot | None = None
 
     def is_empty(self) -> bool:
         """True when there is nothing to do."""
@@ -37,4 +42,5 @@ class Ready:
             or self.committed_entries
             or self.reads
             or self.soft_state is not None
+            or self.snapshot is not None
         )

@@ -2,8 +2,9 @@
 
 The leader keeps a :class:`Progress` per follower: PROBE sends one AppendEntries per
 heartbeat until the follower's log matches, REPLICATE pipelines batches within a
-bounded inflight window. Rejections carry a conflict hint so the leader skips a
-whole term per round trip.
+bounded inflight window, SNAPSHOT sends the snapshot when the entries a follower needs
+are compacted (:mod:`~raftmq.core.snapshots`). Rejections carry a conflict hint so the
+leader skips a whole term per round trip.
 """
 
 from __future__ import annotations
@@ -11,11 +12,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from raftmq.core import applying
+from raftmq.core import applying, snapshots
 from raftmq.core.fast import new_append, new_append_reply, new_entry
 from raftmq.core.messages import (
     AppendEntries,
     AppendEntriesReply,
+    InstallSnapshot,
+    InstallSnapshotReply,
     Message,
     RequestVote,
     RequestVoteReply,
@@ -69,12 +72,21 @@ def send_to_all(s: RaftState) -> None:
 
 
 def send_append(s: RaftState, peer: str, pr: Progress) -> None:
-    """Send as much as ``pr`` allows: one probe, or batches up to the inflight window."""
+    """Send as much as ``pr`` allows: one probe, batches up to the inflight window, or
+    snapshot chunks when the follower needs compacted entries."""
     cfg = s.cfg
     rlog = s.raft_log
     while True:
         if pr.read is not None:
             return  # waiting for storage to hand us older entries
+        if pr.state is ProgressState.SNAPSHOT:
+            snapshots.send_chunks(s, peer, pr)
+            return
+        if pr.next < rlog.first_index:
+            if pr.state is ProgressState.PROBE and pr.paused:
+                return
+            snapshots.start(s, peer, pr)
+            return
         if pr.state is ProgressState.PROBE:
             if pr.paused:
                 return
@@ -125,14 +137,17 @@ def step_peer_read(s: RaftState, result: LogReadResult) -> None:
     if pr is None or pr.read != read:
         return
     pr.read = None
+    if peer is None:
+        return
+    if read.lo < s.raft_log.first_index:
+        send_append(s, peer, pr)  # compacted while we read: a snapshot instead
+        return
     ents = list(result.entries)
     ok = bool(ents) and read.lo == pr.next
     for pos, ent in enumerate(ents):
         if ent.index != read.lo + pos or ent.term != s.raft_log.term(ent.index):
             ok = False
             break
-    if peer is None:
-        return
     if ok:
         _send_entries(s, peer, pr, read.lo, ents)
     elif read.lo == pr.next:
@@ -147,7 +162,13 @@ def step_peer_read(s: RaftState, result: LogReadResult) -> None:
 
 def heartbeat(s: RaftState) -> None:
     """Heartbeat every follower: empty AppendEntries at its match, or a probe."""
+    first = s.raft_log.first_index
     for peer, pr in s.progress.items():
+        if pr.state is ProgressState.SNAPSHOT:
+            snapshots.heartbeat(s, peer, pr)
+            continue
+        if pr.state is ProgressState.REPLICATE and pr.match + 1 < first:
+            pr.become_probe()  # its match is compacted away: on to a snapshot
         if pr.state is ProgressState.REPLICATE:
             if pr.inflight and pr.match == pr.match_at_heartbeat:
                 pr.stalled_heartbeats += 1
@@ -242,13 +263,60 @@ def step_leader(s: RaftState, msg: Message) -> None:
         if pr is not None and _answers_what_we_sent(s, pr, msg):
             pr.recent_active = True
             _handle_append_reply(s, msg.sender, pr, msg)
+    elif isinstance(msg, InstallSnapshotReply):
+        pr = s.progress.get(msg.sender)
+        if pr is not None and _snapshot_reply_is_possible(s, pr, msg):
+            pr.recent_active = True
+            if msg.done:
+                _handle_snapshot_done(s, msg.sender, pr, msg.last_index)
+            else:
+                snapshots.progress_report(s, msg.sender, pr, msg)
     elif isinstance(msg, RequestVote):
         handle_vote_request(s, msg)
     elif isinstance(msg, RequestVoteReply):
         pr = s.progress.get(msg.sender)
         if pr is not None:
             pr.recent_active = True  # a late answer from our own election
-    # A TimeoutNow of our own term names another leader of it: forged, dropped.
+    # A TimeoutNow or InstallSnapshot of our own term names another leader of it: forged,
+    # dropped.
+
+
+def _snapshot_reply_is_possible(s: RaftState, pr: Progress, msg: InstallSnapshotReply) -> bool:
+    """False for an answer about a snapshot beyond anything we told the follower about
+    (as for AppendEntriesReply: believing it would move match past what is known)."""
+    if msg.last_index <= pr.sent:
+        return True
+    log.warning(
+        "%s: snapshot reply from %s names index %s, beyond %s we sent; dropped",
+        s.id,
+        msg.sender,
+        msg.last_index,
+        pr.sent,
+    )
+    return False
+
+
+def _handle_snapshot_done(s: RaftState, peer: str, pr: Progress, index: int) -> None:
+    """The follower's log matches ours up to ``index``: replicate from there."""
+    updated = index > pr.match
+    if updated:
+        pr.match = index
+    if pr.state is ProgressState.SNAPSHOT:
+        pending = pr.pending
+        if pending is None or pr.match >= pending.index:
+            log.debug("%s: %s installed snapshot %s, probing", s.id, peer, index)
+            pr.become_probe()
+    elif pr.state is ProgressState.REPLICATE:
+        pr.free_up_to(pr.match)
+        if pr.next <= pr.match:
+            pr.next = pr.match + 1
+    elif updated:
+        pr.become_probe()
+    if updated:
+        maybe_commit(s)
+        if s.transferee == peer and pr.match == s.raft_log.last_index:
+            _send_timeout_now(s, peer)
+    send_append(s, peer, pr)
 
 
 def _answers_what_we_sent(s: RaftState, pr: Progress, msg: AppendEntriesReply) -> bool:
@@ -274,7 +342,10 @@ def _handle_append_reply(s: RaftState, peer: str, pr: Progress, msg: AppendEntri
         updated = msg.match_index > pr.match
         if updated:
             pr.match = msg.match_index
-        if pr.state is ProgressState.PROBE:
+        if pr.state is ProgressState.SNAPSHOT:
+            if pr.match + 1 >= s.raft_log.first_index:
+                pr.become_probe()  # it caught up by the log after all (a late ack)
+        elif pr.state is ProgressState.PROBE:
             if msg.match_index >= pr.match:
                 log.debug("%s: replicating to %s from %s", s.id, peer, pr.next)
                 pr.become_replicate()
@@ -289,6 +360,8 @@ def _handle_append_reply(s: RaftState, peer: str, pr: Progress, msg: AppendEntri
         send_append(s, peer, pr)
         return
     # A rejection: ignore stale ones (for a prev index we know matches, or not our probe).
+    if pr.state is ProgressState.SNAPSHOT:
+        return  # a late answer to an AppendEntries sent before the snapshot
     if pr.state is ProgressState.REPLICATE:
         if msg.reject_index <= pr.match:
             return
@@ -312,12 +385,29 @@ def handle_append_entries(s: RaftState, msg: AppendEntries) -> None:
     """§5.3: consistency check, keep a matching prefix, truncate only a conflict."""
     rlog = s.raft_log
     prev = msg.prev_log_index
-    if prev > rlog.last_index or rlog.term(prev) != msg.prev_log_term:
+    ents = msg.entries
+    base = rlog.first_index - 1
+    if prev < base:
+        # Compacted here, so committed, so the leader holds the same entries there: skip
+        # to our first index (§5.3's check at the snapshot's index always passes).
+        skip = base - prev
+        if skip >= len(ents):
+            _ack(s, msg.sender, prev + len(ents))
+            return
+        if ents[skip - 1].term != rlog.prev_term:
+            log.error("%s: leader %s conflicts with compacted index %s", s.id, msg.sender, base)
+            return
+        ents = ents[skip:]
+        prev = base
+    elif prev > rlog.last_index or rlog.term(prev) != msg.prev_log_term:
         if prev > rlog.last_index:
             conflict_term, conflict_index = 0, rlog.last_index + 1
         else:
             conflict_term = rlog.term(prev)
-            conflict_index = max(rlog.first_index_of_run(prev), s.commit + 1)
+            if prev < rlog.first_index:
+                conflict_index = s.commit + 1
+            else:
+                conflict_index = max(rlog.first_index_of_run(prev), s.commit + 1)
         s.send(
             new_append_reply(
                 term=s.term,
@@ -331,7 +421,6 @@ def handle_append_entries(s: RaftState, msg: AppendEntries) -> None:
             )
         )
         return
-    ents = msg.entries
     last_new = prev + len(ents)
     if ents:
         pos = 0
@@ -352,15 +441,24 @@ def handle_append_entries(s: RaftState, msg: AppendEntries) -> None:
                 s.truncate(first_new)
             rlog.append(ents[pos:])
     applying.commit_to(s, min(msg.leader_commit, last_new))
+    _ack(s, msg.sender, last_new)
+
+
+def _ack(s: RaftState, leader: str, match: int) -> None:
     s.send(
         new_append_reply(
             term=s.term,
             sender=s.id,
-            recipient=msg.sender,
+            recipient=leader,
             success=True,
-            match_index=last_new,
+            match_index=match,
             reject_index=0,
             conflict_term=0,
             conflict_index=0,
         )
     )
+
+
+def handle_install_snapshot(s: RaftState, msg: InstallSnapshot) -> None:
+    """A chunk of the leader's snapshot (see :mod:`~raftmq.core.snapshots`)."""
+    snapshots.handle_install_snapshot(s, msg)

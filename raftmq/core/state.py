@@ -17,7 +17,7 @@ from raftmq.core.config import RaftConfig
 from raftmq.core.log import RaftLog
 from raftmq.core.messages import Message
 from raftmq.core.progress import Progress
-from raftmq.core.types import MAX_TERM, Entry, InitialState, LogRead, Role, SoftState
+from raftmq.core.types import MAX_TERM, Entry, InitialState, LogRead, Role, Snapshot, SoftState
 from raftmq.errors import ConfigError
 
 log = logging.getLogger("raftmq.core.raft")  # the name these messages always had
@@ -35,7 +35,8 @@ class RaftState:
     Invariants: applied <= commit <= raft_log.last_index (commit may exceed the
     persisted log only on a leader inside one Ready); term and commit never decrease;
     vote is the vote of the current term; term <= MAX_TERM (a node never campaigns past
-    it). Only the methods below change role or term.
+    it); snapshot.index <= applied and snapshot.index >= raft_log.first_index - 1 (the
+    log holds everything after the snapshot). Only the methods below change role or term.
     """
 
     __slots__ = (
@@ -48,10 +49,13 @@ class RaftState:
         "election_elapsed",
         "heartbeat_elapsed",
         "id",
+        "incoming",
+        "incoming_key",
         "leader_id",
         "msgs",
         "notice_elapsed",
         "others",
+        "pending_snapshot",
         "pending_truncate",
         "persisted_hs",
         "progress",
@@ -62,6 +66,7 @@ class RaftState:
         "reported_ss",
         "rng",
         "role",
+        "snapshot",
         "stable_last",
         "term",
         "transfer_notice",
@@ -85,11 +90,25 @@ class RaftState:
         self.term = hs.term  # current term; never decreases
         self.vote: str | None = hs.voted_for  # vote cast in term
         self.raft_log = RaftLog(initial)  # term runs + entry window
+        # The latest snapshot taken or installed (what a leader sends a follower whose
+        # next index is compacted away); None until the first one.
+        self.snapshot: Snapshot | None = initial.snapshot
+        snap_index = initial.snapshot.index if initial.snapshot is not None else 0
+        if snap_index and (
+            snap_index < self.raft_log.first_index - 1 or snap_index > initial.applied
+        ):
+            raise ConfigError(f"snapshot at {snap_index} outside the log or beyond applied")
         self.applied = initial.applied  # highest index applied and advanced
         self.commit = max(hs.commit, initial.applied)  # commit index; never decreases
         last = self.raft_log.last_index
         if self.commit > last:
             raise ConfigError(f"commit {self.commit} beyond last index {last}")
+        # Follower: a received snapshot handed to the driver in the next Ready, to install.
+        self.pending_snapshot: Snapshot | None = None
+        # Follower: the transfer being received, named (sender, index, term, size), and
+        # the bytes of it held in a row from offset 0 (volatile: a restart starts over).
+        self.incoming_key: tuple[str, int, int, int] | None = None
+        self.incoming = bytearray()
         self.stable_last = last  # last index storage holds (after advances)
         self.pending_truncate: int | None = None  # storage must drop entries from here
         self.trunc_since_ready: int | None = None  # lowest truncation since the last ready()

@@ -76,20 +76,38 @@ class SoftState:
 
 
 @dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The state machine at a log index: what replaces the log up to ``index`` (thesis ch. 5).
+
+    Invariant: ``index`` is committed (a snapshot never covers an uncommitted entry) and
+    ``term`` is the term of the entry at ``index``; both >= 1.
+    """
+
+    index: int  # last log index the state covers
+    term: int  # term of the entry at index (the term of first_index - 1 after compaction)
+    voters: tuple[str, ...]  # the configuration at index
+    data: bytes  # the state machine's bytes, opaque to the core
+
+
+@dataclass(frozen=True, slots=True)
 class InitialState:
     """What a node loads from storage on start; the core is rebuilt from this alone.
 
     Invariant: the log holds indexes first_index..last_index; ``term_runs`` covers
-    them as ascending (first index of run, term) pairs; ``tail`` is a contiguous
-    suffix of the log ending at last_index (possibly empty).
+    them as ascending (first index of run, term) pairs, and covers first_index - 1 too
+    when that index is compacted and is not ``snapshot.index`` (a run may start before
+    first_index: it is clipped); ``tail`` is a contiguous suffix of the log ending at
+    last_index (possibly empty). With a snapshot: first_index - 1 <= snapshot.index <=
+    applied, and last_index >= snapshot.index.
     """
 
     hard_state: HardState = field(default_factory=HardState)  # persisted term/vote/commit
-    first_index: int = 1  # first index held in the log (1 when nothing compacted)
-    last_index: int = 0  # last index held in the log (0 when empty)
+    first_index: int = 1  # first index held in the log (snapshot.index + 1 or lower)
+    last_index: int = 0  # last index held in the log (0 when empty; snapshot.index at least)
     term_runs: tuple[tuple[int, int], ...] = ()  # (first index, term) runs, ascending
     tail: tuple[Entry, ...] = ()  # recent entries kept in memory after a restart
     applied: int = 0  # highest index already applied by the state machine
+    snapshot: Snapshot | None = None  # the latest snapshot taken or installed, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,7 +142,7 @@ class ProgressView:
 
     match: int  # highest index known replicated on the follower; never decreases in a term
     next: int  # next index to send; match < next
-    state: str  # "probe" or "replicate"
+    state: str  # "probe", "replicate" or "snapshot"
     recent_active: bool  # heard from it since the last check-quorum round
 
 

@@ -36,6 +36,8 @@ import logging
 from raftmq.core.messages import (
     AppendEntries,
     AppendEntriesReply,
+    InstallSnapshot,
+    InstallSnapshotReply,
     Message,
     RequestVote,
     RequestVoteReply,
@@ -77,11 +79,13 @@ def accept_higher_term(s: RaftState, msg: Message) -> bool:
         # A grant carries the term it was asked for: our pre-vote's term + 1 is the only
         # higher one, and the term moves when we campaign. Any other is forged.
         return msg.pre_vote and msg.term == s.term + 1 and s.role is Role.PRE_CANDIDATE
-    elif isinstance(msg, AppendEntriesReply) and msg.success:
+    elif isinstance(msg, AppendEntriesReply | InstallSnapshotReply) and (
+        msg.success if isinstance(msg, AppendEntriesReply) else msg.done
+    ):
         return False  # a success carries the term of our own request: never a higher one
     elif isinstance(msg, TimeoutNow):
         return False  # only a leader we follow sends it, in the term we know it in
-    leader = msg.sender if isinstance(msg, AppendEntries) else None
+    leader = msg.sender if isinstance(msg, AppendEntries | InstallSnapshot) else None
     s.become_follower(msg.term, leader)
     return True
 
@@ -96,6 +100,16 @@ def answer_stale(s: RaftState, msg: Message) -> None:
                 recipient=msg.sender,
                 success=False,
                 reject_index=msg.prev_log_index,
+            )
+        )
+    elif isinstance(msg, InstallSnapshot):
+        s.send(
+            InstallSnapshotReply(
+                term=s.term,
+                sender=s.id,
+                recipient=msg.sender,
+                last_index=msg.last_index,
+                last_term=msg.last_term,
             )
         )
     elif isinstance(msg, RequestVote):

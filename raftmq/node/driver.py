@@ -17,6 +17,14 @@ The rules, for one Ready::
     Apply(committed)      here otherwise
     Advance               advance the core, then serve the storage reads it asked for
 
+A Ready that carries a snapshot to install (a follower far behind) runs in the strict order::
+
+    PersistSnapshot       the snapshot replaces the log; hard state and entries after it; ONE txn
+    Restore               the state machine restores from the snapshot's bytes
+    Send(all)             the reply that says it is installed, and the rest
+    Apply(committed)      entries after the snapshot
+    Advance
+
 A hard state that changes only the commit index (term and vote durable) is not saved on
 its own: it rides with the bookkeeping of the entries applied in the same Ready (applied
 index, sessions, watermark), which waits for the next save of entries or an idle flush.
@@ -32,10 +40,19 @@ from dataclasses import dataclass
 
 from raftmq.core.messages import AppendEntries, Message
 from raftmq.core.ready import Ready
-from raftmq.core.types import Entry, HardState
+from raftmq.core.types import Entry, HardState, Snapshot
 from raftmq.storage.port import PersistBatch
 
-__all__ = ["Advance", "Apply", "Persist", "ReadyDriver", "Send", "Step"]
+__all__ = [
+    "Advance",
+    "Apply",
+    "Persist",
+    "PersistSnapshot",
+    "ReadyDriver",
+    "Restore",
+    "Send",
+    "Step",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +79,29 @@ class Persist:
 
 
 @dataclass(frozen=True, slots=True)
+class PersistSnapshot:
+    """Install ``snapshot`` in storage -- it replaces the whole log, and the state machine's
+    durable state with its bytes -- then save :meth:`ReadyDriver.to_save` of this step, in
+    ONE durable transaction (a crash leaves the old log and state, or all of the new)."""
+
+    snapshot: Snapshot  # from the leader; index > every index this node committed
+    batch: PersistBatch  # hard state and the entries after the snapshot (may be empty)
+
+
+@dataclass(frozen=True, slots=True)
+class Restore:
+    """Restore the state machine from ``snapshot`` (durable already); applying goes on at
+    ``snapshot.index + 1``."""
+
+    snapshot: Snapshot  # the one the previous PersistSnapshot saved
+
+
+@dataclass(frozen=True, slots=True)
 class Advance:
     """Call ``core.advance(ready)``, then serve the Ready's storage reads (``step_read``)."""
 
 
-Step = Send | Apply | Persist | Advance
+Step = Send | Apply | Persist | PersistSnapshot | Restore | Advance
 
 
 class ReadyDriver:
@@ -85,6 +120,8 @@ class ReadyDriver:
 
     def plan(self, ready: Ready) -> list[Step]:
         """The steps that carry out ``ready``, in order; the last one is :class:`Advance`."""
+        if ready.snapshot is not None:
+            return self.plan_install(ready, ready.snapshot)
         hard = ready.hard_state
         votes_durable = hard is None or (hard.term, hard.voted_for) == self.durable_vote
         defer_hard = hard is not None and self.defers_hard_state(ready, votes_durable)
@@ -111,6 +148,21 @@ class ReadyDriver:
             steps.append(Send(late))
         if apply is not None and not apply_first:
             steps.append(apply)
+        steps.append(Advance())
+        return steps
+
+    def plan_install(self, ready: Ready, snapshot: Snapshot) -> list[Step]:
+        """A Ready with a snapshot to install: save it (with the hard state and any entries
+        after it), restore the state machine, then send (the reply that says the snapshot
+        is in place promises it is durable), then apply what follows it."""
+        batch = PersistBatch(
+            hard_state=ready.hard_state, truncate_from=ready.truncate_from, entries=ready.entries
+        )
+        steps: list[Step] = [PersistSnapshot(snapshot, batch), Restore(snapshot)]
+        if ready.messages:
+            steps.append(Send(list(ready.messages)))
+        if ready.committed_entries:
+            steps.append(Apply(ready.committed_entries, None))
         steps.append(Advance())
         return steps
 
@@ -147,7 +199,7 @@ class ReadyDriver:
         """Keep ``batch`` (bookkeeping, no log change) for the next save."""
         self.deferred = batch if self.deferred is None else self.deferred.followed_by(batch)
 
-    def to_save(self, step: Persist) -> PersistBatch:
+    def to_save(self, step: Persist | PersistSnapshot) -> PersistBatch:
         """The batch to save for ``step``: the deferred bookkeeping in front of it.
 
         The caller saves it before it asks anything else of this driver; a save that fails

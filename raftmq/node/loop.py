@@ -52,7 +52,7 @@ from raftmq.errors import (
     StoreMismatch,
 )
 from raftmq.node.applier import Applier
-from raftmq.node.driver import Apply, Persist, ReadyDriver, Send
+from raftmq.node.driver import Apply, Persist, PersistSnapshot, ReadyDriver, Restore, Send
 from raftmq.node.loopstats import LoopStats, clock
 from raftmq.protocol.receipts import Commit
 from raftmq.storage.port import PersistBatch, Storage
@@ -277,6 +277,10 @@ class NodeLoop:
                     await self._apply_committed(step)
                 elif isinstance(step, Persist):
                     await self._persist(self._driver.to_save(step))
+                elif isinstance(step, PersistSnapshot | Restore):
+                    # The storage port cannot install snapshots yet (issue 12, item 2); no
+                    # node takes one, and the codec does not decode InstallSnapshot yet.
+                    raise StorageError("a peer sent a snapshot; this node cannot install one")
                 else:
                     core.advance(ready)
                     await self._serve_reads(ready)

@@ -13,7 +13,13 @@ persisted commit indexes, applied entries — and raises a :class:`SafetyViolati
 * state machine safety: no two nodes apply different entries at one index, no
   node applies an index twice or out of order, and only committed entries apply;
 * monotonic commit: a live node's commit index never decreases, a persisted commit
-  never decreases across restarts, and a committed entry is never truncated.
+  never decreases across restarts, and a committed entry is never truncated;
+* snapshots: a snapshot (taken or installed) never covers an uncommitted entry, and its
+  state equals the state from replaying the committed log up to its index (given a
+  ``replay`` function); a node that restores one applies on from its index.
+
+A log whose prefix is compacted is passed as the entries it still holds plus ``base``,
+the (index, term) just before them (``(0, 0)`` for a whole log).
 
 Every check is incremental (each entry is examined a bounded number of times), so
 the checker can run after every simulation step. It is independent of
@@ -22,9 +28,13 @@ the checker can run after every simulation step. It is independent of
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from raftmq.core.types import Entry
+
+Replay = Callable[[Sequence[Entry]], bytes]
+"""The state a state machine reaches by applying the given entries (index 1 first), as the
+bytes of its snapshot."""
 
 
 class SafetyViolation(AssertionError):
@@ -51,6 +61,10 @@ class CommitRegressionViolation(SafetyViolation):
     """A commit index went backwards, or a committed entry was truncated."""
 
 
+class SnapshotViolation(SafetyViolation):
+    """A snapshot covers an uncommitted entry, or its state is not the log's (§7)."""
+
+
 def _describe(entry: Entry) -> str:
     data = entry.data if len(entry.data) <= 24 else entry.data[:24] + b"..."
     return f"(index={entry.index}, term={entry.term}, kind={entry.kind.name}, data={data!r})"
@@ -63,7 +77,8 @@ def _same(a: Entry, b: Entry) -> bool:
 class SafetyChecker:
     """Incremental checker of Raft's safety properties across a cluster's history."""
 
-    def __init__(self) -> None:
+    def __init__(self, replay: Replay | None = None) -> None:
+        self.replay = replay  # the state a snapshot must hold; None: states are not compared
         self.leaders: dict[int, str] = {}  # term -> the one node seen leading it
         self._entry_ids: dict[tuple[int, int], tuple[int, bytes, int]] = {}
         # ^ (index, term) -> (kind, data, term at index - 1): one value per pair, ever
@@ -86,11 +101,16 @@ class SafetyChecker:
 
     # -- log matching, no committed truncation -----------------------------------------
     def observe_log_change(
-        self, node_id: str, log: Sequence[Entry], truncate_from: int | None, appended: int
+        self,
+        node_id: str,
+        log: Sequence[Entry],
+        truncate_from: int | None,
+        appended: int,
+        base: tuple[int, int] = (0, 0),
     ) -> None:
-        """``log`` is ``node_id``'s persisted log (index i at ``log[i - 1]``) after it dropped
-        the suffix from ``truncate_from`` (if any) and appended its last ``appended`` entries.
-        """
+        """``log`` is ``node_id``'s persisted log (index i at ``log[i - base[0] - 1]``) after it
+        dropped the suffix from ``truncate_from`` (if any) and appended its last ``appended``
+        entries; ``base`` is the (index, term) before ``log[0]`` (a snapshot's)."""
         commit = self._persisted_commit.get(node_id, 0)
         if truncate_from is not None and truncate_from <= commit:
             raise CommitRegressionViolation(
@@ -99,14 +119,15 @@ class SafetyChecker:
             )
         ids = self._entry_ids
         start = len(log) - appended
+        offset = base[0] + 1
         for pos in range(start, len(log)):
             entry = log[pos]
-            if entry.index != pos + 1:
+            if entry.index != pos + offset:
                 raise LogMatchingViolation(
-                    f"node {node_id!r} stored {_describe(entry)} at position {pos + 1}: "
+                    f"node {node_id!r} stored {_describe(entry)} at position {pos + offset}: "
                     "appended entries are not contiguous"
                 )
-            prev_term = log[pos - 1].term if pos else 0
+            prev_term = log[pos - 1].term if pos else base[1]
             if entry.term < prev_term:
                 raise LogMatchingViolation(
                     f"node {node_id!r} log terms decrease at {_describe(entry)} "
@@ -124,14 +145,22 @@ class SafetyChecker:
 
     # -- commit: monotonic, committed prefix agreed, leader completeness ---------------
     def observe_commit(
-        self, node_id: str, term: int, commit: int, log: Sequence[Entry], *, persisted: bool = True
+        self,
+        node_id: str,
+        term: int,
+        commit: int,
+        log: Sequence[Entry],
+        *,
+        persisted: bool = True,
+        base: tuple[int, int] = (0, 0),
     ) -> None:
         """``node_id`` persisted ``commit`` while in ``term``; ``log`` is its persisted log.
 
         With ``persisted=False`` the commit index is only held in memory (a driver applies
         entries before it saves the commit that covers them: commit is volatile, Figure 2):
         it must still be within the durable log and agree with what is known committed,
-        but a restart may start below it."""
+        but a restart may start below it. Indexes up to ``base[0]`` are a snapshot's, checked
+        when it was taken or installed."""
         if persisted:
             before = self._persisted_commit.get(node_id, 0)
             if commit < before:
@@ -139,16 +168,20 @@ class SafetyChecker:
                     f"node {node_id!r} persisted commit {commit} after having persisted {before}"
                 )
             self._persisted_commit[node_id] = commit
-        if commit > len(log):
+        first = base[0] + 1
+        last = base[0] + len(log)
+        if commit > last:
             raise CommitRegressionViolation(
-                f"node {node_id!r} committed index {commit} but its durable log ends at {len(log)}"
+                f"node {node_id!r} committed index {commit} but its durable log ends at {last}"
             )
         if commit > self._commit_by_term.get(term, 0):
             self._commit_by_term[term] = commit
         checked = self._node_commit_checked.get(node_id, 0)
         committed = self.committed
-        for index in range(checked + 1, commit + 1):
-            entry = log[index - 1]
+        if checked < base[0]:
+            self._check_boundary(node_id, base)
+        for index in range(max(checked + 1, first), commit + 1):
+            entry = log[index - first]
             if index <= len(committed):
                 if not _same(committed[index - 1], entry):
                     raise StateMachineSafetyViolation(
@@ -178,9 +211,12 @@ class SafetyChecker:
             self._applied[node_id] = resume_applied
         self._leader_checked = {k: v for k, v in self._leader_checked.items() if k[0] != node_id}
 
-    def check_leader(self, node_id: str, term: int, log: Sequence[Entry]) -> None:
+    def check_leader(
+        self, node_id: str, term: int, log: Sequence[Entry], base: tuple[int, int] = (0, 0)
+    ) -> None:
         """Leader completeness: ``node_id``, leader of ``term``, must hold (in its persisted
-        ``log``) every entry known committed in an earlier term."""
+        ``log``, after its snapshot ending at ``base``) every entry known committed in an
+        earlier term."""
         required = 0
         for commit_term, commit in self._commit_by_term.items():
             if commit_term < term and commit > required:
@@ -190,15 +226,55 @@ class SafetyChecker:
         if required <= done:
             return
         committed = self.committed
-        for index in range(done + 1, required + 1):
+        first = base[0] + 1
+        if done < base[0]:
+            self._check_boundary(node_id, base)
+        for index in range(max(done + 1, first), required + 1):
             want = committed[index - 1]
-            if index > len(log) or not _same(log[index - 1], want):
-                have = _describe(log[index - 1]) if index <= len(log) else "nothing"
+            pos = index - first
+            if pos >= len(log) or not _same(log[pos], want):
+                have = _describe(log[pos]) if pos < len(log) else "nothing"
                 raise LeaderCompletenessViolation(
                     f"leader completeness: {node_id!r} leads term {term} holding {have} at "
                     f"index {index}, but {_describe(want)} was committed in an earlier term"
                 )
         self._leader_checked[key] = required
+
+    # -- snapshots ----------------------------------------------------------------------
+    def _check_boundary(self, node_id: str, base: tuple[int, int]) -> None:
+        """The (index, term) a node's log starts after is a committed entry: by log matching
+        its whole prefix is the committed one."""
+        index, term = base
+        committed = self.committed
+        if index > len(committed) or committed[index - 1].term != term:
+            known = _describe(committed[index - 1]) if index <= len(committed) else "nothing"
+            raise SnapshotViolation(
+                f"node {node_id!r} compacted its log up to (index={index}, term={term}), "
+                f"but the committed entry there is {known}"
+            )
+
+    def observe_snapshot(self, node_id: str, index: int, term: int, data: bytes) -> None:
+        """``node_id`` took or installed a snapshot of the state at ``index`` (``term``): it
+        covers only committed entries, and ``data`` is the state replaying them gives."""
+        committed = self.committed
+        if index > len(committed) or committed[index - 1].term != term:
+            known = _describe(committed[index - 1]) if index <= len(committed) else "nothing"
+            raise SnapshotViolation(
+                f"node {node_id!r} holds a snapshot at (index={index}, term={term}) covering "
+                f"entries not committed: the committed entry there is {known}"
+            )
+        if self.replay is not None and self.replay(committed[:index]) != data:
+            raise SnapshotViolation(
+                f"node {node_id!r}: its snapshot at {index} is not the state the committed "
+                "log up to it replays to"
+            )
+
+    def observe_restore(self, node_id: str, index: int, term: int, state: bytes) -> None:
+        """``node_id``'s state machine was restored from a snapshot at ``index`` and now holds
+        ``state``: that must be the committed log's state there; it applies on from
+        index + 1."""
+        self.observe_snapshot(node_id, index, term, state)
+        self._applied[node_id] = index
 
     # -- state machine safety -----------------------------------------------------------
     def observe_apply(self, node_id: str, entry: Entry) -> None:

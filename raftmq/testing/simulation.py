@@ -24,6 +24,13 @@ sent stay on the network, as they would on a broker. :meth:`Simulation.crash_in_
 crashes a node in the middle of a Ready's plan (after some of its steps, before the
 rest), and :meth:`Simulation.restart` rebuilds the core from the record alone.
 
+Snapshots: :meth:`Simulation.take_snapshot` snapshots a node's state machine (the entries
+it applied, encoded by :func:`encode_state`) at its applied index and compacts its log as
+its core says (keeping ``trailing_entries``); a follower whose next index is compacted on
+the leader gets the snapshot through InstallSnapshot, and its driver's ``PersistSnapshot``
+and ``Restore`` steps install it. The checker verifies every snapshot taken or installed
+covers committed entries only and equals the state replaying the log gives.
+
 A single ``random.Random(seed)`` drives the network and seeds every core, so the
 same seed and the same calls produce the same run, bit for bit.
 """
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import struct
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -45,9 +53,10 @@ from raftmq.core.types import (
     LogRead,
     LogReadResult,
     Role,
+    Snapshot,
 )
 from raftmq.errors import NotLeader
-from raftmq.node.driver import Apply, Persist, ReadyDriver, Send, Step
+from raftmq.node.driver import Apply, Persist, PersistSnapshot, ReadyDriver, Restore, Send, Step
 from raftmq.storage.port import PersistBatch
 from raftmq.testing.checkers import SafetyChecker
 from raftmq.testing.network import Network
@@ -63,18 +72,79 @@ class SimulationError(RuntimeError):
     """The simulated cluster misbehaved in a way that is not a safety violation (livelock)."""
 
 
+_ENTRY_HEAD = struct.Struct(">QQBI")  # index, term, kind, payload length
+
+
+def encode_state(entries: Sequence[Entry]) -> bytes:
+    """The bytes of a simulated state machine that applied ``entries`` (its snapshot)."""
+    head = _ENTRY_HEAD.pack
+    return b"".join(head(e.index, e.term, e.kind, len(e.data)) + e.data for e in entries)
+
+
+def decode_state(data: bytes) -> list[Entry]:
+    """The state machine :func:`encode_state` encoded (its applied entries, in order)."""
+    out: list[Entry] = []
+    pos, size, unpack = 0, _ENTRY_HEAD.size, _ENTRY_HEAD.unpack_from
+    while pos < len(data):
+        index, term, kind, length = unpack(data, pos)
+        pos += size
+        out.append(
+            Entry(index=index, term=term, kind=EntryKind(kind), data=data[pos : pos + length])
+        )
+        pos += length
+    return out
+
+
 @dataclasses.dataclass(slots=True)
 class PersistedState:
     """What one node has made durable; a restart sees this and nothing else.
 
-    Invariant: ``log[i - 1].index == i``; ``applied`` entries are ``log``'s first
-    ``len(applied)`` committed entries as they were when applied.
+    Invariant: ``log[i - first].index == i``; ``applied`` entries are the committed entries
+    1..len(applied) as they were when applied (a snapshot's among them); ``snapshot.index
+    >= first - 1`` and ``prev_term`` is the term at ``first - 1``.
     """
 
     hard_state: HardState = dataclasses.field(default_factory=HardState)  # term/vote/commit
-    log: list[Entry] = dataclasses.field(default_factory=list)  # the whole log, index 1 first
+    log: list[Entry] = dataclasses.field(default_factory=list)  # the log from index `first`
     # the state machine up to the saved applied index, in order
     applied: list[Entry] = dataclasses.field(default_factory=list)
+    snapshot: Snapshot | None = None  # the latest snapshot taken or installed
+    first: int = 1  # first index held in `log` (entries before it are compacted)
+    prev_term: int = 0  # term of the entry at first - 1 (0 when first == 1)
+
+    @property
+    def last_index(self) -> int:
+        """Index of the last entry held (first - 1 when the log is empty)."""
+        return self.first - 1 + len(self.log)
+
+    @property
+    def base(self) -> tuple[int, int]:
+        """(index, term) just before the first entry held (the checkers' ``base``)."""
+        return self.first - 1, self.prev_term
+
+    def compact(
+        self, snapshot: Snapshot, first: int, prev_term: int, machine: Sequence[Entry]
+    ) -> None:
+        """Keep ``snapshot`` (of ``machine``'s first ``snapshot.index`` entries) and drop the
+        entries before ``first``, all at once."""
+        self.snapshot = snapshot
+        if snapshot.index > len(self.applied):
+            self.applied = list(machine[: snapshot.index])
+        if first > self.first:
+            del self.log[: first - self.first]
+            self.first, self.prev_term = first, prev_term
+
+    def install(self, snapshot: Snapshot, state: list[Entry], batch: PersistBatch) -> None:
+        """Replace the log and the state machine by ``snapshot``, then save ``batch``, all
+        at once."""
+        if batch.hard_state is not None:
+            self.hard_state = batch.hard_state
+        self.snapshot = snapshot
+        self.log = []
+        self.first, self.prev_term = snapshot.index + 1, snapshot.term
+        self.applied = state
+        rest = dataclasses.replace(batch, hard_state=None, applied=None)
+        self.save(rest, state)
 
     def save(self, batch: PersistBatch, machine: Sequence[Entry]) -> None:
         """Make ``batch`` durable, all of it at once; ``machine`` is the node's live state
@@ -83,12 +153,14 @@ class PersistedState:
             self.hard_state = batch.hard_state
         log = self.log
         if batch.truncate_from is not None:
-            del log[batch.truncate_from - 1 :]
+            if batch.truncate_from < self.first:
+                raise SimulationError(f"truncate from {batch.truncate_from}, before {self.first}")
+            del log[batch.truncate_from - self.first :]
         if batch.entries:
-            if batch.entries[0].index != len(log) + 1:
+            if batch.entries[0].index != self.last_index + 1:
                 raise SimulationError(
                     f"append from index {batch.entries[0].index} onto a log ending at "
-                    f"{len(log)} (truncate_from={batch.truncate_from})"
+                    f"{self.last_index} (truncate_from={batch.truncate_from})"
                 )
             log.extend(batch.entries)
         if batch.applied is not None and batch.applied > len(self.applied):
@@ -99,6 +171,9 @@ class PersistedState:
         log = self.log
         runs: list[tuple[int, int]] = []
         last_term = -1
+        if self.first > 1:
+            runs.append((self.first - 1, self.prev_term))
+            last_term = self.prev_term
         for entry in log:
             if entry.term != last_term:
                 runs.append((entry.index, entry.term))
@@ -106,20 +181,21 @@ class PersistedState:
         cached = log if tail is None else log[max(0, len(log) - tail) :]
         return InitialState(
             hard_state=self.hard_state,
-            first_index=1,
-            last_index=len(log),
+            first_index=self.first,
+            last_index=self.last_index,
             term_runs=tuple(runs),
             tail=tuple(cached),
             applied=len(self.applied),
+            snapshot=self.snapshot,
         )
 
     def read(self, request: LogRead) -> tuple[Entry, ...]:
         """Serve a storage read: ``lo..hi`` bounded by bytes, at least one entry if any."""
-        lo, hi = max(request.lo, 1), min(request.hi, len(self.log))
+        lo, hi = max(request.lo, self.first), min(request.hi, self.last_index)
         out: list[Entry] = []
         size = 0
         for index in range(lo, hi + 1):
-            entry = self.log[index - 1]
+            entry = self.log[index - self.first]
             size += len(entry.data)
             if out and size > request.max_bytes:
                 break
@@ -154,7 +230,7 @@ class Simulation:
         self.seed = seed  # the run's seed
         self.rng = random.Random(seed)  # the only source of randomness in the run
         self.network = Network(self.node_ids, self.rng)  # the simulated wire
-        self.checker: SafetyChecker | None = SafetyChecker() if check else None
+        self.checker: SafetyChecker | None = SafetyChecker(encode_state) if check else None
         self.restart_tail = restart_tail  # tail handed to restarted cores; None = whole log
         self.now = 0  # ticks elapsed
         self.configs: dict[str, RaftConfig] = {
@@ -234,8 +310,34 @@ class Simulation:
         return len(self._machines[node_id])
 
     def log(self, node_id: str) -> list[Entry]:
-        """A copy of ``node_id``'s persisted log."""
+        """A copy of ``node_id``'s persisted log (from its first index held, 1 until it
+        compacts or installs a snapshot)."""
         return list(self.persisted[node_id].log)
+
+    def last_index(self, node_id: str) -> int:
+        """Index of the last entry ``node_id`` persisted."""
+        return self.persisted[node_id].last_index
+
+    # -- snapshots ----------------------------------------------------------------------------
+    def take_snapshot(self, node_id: str) -> Snapshot | None:
+        """Snapshot the state machine of running ``node_id`` at its applied index and compact
+        its log (in memory and in its record, at once); None when crashed or nothing new
+        was applied since its last snapshot."""
+        core = self._cores[node_id]
+        if core is None:
+            return None
+        index = core.applied_index
+        current = core.snapshot
+        if index == 0 or (current is not None and index <= current.index):
+            return None
+        machine = self._machines[node_id]
+        data = encode_state(machine[:index])
+        snapshot = core.take_snapshot(index, data)
+        first = core.first_index
+        self.persisted[node_id].compact(snapshot, first, core.log_term(first - 1), machine)
+        if self.checker is not None:
+            self.checker.observe_snapshot(node_id, snapshot.index, snapshot.term, data)
+        return snapshot
 
     # -- faults -----------------------------------------------------------------------------
     def disconnect(self, node_id: str) -> None:
@@ -382,6 +484,10 @@ class Simulation:
                 self._apply(node_id, core, step)
             elif isinstance(step, Persist):
                 self._save(node_id, self._drivers[node_id].to_save(step))
+            elif isinstance(step, PersistSnapshot):
+                self._install(node_id, step)
+            elif isinstance(step, Restore):
+                self._restore(node_id, step.snapshot)
             else:
                 core.advance(ready)
                 record = self.persisted[node_id]
@@ -407,8 +513,9 @@ class Simulation:
             # Its commit index covers these entries: tell the checker (they may be applied
             # before the commit is saved), with the durable log that must hold them.
             last = step.entries[-1].index
+            record = self.persisted[node_id]
             checker.observe_commit(
-                node_id, core.term, last, self.persisted[node_id].log, persisted=False
+                node_id, core.term, last, record.log, persisted=False, base=record.base
             )
             for entry in step.entries:
                 checker.observe_apply(node_id, entry)
@@ -420,6 +527,29 @@ class Simulation:
         machine.extend(step.entries)
         bookkeeping = PersistBatch(hard_state=step.hard_state, applied=step.entries[-1].index)
         self._drivers[node_id].defer(bookkeeping)
+
+    def _install(self, node_id: str, step: PersistSnapshot) -> None:
+        batch = self._drivers[node_id].to_save(step)
+        record = self.persisted[node_id]
+        snapshot = step.snapshot
+        checker = self.checker
+        if checker is not None:
+            checker.observe_snapshot(node_id, snapshot.index, snapshot.term, snapshot.data)
+        record.install(snapshot, decode_state(snapshot.data), batch)
+        if checker is not None:
+            checker.observe_log_change(node_id, record.log, None, len(batch.entries), record.base)
+            if batch.hard_state is not None:
+                hard = batch.hard_state
+                checker.observe_commit(
+                    node_id, hard.term, hard.commit, record.log, base=record.base
+                )
+
+    def _restore(self, node_id: str, snapshot: Snapshot) -> None:
+        machine = decode_state(snapshot.data)
+        self._machines[node_id] = machine
+        if self.checker is not None:
+            state = encode_state(machine)
+            self.checker.observe_restore(node_id, snapshot.index, snapshot.term, state)
 
     def _save(self, node_id: str, batch: PersistBatch | None) -> None:
         if batch is None or batch.is_empty():
@@ -433,11 +563,13 @@ class Simulation:
         if checker is not None:
             if batch.truncate_from is not None or batch.entries:
                 checker.observe_log_change(
-                    node_id, record.log, batch.truncate_from, len(batch.entries)
+                    node_id, record.log, batch.truncate_from, len(batch.entries), record.base
                 )
             if batch.hard_state is not None:
                 hard = batch.hard_state
-                checker.observe_commit(node_id, hard.term, hard.commit, record.log)
+                checker.observe_commit(
+                    node_id, hard.term, hard.commit, record.log, base=record.base
+                )
 
     def _flush_deferred(self) -> None:
         """Save every running node's deferred bookkeeping (the node loop does when idle)."""
@@ -452,4 +584,5 @@ class Simulation:
             checker.observe_live_commit(node_id, core.commit_index)
             if core.role is Role.LEADER:
                 checker.observe_leader(node_id, core.term)
-                checker.check_leader(node_id, core.term, self.persisted[node_id].log)
+                record = self.persisted[node_id]
+                checker.check_leader(node_id, core.term, record.log, record.base)

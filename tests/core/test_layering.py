@@ -26,6 +26,7 @@ ORDER = (
     "state",
     "applying",
     "votes",
+    "snapshots",
     "replication",
     "election",
     "raft",

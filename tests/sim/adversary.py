@@ -69,13 +69,13 @@ class Adversary:
             transferee = rng.choice([None, forger, *targets])
             return {**base, "type": "timeout_now", "term": term, "transferee": transferee}
         if kind == "transfer_vote":
-            log = sim.log(forger)
+            record = sim.persisted[forger]
             return {
                 **base,
                 "type": "request_vote",
                 "term": term + 1,
-                "last_log_index": len(log),
-                "last_log_term": log[-1].term if log else 0,
+                "last_log_index": record.last_index,
+                "last_log_term": record.log[-1].term if record.log else record.prev_term,
                 "transfer": True,
                 "pre_vote": rng.random() < 0.2,
             }
@@ -83,7 +83,7 @@ class Adversary:
             # An ack just past the target's log stops being past it once the leader has
             # appended and sent more before the (delayed) ack arrives: then it is a lie about
             # the forger's own log, which no Raft survives. Acks name only far indexes.
-            near = len(sim.log(target)) + rng.randint(1, 50)
+            near = sim.last_index(target) + rng.randint(1, 50)
             far = rng.choice([10**9, 2**62, 10**9 if kind == "ack" else near])
             return {
                 **base,

@@ -56,12 +56,17 @@ def _split(rng: random.Random, nodes: list[str]) -> list[list[str]]:
 
 
 def run_schedule(
-    seed: int, actions: list[str] | None = None, driver: DriverFactory = ReadyDriver
+    seed: int,
+    actions: list[str] | None = None,
+    driver: DriverFactory = ReadyDriver,
+    *,
+    snapshots: bool = True,
 ) -> ScheduleResult:
     """Run the schedule of ``seed``; raises a SafetyViolation (or AssertionError for a
     failure to recover) when something goes wrong. ``actions``, when given, receives the
     trace as it happens (so a caller still has it after a failure); ``driver`` builds the
-    nodes' Ready drivers (production's, unless a test plants a bug)."""
+    nodes' Ready drivers (production's, unless a test plants a bug); ``snapshots=False``
+    runs the schedule as it was before snapshots existed (no snapshot is ever taken)."""
     rng = random.Random(seed)
     size = rng.choice([3, 3, 5, 5, 5, 7])
     nodes = [f"n{i}" for i in range(1, size + 1)]
@@ -76,6 +81,13 @@ def run_schedule(
         "max_batch_bytes": rng.choice([16, 64, 1 << 20]),
         "max_cached_entries": rng.choice([1, 8, 16_384]),
     }
+    # A stream of its own, so that a seed's faults are drawn as they were before snapshots.
+    snapping = random.Random(f"snapshots:{seed}")
+    options["trailing_entries"] = snapping.choice([0, 0, 1, 3, 20])
+    options["snapshot_chunk_bytes"] = snapping.choice([7, 16, 64, 1 << 20])
+    snap_rate = snapping.choice([0.0, 0.02, 0.1, 0.3])  # per tick: some node snapshots
+    if not snapshots:
+        snap_rate = 0.0
     tail = rng.choice([None, 0, 1, 5])
     sim = Simulation(nodes, seed=rng.getrandbits(32), restart_tail=tail, driver=driver, **options)
     result = ScheduleResult(sim, actions if actions is not None else [])
@@ -142,6 +154,11 @@ def run_schedule(
         for _ in range(rng.randint(1, 3 * election)):
             if result.adversary is not None:
                 result.adversary.strike(forging.randint(0, 2))
+            if snap_rate and snapping.random() < snap_rate:
+                snapper = snapping.choice(nodes)
+                snapshot = sim.take_snapshot(snapper)
+                if snapshot is not None:
+                    note(f"snapshot {snapper} at {snapshot.index}")
             if rng.random() < 0.4:
                 proposer = sim.leader() if rng.random() < 0.8 else rng.choice(nodes)
                 if proposer is not None:
