@@ -372,9 +372,16 @@ def _handle_append_reply(s: RaftState, peer: str, pr: Progress, msg: AppendEntri
         last_of_term = s.raft_log.last_index_of_term(msg.conflict_term)
         if last_of_term > 0:
             hint = last_of_term + 1
+    probing, previous = pr.state is ProgressState.PROBE, pr.next
     pr.become_probe()
     pr.next = max(pr.match + 1, min(hint, msg.reject_index))
     log.debug("%s: %s rejected index %s, probing from %s", s.id, peer, msg.reject_index, pr.next)
+    if probing and pr.next == previous:
+        # It refused the very probe we would send again: it holds less than it once
+        # acknowledged (a lost or restored disk). Ask again at the next heartbeat, not
+        # at once: an immediate resend is a reject/probe storm at network speed.
+        pr.paused = True
+        return
     send_append(s, peer, pr)
 
 

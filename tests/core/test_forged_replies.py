@@ -16,11 +16,12 @@ from pydantic import ValidationError
 
 from raftmq.core import (
     MESSAGE_ADAPTER,
+    AppendEntries,
     AppendEntriesReply,
     RequestVoteReply,
     Role,
 )
-from tests.core.harness import Network, log_state, single
+from tests.core.harness import Network, flush, log_state, sent, single
 
 
 def forged_ack(sender: str, match: int, term: int = 1) -> AppendEntriesReply:
@@ -193,3 +194,41 @@ def test_every_message_the_core_sends_validates() -> None:
     assert net.leaders() == ["b"]
     for msg in net.sent:
         assert MESSAGE_ADAPTER.validate_json(MESSAGE_ADAPTER.dump_json(msg)) == msg
+
+
+def test_a_follower_that_refuses_its_own_acknowledged_prefix_is_probed_per_heartbeat() -> None:
+    """A follower that lost entries it had acknowledged (or lies about them) rejects the
+    probe at match + 1 again and again. The leader used to answer each such reject with
+    the same probe at once: a reject/probe storm at network speed (found by a planted
+    ordering bug in the simulator, where it never ended). It now asks again once per
+    heartbeat."""
+    net = Network(["a", "b", "c"])
+    net.elect("a")
+    leader = net.cores["a"]
+    index, commit = commit_after_proposal(net, b"x")
+    assert commit == index
+    match = leader.status().progress["b"].match
+
+    def reject(at: int) -> AppendEntriesReply:
+        return AppendEntriesReply(
+            term=leader.term, sender="b", recipient="a", success=False, reject_index=at
+        )
+
+    def to_b() -> list[AppendEntries]:
+        return [
+            m for m in sent(flush(leader)) if isinstance(m, AppendEntries) and m.recipient == "b"
+        ]
+
+    leader.propose(b"y")  # sent to b (never delivered): b is asked about match + 1
+    assert [m.prev_log_index for m in to_b()] == [match]
+    leader.step(reject(match + 1))  # b refuses it: probe from match + 1
+    assert [m.prev_log_index for m in to_b()] == [match]
+    for _ in range(5):  # the same refusal: nothing is sent until a heartbeat
+        leader.step(reject(match))
+        assert to_b() == []
+    probes: list[AppendEntries] = []
+    for _ in range(net.cores["a"].config.heartbeat_ticks):
+        leader.tick()
+        probes += to_b()
+    assert [m.prev_log_index for m in probes] == [match]  # one probe per heartbeat
+    assert leader.role is Role.LEADER
