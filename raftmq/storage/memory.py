@@ -7,10 +7,18 @@ instance sees what was saved -- like reopening a database file.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from raftmq.core.types import Entry, HardState, InitialState
 from raftmq.errors import StorageError, StoreMismatch
 from raftmq.storage.port import ClientSession, PersistBatch, Snapshot
-from raftmq.storage.rules import check_batch, check_cluster_id, check_snapshot
+from raftmq.storage.rules import (
+    check_batch,
+    check_cluster_id,
+    check_compact,
+    check_install,
+    check_taken,
+)
 
 
 class MemoryStorage:
@@ -24,7 +32,8 @@ class MemoryStorage:
         self._owner: tuple[str, str] | None = None  # claimed on first open
         self._hard = HardState()  # last saved hard state
         self._log: list[Entry] = []  # log[i].index == first + i, contiguous
-        self._first = 1  # index of _log[0] (snapshot index + 1 after compaction)
+        self._first = 1  # index of _log[0] (compaction point + 1)
+        self._prev_term = 0  # term of _first - 1 (the last compacted entry's; 0 when none)
         self._snapshot: Snapshot | None = None  # latest snapshot
         self._applied = 0  # last saved applied index
         self._watermark = 0  # last saved fan-out watermark
@@ -70,6 +79,9 @@ class MemoryStorage:
         _, _, stored = check_batch(
             batch, self._hard, self._snap_index, self._first, self._last, self._terms
         )
+        self._apply(batch, stored)
+
+    def _apply(self, batch: PersistBatch, stored: int) -> None:
         if batch.hard_state is not None:
             self._hard = batch.hard_state
         if batch.truncate_from is not None:
@@ -100,17 +112,45 @@ class MemoryStorage:
         self._cluster_id = cluster_id
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
-        """Store ``snapshot`` and compact the log (§7); an older snapshot is ignored."""
+        """Record a snapshot taken here (see the Storage port); the log is untouched."""
         self._need_open()
-        if not check_snapshot(snapshot, self._snap_index):
+        there = self._term_at(snapshot.index)
+        if check_taken(snapshot, self._snap_index, self._last, there):
+            self._snapshot = snapshot
+
+    async def install_snapshot(self, snapshot: Snapshot, batch: PersistBatch) -> None:
+        """Replace the log by ``snapshot`` and save ``batch``, all or nothing (see the port)."""
+        self._need_open()
+        snap = self._snapshot
+        if not check_install(snapshot, self._snap_index, snap.term if snap else 0):
+            await self.save(replace(batch, applied=max(batch.applied or 0, snapshot.index)))
             return
-        at = snapshot.index - self._first
-        if 0 <= at < len(self._log) - 1 and self._log[at].term == snapshot.term:
-            self._log = self._log[at + 1 :]
-        else:
-            self._log = []
+        index = snapshot.index
+        _, _, stored = check_batch(batch, self._hard, index, index + 1, index, lambda lo, hi: [])
+        hard = batch.hard_state if batch.hard_state is not None else self._hard
+        self._hard = hard.model_copy(update={"commit": max(hard.commit, index)})
         self._snapshot = snapshot
-        self._first = snapshot.index + 1
+        self._log, self._first, self._prev_term = [], index + 1, snapshot.term
+        self._apply(replace(batch, hard_state=None, applied=max(batch.applied or 0, index)), stored)
+
+    async def compact(self, index: int) -> None:
+        """Delete entries up to ``index`` (covered by the snapshot; see the port)."""
+        self._need_open()
+        check_compact(index, self._snap_index)
+        if index < self._first:
+            return
+        self._prev_term = self._log[index - self._first].term
+        del self._log[: index - self._first + 1]
+        self._first = index + 1
+
+    def _term_at(self, index: int) -> int | None:
+        if self._snapshot is not None and index == self._snapshot.index:
+            return self._snapshot.term
+        if index == self._first - 1:
+            return self._prev_term
+        if index < self._first or index > self._last:
+            return None
+        return self._log[index - self._first].term
 
     # -- reads -----------------------------------------------------------------------
 
@@ -118,6 +158,8 @@ class MemoryStorage:
         """Hard state, bounds, term runs, the last ``tail_entries`` entries and applied."""
         self._need_open()
         runs: list[tuple[int, int]] = []
+        if self._first > 1:  # the compaction point's term starts the first run
+            runs.append((self._first - 1, self._prev_term))
         for entry in self._log:
             if not runs or runs[-1][1] != entry.term:
                 runs.append((entry.index, entry.term))
@@ -129,6 +171,7 @@ class MemoryStorage:
             term_runs=tuple(runs),
             tail=tail,
             applied=self._applied,
+            snapshot=self._snapshot,
         )
 
     async def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:
@@ -148,11 +191,7 @@ class MemoryStorage:
     async def term_at(self, index: int) -> int | None:
         """Term at ``index`` (snapshot term at its index, 0 at index 0), None if absent."""
         self._need_open()
-        if index == self._snap_index:
-            return self._snapshot.term if self._snapshot else 0
-        if index < self._first or index > self._last:
-            return None
-        return self._log[index - self._first].term
+        return self._term_at(index)
 
     async def first_index(self) -> int:
         """First index held (snapshot index + 1; 1 for a fresh log)."""

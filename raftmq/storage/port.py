@@ -9,7 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from raftmq.core.types import Entry, HardState, InitialState
+from raftmq.core.types import Entry, HardState, InitialState, Snapshot
+
+__all__ = ["ClientSession", "PersistBatch", "Snapshot", "Storage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,15 +35,6 @@ class ClientSession:
     def __post_init__(self) -> None:
         if self.floor < 0:  # a session written before per-seq dedupe: last_seq semantics
             object.__setattr__(self, "floor", self.last_seq)
-
-
-@dataclass(frozen=True, slots=True)
-class Snapshot:
-    """A state-machine snapshot covering the log up to ``index`` (inclusive)."""
-
-    index: int  # last index included
-    term: int  # term of that entry
-    data: bytes  # opaque state-machine bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +111,9 @@ class Storage(Protocol):
         ...
 
     async def initial_state(self, tail_entries: int = 1024) -> InitialState:
-        """Hard state, log bounds, term runs, the last ``tail_entries`` entries and applied."""
+        """Hard state, log bounds, term runs, the last ``tail_entries`` entries, applied and
+        the stored snapshot. After a compaction first_index - 1 is the compaction point
+        and ``term_runs`` starts at it (its term; the core clips the run)."""
         ...
 
     async def save(self, batch: PersistBatch) -> None:
@@ -183,10 +178,36 @@ class Storage(Protocol):
         ...
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
-        """Store a snapshot and drop log entries with index <= snapshot.index, atomically.
+        """Record a snapshot this node took of its own state machine; the log is untouched
+        (the host deletes entries before the core's first index with :meth:`compact`).
 
-        Entries after it are kept only when the log holds the snapshot's last entry with
-        the same term (§7); otherwise the log is emptied. An older snapshot is ignored."""
+        One at or below the stored snapshot's index is ignored (a retried save). Raises
+        StorageRefused, writing nothing, for a snapshot beyond the last index or whose term
+        is not the stored entry's term at its index."""
+        ...
+
+    async def install_snapshot(self, snapshot: Snapshot, batch: PersistBatch) -> None:
+        """Install a snapshot received from the leader (the driver's PersistSnapshot step),
+        in ONE transaction: ``batch.hard_state`` (its commit raised to snapshot.index if
+        lower), then the snapshot replaces the WHOLE log (first_index becomes index + 1,
+        last_index index, term_at(index) its term), then ``batch`` as :meth:`save` does --
+        truncation, the entries after the snapshot, sessions, watermark -- with the applied
+        index set to ``max(batch.applied, snapshot.index)`` (the state machine is restored
+        from the snapshot's bytes). A failure leaves the old log, snapshot and state.
+
+        The same snapshot again (same index and term as the stored one) is the retry of an
+        install whose commit landed: the log is kept and ``batch`` is saved like
+        :meth:`save`. Raises StorageRefused, writing nothing, for an older snapshot (index
+        at or below the stored one's, another term) or a batch that does not continue it."""
+        ...
+
+    async def compact(self, index: int) -> None:
+        """Delete the log entries with index <= ``index`` (nothing above it); the term of
+        ``index`` stays known (term_at, and the term runs at open). ``index`` below the
+        first index does nothing. Raises StorageRefused for an index beyond the stored
+        snapshot's (entries no snapshot covers). Not one transaction: the SQL adapter
+        deletes in bounded batches, each durable on its own, so a crash in the middle
+        leaves a shorter compaction, never a gap."""
         ...
 
     async def snapshot(self) -> Snapshot | None:

@@ -152,12 +152,50 @@ def _stored_prefix(batch: PersistBatch, first: int, last: int, stored_terms: Sto
 
 
 def check_snapshot(snapshot: Snapshot, snap_index: int) -> bool:
-    """True when ``snapshot`` is newer than the stored one (an older one is ignored)."""
+    """True when ``snapshot`` is newer than the stored one (an older one is ignored).
+    Raises StorageRefused for one the columns cannot hold."""
     if snapshot.index < 1 or snapshot.term < 1:
         raise StorageRefused(f"invalid snapshot at index {snapshot.index}, term {snapshot.term}")
     if not (storable_int(snapshot.index) and storable_int(snapshot.term)):
         raise StorageRefused(f"snapshot index or term outside int64 ({snapshot.index})")
+    if not all(isinstance(v, str) and storable_text(v) for v in snapshot.voters):
+        raise StorageRefused(f"snapshot at {snapshot.index} names a voter that cannot be stored")
     return snapshot.index > snap_index
+
+
+def check_taken(snapshot: Snapshot, snap_index: int, last: int, term_there: int | None) -> bool:
+    """Whether a snapshot taken here is newer than the stored one (an older one is ignored);
+    StorageRefused for one beyond the log or whose term is not the log's there."""
+    if not check_snapshot(snapshot, snap_index):
+        return False
+    if snapshot.index > last or term_there != snapshot.term:
+        raise StorageRefused(
+            f"a snapshot taken at {snapshot.index} (term {snapshot.term}) must cover an entry "
+            f"of the log (last index {last}, term there {term_there})"
+        )
+    return True
+
+
+def check_install(snapshot: Snapshot, snap_index: int, snap_term: int) -> bool:
+    """Whether installing ``snapshot`` replaces the log (True) or is the retry of the
+    install of the stored one (False); StorageRefused for an older or conflicting one."""
+    check_snapshot(snapshot, 0)
+    if (snapshot.index, snapshot.term) == (snap_index, snap_term):
+        return False
+    if snapshot.index <= snap_index:
+        raise StorageRefused(
+            f"cannot install a snapshot at {snapshot.index} (term {snapshot.term}): the store "
+            f"holds one at {snap_index} (term {snap_term})"
+        )
+    return True
+
+
+def check_compact(index: int, snap_index: int) -> None:
+    """Raise StorageRefused unless entries up to ``index`` are covered by the snapshot."""
+    if not storable_int(index) or index > snap_index:
+        raise StorageRefused(
+            f"cannot compact up to {index}: the stored snapshot covers entries up to {snap_index}"
+        )
 
 
 MAX_CLUSTER_ID_CHARS = 64  # the column's width; a cluster id is 32 hex digits

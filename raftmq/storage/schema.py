@@ -100,7 +100,8 @@ class LogEntryRow(Base):
 
 
 class SnapshotRow(Base):
-    """The latest state-machine snapshot. Invariant: at most one row."""
+    """The latest state-machine snapshot and the log's compaction point. Invariants: at most
+    one row; compacted_idx <= idx; the log holds no entry at or below compacted_idx."""
 
     __tablename__ = "raftmq_snapshot"
     __table_args__ = (CheckConstraint("id = 1", name="single_row"),)
@@ -109,6 +110,12 @@ class SnapshotRow(Base):
     idx: Mapped[int] = mapped_column(BigInteger)  # last log index covered
     term: Mapped[int] = mapped_column(BigInteger)  # term of that entry
     data: Mapped[bytes] = mapped_column(LargeBinary)  # opaque state-machine bytes
+    # JSON list of the voters at idx (revision 0004; '[]' for a row written before).
+    voters: Mapped[str] = mapped_column(Text, server_default=text("'[]'"))
+    # The last index deleted from the log and its term (first index - 1; <= idx: trailing
+    # entries before the snapshot may stay). Revision 0004 set them to idx, term.
+    compacted_idx: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+    compacted_term: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
 
 
 class ClientSessionRow(Base):

@@ -77,4 +77,12 @@ def sessions_txn(conn: Connection) -> list[ClientSession]:
 
 def snapshot_txn(conn: Connection) -> Snapshot | None:
     row = conn.execute(select(snapshot_table)).first()
-    return None if row is None else Snapshot(row.idx, row.term, bytes(row.data))
+    if row is None:
+        return None
+    try:
+        voters = json.loads(row.voters or "[]")
+        if not isinstance(voters, list) or not all(isinstance(v, str) for v in voters):
+            raise ValueError("not a list of node ids")
+    except (ValueError, RecursionError) as exc:  # never written by raftmq: a clear error
+        raise StoreMismatch(f"the snapshot's voters are corrupt ({exc})") from None
+    return Snapshot(index=row.idx, term=row.term, voters=tuple(voters), data=bytes(row.data))

@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import pytest
 
+from raftmq.core.log import RaftLog
 from raftmq.core.types import Entry, EntryKind, HardState
 from raftmq.errors import StorageError, StorageRefused, StoreMismatch
 from raftmq.storage.port import ClientSession, PersistBatch, Snapshot, Storage
@@ -253,36 +254,132 @@ class StorageContract:
         finally:
             await store.close()
 
-    async def test_snapshot_compacts_and_keeps_matching_suffix(self, factory: StoreFactory) -> None:
+    async def test_taken_snapshot_keeps_the_log_and_compaction_is_exact(
+        self, factory: StoreFactory
+    ) -> None:
+        """A snapshot taken here leaves the log alone; compact deletes up to an index the
+        snapshot covers and nothing above it; reopening gives the same bounds, terms and
+        snapshot, and an InitialState the core's log accepts."""
         store = await self.opened(factory)
         await store.save(PersistBatch(entries=(*entries(1, 5, 1), *entries(6, 10, 2))))
-        await store.save_snapshot(Snapshot(index=7, term=2, data=b"state@7"))
-        assert await store.first_index() == 8
-        assert await store.last_index() == 10
-        assert await store.term_at(7) == 2
-        assert await store.term_at(6) is None
-        assert await store.entries(1, 10) == []  # compacted
-        assert await store.entries(8, 10) == list(entries(8, 10, 2))
-        await store.save_snapshot(Snapshot(index=3, term=1, data=b"old"))  # ignored
-        with pytest.raises(StorageError):
-            await store.save(PersistBatch(truncate_from=7))
+        snap = Snapshot(index=7, term=2, voters=("n1", "n2", "n3"), data=b"state@7")
+        await store.save_snapshot(snap)
+        assert (await store.first_index(), await store.last_index()) == (1, 10)
+        await store.save_snapshot(Snapshot(3, 1, ("n1",), b"old"))  # older: ignored
+        assert await store.snapshot() == snap
+        for bad in (Snapshot(11, 2, (), b"beyond"), Snapshot(8, 1, (), b"wrong term")):
+            with pytest.raises(StorageRefused):
+                await store.save_snapshot(bad)
+        with pytest.raises(StorageRefused):
+            await store.compact(8)  # not covered by the snapshot
+        assert await store.first_index() == 1
+        await store.compact(5)
+        assert (await store.first_index(), await store.last_index()) == (6, 10)
+        assert await store.term_at(5) == 1
+        assert await store.term_at(4) is None
+        assert await store.entries(1, 10) == []
+        assert await store.entries(6, 10) == list(entries(6, 10, 2))  # nothing above 5 gone
         await store.close()
         again = await self.opened(factory)
         try:
-            assert await again.snapshot() == Snapshot(7, 2, b"state@7")
             state = await again.initial_state()
-            assert (state.first_index, state.last_index) == (8, 10)
-            assert state.term_runs == ((8, 2),)
-            # A snapshot whose last entry conflicts with the log discards the whole log.
-            await again.save_snapshot(Snapshot(index=9, term=3, data=b"state@9"))
-            assert (await again.first_index(), await again.last_index()) == (10, 9)
-            assert await again.entries(8, 10) == []
-            await again.save(PersistBatch(entries=entries(10, 10, 3)))
-            assert await again.entries(10, 10) == list(entries(10, 10, 3))
-            # A snapshot beyond the log leaves an empty log after it.
-            await again.save_snapshot(Snapshot(index=20, term=4, data=b"state@20"))
-            assert (await again.first_index(), await again.last_index()) == (21, 20)
-            assert await again.term_at(20) == 4
+            assert (state.first_index, state.last_index) == (6, 10)
+            assert state.term_runs == ((5, 1), (6, 2))
+            assert state.tail == entries(6, 10, 2)
+            assert state.snapshot == snap
+            assert RaftLog(state).term(5) == 1
+            await again.compact(2)  # below the first index: nothing to do
+            await again.compact(7)
+            assert await again.entries(8, 10) == list(entries(8, 10, 2))
+            with pytest.raises(StorageRefused):
+                await again.save(PersistBatch(truncate_from=7))
+        finally:
+            await again.close()
+        third = await self.opened(factory)
+        try:
+            state = await third.initial_state()
+            assert (state.first_index, state.last_index, state.term_runs) == (8, 10, ((7, 2),))
+            assert await third.term_at(7) == 2
+            assert RaftLog(state).term(7) == 2
+        finally:
+            await third.close()
+
+    async def test_install_replaces_the_log_in_one_step_and_reopens_exactly(
+        self, factory: StoreFactory
+    ) -> None:
+        store = await self.opened(factory)
+        old = ClientSession("p", 1, 2, 1, 2)
+        hard = HardState(term=1, voted_for="n2", commit=3)
+        await store.save(
+            PersistBatch(hard_state=hard, entries=entries(1, 10, 1), applied=3, sessions=(old,))
+        )
+        snap = Snapshot(index=20, term=3, voters=("n1", "n2"), data=b"state@20")
+        session = ClientSession("p", 5, 19, 3, 19)
+        batch = PersistBatch(
+            hard_state=HardState(term=3, voted_for=None, commit=20),
+            entries=entries(21, 22, 3),
+            applied=2,  # deferred bookkeeping from before: the snapshot's index wins
+            fanout_watermark=18,
+            sessions=(session,),
+        )
+        await store.install_snapshot(snap, batch)
+        expected_hard = HardState(term=3, voted_for=None, commit=20)
+
+        async def check(s: Storage) -> None:
+            assert await s.snapshot() == snap
+            assert (await s.first_index(), await s.last_index()) == (21, 22)
+            assert await s.term_at(20) == 3
+            assert await s.term_at(10) is None
+            assert await s.entries(1, 22) == []
+            assert await s.entries(21, 22) == list(entries(21, 22, 3))
+            assert await s.hard_state() == expected_hard
+            assert (await s.applied(), await s.fanout_watermark()) == (20, 18)
+            assert await s.sessions() == [session]
+            state = await s.initial_state()
+            assert (state.first_index, state.last_index, state.applied) == (21, 22, 20)
+            assert state.term_runs == ((20, 3),)
+            assert state.tail == entries(21, 22, 3)
+            assert state.snapshot == snap
+            assert RaftLog(state).term(20) == 3
+
+        await check(store)
+        await store.install_snapshot(snap, batch)  # a retry of the install that landed
+        await check(store)
+        with pytest.raises(StorageRefused):  # an older snapshot
+            await store.install_snapshot(Snapshot(15, 3, ("n1",), b"old"), PersistBatch())
+        with pytest.raises(StorageRefused):  # same index, another term
+            await store.install_snapshot(Snapshot(20, 2, ("n1",), b"other"), PersistBatch())
+        await check(store)
+        await store.close()
+        again = await self.opened(factory)
+        try:
+            await check(again)
+            # Without a hard state in the batch the commit index still reaches the snapshot.
+            await again.install_snapshot(Snapshot(30, 4, ("n1",), b"s30"), PersistBatch())
+            assert (await again.hard_state()).commit == 30
+            assert (await again.first_index(), await again.last_index()) == (31, 30)
+            assert await again.applied() == 30
+        finally:
+            await again.close()
+
+    async def test_refused_install_changes_nothing(self, factory: StoreFactory) -> None:
+        store = await self.opened(factory)
+        hard = HardState(term=2, voted_for="n1", commit=3)
+        await store.save(PersistBatch(hard_state=hard, entries=entries(1, 6, 2), applied=3))
+        snap = Snapshot(index=9, term=3, voters=("n1",), data=b"s9")
+        gap = PersistBatch(hard_state=HardState(term=3, commit=9), entries=entries(12, 12, 3))
+        backwards = PersistBatch(hard_state=HardState(term=1, commit=9))
+        for batch in (gap, backwards):
+            with pytest.raises(StorageRefused):
+                await store.install_snapshot(snap, batch)
+        await store.close()
+        again = await self.opened(factory)
+        try:
+            assert await again.snapshot() is None
+            assert await again.hard_state() == hard
+            assert (await again.first_index(), await again.last_index()) == (1, 6)
+            assert await again.entries(1, 6) == list(entries(1, 6, 2))
+            assert await again.applied() == 3
         finally:
             await again.close()
 

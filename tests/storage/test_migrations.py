@@ -17,7 +17,7 @@ from sqlalchemy.engine import Connection
 from raftmq.core.types import Entry, HardState
 from raftmq.storage import migrate
 from raftmq.storage.engine import create_store_engine
-from raftmq.storage.port import ClientSession, PersistBatch
+from raftmq.storage.port import ClientSession, PersistBatch, Snapshot
 from raftmq.storage.schema import OWN_TABLES, VERSION_TABLE, metadata
 from raftmq.storage.sql import SqlStorage
 from raftmq.storage.sqlops import sessions_txn
@@ -148,7 +148,7 @@ async def test_upgrade_0002_to_0003_keeps_a_populated_database_without_cluster_i
     store = SqlStorage(db_url, cluster="c", node_id="n1")
     await store.open()  # upgrades to head
     try:
-        assert await migrate.current(db_url) == migrate.head_revision() == "0003"
+        assert await migrate.current(db_url) == migrate.head_revision() == "0004"
         assert await store.cluster_id() is None
         assert await store.entries(1, 3) == list(entries)
         assert await store.hard_state() == HardState(term=2, voted_for="n2", commit=3)
@@ -160,8 +160,62 @@ async def test_upgrade_0002_to_0003_keeps_a_populated_database_without_cluster_i
         await store.close()
 
 
-def test_head_revision_is_the_cluster_id() -> None:
-    assert migrate.head_revision() == "0003"
+async def test_upgrade_0003_to_0004_keeps_a_populated_database_and_its_snapshot(
+    db_url: str,
+) -> None:
+    """A 0003 database holding log entries and a snapshot row (written by the old
+    save_snapshot, which compacted up to its index) opens upgraded: the compaction point is
+    the snapshot's index, the voters are empty, the entries after it stay; then down to
+    0003 and up again."""
+    await migrate.upgrade(db_url)
+    assert await migrate.downgrade(db_url, "0003") == "0003"
+    store = SqlStorage(db_url, cluster="c", node_id="n1")
+
+    def populate(conn: Connection) -> None:
+        conn.execute(text("INSERT INTO raftmq_meta VALUES (1, 'raftmq', 'c', 'n1', NULL)"))
+        conn.execute(text("INSERT INTO raftmq_hard_state VALUES (1, 2, 'n2', 6)"))
+        conn.execute(text("INSERT INTO raftmq_progress VALUES (1, 6, 5)"))
+        for i in (5, 6, 7):
+            conn.execute(text(f"INSERT INTO raftmq_log VALUES ({i}, 2, 1, :d)"), {"d": b"e"})
+        conn.execute(
+            text("INSERT INTO raftmq_snapshot (id, idx, term, data) VALUES (1, 4, 1, :d)"),
+            {"d": b"state@4"},
+        )
+
+    await _run_sync(db_url, populate)
+    await store.open()  # upgrades to head
+    try:
+        assert await migrate.current(db_url) == migrate.head_revision() == "0004"
+        assert await store.snapshot() == Snapshot(4, 1, (), b"state@4")
+        state = await store.initial_state()
+        assert (state.first_index, state.last_index, state.term_runs) == (5, 7, ((4, 1), (5, 2)))
+        assert [e.index for e in state.tail] == [5, 6, 7]
+        assert state.hard_state == HardState(term=2, voted_for="n2", commit=6)
+        assert state.applied == 6
+        await store.save_snapshot(Snapshot(6, 2, ("n1", "n2"), b"state@6"))
+        await store.compact(5)
+    finally:
+        await store.close()
+    engine = create_store_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_diff) == []
+    finally:
+        await engine.dispose()
+    assert await migrate.downgrade(db_url, "0003") == "0003"
+    assert await migrate.upgrade(db_url) == "0004"
+    store = SqlStorage(db_url, cluster="c", node_id="n1")
+    await store.open()
+    try:  # after a round trip through 0003 the log starts after the snapshot's index
+        assert await store.snapshot() == Snapshot(6, 2, (), b"state@6")
+        assert (await store.first_index(), await store.last_index()) == (7, 7)
+        assert await store.term_at(6) == 2
+    finally:
+        await store.close()
+
+
+def test_head_revision_is_the_snapshot_revision() -> None:
+    assert migrate.head_revision() == "0004"
     assert migrate.script_location() == REPO / "migrations"
 
 
@@ -182,8 +236,8 @@ def _alembic(*args: str, env: dict[str, str] | None = None) -> str:
 def test_alembic_cli_from_repo_root(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
     _alembic("-x", f"url={url}", "upgrade", "head")
-    assert "0003 (head)" in _alembic("-x", f"url={url}", "current")
+    assert "0004 (head)" in _alembic("-x", f"url={url}", "current")
     assert "No new upgrade operations detected" in _alembic("-x", f"url={url}", "check")
     env_url = f"sqlite:///{tmp_path / 'env.db'}"  # driverless URL, from the environment
     _alembic("upgrade", "head", env={"RAFTMQ_DATABASE_URL": env_url})
-    assert "0003 (head)" in _alembic("current", env={"RAFTMQ_DATABASE_URL": env_url})
+    assert "0004 (head)" in _alembic("current", env={"RAFTMQ_DATABASE_URL": env_url})
