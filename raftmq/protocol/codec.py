@@ -22,6 +22,8 @@ from raftmq.core.messages import (
     MESSAGE_ADAPTER,
     AppendEntries,
     AppendEntriesReply,
+    InstallSnapshot,
+    InstallSnapshotReply,
     Message,
     RequestVote,
     RequestVoteReply,
@@ -34,15 +36,35 @@ DEFAULT_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
 
 RAFT_MESSAGE_TYPES: frozenset[str] = frozenset(
     model.model_fields["type"].default
-    for model in (RequestVote, RequestVoteReply, AppendEntries, AppendEntriesReply, TimeoutNow)
+    for model in (
+        RequestVote,
+        RequestVoteReply,
+        AppendEntries,
+        AppendEntriesReply,
+        TimeoutNow,
+        InstallSnapshot,
+        InstallSnapshotReply,
+    )
 )
 """The AMQP ``type`` values of Raft messages; any other type is a client request kind."""
 
 REPLY_TO_REQUEST: dict[str, str] = {
     RequestVoteReply.model_fields["type"].default: RequestVote.model_fields["type"].default,
     AppendEntriesReply.model_fields["type"].default: AppendEntries.model_fields["type"].default,
+    InstallSnapshotReply.model_fields["type"].default: InstallSnapshot.model_fields["type"].default,
 }
 """Raft reply type -> the request type it answers (to carry the request's correlation_id)."""
+
+SNAPSHOT_CHUNK_OVERHEAD = 64 * 1024
+"""Bytes an InstallSnapshot body holds besides its chunk's base64 (fields and up to 255
+voter ids of 64 characters: about 17 KiB), rounded up."""
+
+
+def snapshot_chunk_body_bytes(chunk_bytes: int) -> int:
+    """The largest body of an InstallSnapshot carrying ``chunk_bytes`` of state: the chunk
+    travels as base64 (4 bytes per 3) in JSON. A transport whose ``max_message_bytes`` is
+    below it drops such chunks as ``oversized``, so a node checks its configuration."""
+    return 4 * ((chunk_bytes + 2) // 3) + SNAPSHOT_CHUNK_OVERHEAD
 
 
 @dataclass(frozen=True, slots=True)
