@@ -77,6 +77,7 @@ def build_node(
         allow_fault_injection=settings.allow_fault_injection,
         session_expiry_entries=settings.session_expiry_entries,
         max_session_gap=settings.max_session_gap,
+        snapshot_entries=settings.snapshot_entries,
         identity=AmqpClusterIdentity(
             amqp,
             settings.cluster,

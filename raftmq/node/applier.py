@@ -24,19 +24,25 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Generic
 
-from raftmq.core.types import Entry, EntryKind, HardState, InitialState
+from raftmq.core.types import Entry, EntryKind, HardState, InitialState, Snapshot
 from raftmq.errors import MalformedMessage, WriteRejected
 from raftmq.node.sessions import SessionTable, unusable_session
+from raftmq.node.snapshots import NodeSnapshot
 from raftmq.node.types import Applied, OnCommit, OnRecord, T
 from raftmq.protocol.receipts import Commit
 from raftmq.protocol.record import Record
 from raftmq.protocol.watermark import decode_watermark
 from raftmq.storage.port import PersistBatch, Storage
 
-__all__ = ["RECEIPT_MEMORY_ON_START", "Applier"]
+__all__ = ["RECEIPT_MEMORY_ON_START", "Applier", "RestoreHook", "SnapshotHook"]
+
+SnapshotHook = Callable[[], bytes | Awaitable[bytes]]
+"""The user's state machine as bytes, at the applied index (hashicorp's FSM.Snapshot)."""
+RestoreHook = Callable[[bytes], Awaitable[None] | None]
+"""Replace the user's state machine by the bytes a SnapshotHook gave (FSM.Restore)."""
 
 logger = logging.getLogger("raftmq.node.applier")
 
@@ -58,11 +64,15 @@ class Applier(Generic[T]):
         max_session_gap: int,
         pending: dict[int, tuple[int, asyncio.Future[Commit]]],
         counters: dict[str, int],
+        snapshot: SnapshotHook | None = None,
+        restore: RestoreHook | None = None,
     ) -> None:
         self.node_id = node_id  # the node's id, for log lines
         self.model = model  # the type on_commit receives
         self.on_commit = on_commit  # called per new committed write, decoded
         self.on_record = on_record  # called per new committed write, raw
+        self.snapshot_hook = snapshot  # the user's state as bytes (both hooks or neither)
+        self.restore_hook = restore  # the user's state from those bytes
         # replicated client sessions
         self.sessions = SessionTable(session_expiry_entries, max_session_gap)
         self.fanout_watermark = 0  # highest index known published (persisted, replicated)
@@ -80,6 +90,93 @@ class Applier(Generic[T]):
         await self._remember_recent_writes(storage, initial.first_index, initial.applied)
         self.fanout_watermark = await storage.fanout_watermark()
         self.applied = initial.applied
+        if self.restore_hook is not None:
+            await self._rebuild_user_state(storage, initial)
+
+    async def _rebuild_user_state(self, storage: Storage, initial: InitialState) -> None:
+        """With hooks the user's state lives in memory: restore it from the stored snapshot,
+        then call the callbacks again for the applied entries after it (duplicates and
+        watermark entries skipped, as when they were first applied)."""
+        lo = 1
+        if initial.snapshot is not None:
+            lo = initial.snapshot.index + 1
+            await self._restore_user(NodeSnapshot.decode(initial.snapshot.data).user)
+        while lo <= initial.applied:
+            entries = await storage.entries(lo, initial.applied, 4 << 20)
+            if not entries:
+                break
+            for entry in entries:
+                if entry.kind is not EntryKind.NORMAL or decode_watermark(entry.data) is not None:
+                    continue
+                if self.sessions.is_duplicate(entry.index):
+                    continue
+                record = _decode(entry.data)
+                if record is not None:
+                    await self._call_callbacks(entry, record)
+            lo = entries[-1].index + 1
+
+    async def _restore_user(self, user: bytes | None) -> None:
+        if self.restore_hook is None:
+            return
+        if user is None:
+            logger.warning(
+                "%s: the snapshot holds no user state (taken without hooks): restore skipped",
+                self.node_id,
+            )
+            return
+        result = self.restore_hook(user)
+        if inspect.isawaitable(result):
+            await result
+
+    async def take_snapshot(self) -> bytes:
+        """The bytes of the replicated state at :attr:`applied` (raftmq.node.snapshots):
+        sessions, fan-out watermark, applied index, and the user's snapshot hook's bytes."""
+        user: bytes | None = None
+        if self.snapshot_hook is not None:
+            result = self.snapshot_hook()
+            user = await result if inspect.isawaitable(result) else result
+            if not isinstance(user, bytes):
+                raise TypeError(f"the snapshot hook returned {type(user).__name__}, not bytes")
+        state = NodeSnapshot(
+            applied=self.applied,
+            fanout_watermark=self.fanout_watermark,
+            sessions=tuple(self.sessions.rows(self.applied)),
+            user=user,
+        )
+        return state.encode()
+
+    def snapshot_bookkeeping(self, snapshot: Snapshot) -> PersistBatch:
+        """What the database must hold after installing ``snapshot`` besides its log: the
+        snapshot's sessions and watermark (saved in the install's transaction). Raises
+        MalformedMessage for bytes that are not a node snapshot (nothing is saved)."""
+        state = NodeSnapshot.decode(snapshot.data)
+        cutoff = snapshot.index - self.sessions.expiry_entries
+        return PersistBatch(
+            fanout_watermark=max(self.fanout_watermark, state.fanout_watermark),
+            sessions=state.sessions,
+            expire_sessions_before=cutoff if cutoff > 0 else None,
+        )
+
+    async def install(self, snapshot: Snapshot) -> None:
+        """Replace the replicated state by ``snapshot``'s (durable already): sessions,
+        watermark, applied index; then the user's restore hook. Without hooks the user's
+        callbacks never see the entries the snapshot covers. This node's writes waiting
+        for an entry the snapshot covers fail (their outcome is unknown here)."""
+        state = NodeSnapshot.decode(snapshot.data)
+        self.sessions.load(state.sessions)
+        self.fanout_watermark = max(self.fanout_watermark, state.fanout_watermark)
+        self.applied = max(self.applied, snapshot.index)
+        for index in [i for i in self._pending if i <= snapshot.index]:
+            _, future = self._pending.pop(index)
+            if not future.done():
+                self.counters["proposals_failed"] += 1
+                future.set_exception(
+                    WriteRejected(
+                        f"index {index} was covered by a snapshot from the leader: the "
+                        "write's outcome is unknown here (retry it with its producer seq)"
+                    )
+                )
+        await self._restore_user(state.user)
 
     async def _remember_recent_writes(
         self, storage: Storage, first_index: int, applied: int

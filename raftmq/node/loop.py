@@ -11,6 +11,10 @@ Per wake-up (a message, a write, or a tick)::
         storage.save(hard state + truncation + entries + deferred bookkeeping)  # ONE txn
         transport.send(other messages)    # votes and replies only after the save returned
         core.advance(ready); serve storage reads the core asked for
+        every snapshot_entries applied: take a snapshot (sessions, watermark, applied
+        index, the user's hook), storage.save_snapshot, storage.compact(first_index - 1)
+    a Ready with a snapshot from the leader: storage.install_snapshot (ONE txn, with the
+        snapshot's sessions and watermark), restore the applier, then send and apply
     once per tick, when idle: save the deferred bookkeeping (applied index, sessions, ...)
 
 A storage operation that fails with StorageError (the database went away) is retried with
@@ -93,6 +97,7 @@ class NodeLoop:
         counters: dict[str, int],
         durable_vote: tuple[int, str | None],
         tick_interval: float,
+        snapshot_entries: int = 0,
     ) -> None:
         self.core = core  # owned by the loop task; others only read it
         self.node_id = core.id  # this node
@@ -101,6 +106,7 @@ class NodeLoop:
         self._applier = applier  # the apply path: callbacks, sessions, write results
         self._counters = counters  # shared with the node's status
         self.tick_interval = tick_interval  # seconds per logical tick
+        self.snapshot_entries = snapshot_entries  # applied entries between snapshots; 0: never
         self.wake = asyncio.Event()  # set when there is work for the loop
         self.inbox: deque[Message] = deque()  # inbound Raft messages, stepped in order
         self.proposals: deque[tuple[bytes, asyncio.Future[Commit]]] = deque()  # next batch
@@ -277,13 +283,67 @@ class NodeLoop:
                     await self._apply_committed(step)
                 elif isinstance(step, Persist):
                     await self._persist(self._driver.to_save(step))
-                elif isinstance(step, PersistSnapshot | Restore):
-                    # The storage port cannot install snapshots yet (issue 12, item 2); no
-                    # node takes one, and the codec does not decode InstallSnapshot yet.
-                    raise StorageError("a peer sent a snapshot; this node cannot install one")
+                elif isinstance(step, PersistSnapshot):
+                    await self._install_snapshot(step)
+                elif isinstance(step, Restore):
+                    await self._applier.install(step.snapshot)
+                    self._counters["snapshots_installed"] = (
+                        self._counters.get("snapshots_installed", 0) + 1
+                    )
+                    logger.info(
+                        "%s: installed the leader's snapshot at index %s (term %s)",
+                        self.node_id,
+                        step.snapshot.index,
+                        step.snapshot.term,
+                    )
                 else:
                     core.advance(ready)
                     await self._serve_reads(ready)
+            await self._maybe_snapshot()
+
+    async def _install_snapshot(self, step: PersistSnapshot) -> None:
+        """Install the leader's snapshot in storage with the sessions and watermark it
+        carries, the Ready's hard state and entries, and the deferred bookkeeping: ONE
+        transaction, retried like a save (the adapters recognise a retried install)."""
+        snapshot = step.snapshot
+        bookkeeping = self._applier.snapshot_bookkeeping(snapshot)
+        whole = PersistSnapshot(snapshot, bookkeeping.followed_by(step.batch))
+        batch = self._driver.to_save(whole)
+        await self._retrying(
+            "snapshot install",
+            "storage_retries",
+            lambda: self._storage.install_snapshot(snapshot, batch),
+        )
+
+    async def _maybe_snapshot(self) -> None:
+        """Take a snapshot once ``snapshot_entries`` entries were applied since the last
+        one: the core keeps it and trims its log (trailing entries stay); storage records
+        it, then deletes the entries before the core's first index."""
+        core = self.core
+        applied = self._applier.applied
+        last = core.snapshot.index if core.snapshot is not None else 0
+        if self.snapshot_entries <= 0 or self.stopping or applied - last < self.snapshot_entries:
+            return
+        if core.applied_index != applied:
+            return  # the core learns the applied index at advance: next time
+        snapshot = core.take_snapshot(applied, await self._applier.take_snapshot())
+        # The applied index must be durable before a snapshot at it (storage's invariant).
+        await self._persist(self._driver.take_deferred())
+        await self._retrying(
+            "snapshot save", "storage_retries", lambda: self._storage.save_snapshot(snapshot)
+        )
+        compact_to = core.first_index - 1
+        await self._retrying(
+            "compaction", "storage_retries", lambda: self._storage.compact(compact_to)
+        )
+        self._counters["snapshots_taken"] = self._counters.get("snapshots_taken", 0) + 1
+        logger.info(
+            "%s: took a snapshot at index %s (%s bytes); log compacted up to %s",
+            self.node_id,
+            snapshot.index,
+            len(snapshot.data),
+            compact_to,
+        )
 
     async def _apply_committed(self, step: Apply) -> None:
         """Apply the step's committed entries (raftmq.node.applier); defer their bookkeeping

@@ -11,6 +11,14 @@ log ``index`` so a state machine can skip what it already holds (the CLI's
 Client sessions (raftmq.node.sessions) are decided at apply time (raftmq.node.applier)
 and persisted with the applied index in one transaction: a duplicate write gets no
 callback and its pending write resolves with the original index and ``duplicate=True``.
+Snapshots (docs/core.md, "Snapshots in the node"): every ``snapshot_entries`` applied
+entries the node snapshots raftmq's replicated state (sessions, watermark, applied index)
+and, with the ``snapshot``/``restore`` hooks, the user's, then compacts its log. With hooks
+the user's state is rebuilt at start (restore, then the callbacks again for the entries
+applied after the snapshot) and replaced by ``restore`` when the leader installs a snapshot.
+Without hooks the callbacks see only the entries this node applies itself: a snapshot the
+leader installs skips the callbacks of every entry it covers.
+
 Services (ingest, fan-out, replay; see raftmq.runtime) start after the loop and stop
 before it, and see the node only as a :class:`~raftmq.node.types.ServiceHost`.
 """
@@ -25,8 +33,8 @@ from typing import Any, Generic
 from raftmq.core.config import RaftConfig
 from raftmq.core.raft import RaftCore
 from raftmq.core.types import Entry, Role, SoftState
-from raftmq.errors import NodeStopped, NotLeader, WriteRejected
-from raftmq.node.applier import Applier
+from raftmq.errors import ConfigError, NodeStopped, NotLeader, WriteRejected
+from raftmq.node.applier import Applier, RestoreHook, SnapshotHook
 from raftmq.node.identity import ClusterIdentity, identity_status, open_admitted
 from raftmq.node.loop import NodeLoop
 from raftmq.node.loopstats import LoopStats
@@ -45,7 +53,9 @@ from raftmq.protocol.watermark import encode_watermark
 from raftmq.storage.port import PersistBatch, Storage
 from raftmq.transport.port import Transport
 
-__all__ = ["Node"]
+__all__ = ["DEFAULT_SNAPSHOT_ENTRIES", "Node"]
+
+DEFAULT_SNAPSHOT_ENTRIES = 100_000  # applied entries between two snapshots; 0: never
 
 logger = logging.getLogger("raftmq.node.node")
 
@@ -73,8 +83,16 @@ class Node(Generic[T]):
         session_expiry_entries: int = DEFAULT_SESSION_EXPIRY_ENTRIES,
         max_session_gap: int = DEFAULT_MAX_SESSION_GAP,
         identity: ClusterIdentity | None = None,
+        snapshot: SnapshotHook | None = None,
+        restore: RestoreHook | None = None,
+        snapshot_entries: int = DEFAULT_SNAPSHOT_ENTRIES,
     ) -> None:
         self.config = config.validate()
+        if snapshot_entries < 0:
+            raise ConfigError("snapshot_entries must not be negative (0 disables snapshots)")
+        if (snapshot is None) != (restore is None):
+            raise ConfigError("give both snapshot and restore hooks, or neither")
+        self.snapshot_entries = snapshot_entries  # applied entries between snapshots
         self._identity = identity  # admits the cluster id at start (None: the transport's)
         self._storage = storage
         self._transport = transport
@@ -105,6 +123,8 @@ class Node(Generic[T]):
             max_session_gap=max_session_gap,
             pending=self._pending,
             counters=self._counters,
+            snapshot=snapshot,
+            restore=restore,
         )
 
     # ----------------------------------------------------------------- lifecycle
@@ -137,6 +157,7 @@ class Node(Generic[T]):
             counters=self._counters,
             durable_vote=(initial.hard_state.term, initial.hard_state.voted_for),
             tick_interval=self.tick_interval,
+            snapshot_entries=self.snapshot_entries,
         )
         loop.role_observers = self._role_observers
         loop.apply_observers = self._apply_observers

@@ -204,6 +204,22 @@ class SessionTable:
     def __len__(self) -> int:
         return len(self._sessions)
 
+    def rows(self, at_index: int) -> list[ClientSession]:
+        """Every session live at ``at_index`` and every duplicate mark, as the database
+        holds them, sorted by producer id: the replicated state a snapshot at
+        ``at_index`` carries (expired sessions are left out: absent on every node)."""
+        rows = [
+            s.row(p)
+            for p, s in self._sessions.items()
+            if at_index - s.updated_index <= self.expiry_entries
+        ]
+        rows.extend(
+            ClientSession(f"{DUP_PREFIX}{index}", 0, o.index or 0, o.term or 0, NEVER)
+            for index, o in self._duplicates.items()
+        )
+        rows.sort(key=lambda row: row.producer_id)
+        return rows
+
     def _live(self, producer_id: str, at_index: int) -> _Session | None:
         session = self._sessions.get(producer_id)
         if session is None or at_index - session.updated_index > self.expiry_entries:

@@ -68,10 +68,14 @@ from raftmq.core.config import (
     DEFAULT_MAX_BATCH_ENTRIES,
     DEFAULT_MAX_CACHED_ENTRIES,
     DEFAULT_MAX_INFLIGHT,
+    DEFAULT_SNAPSHOT_CHUNK_BYTES,
+    DEFAULT_TRAILING_ENTRIES,
     RaftConfig,
 )
+from raftmq.core.messages import MAX_SNAPSHOT_CHUNK
 from raftmq.errors import ConfigError
 from raftmq.protocol.auth import ClusterKey
+from raftmq.protocol.codec import snapshot_chunk_body_bytes
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 DEFAULT_TICK_INTERVAL = 0.05
@@ -104,6 +108,11 @@ class NodeSettings(BaseSettings):
     max_cached_entries: int = Field(DEFAULT_MAX_CACHED_ENTRIES, gt=0)  # applied entries in memory
     max_message_bytes: int = Field(8 << 20, gt=0)  # larger inbound messages are dropped
     max_write_bytes: int = Field(1 << 20, gt=0)  # larger writes are refused
+    # applied entries between two snapshots (then the log is compacted); 0: never
+    snapshot_entries: int = Field(100_000, ge=0)
+    trailing_entries: int = Field(DEFAULT_TRAILING_ENTRIES, ge=0)  # log kept before a snapshot
+    # state bytes per InstallSnapshot; its message must fit max_message_bytes
+    snapshot_chunk_bytes: int = Field(DEFAULT_SNAPSHOT_CHUNK_BYTES, gt=0, le=MAX_SNAPSHOT_CHUNK)
     write_timeout: float = Field(30.0, gt=0)  # seconds a write may wait for its commit
     allow_fault_injection: bool = False  # serve "isolate"/"rejoin" requests (chaos tests only)
     queue_services: bool = True  # run ingest, fan-out and replay beside the node
@@ -154,6 +163,13 @@ class NodeSettings(BaseSettings):
             raise ValueError(f"peers contain duplicates: {self.peers!r}")
         if self.heartbeat_ticks >= self.election_ticks:
             raise ValueError("heartbeat_ticks must be smaller than election_ticks")
+        body = snapshot_chunk_body_bytes(self.snapshot_chunk_bytes)
+        if body > self.max_message_bytes:
+            raise ValueError(
+                f"an InstallSnapshot of snapshot_chunk_bytes={self.snapshot_chunk_bytes} takes "
+                f"up to {body} bytes, more than max_message_bytes={self.max_message_bytes}: "
+                "lower the chunk or raise the bound"
+            )
         return self
 
     @classmethod
@@ -246,6 +262,8 @@ class NodeSettings(BaseSettings):
             max_batch_bytes=self.max_batch_bytes,
             max_inflight=self.max_inflight,
             max_cached_entries=self.max_cached_entries,
+            trailing_entries=self.trailing_entries,
+            snapshot_chunk_bytes=self.snapshot_chunk_bytes,
         ).validate()
 
 
