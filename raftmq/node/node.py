@@ -55,7 +55,11 @@ from raftmq.transport.port import Transport
 
 __all__ = ["DEFAULT_SNAPSHOT_ENTRIES", "Node"]
 
-DEFAULT_SNAPSHOT_ENTRIES = 100_000  # applied entries between two snapshots; 0: never
+# Applied entries between two snapshots; 0: never. Off until retention gives replay an
+# explicit "first available index" (issue 12, item 4): with compaction on, a subscriber
+# from earliest only gets what the log still holds, and fan-out must not fall further
+# behind than trailing_entries (docs/core.md, "Snapshots in the node").
+DEFAULT_SNAPSHOT_ENTRIES = 0
 
 logger = logging.getLogger("raftmq.node.node")
 

@@ -109,7 +109,7 @@ class NodeSettings(BaseSettings):
     max_message_bytes: int = Field(8 << 20, gt=0)  # larger inbound messages are dropped
     max_write_bytes: int = Field(1 << 20, gt=0)  # larger writes are refused
     # applied entries between two snapshots (then the log is compacted); 0: never
-    snapshot_entries: int = Field(100_000, ge=0)
+    snapshot_entries: int = Field(0, ge=0)  # 0: no snapshots (opt-in; docs/core.md)
     trailing_entries: int = Field(DEFAULT_TRAILING_ENTRIES, ge=0)  # log kept before a snapshot
     # state bytes per InstallSnapshot; its message must fit max_message_bytes
     snapshot_chunk_bytes: int = Field(DEFAULT_SNAPSHOT_CHUNK_BYTES, gt=0, le=MAX_SNAPSHOT_CHUNK)
