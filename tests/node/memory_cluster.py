@@ -46,7 +46,20 @@ class MemoryCluster:
         def on_commit(applied: Applied[Item]) -> None:
             self.applied[node_id].append((applied.index, applied.value.n))
 
-        node = Node(
+        node = self.build(node_id, on_commit)
+        await node.start()
+        self.nodes[node_id] = node
+        return node
+
+    async def start_all(self) -> None:
+        for node_id in self.ids:
+            await self.start(node_id)
+
+    def build(
+        self, node_id: str, on_commit: Callable[[Applied[Item]], None], **options: Any
+    ) -> Node[Item]:
+        """Node ``node_id`` of this cluster (not started); ``options`` go to Node."""
+        return Node(
             config=RaftConfig(node_id=node_id, voters=tuple(self.ids), **self.config),
             storage=self.storages[node_id],
             transport=self.network.transport(node_id, "mem"),
@@ -55,14 +68,8 @@ class MemoryCluster:
             tick_interval=self.tick,
             seed=self.seed * 100 + self.ids.index(node_id),
             identity=self.network.identity("mem", self.ids),
+            **options,
         )
-        await node.start()
-        self.nodes[node_id] = node
-        return node
-
-    async def start_all(self) -> None:
-        for node_id in self.ids:
-            await self.start(node_id)
 
     async def stop(self, node_id: str) -> None:
         await self.nodes.pop(node_id).stop()

@@ -65,15 +65,9 @@ class SnapshotCluster(MemoryCluster):
             record.append((applied.index, applied.value.n))
             user.on_commit(applied)
 
-        node = Node(
-            config=RaftConfig(node_id=node_id, voters=tuple(self.ids), **self.config),
-            storage=self.storages[node_id],
-            transport=self.network.transport(node_id, "mem"),
-            model=Item,
-            on_commit=on_commit,
-            tick_interval=self.tick,
-            seed=self.seed * 100 + self.ids.index(node_id),
-            identity=self.network.identity("mem", self.ids),
+        node = self.build(
+            node_id,
+            on_commit,
             snapshot=user.snapshot if self.hooks else None,
             restore=user.restore if self.hooks else None,
             snapshot_entries=self.snapshot_entries,
