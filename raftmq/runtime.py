@@ -143,5 +143,8 @@ def attach_queue_services(
     node.add_service(ingest)
     # The `write` request is judged by the same rules as the writes queue.
     node.write_check = ingest.admit
+    # Fan-out reads what it publishes from storage: never compact past what it published
+    # (its watermark, replicated, so a new leader's fan-out resumes from there too).
+    node.compaction_floor = lambda: host.fanout_watermark
     node.add_service(Fanout(host, amqp))
     node.add_service(ReplayServer(host, amqp))

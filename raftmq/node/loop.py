@@ -107,6 +107,10 @@ class NodeLoop:
         self._counters = counters  # shared with the node's status
         self.tick_interval = tick_interval  # seconds per logical tick
         self.snapshot_entries = snapshot_entries  # applied entries between snapshots; 0: never
+        # The highest index storage may compact up to, besides what the core keeps (None:
+        # no other bound): the fan-out watermark where the queue services run, since
+        # fan-out reads its entries from storage.
+        self.compaction_floor: Callable[[], int] | None = None
         self.wake = asyncio.Event()  # set when there is work for the loop
         self.inbox: deque[Message] = deque()  # inbound Raft messages, stepped in order
         self.proposals: deque[tuple[bytes, asyncio.Future[Commit]]] = deque()  # next batch
@@ -333,6 +337,8 @@ class NodeLoop:
             "snapshot save", "storage_retries", lambda: self._storage.save_snapshot(snapshot)
         )
         compact_to = core.first_index - 1
+        if self.compaction_floor is not None:
+            compact_to = min(compact_to, self.compaction_floor())
         await self._retrying(
             "compaction", "storage_retries", lambda: self._storage.compact(compact_to)
         )

@@ -57,8 +57,7 @@ __all__ = ["DEFAULT_SNAPSHOT_ENTRIES", "Node"]
 
 # Applied entries between two snapshots; 0: never. Off until retention gives replay an
 # explicit "first available index" (issue 12, item 4): with compaction on, a subscriber
-# from earliest only gets what the log still holds, and fan-out must not fall further
-# behind than trailing_entries (docs/core.md, "Snapshots in the node").
+# from earliest only gets what the log still holds (docs/core.md, "Snapshots in the node").
 DEFAULT_SNAPSHOT_ENTRIES = 0
 
 logger = logging.getLogger("raftmq.node.node")
@@ -108,6 +107,9 @@ class Node(Generic[T]):
         # The cluster's write rules, run on every `write` request (set by runtime.py, which
         # owns the rules' layer); raises WriteRejected. None: records go in as they are.
         self.write_check: Callable[[Record], Record] | None = None
+        # Set by runtime.py where the queue services run: the log is never compacted past
+        # the fan-out watermark (fan-out reads its entries from storage). None: no bound.
+        self.compaction_floor: Callable[[], int] | None = None
         self._loop: NodeLoop | None = None  # while started: the loop that owns the core
         self._task: asyncio.Task[None] | None = None  # the loop's task
         self._stopping = False
@@ -165,6 +167,7 @@ class Node(Generic[T]):
         )
         loop.role_observers = self._role_observers
         loop.apply_observers = self._apply_observers
+        loop.compaction_floor = self.compaction_floor
         logger.info(
             "%s: starting in term %s (last index %s, commit %s, applied %s)",
             self.node_id,

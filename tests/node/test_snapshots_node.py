@@ -51,9 +51,17 @@ class SnapshotCluster(MemoryCluster):
     """A MemoryCluster whose nodes snapshot every ``snapshot_entries`` (with hooks when
     ``hooks``); a restarted node gets a fresh UserState (its memory is gone)."""
 
-    def __init__(self, *, snapshot_entries: int, hooks: bool = True, **config: Any) -> None:
+    def __init__(
+        self,
+        *,
+        snapshot_entries: int,
+        hooks: bool = True,
+        floor: int | None = None,
+        **config: Any,
+    ) -> None:
         super().__init__(**config)
         self.snapshot_entries = snapshot_entries
+        self.floor = floor  # every node's compaction floor (None: none)
         self.hooks = hooks
         self.users: dict[str, UserState] = {}
 
@@ -72,6 +80,9 @@ class SnapshotCluster(MemoryCluster):
             restore=user.restore if self.hooks else None,
             snapshot_entries=self.snapshot_entries,
         )
+        if self.floor is not None:
+            floor = self.floor
+            node.compaction_floor = lambda: floor
         await node.start()
         self.nodes[node_id] = node
         return node
@@ -92,6 +103,19 @@ async def _write_many(leader: Node[Item], first: int, count: int) -> list[Commit
         batch = range(start, min(start + 50, first + count))
         commits += await asyncio.gather(*(leader.write_record(_record(k, k)) for k in batch))
     return commits
+
+
+async def _bookkeeping_saved(c: MemoryCluster, timeout: float = 10.0) -> None:
+    """Wait until every node's storage holds its applied index and fan-out watermark
+    (deferred bookkeeping is saved at the loop's next idle turn)."""
+    async with asyncio.timeout(timeout):
+        for node_id, node in c.nodes.items():
+            storage = c.storages[node_id]
+            while (await storage.applied(), await storage.fanout_watermark()) != (  # noqa: ASYNC110
+                node._applier.applied,
+                node._applier.fanout_watermark,
+            ):
+                await asyncio.sleep(c.tick)
 
 
 def _state(node: Node[Item]) -> tuple[Any, ...]:
@@ -185,7 +209,7 @@ async def test_restart_from_snapshot_plus_log_is_exact() -> None:
         await leader._propose_watermark(commits[100].index)  # a replicated watermark
         await _write_many(leader, 131, 7)
         await c.wait_applied(leader.applied_index)
-        await asyncio.sleep(c.tick * 5)  # the deferred bookkeeping is flushed at a tick
+        await _bookkeeping_saved(c)  # the deferred bookkeeping is flushed at a tick
         before = {i: (_state(n), dict(c.users[i].values)) for i, n in c.nodes.items()}
         assert all(s[0][1] == commits[100].index for s in before.values())
         await c.stop_all()
@@ -240,11 +264,29 @@ async def test_sqlite_nodes_install_and_restart_exactly(tmp_path: Path) -> None:
         await c.wait_applied(leader.applied_index)
         assert follower._counters["snapshots_installed"] >= 1
         assert c.users[lagging].values == c.users[leader.node_id].values
-        await asyncio.sleep(c.tick * 5)  # the deferred bookkeeping is flushed at a tick
+        await _bookkeeping_saved(c)  # the deferred bookkeeping is flushed at a tick
         before = {i: (_state(n), dict(c.users[i].values)) for i, n in c.nodes.items()}
         await c.stop_all()
         for node_id in c.ids:
             node = await c.start(node_id)
             assert (_state(node), c.users[node_id].values) == before[node_id]
+    finally:
+        await c.stop_all()
+
+
+async def test_storage_is_never_compacted_past_the_compaction_floor() -> None:
+    """Where the queue services run, the floor is the fan-out watermark (runtime.py):
+    fan-out reads what it publishes from storage, so a compaction must not pass it even
+    when the core keeps fewer entries."""
+    c = SnapshotCluster(snapshot_entries=40, trailing_entries=5, floor=30)
+    await c.start_all()
+    try:
+        leader = await c.leader()
+        await _write_many(leader, 1, 150)
+        await c.wait_applied(leader.applied_index)
+        for node_id, node in c.nodes.items():
+            assert node._loop is not None and node._loop.core.first_index > 31  # core trimmed
+            assert await c.storages[node_id].first_index() == 31  # storage kept 31..
+            assert len(await c.storages[node_id].entries(31, 40)) == 10
     finally:
         await c.stop_all()
