@@ -21,7 +21,13 @@ MAX_MESSAGE_ID_CHARS = MAX_SESSION_KEY_CHARS - len(MID_PREFIX)
 """A longer ``message_id`` would make a session key the table cannot hold."""
 
 MAX_SHORT_STRING = 255
-"""Bytes of an AMQP short string: header names, ``content_type``, ``message_id``."""
+"""Bytes of an AMQP short string: ``content_type``, ``message_id``, header names."""
+
+MAX_FIELD_NAME = 128
+"""Bytes of a header (field table) name: AMQP 0-9-1 allows 128, and pamqp -- the encoder
+of aio-pika, used by replay answers and dead letters -- cuts longer names to 128 bytes,
+while fan-out's own encoder would keep them: a longer name would make a replayed message
+differ from the live one."""
 
 FRAME_MAX = 131_072
 """RabbitMQ's default ``frame_max``: the content header of a committed message (its
@@ -45,6 +51,14 @@ def short_string_ok(text: str) -> bool:
     """True when ``text`` is a valid AMQP short string (UTF-8, at most 255 bytes)."""
     try:
         return len(text.encode()) <= MAX_SHORT_STRING
+    except UnicodeEncodeError:
+        return False
+
+
+def field_name_ok(name: str) -> bool:
+    """True when ``name`` is a valid AMQP header name (UTF-8, at most 128 bytes)."""
+    try:
+        return len(name.encode()) <= MAX_FIELD_NAME
     except UnicodeEncodeError:
         return False
 

@@ -18,7 +18,13 @@ import aio_pika
 from aio_pika.abc import AbstractExchange
 
 from raftmq._amqp.guard import header_frame_size
-from raftmq.protocol.limits import FRAME_MAX, H_TRIMMED, cut_reason, short_string_ok
+from raftmq.protocol.limits import (
+    FRAME_MAX,
+    H_TRIMMED,
+    cut_reason,
+    field_name_ok,
+    short_string_ok,
+)
 from raftmq.protocol.names import H_PRODUCER, H_REASON, H_SEQ
 from raftmq.services.write_rules import header_problem, kept_headers
 
@@ -59,8 +65,10 @@ def fit_dead_letter(
         if value is not None and not short_string_ok(value):
             props[name] = None
             notes.append(name)
+    # pamqp would cut a name over 128 bytes: such headers go as the plain ones, without it.
+    names_ok = all(isinstance(key, str) and field_name_ok(key) for key in headers)
     steps: tuple[tuple[str | None, Mapping[str, Any]], ...] = (
-        (None, headers),
+        *(((None, headers),) if names_ok else ()),
         ("headers not plain text, numbers or booleans", _plain_headers(headers)),
         ("all headers", {}),
     )

@@ -42,6 +42,7 @@ from raftmq.protocol.limits import (
     H_UNDECODABLE,
     INT64_MAX,
     MID_PREFIX,
+    field_name_ok,
     int64_ok,
     session_key_ok,
     short_string_ok,
@@ -140,8 +141,8 @@ def kept_headers(raw: Mapping[str, Any]) -> dict[str, HeaderValue]:
 
 def header_problem(key: str, value: HeaderValue) -> str | None:
     """Why the kept header ``key: value`` cannot travel in a committed message, or None."""
-    if not short_string_ok(key):
-        return f"invalid_header: name {key[:40]!r} is not UTF-8 of at most 255 bytes"
+    if not field_name_ok(key):
+        return f"invalid_header: name {key[:40]!r} is not UTF-8 of at most 128 bytes"
     if isinstance(value, str):
         if not utf8_ok(value):
             return f"invalid_header: {key[:40]!r} is not valid UTF-8"

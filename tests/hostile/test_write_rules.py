@@ -243,3 +243,30 @@ def test_the_frame_bound_is_never_below_the_encoded_header(write: HostileWrite) 
     except BadWrite:
         return
     assert committed_header_bound(record) >= committed_header_size(record)
+
+
+def test_a_header_name_over_128_bytes_is_refused_so_replay_and_fanout_agree() -> None:
+    """Finding: fan-out's own encoder kept header names of 129-255 bytes, but replay answers
+    and dead letters go through pamqp, which cuts them to 128 bytes -- a replayed message
+    differed from the live one. AMQP allows 128 bytes; longer is refused at the door."""
+    import pamqp.decode
+    import pamqp.encode
+
+    name = "h" * 128
+    record, _ = RULES.from_batch(encode_record({"h": {name: 1}}, b"x"))
+    # 128 bytes travel the same through both encoders
+    assert pamqp.decode.field_table(pamqp.encode.field_table({name: 1}))[1] == {name: 1}
+    assert pamqp.decode.field_table(field_table({name: 1}))[1] == {name: 1}
+    assert record.headers == {name: 1}
+    for longer in ("h" * 129, "é" * 65):  # 129 and 130 bytes
+        assert _reason(lambda n=longer: RULES.from_batch(encode_record({"h": {n: 1}}, b"x")))
+        reason = _reason(lambda n=longer: RULES.from_properties(b"x", {n: "v"}, None, None))
+        assert reason.startswith("invalid_header: name")
+
+
+def test_a_dead_letter_leaves_a_long_header_name_out_instead_of_cutting_it() -> None:
+    long_name, kept = "n" * 200, {"ok": 1}
+    table, _ = fit_dead_letter("invalid_header", 1, {long_name: "v", **kept}, {})
+    assert long_name not in table and not any(key.startswith("n" * 128) for key in table)
+    assert table["ok"] == 1 and "headers not plain" in table[H_TRIMMED]
+    assert all(len(key.encode()) <= 128 for key in table)
