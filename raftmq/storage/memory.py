@@ -3,15 +3,21 @@
 For tests and simulations of user state machines. Nothing survives the process, but
 the object itself survives ``close()``/``open()``, so a "restart" that reuses the same
 instance sees what was saved -- like reopening a database file.
+
+Like the SQL store it stamps each entry with the time it was saved (whole milliseconds of
+``clock``) and keeps the log's payload bytes, for :meth:`MemoryStorage.extent` and
+:meth:`MemoryStorage.retention_point` (raftmq.storage.retention).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 
 from raftmq.core.types import Entry, HardState, InitialState
 from raftmq.errors import StorageError, StoreMismatch
-from raftmq.storage.port import ClientSession, PersistBatch, Snapshot
+from raftmq.storage import retention
+from raftmq.storage.port import ClientSession, LogExtent, PersistBatch, Snapshot
 from raftmq.storage.rules import (
     check_batch,
     check_cluster_id,
@@ -24,14 +30,17 @@ from raftmq.storage.rules import (
 class MemoryStorage:
     """A node's state held in Python objects; passes the storage contract suite."""
 
-    def __init__(self, *, cluster: str, node_id: str) -> None:
-        """An empty store for ``node_id`` of ``cluster``."""
+    def __init__(self, *, cluster: str, node_id: str, clock: retention.Clock = time.time) -> None:
+        """An empty store for ``node_id`` of ``cluster``; ``clock`` stamps saved entries."""
+        self.clock = clock  # wall clock (seconds) stamping the entries saved
         self.cluster = cluster  # owner cluster
         self.node_id = node_id  # owner node
         self._open = False  # operations other than open() need it
         self._owner: tuple[str, str] | None = None  # claimed on first open
         self._hard = HardState()  # last saved hard state
         self._log: list[Entry] = []  # log[i].index == first + i, contiguous
+        self._appended: list[int] = []  # ms when _log[i] was saved; len == len(_log)
+        self._bytes = 0  # sum of len(e.data) over _log
         self._first = 1  # index of _log[0] (compaction point + 1)
         self._prev_term = 0  # term of _first - 1 (the last compacted entry's; 0 when none)
         self._snapshot: Snapshot | None = None  # latest snapshot
@@ -85,8 +94,14 @@ class MemoryStorage:
         if batch.hard_state is not None:
             self._hard = batch.hard_state
         if batch.truncate_from is not None:
-            del self._log[max(0, batch.truncate_from - self._first) :]
-        self._log.extend(batch.entries[stored:])
+            cut = max(0, batch.truncate_from - self._first)
+            self._bytes -= sum(len(e.data) for e in self._log[cut:])
+            del self._log[cut:], self._appended[cut:]
+        added = batch.entries[stored:]
+        if added:
+            self._log.extend(added)
+            self._appended.extend([retention.clock_ms(self.clock)] * len(added))
+            self._bytes += sum(len(e.data) for e in added)
         if batch.applied is not None:
             self._applied = batch.applied
         if batch.fanout_watermark is not None:
@@ -131,6 +146,7 @@ class MemoryStorage:
         self._hard = hard.model_copy(update={"commit": max(hard.commit, index)})
         self._snapshot = snapshot
         self._log, self._first, self._prev_term = [], index + 1, snapshot.term
+        self._appended, self._bytes = [], 0
         self._apply(replace(batch, hard_state=None, applied=max(batch.applied or 0, index)), stored)
 
     async def compact(self, index: int) -> None:
@@ -139,8 +155,10 @@ class MemoryStorage:
         check_compact(index, self._snap_index)
         if index < self._first:
             return
-        self._prev_term = self._log[index - self._first].term
-        del self._log[: index - self._first + 1]
+        cut = index - self._first + 1
+        self._prev_term = self._log[cut - 1].term
+        self._bytes -= sum(len(e.data) for e in self._log[:cut])
+        del self._log[:cut], self._appended[:cut]
         self._first = index + 1
 
     def _term_at(self, index: int) -> int | None:
@@ -233,3 +251,37 @@ class MemoryStorage:
         """The stored snapshot, if any."""
         self._need_open()
         return self._snapshot
+
+    async def extent(self) -> LogExtent:
+        """The stored log's bounds, payload bytes and the first entry's save time."""
+        self._need_open()
+        return LogExtent(
+            first_index=self._first,
+            last_index=self._last,
+            entries=len(self._log),
+            payload_bytes=self._bytes,
+            oldest_appended=retention.oldest_appended(
+                self._appended[0] if self._appended else None
+            ),
+        )
+
+    async def retention_point(
+        self,
+        *,
+        keep_entries: int = 0,
+        keep_bytes: int = 0,
+        max_age: float = 0.0,
+        now: float | None = None,
+    ) -> int:
+        """The highest index retention lets go (see the Storage port); deletes nothing."""
+        self._need_open()
+        by_bytes = by_age = None
+        if keep_bytes > 0 and self._bytes > keep_bytes:
+            sizes = ((e.index, len(e.data)) for e in reversed(self._log))
+            by_bytes = retention.bytes_going_backward(sizes, keep_bytes)
+        if max_age > 0:
+            cutoff = retention.age_cutoff_ms(self.clock() if now is None else now, max_age)
+            old = [e.index for e, ms in zip(self._log, self._appended, strict=True) if ms < cutoff]
+            by_age = max(old, default=None)
+        by_count = retention.count_point(self._last, keep_entries)
+        return retention.furthest(self._first, self._last, by_count, by_bytes, by_age)

@@ -11,7 +11,7 @@ from typing import Protocol, runtime_checkable
 
 from raftmq.core.types import Entry, HardState, InitialState, Snapshot
 
-__all__ = ["ClientSession", "PersistBatch", "Snapshot", "Storage"]
+__all__ = ["ClientSession", "LogExtent", "PersistBatch", "Snapshot", "Storage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +35,23 @@ class ClientSession:
     def __post_init__(self) -> None:
         if self.floor < 0:  # a session written before per-seq dedupe: last_seq semantics
             object.__setattr__(self, "floor", self.last_seq)
+
+
+@dataclass(frozen=True, slots=True)
+class LogExtent:
+    """The stored log's bounds, size and age (what log retention decides on).
+
+    Invariants: ``entries == last_index - first_index + 1 >= 0``; ``payload_bytes`` and
+    ``oldest_appended`` describe exactly the entries first_index..last_index.
+    """
+
+    first_index: int  # first stored entry (== last_index + 1 when the log is empty)
+    last_index: int  # last stored entry (the snapshot's index when the log is empty)
+    entries: int  # number of stored entries (last_index - first_index + 1, >= 0)
+    payload_bytes: int  # sum of len(entry.data) of the stored entries
+    # wall-clock time (time.time(), seconds) the first stored entry was saved; None when
+    # the log is empty or that entry's time is unknown (rows from before revision 0005)
+    oldest_appended: float | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -212,4 +229,33 @@ class Storage(Protocol):
 
     async def snapshot(self) -> Snapshot | None:
         """The stored snapshot, if any."""
+        ...
+
+    async def extent(self) -> LogExtent:
+        """The stored log's bounds, size and age. Cheap: from caches kept up to date by
+        save, install_snapshot, compact and truncation (no query per call in the SQL
+        adapter beyond the first)."""
+        ...
+
+    async def retention_point(
+        self,
+        *,
+        keep_entries: int = 0,
+        keep_bytes: int = 0,
+        max_age: float = 0.0,
+        now: float | None = None,
+    ) -> int:
+        """The highest index retention lets go: each bound that is set (> 0) alone decides
+        how far the oldest entries may be deleted, and the furthest of them wins (like a
+        RabbitMQ stream's max-length / max-length-bytes / max-age):
+
+        * by count, all but the newest ``keep_entries``;
+        * by bytes, all but the newest entries whose payload bytes total at most
+          ``keep_bytes`` (the newest entry is always kept);
+        * by age, every entry saved before ``now - max_age`` (``now`` defaults to
+          time.time()), and never the newest entry. An entry of unknown age (saved before
+          revision 0005) goes once a newer entry is old enough.
+
+        Returns first_index - 1 when no bound is set or nothing may go. It deletes
+        nothing (the node compacts, never past its snapshot)."""
         ...

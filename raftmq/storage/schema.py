@@ -91,12 +91,17 @@ class LogEntryRow(Base):
     __table_args__ = (
         # Covers "GROUP BY term, MIN(idx)" (term runs on open) without touching entry data.
         Index("ix_raftmq_log_term_idx", "term", "idx"),
+        # Covers retention by age, "MAX(idx) WHERE appended_ms < cutoff" (revision 0005).
+        Index("ix_raftmq_log_appended_ms_idx", "appended_ms", "idx"),
     )
 
     idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)  # >= 1
     term: Mapped[int] = mapped_column(BigInteger)  # term of the creating leader, >= 1
     kind: Mapped[int] = mapped_column(SmallInteger)  # EntryKind value
     data: Mapped[bytes] = mapped_column(LargeBinary)  # opaque payload
+    # When the entry was saved, in ms since the epoch (revision 0005; NULL for a row saved
+    # before it: unknown age). Rows of one save share one value.
+    appended_ms: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
 
 
 class SnapshotRow(Base):

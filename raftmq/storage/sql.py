@@ -25,12 +25,23 @@ shorter compaction. SQLite space: no auto_vacuum and no VACUUM -- deleted pages 
 freelist and later inserts reuse them. Measured (tests/storage/test_snapshots.py, 200-byte
 entries, 1,000 per round, 2,000 kept): db + WAL grows to 5,128,944 bytes by round 9 and
 stays exactly there through round 20.
+
+Retention (raftmq.storage.retention): each saved row is stamped with the save's time
+(``appended_ms``, revision 0005). The log's payload bytes and its first row's stamp are
+cached like the bounds -- one SUM at open (and after a failed operation), then kept up to
+date by save (a truncation subtracts the SUM of the rows it deletes, read first), compact
+(each batch returns the bytes it deleted and the new first row's stamp) and
+install_snapshot -- so ``extent`` reads no table. ``retention_point`` runs one transaction:
+the byte bound walks (index, length) pairs by primary key from whichever end of the log
+holds fewer bytes to read, the age bound is ``MAX(idx) WHERE appended_ms < cutoff`` on
+the (appended_ms, idx) index.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
@@ -42,6 +53,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from raftmq.core.types import Entry, HardState, InitialState
 from raftmq.errors import RaftMQError, StorageError
+from raftmq.storage import retention
 from raftmq.storage.engine import (
     DEFAULT_BUSY_TIMEOUT_MS,
     Durability,
@@ -52,7 +64,7 @@ from raftmq.storage.engine import (
     sqlite_path,
 )
 from raftmq.storage.migrate import check_owner, check_schema, read_info, translate, upgrade_in
-from raftmq.storage.port import ClientSession, PersistBatch, Snapshot
+from raftmq.storage.port import ClientSession, LogExtent, PersistBatch, Snapshot
 from raftmq.storage.rules import (
     check_batch,
     check_cluster_id,
@@ -70,8 +82,11 @@ from raftmq.storage.schema import (
     snapshot_table,
 )
 from raftmq.storage.sqlops import (
+    appended_ms,
     nothing,
+    payload_bytes,
     read_entries,
+    retention_txn,
     session_txn,
     sessions_txn,
     snapshot_txn,
@@ -106,9 +121,12 @@ class SqlStorage:
         durability: Durability = "full",
         busy_timeout_ms: int = DEFAULT_BUSY_TIMEOUT_MS,
         sqlite_runner: SqliteRunner = "thread",
+        clock: retention.Clock = time.time,
     ) -> None:
         """``durability`` ("full" | "normal") sets SQLite's ``synchronous`` (engine.py);
-        ``sqlite_runner`` "aiosqlite" runs SQLite through aiosqlite instead of a thread."""
+        ``sqlite_runner`` "aiosqlite" runs SQLite through aiosqlite instead of a thread;
+        ``clock`` stamps the entries saved (raftmq_log.appended_ms)."""
+        self.clock = clock  # wall clock (seconds) stamping the entries saved
         self.url = normalize_url(url)  # async driver URL
         self.cluster = cluster  # owner cluster; checked against raftmq_meta on open
         self.node_id = node_id  # owner node; checked against raftmq_meta on open
@@ -128,6 +146,8 @@ class SqlStorage:
         self._prev_term = 0  # term of _first - 1 (the last compacted entry's; 0 when none)
         self.compact_batch_rows = COMPACT_BATCH_ROWS  # rows per compaction transaction
         self._last = 0  # last log index (snapshot index when the log is empty)
+        self._bytes = 0  # payload bytes of the entries _first.._last
+        self._oldest_ms: int | None = None  # appended_ms of entry _first (None: unknown/empty)
         self._writes: WriteStatements | None = None  # compiled by the first save after open
 
     # -- lifecycle -------------------------------------------------------------------
@@ -205,6 +225,9 @@ class SqlStorage:
         else:
             self._first, self._prev_term = (low if low is not None else 1), 0
         self._last = high if high is not None else self._snap_index
+        # From _first: a round trip through 0003 may leave unread rows below it.
+        self._bytes = payload_bytes(conn, lo=self._first)
+        self._oldest_ms = appended_ms(conn, self._first) if low is not None else None
         self._fresh = True
 
     async def _run(self, what: str, fn: Callable[..., T], *args: Any, write: bool = False) -> T:
@@ -243,17 +266,23 @@ class SqlStorage:
             if self._runner is None:
                 raise StorageError("the store is not open (call open() first)")
             return
-        first, last = await self._run("save", self._save_txn, batch, write=True)
+        stamp = retention.clock_ms(self.clock)
+        first, last, size, oldest = await self._run(
+            "save", self._save_txn, batch, stamp, write=True
+        )
         # Committed: the caches follow the database.
         if batch.hard_state is not None:
             self._hard = batch.hard_state
-        self._first, self._last = first, last
+        self._first, self._last, self._bytes, self._oldest_ms = first, last, size, oldest
         if batch.applied is not None:
             self._applied = batch.applied
         if batch.fanout_watermark is not None:
             self._watermark = batch.fanout_watermark
 
-    def _save_txn(self, conn: Connection, batch: PersistBatch) -> tuple[int, int]:
+    def _save_txn(
+        self, conn: Connection, batch: PersistBatch, stamp: int
+    ) -> tuple[int, int, int, int | None]:
+        """Returns the log's bounds, payload bytes and first stamp after the batch."""
         first, last, stored = check_batch(
             batch, self._hard, self._snap_index, self._first, self._last, partial(_terms, conn)
         )
@@ -264,10 +293,18 @@ class SqlStorage:
         # a hard state or progress row that would not change is not written again.
         if batch.hard_state is not None and batch.hard_state != self._hard:
             sql.write_hard_state(conn, batch.hard_state)
+        size, oldest = self._bytes, self._oldest_ms
         if batch.truncate_from is not None and batch.truncate_from <= self._last:
+            size -= payload_bytes(conn, lo=batch.truncate_from)
+            if batch.truncate_from <= self._first:  # the whole log goes
+                oldest = None
             sql.truncate_from(conn, batch.truncate_from)
         if len(batch.entries) > stored:  # the stored ones: a retried save that had landed
-            sql.append_entries(conn, batch.entries[stored:])
+            added = batch.entries[stored:]
+            if added[0].index == first:  # the log was empty
+                oldest = stamp
+            sql.append_entries(conn, added, stamp)
+            size += sum(len(e.data) for e in added)
         applied = self._applied if batch.applied is None else batch.applied
         watermark = self._watermark if batch.fanout_watermark is None else batch.fanout_watermark
         if applied != self._applied or watermark != self._watermark:
@@ -276,7 +313,7 @@ class SqlStorage:
             sql.put_sessions(conn, batch.sessions)
         if batch.expire_sessions_before is not None:
             sql.expire_sessions(conn, batch.expire_sessions_before)
-        return first, last
+        return first, last, size, oldest
 
     async def save_snapshot(self, snapshot: Snapshot) -> None:
         """Record a snapshot taken here (see the Storage port); the log is untouched."""
@@ -311,7 +348,10 @@ class SqlStorage:
         """Replace the log by ``snapshot`` and save ``batch``, in ONE transaction (see the
         Storage port)."""
         applied = max(batch.applied or 0, snapshot.index)
-        done = await self._run("install_snapshot", self._install_txn, snapshot, batch, write=True)
+        stamp = retention.clock_ms(self.clock)
+        done = await self._run(
+            "install_snapshot", self._install_txn, snapshot, batch, stamp, write=True
+        )
         if done is None:  # the stored snapshot: the retry of an install that landed
             await self.save(replace(batch, applied=applied))
             return
@@ -321,9 +361,11 @@ class SqlStorage:
             self._watermark = batch.fanout_watermark
         self._snap_index, self._snap_term = snapshot.index, snapshot.term
         self._first, self._prev_term, self._last = snapshot.index + 1, snapshot.term, last
+        self._bytes = sum(len(e.data) for e in batch.entries)
+        self._oldest_ms = stamp if batch.entries else None
 
     def _install_txn(
-        self, conn: Connection, snapshot: Snapshot, batch: PersistBatch
+        self, conn: Connection, snapshot: Snapshot, batch: PersistBatch, stamp: int
     ) -> tuple[HardState, int] | None:
         if not check_install(snapshot, self._snap_index, self._snap_term):
             return None  # found stored after the caches reloaded: a retry
@@ -338,7 +380,7 @@ class SqlStorage:
         conn.execute(delete(log_table))
         self._put_snapshot(conn, snapshot, index, snapshot.term)
         if batch.entries:
-            sql.append_entries(conn, batch.entries)
+            sql.append_entries(conn, batch.entries, stamp)
         watermark = self._watermark if batch.fanout_watermark is None else batch.fanout_watermark
         sql.write_progress(conn, max(batch.applied or 0, index), watermark)
         if batch.sessions:
@@ -354,17 +396,22 @@ class SqlStorage:
         check_compact(index, self._snap_index)
         while self._first <= index:
             hi = min(index, self._first + self.compact_batch_rows - 1)
-            term = await self._run("compact", self._compact_txn, index, hi, write=True)
+            term, size, oldest = await self._run(
+                "compact", self._compact_txn, index, hi, write=True
+            )
             self._first, self._prev_term = hi + 1, term
+            self._bytes, self._oldest_ms = size, oldest
 
-    def _compact_txn(self, conn: Connection, index: int, hi: int) -> int:
+    def _compact_txn(self, conn: Connection, index: int, hi: int) -> tuple[int, int, int | None]:
+        """Returns the term at ``hi``, the log's payload bytes and first stamp after it."""
         check_compact(index, self._snap_index)
         term = self._term_txn(conn, hi)
         if term is None:  # pragma: no cover - the caches say hi is in the log
             raise StorageError(f"entry {hi} is missing from the log")
+        deleted = payload_bytes(conn, lo=self._first, hi=hi)
         conn.execute(delete(log_table).where(log_table.c.idx <= hi))
         conn.execute(update(snapshot_table).values(compacted_idx=hi, compacted_term=term))
-        return term
+        return term, self._bytes - deleted, appended_ms(conn, hi + 1)
 
     async def save_cluster_id(self, cluster_id: str) -> None:
         """Record the cluster id once (see the Storage port)."""
@@ -477,3 +524,47 @@ class SqlStorage:
     async def snapshot(self) -> Snapshot | None:
         """The stored snapshot, if any."""
         return await self._run("snapshot", snapshot_txn)
+
+    async def extent(self) -> LogExtent:
+        """The stored log's bounds, payload bytes and first entry's save time, from the
+        caches (a query only when they must be reloaded, e.g. after an error)."""
+        if not self._fresh or self._runner is None:
+            await self._cached("extent")
+        return LogExtent(
+            first_index=self._first,
+            last_index=self._last,
+            entries=self._last - self._first + 1,
+            payload_bytes=self._bytes,
+            oldest_appended=retention.oldest_appended(self._oldest_ms),
+        )
+
+    async def retention_point(
+        self,
+        *,
+        keep_entries: int = 0,
+        keep_bytes: int = 0,
+        max_age: float = 0.0,
+        now: float | None = None,
+    ) -> int:
+        """The highest index retention lets go (see the Storage port and the module
+        docstring): one read transaction when a byte or age bound is set."""
+        cutoff = None
+        if max_age > 0:
+            cutoff = retention.age_cutoff_ms(self.clock() if now is None else now, max_age)
+        if keep_bytes > 0 or cutoff is not None:
+            first, last, by_bytes, by_age = await self._run(
+                "retention_point", self._retention_txn, keep_bytes, cutoff
+            )
+        else:
+            await self._cached("retention_point")
+            first, last, by_bytes, by_age = self._first, self._last, None, None
+        by_count = retention.count_point(last, keep_entries)
+        return retention.furthest(first, last, by_count, by_bytes, by_age)
+
+    def _retention_txn(
+        self, conn: Connection, keep_bytes: int, cutoff: int | None
+    ) -> tuple[int, int, int | None, int | None]:
+        first, last = self._first, self._last
+        if last < first:
+            return first, last, None, None
+        return first, last, *retention_txn(conn, first, last, self._bytes, keep_bytes, cutoff)

@@ -5,18 +5,24 @@ compiled once per dialect in raftmq.storage.statements."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 
 from raftmq.core.types import Entry, EntryKind
 from raftmq.errors import StoreMismatch
+from raftmq.storage import retention
 from raftmq.storage.port import ClientSession, Snapshot
 from raftmq.storage.schema import log_table, session_table, snapshot_table
 
 _CHUNK_ROWS = 256  # rows fetched per query when a byte limit may stop the read early
+_SIZE_CHUNK_ROWS = 1024  # (index, payload bytes) pairs fetched per query by retention
 _LOG_COLUMNS = (log_table.c.idx, log_table.c.term, log_table.c.kind, log_table.c.data)
+# A payload's size in bytes: length() of a BLOB in SQLite and of a bytea in Postgres (both
+# read the stored length without loading the value's overflow / TOAST pages).
+_PAYLOAD_SIZE = func.length(log_table.c.data)
 
 
 def nothing(conn: Connection) -> None:
@@ -86,3 +92,78 @@ def snapshot_txn(conn: Connection) -> Snapshot | None:
     except (ValueError, RecursionError) as exc:  # never written by raftmq: a clear error
         raise StoreMismatch(f"the snapshot's voters are corrupt ({exc})") from None
     return Snapshot(index=row.idx, term=row.term, voters=tuple(voters), data=bytes(row.data))
+
+
+def payload_bytes(conn: Connection, lo: int | None = None, hi: int | None = None) -> int:
+    """Payload bytes of the stored entries lo..hi (each bound optional): one SUM."""
+    stmt = select(func.coalesce(func.sum(_PAYLOAD_SIZE), 0))
+    if lo is not None:
+        stmt = stmt.where(log_table.c.idx >= lo)
+    if hi is not None:
+        stmt = stmt.where(log_table.c.idx <= hi)
+    return int(conn.execute(stmt).scalar_one())
+
+
+def appended_ms(conn: Connection, index: int) -> int | None:
+    """When the entry at ``index`` was saved (ms), None if unknown or absent."""
+    stmt = select(log_table.c.appended_ms).where(log_table.c.idx == index)
+    found = conn.execute(stmt).scalar()
+    return None if found is None else int(found)
+
+
+def payload_sizes(
+    conn: Connection, lo: int, hi: int, *, newest_first: bool, budget: int
+) -> Iterator[tuple[int, int]]:
+    """(index, payload bytes) of the stored entries lo..hi from either end, for a walk that
+    stops once their running total reaches ``budget`` bytes. Read in chunks of contiguous
+    indexes (the log has no gaps), so every query is a bounded primary-key range whatever
+    the planner's statistics: a chunk that cannot reach the budget comes as ONE pair (its
+    far index, its bytes) from one SUM; only the chunk that reaches it comes row by row."""
+    idx = log_table.c.idx
+    total = 0
+    while lo <= hi:
+        a, b = (
+            (max(lo, hi - _SIZE_CHUNK_ROWS + 1), hi)
+            if newest_first
+            else (lo, min(hi, lo + _SIZE_CHUNK_ROWS - 1))
+        )
+        size = payload_bytes(conn, lo=a, hi=b)
+        if total + size < budget:
+            yield (a if newest_first else b), size
+        else:
+            rows = select(idx, _PAYLOAD_SIZE).where(idx >= a, idx <= b)
+            rows = rows.order_by(idx.desc() if newest_first else idx)
+            yield from ((int(i), int(n)) for i, n in conn.execute(rows))
+        total += size
+        lo, hi = (lo, a - 1) if newest_first else (b + 1, hi)
+
+
+def retention_txn(
+    conn: Connection,
+    first: int,
+    last: int,
+    total_bytes: int,
+    keep_bytes: int,
+    cutoff_ms: int | None,
+) -> tuple[int | None, int | None]:
+    """(the byte bound's point, the age bound's point), None for a bound not set or that
+    lets nothing go; raftmq.storage.retention combines them. The byte bound walks from
+    whichever end holds fewer bytes to read (the cached ``total_bytes`` tells); the age
+    bound is one covered range on ix_raftmq_log_appended_ms_idx."""
+    by_bytes = by_age = None
+    if keep_bytes > 0 and total_bytes > keep_bytes:
+        if retention.walk_forward(total_bytes, keep_bytes):
+            excess = total_bytes - keep_bytes
+            sizes = payload_sizes(conn, first, last, newest_first=False, budget=excess)
+            by_bytes = retention.bytes_going_forward(sizes, excess)
+        else:  # bytes_going_backward stops once the total exceeds keep_bytes
+            sizes = payload_sizes(conn, first, last, newest_first=True, budget=keep_bytes + 1)
+            by_bytes = retention.bytes_going_backward(sizes, keep_bytes)
+    if cutoff_ms is not None:
+        # MAX(idx + 0), not MAX(idx): a bare MAX(idx) makes SQLite walk the primary key
+        # down from the newest entry through every one too young (all that is kept);
+        # this reads only the old entries' range of the covering index.
+        stmt = select(func.max(log_table.c.idx + 0)).where(log_table.c.appended_ms < cutoff_ms)
+        found = conn.execute(stmt).scalar()
+        by_age = None if found is None else int(found)
+    return by_bytes, by_age

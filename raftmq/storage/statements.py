@@ -69,7 +69,7 @@ class DriverStatement:
             conn.exec_driver_sql(self.sql, [tuple(row[i] for i in order) for row in rows])
 
 
-_LOG_COLUMNS = ("idx", "term", "kind", "data")
+_LOG_COLUMNS = ("idx", "term", "kind", "data", "appended_ms")
 _SESSION_COLUMNS = (
     "producer_id",
     "last_seq",
@@ -171,9 +171,14 @@ class WriteStatements:
         """Delete the log entries from ``index`` on."""
         self.truncate.run(conn, [(index,)])
 
-    def append_entries(self, conn: Connection, entries: Sequence[Entry]) -> None:
-        """Insert ``entries`` (one executemany)."""
-        self.append.run(conn, [(e.index, e.term, int(e.kind), e.data) for e in entries])
+    def append_entries(
+        self, conn: Connection, entries: Sequence[Entry], appended_ms: int | None = None
+    ) -> None:
+        """Insert ``entries`` (one executemany), each stamped ``appended_ms`` (when they
+        were saved, ms since the epoch; None: unknown)."""
+        self.append.run(
+            conn, [(e.index, e.term, int(e.kind), e.data, appended_ms) for e in entries]
+        )
 
     def put_sessions(self, conn: Connection, sessions: Sequence[ClientSession]) -> None:
         """Insert or replace ``sessions`` (the last one of a producer wins)."""

@@ -13,9 +13,33 @@ import pytest
 from raftmq.core.log import RaftLog
 from raftmq.core.types import Entry, EntryKind, HardState
 from raftmq.errors import StorageError, StorageRefused, StoreMismatch
-from raftmq.storage.port import ClientSession, PersistBatch, Snapshot, Storage
+from raftmq.storage.memory import MemoryStorage
+from raftmq.storage.port import ClientSession, LogExtent, PersistBatch, Snapshot, Storage
+from raftmq.storage.sql import SqlStorage
 
 StoreFactory = Callable[[str, str], Storage]
+
+
+class FakeClock:
+    """A wall clock (seconds) that moves only when a test sets ``now``."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now  # what the clock reads
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def stamped_by(store: Storage, clock: FakeClock) -> Storage:
+    """``store``, stamping the entries it saves with ``clock`` (every adapter takes one)."""
+    assert isinstance(store, MemoryStorage | SqlStorage)
+    store.clock = clock
+    return store
+
+
+def sized(lo: int, hi: int, term: int = 1) -> tuple[Entry, ...]:
+    """Entries lo..hi whose payload is as many bytes as their index."""
+    return tuple(Entry(index=i, term=term, data=b"x" * i) for i in range(lo, hi + 1))
 
 
 def entries(lo: int, hi: int, term: int, size: int = 10) -> tuple[Entry, ...]:
@@ -430,3 +454,148 @@ class StorageContract:
         with pytest.raises(StorageError):
             await store.last_index()
         await store.close()
+
+    async def test_extent_follows_saves_and_truncations_and_survives_reopen(
+        self, factory: StoreFactory
+    ) -> None:
+        """extent() counts the stored entries and their payload bytes and gives the save
+        time of the first one; a truncation takes its entries out, a truncation of the
+        whole log its time too; a reopened store gives the same extent."""
+        clock = FakeClock(1_000.0)
+        store = stamped_by(await self.opened(factory), clock)
+        assert await store.extent() == LogExtent(1, 0, 0, 0, None)
+        await store.save(PersistBatch(hard_state=HardState(term=1), entries=entries(1, 5, 1)))
+        assert await store.extent() == LogExtent(1, 5, 5, 50, 1_000.0)
+        clock.now = 1_010.5
+        await store.save(PersistBatch(entries=entries(6, 8, 1, size=7)))
+        assert await store.extent() == LogExtent(1, 8, 8, 71, 1_000.0)
+        await store.save(PersistBatch(truncate_from=7, entries=entries(7, 7, 2, size=3)))
+        assert await store.extent() == LogExtent(1, 7, 7, 60, 1_000.0)
+        await store.save(PersistBatch(truncate_from=6))
+        assert await store.extent() == LogExtent(1, 5, 5, 50, 1_000.0)
+        await store.save(PersistBatch(applied=2))  # no log change
+        assert await store.extent() == LogExtent(1, 5, 5, 50, 1_000.0)
+        clock.now = 1_020.25
+        await store.save(PersistBatch(truncate_from=1, entries=entries(1, 2, 3, size=4)))
+        expected = LogExtent(1, 2, 2, 8, 1_020.25)
+        assert await store.extent() == expected
+        await store.close()
+        again = await self.opened(factory)
+        try:
+            assert await again.extent() == expected
+        finally:
+            await again.close()
+
+    async def test_extent_follows_compaction_and_install_and_survives_reopen(
+        self, factory: StoreFactory
+    ) -> None:
+        clock = FakeClock(100.0)
+        store = stamped_by(await self.opened(factory), clock)
+        if isinstance(store, SqlStorage):
+            store.compact_batch_rows = 2  # the caches follow every compaction batch
+        await store.save(PersistBatch(entries=entries(1, 4, 1)))
+        clock.now = 200.0
+        await store.save(PersistBatch(entries=entries(5, 10, 1, size=6)))
+        await store.save_snapshot(Snapshot(8, 1, ("n1",), b"s8"))
+        assert await store.extent() == LogExtent(1, 10, 10, 76, 100.0)
+        await store.compact(3)
+        assert await store.extent() == LogExtent(4, 10, 7, 46, 100.0)
+        await store.compact(8)
+        assert await store.extent() == LogExtent(9, 10, 2, 12, 200.0)
+        await store.save_snapshot(Snapshot(10, 1, ("n1",), b"s10"))
+        await store.compact(10)
+        assert await store.extent() == LogExtent(11, 10, 0, 0, None)
+        clock.now = 300.0
+        await store.save(PersistBatch(entries=entries(11, 12, 1, size=5)))
+        assert await store.extent() == LogExtent(11, 12, 2, 10, 300.0)
+        await store.close()
+        again = stamped_by(await self.opened(factory), clock)
+        try:
+            assert await again.extent() == LogExtent(11, 12, 2, 10, 300.0)
+            clock.now = 400.0
+            batch = PersistBatch(hard_state=HardState(term=2), entries=entries(21, 23, 2, 3))
+            await again.install_snapshot(Snapshot(20, 2, ("n1",), b"s20"), batch)
+            assert await again.extent() == LogExtent(21, 23, 3, 9, 400.0)
+            await again.install_snapshot(Snapshot(30, 2, ("n1",), b"s30"), PersistBatch())
+            assert await again.extent() == LogExtent(31, 30, 0, 0, None)
+            clock.now = 500.0
+            await again.save(PersistBatch(entries=entries(31, 31, 2, size=2)))
+        finally:
+            await again.close()
+        third = await self.opened(factory)
+        try:
+            assert await third.extent() == LogExtent(31, 31, 1, 2, 500.0)
+        finally:
+            await third.close()
+
+    async def test_retention_point_of_each_bound_and_their_combinations(
+        self, factory: StoreFactory
+    ) -> None:
+        """Each bound alone lets the oldest entries go up to its point, the furthest of
+        the set bounds wins, the newest entry always stays, and nothing set or an empty
+        log lets nothing go. Entries i has i payload bytes (1..10, 55 in all): kept from
+        the newest backwards, 10, 19, 27, 34, 40, 45, 49, 52, 54, 55 bytes."""
+        clock = FakeClock(100.0)
+        store = stamped_by(await self.opened(factory), clock)
+        try:
+            point = store.retention_point
+            assert await point() == 0
+            assert await point(keep_entries=1, keep_bytes=1, max_age=1.0, now=1e9) == 0
+            await store.save(PersistBatch(entries=sized(1, 4)))
+            clock.now = 200.0
+            await store.save(PersistBatch(entries=sized(5, 7)))
+            clock.now = 300.0
+            await store.save(PersistBatch(entries=sized(8, 10)))
+            assert await point() == 0  # nothing set
+            assert await point(keep_entries=-1, keep_bytes=-1, max_age=-1.0) == 0
+            # By count: all but the newest keep_entries.
+            counts = {1: 9, 3: 7, 9: 1, 10: 0, 100: 0}
+            for keep, expected in counts.items():
+                assert await point(keep_entries=keep) == expected, keep
+            # By bytes: the newest entries that fit; the newest always (walked from
+            # either end: both agree).
+            sizes = {1: 9, 10: 9, 18: 9, 19: 8, 26: 8, 27: 7, 40: 5, 53: 2, 54: 1, 55: 0}
+            for keep, expected in (*sizes.items(), (1_000, 0)):
+                assert await point(keep_bytes=keep) == expected, keep
+            # By age: entries saved before now - max_age; never the newest.
+            ages = {1_000.0: 0, 200.0: 4, 150.0: 4, 149.999: 7, 50.0: 7, 49.999: 9, 0.001: 9}
+            for age, expected in ages.items():
+                assert await point(max_age=age, now=350.0) == expected, age
+            clock.now = 350.0  # now defaults to the clock (time.time())
+            assert await point(max_age=100.0) == 7
+            # Combined: the furthest point wins.
+            assert await point(keep_entries=8, keep_bytes=27, max_age=200.0, now=350.0) == 7
+            assert await point(keep_entries=8, keep_bytes=1_000, max_age=200.0) == 4
+            assert await point(keep_entries=1, keep_bytes=1_000, max_age=1_000.0) == 9
+            assert await point(keep_entries=100, keep_bytes=54, max_age=1_000.0) == 1
+        finally:
+            await store.close()
+
+    async def test_retention_point_after_compaction_and_reopen(self, factory: StoreFactory) -> None:
+        """Retention looks only at the stored entries: after a compaction it never names an
+        index before first_index - 1; the entries' times survive a reopen."""
+        clock = FakeClock(100.0)
+        store = stamped_by(await self.opened(factory), clock)
+        await store.save(PersistBatch(entries=sized(1, 4)))
+        clock.now = 200.0
+        await store.save(PersistBatch(entries=sized(5, 7)))
+        clock.now = 300.0
+        await store.save(PersistBatch(entries=sized(8, 10)))
+        await store.save_snapshot(Snapshot(6, 1, ("n1",), b"s6"))
+        await store.compact(await store.retention_point(max_age=200.0, now=350.0))
+        assert await store.first_index() == 5
+        await store.compact(5)
+        await store.close()
+        again = await self.opened(factory)
+        try:
+            point = again.retention_point
+            assert await point(keep_entries=100) == 5
+            assert await point(keep_entries=2) == 8
+            assert await point(keep_bytes=27) == 7
+            assert await point(keep_bytes=1) == 9
+            assert await point(keep_bytes=1_000) == 5
+            assert await point(max_age=200.0, now=350.0) == 5  # 1..4 are gone already
+            assert await point(max_age=100.0, now=350.0) == 7
+            assert await point(max_age=100.0, now=250.0) == 5
+        finally:
+            await again.close()

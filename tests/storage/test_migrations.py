@@ -17,11 +17,12 @@ from sqlalchemy.engine import Connection
 from raftmq.core.types import Entry, HardState
 from raftmq.storage import migrate
 from raftmq.storage.engine import create_store_engine
-from raftmq.storage.port import ClientSession, PersistBatch, Snapshot
+from raftmq.storage.port import ClientSession, LogExtent, PersistBatch, Snapshot
 from raftmq.storage.schema import OWN_TABLES, VERSION_TABLE, metadata
 from raftmq.storage.sql import SqlStorage
 from raftmq.storage.sqlops import sessions_txn
 from raftmq.storage.statements import WriteStatements
+from tests.storage.contract import FakeClock
 
 REPO = Path(__file__).resolve().parents[2]
 ALEMBIC = Path(sys.executable).parent / "alembic"
@@ -125,30 +126,39 @@ async def test_downgrade_0002_to_0001_and_back_to_head(db_url: str) -> None:
         await engine.dispose()
 
 
+POPULATED_ENTRIES = tuple(Entry(index=i, term=2, data=b"w%d" % i) for i in (1, 2, 3))
+POPULATED_SESSION = ClientSession("p", 4, 3, 2, 3)
+
+
+async def _populated_at(db_url: str, revision: str) -> None:
+    """A database holding POPULATED_ENTRIES, POPULATED_SESSION, a hard state and progress,
+    written at head and then downgraded to ``revision`` (as if written by that release)."""
+    store = SqlStorage(db_url, cluster="c", node_id="n1")
+    await store.open()
+    await store.save(
+        PersistBatch(
+            hard_state=HardState(term=2, voted_for="n2", commit=3),
+            entries=POPULATED_ENTRIES,
+            applied=3,
+            fanout_watermark=2,
+            sessions=(POPULATED_SESSION,),
+        )
+    )
+    await store.close()
+    assert await migrate.downgrade(db_url, revision) == revision
+
+
 async def test_upgrade_0002_to_0003_keeps_a_populated_database_without_cluster_id(
     db_url: str,
 ) -> None:
     """A database written before the cluster id existed opens (upgraded) with everything it
     held and no cluster id; the node then saves the one it was admitted with."""
-    store = SqlStorage(db_url, cluster="c", node_id="n1")
-    await store.open()
-    entries = tuple(Entry(index=i, term=2, data=b"w%d" % i) for i in (1, 2, 3))
-    session = ClientSession("p", 4, 3, 2, 3)
-    await store.save(
-        PersistBatch(
-            hard_state=HardState(term=2, voted_for="n2", commit=3),
-            entries=entries,
-            applied=3,
-            fanout_watermark=2,
-            sessions=(session,),
-        )
-    )
-    await store.close()
-    assert await migrate.downgrade(db_url, "0002") == "0002"
+    await _populated_at(db_url, "0002")
+    entries, session = POPULATED_ENTRIES, POPULATED_SESSION
     store = SqlStorage(db_url, cluster="c", node_id="n1")
     await store.open()  # upgrades to head
     try:
-        assert await migrate.current(db_url) == migrate.head_revision() == "0004"
+        assert await migrate.current(db_url) == migrate.head_revision() == "0005"
         assert await store.cluster_id() is None
         assert await store.entries(1, 3) == list(entries)
         assert await store.hard_state() == HardState(term=2, voted_for="n2", commit=3)
@@ -185,7 +195,7 @@ async def test_upgrade_0003_to_0004_keeps_a_populated_database_and_its_snapshot(
     await _run_sync(db_url, populate)
     await store.open()  # upgrades to head
     try:
-        assert await migrate.current(db_url) == migrate.head_revision() == "0004"
+        assert await migrate.current(db_url) == migrate.head_revision() == "0005"
         assert await store.snapshot() == Snapshot(4, 1, (), b"state@4")
         state = await store.initial_state()
         assert (state.first_index, state.last_index, state.term_runs) == (5, 7, ((4, 1), (5, 2)))
@@ -203,7 +213,7 @@ async def test_upgrade_0003_to_0004_keeps_a_populated_database_and_its_snapshot(
     finally:
         await engine.dispose()
     assert await migrate.downgrade(db_url, "0003") == "0003"
-    assert await migrate.upgrade(db_url) == "0004"
+    assert await migrate.upgrade(db_url) == "0005"
     store = SqlStorage(db_url, cluster="c", node_id="n1")
     await store.open()
     try:  # after a round trip through 0003 the log starts after the snapshot's index
@@ -214,8 +224,56 @@ async def test_upgrade_0003_to_0004_keeps_a_populated_database_and_its_snapshot(
         await store.close()
 
 
-def test_head_revision_is_the_snapshot_revision() -> None:
-    assert migrate.head_revision() == "0004"
+def _stamps(conn: Connection) -> list[int | None]:
+    return [ms for (ms,) in conn.execute(text("SELECT appended_ms FROM raftmq_log ORDER BY idx"))]
+
+
+async def test_upgrade_0002_to_head_keeps_entries_of_unknown_age_until_newer_ones_age(
+    db_url: str,
+) -> None:
+    """Entries saved before revision 0005 keep their payloads and have no save time: the
+    extent's oldest_appended is None and retention by age lets them go only with the first
+    newer entry that is old enough -- then compaction deletes everything up to it."""
+    await _populated_at(db_url, "0002")
+    clock = FakeClock(5_000.0)
+    store = SqlStorage(db_url, cluster="c", node_id="n1", clock=clock)
+    await store.open()  # upgrades to head
+    try:
+        assert await migrate.current(db_url) == migrate.head_revision()
+        assert await store.entries(1, 3) == list(POPULATED_ENTRIES)
+        assert await _run_sync(db_url, _stamps) == [None, None, None]
+        assert await store.extent() == LogExtent(1, 3, 3, 6, None)
+        assert await store.retention_point(max_age=60.0, now=1e12) == 0  # all of unknown age
+        await store.save(PersistBatch(entries=(Entry(index=4, term=2, data=b"new4"),)))
+        clock.now = 5_100.0
+        await store.save(PersistBatch(entries=(Entry(index=5, term=2, data=b"new5"),)))
+        assert await _run_sync(db_url, _stamps) == [None, None, None, 5_000_000, 5_100_000]
+        assert await store.extent() == LogExtent(1, 5, 5, 14, None)
+        assert await store.retention_point(max_age=60.0, now=5_030.0) == 0  # 4 is too young
+        point = await store.retention_point(max_age=60.0, now=5_070.0)
+        assert point == 4  # the old entries go with 4, the first new one old enough
+        await store.save_snapshot(Snapshot(4, 2, ("n1",), b"state@4"))
+        await store.compact(point)
+        assert await store.extent() == LogExtent(5, 5, 1, 4, 5_100.0)
+    finally:
+        await store.close()
+    engine = create_store_engine(db_url)
+    try:
+        async with engine.connect() as conn:
+            assert await conn.run_sync(_diff) == []
+    finally:
+        await engine.dispose()
+    again = SqlStorage(db_url, cluster="c", node_id="n1")
+    await again.open()
+    try:
+        assert await again.extent() == LogExtent(5, 5, 1, 4, 5_100.0)
+        assert await again.entries(5, 5) == [Entry(index=5, term=2, data=b"new5")]
+    finally:
+        await again.close()
+
+
+def test_head_revision_is_the_log_retention_revision() -> None:
+    assert migrate.head_revision() == "0005"
     assert migrate.script_location() == REPO / "migrations"
 
 
@@ -236,8 +294,8 @@ def _alembic(*args: str, env: dict[str, str] | None = None) -> str:
 def test_alembic_cli_from_repo_root(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
     _alembic("-x", f"url={url}", "upgrade", "head")
-    assert "0004 (head)" in _alembic("-x", f"url={url}", "current")
+    assert "0005 (head)" in _alembic("-x", f"url={url}", "current")
     assert "No new upgrade operations detected" in _alembic("-x", f"url={url}", "check")
     env_url = f"sqlite:///{tmp_path / 'env.db'}"  # driverless URL, from the environment
     _alembic("upgrade", "head", env={"RAFTMQ_DATABASE_URL": env_url})
-    assert "0004 (head)" in _alembic("current", env={"RAFTMQ_DATABASE_URL": env_url})
+    assert "0005 (head)" in _alembic("current", env={"RAFTMQ_DATABASE_URL": env_url})

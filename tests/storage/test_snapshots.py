@@ -36,7 +36,7 @@ async def test_install_failing_midway_leaves_the_old_state(
     hard = HardState(term=2, voted_for="n1", commit=4)
     await store.save(PersistBatch(hard_state=hard, entries=_entries(1, 6, 2), applied=4))
 
-    def broken(self: WriteStatements, conn: Any, entries: Any) -> None:
+    def broken(self: WriteStatements, conn: Any, entries: Any, *stamp: Any) -> None:
         raise RuntimeError("disk full")  # after the log was deleted and the snapshot written
 
     monkeypatch.setattr(WriteStatements, "append_entries", broken)
