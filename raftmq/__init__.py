@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from raftmq.errors import (
     ClientNotOpen,
+    Compacted,
     ConfigError,
     InvalidEnvelope,
     MalformedMessage,
@@ -66,6 +67,7 @@ __all__ = [
     "ClientNotOpen",
     "Commit",
     "CommittedMessage",
+    "Compacted",
     "ConfigError",
     "InvalidEnvelope",
     "MalformedMessage",

@@ -15,7 +15,8 @@
     ├── MalformedMessage       bytes that do not decode into a valid message
     │   └── InvalidEnvelope    an inbound Raft message or request dropped (``reason``)
     ├── NodeStopped            the node is stopped or stopping
-    └── ClientNotOpen          a client used before it was started or after it was closed
+    ├── ClientNotOpen          a client used before it was started or after it was closed
+    └── Compacted              replay asked for entries retention already deleted
 """
 
 from __future__ import annotations
@@ -81,6 +82,22 @@ class NodeStopped(RaftMQError):
 class ClientNotOpen(RaftMQError):
     """A Producer, Subscriber or AdminClient was used before it was started (``async with``
     or ``start()``) or after it was closed."""
+
+
+class Compacted(RaftMQError):
+    """A subscriber asked for entries the cluster no longer holds: retention (or a
+    snapshot) compacted everything before ``first_available``. ``wanted`` is the first
+    index that was asked for; the entries ``wanted .. first_available - 1`` are gone.
+    Resume from ``first_available`` (``Subscriber(start=exc.first_available)``) or let the
+    subscription skip such gaps (``on_compacted="skip"``)."""
+
+    def __init__(self, wanted: int, first_available: int) -> None:
+        super().__init__(
+            f"entries {wanted}..{first_available - 1} were compacted by the cluster's "
+            f"retention; the first available index is {first_available}"
+        )
+        self.wanted = wanted  # the first index asked for
+        self.first_available = first_available  # the oldest index the cluster still holds
 
 
 class DropReason(StrEnum):

@@ -78,6 +78,7 @@ def build_node(
         session_expiry_entries=settings.session_expiry_entries,
         max_session_gap=settings.max_session_gap,
         snapshot_entries=settings.snapshot_entries,
+        retention=settings.retention(),
         identity=AmqpClusterIdentity(
             amqp,
             settings.cluster,

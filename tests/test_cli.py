@@ -296,3 +296,16 @@ def test_node_help_names_every_setting() -> None:
     for name in NodeSettings.model_fields:
         assert name in text, name
     assert "docs/settings.md" in text
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--on-compacted", "ignore"], "--on-compacted must be raise or skip"),
+        (["--from", "0"], "--from must be latest, earliest or an index >= 1"),
+    ],
+)
+def test_subscribe_refuses_a_bad_option_before_connecting(args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["subscribe", "--amqp-url", "amqp://g:g@127.0.0.1:1/", *args])
+    assert result.exit_code == 1, result.output
+    assert message in result.output and "Traceback" not in result.output

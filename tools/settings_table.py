@@ -37,6 +37,13 @@ OUTPUT = ROOT / "docs" / "settings.md"
 ENV_PREFIX = "RAFTMQ_"
 
 MEANINGS: dict[str, str] = {
+    "retain_entries": "Retention: the log keeps the newest N entries for replay; older ones "
+    "are compacted (with a snapshot) once the log is a tenth over. 0: no bound by count "
+    "(docs/core.md, Retention).",
+    "retain_bytes": "Retention: the log keeps the newest entries whose payloads total at "
+    "most N bytes. 0: no bound by size.",
+    "retain_age": "Retention: the log keeps the entries this node saved in the last N "
+    "seconds (the newest always). 0: no bound by age.",
     "cluster": "The cluster's name; it names every queue and exchange of the cluster.",
     "node_id": "This node's id, unique in the cluster and fixed for the node's life.",
     "peers": "The other voters (`n2,n3` in the environment, a list in TOML); fixed at the "
@@ -105,6 +112,8 @@ OTHER_MEANINGS: dict[str, str] = {
     "repeatable ones.",
     "RAFTMQ_FUZZ_EXAMPLES": "Tests: examples per fuzz test.",
     "RAFTMQ_SAFETY_SEEDS": "Tests: seeds of the randomized safety search.",
+    "RAFTMQ_RETENTION_WRITES": "Tests: writes of the real-cluster retention test "
+    "(`make retention-soak`: 200,000).",
     "RAFTMQ_SAFETY_SEED": "Tests: run the safety search on this one seed (to replay a failure).",
     "RAFTMQ_CRASH_SEED": "Tests: the seed of the SQLite crash loop.",
     "RAFTMQ_CRASH_KILLS": "Tests: SIGKILLs in the SQLite crash loop.",

@@ -234,9 +234,18 @@ def subscribe(
         float,
         typer.Option(help="Seconds a named subscription lives unused (0: for ever)."),
     ] = DEFAULT_EXPIRES,
+    on_compacted: Annotated[
+        str,
+        typer.Option(
+            help="When the cluster's retention deleted entries this needs: raise (stop with "
+            "an error naming the first available index) or skip (go on from it)."
+        ),
+    ] = "raise",
 ) -> None:
     """Print committed messages (index, term, body per line) until Ctrl-C. Past its bounds
     the queue drops its oldest messages, which come back through replay."""
+    if on_compacted not in ("raise", "skip"):
+        raise fail(f"--on-compacted must be raise or skip, not {on_compacted!r}")
     position: Any
     if start in ("latest", "earliest"):
         position = start
@@ -248,6 +257,7 @@ def subscribe(
         "max_length": max_length or None,
         "max_length_bytes": max_length_bytes or None,
         "expires": expires or None,
+        "on_compacted": on_compacted,
     }
     asyncio.run(_subscribe(brokers(amqp_url), cluster, position, name, bounds))
 

@@ -59,7 +59,7 @@ from raftmq._amqp.connect import BrokersLike, Connector
 from raftmq._amqp.delivery import Delivered
 from raftmq.client.committed import CommittedMessage, parse_delivered
 from raftmq.client.progress import FLUSH_INTERVAL, Progress
-from raftmq.client.replay import ReplayClient
+from raftmq.client.replay import OnCompacted, ReplayClient
 from raftmq.client.subscription_queues import (
     DEFAULT_EXPIRES,
     DEFAULT_MAX_LENGTH,
@@ -99,9 +99,16 @@ class Subscriber:
     default bounds also open one made before raftmq bounded subscriptions, unbounded.
     ``max_length`` and ``max_length_bytes`` bound an anonymous subscription's queue too.
 
+    Entries the cluster's retention compacted cannot be replayed (``start="earliest"``
+    on a cluster that retains the newest entries only, or a subscription that lagged
+    behind retention): with ``on_compacted="raise"`` (the default) iterating raises
+    :class:`~raftmq.errors.Compacted` naming the first available index; with ``"skip"``
+    the subscriber goes on from there and counts the skipped indexes in ``compacted``.
+
     ``counters`` counts what was dropped: ``duplicate`` (an index already yielded),
     ``malformed`` (raftmq headers missing or invalid), ``unreachable_gap`` (a gap no
-    replay filled within ``gap_timeout``), ``replay_malformed`` and ``replay_error``.
+    replay filled within ``gap_timeout``), ``replay_malformed``, ``replay_error`` and
+    ``compacted`` (indexes skipped because retention deleted them).
     """
 
     def __init__(
@@ -118,9 +125,12 @@ class Subscriber:
         max_length: int | None = DEFAULT_MAX_LENGTH,
         max_length_bytes: int | None = DEFAULT_MAX_LENGTH_BYTES,
         expires: float | None = DEFAULT_EXPIRES,
+        on_compacted: OnCompacted = "raise",
     ) -> None:
         if isinstance(start, int) and start < 1:
             raise ConfigError("start index must be >= 1")
+        if on_compacted not in ("raise", "skip"):
+            raise ConfigError(f"on_compacted must be 'raise' or 'skip', not {on_compacted!r}")
         if name is not None and not re.fullmatch(names.SUBSCRIPTION_NAME, name):
             # The name routes positions on a topic exchange: no wildcards, no empty words.
             raise ConfigError(f"subscription name {name!r} must match {names.SUBSCRIPTION_NAME}")
@@ -137,6 +147,7 @@ class Subscriber:
         self.replay_timeout = replay_timeout  # seconds without a replay message: ask again
         self.gap_timeout = gap_timeout  # seconds without a replayed message: drop the gap
         self.bounds = bounds  # of the queues of a new named subscription (and anonymous)
+        self.on_compacted = on_compacted  # entries retention deleted: raise, or skip them
         self.counters: Counter[str] = Counter()  # dropped deliveries and replay answers
         self._last: int | None = None  # last index yielded; None until the first (latest)
         self._progress: Progress | None = None  # acks and stored position (from open)
@@ -240,7 +251,11 @@ class Subscriber:
             auto_delete=True,
         )
         self._replay = ReplayClient(
-            channel, self._reply_queue.name, self.cluster, counters=self.counters
+            channel,
+            self._reply_queue.name,
+            self.cluster,
+            counters=self.counters,
+            on_compacted=self.on_compacted,
         )
         if resumed is not None:
             self._last = resumed

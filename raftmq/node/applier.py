@@ -83,6 +83,8 @@ class Applier(Generic[T]):
         # this node's writes resolved at apply (committed; failed: leadership changed)
         counters.setdefault("proposals_committed", 0)
         counters.setdefault("proposals_failed", 0)
+        # indexes a leader's snapshot covered whose callbacks never ran here (no hooks)
+        counters.setdefault("callbacks_skipped", 0)
 
     async def restore(self, storage: Storage, initial: InitialState) -> None:
         """Load what was applied before (sessions, watermark, applied index) at start."""
@@ -163,6 +165,18 @@ class Applier(Generic[T]):
         callbacks never see the entries the snapshot covers. This node's writes waiting
         for an entry the snapshot covers fail (their outcome is unknown here)."""
         state = NodeSnapshot.decode(snapshot.data)
+        skipped = snapshot.index - self.applied
+        has_callbacks = self.on_commit is not None or self.on_record is not None
+        if skipped > 0 and has_callbacks and (self.restore_hook is None or state.user is None):
+            self.counters["callbacks_skipped"] = self.counters.get("callbacks_skipped", 0) + skipped
+            logger.warning(
+                "%s: the leader's snapshot covers indexes %s..%s: their commit callbacks are "
+                "not called here (no snapshot/restore hooks to carry the state; give the "
+                "Node hooks, or raise trailing_entries/retention above the longest downtime)",
+                self.node_id,
+                self.applied + 1,
+                snapshot.index,
+            )
         self.sessions.load(state.sessions)
         self.fanout_watermark = max(self.fanout_watermark, state.fanout_watermark)
         self.applied = max(self.applied, snapshot.index)

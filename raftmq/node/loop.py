@@ -13,6 +13,8 @@ Per wake-up (a message, a write, or a tick)::
         core.advance(ready); serve storage reads the core asked for
         every snapshot_entries applied: take a snapshot (sessions, watermark, applied
         index, the user's hook), storage.save_snapshot, storage.compact(first_index - 1)
+    about once a second, at a tick: when the log passed a retention bound (node.retention)
+        take a snapshot if the point needs one, then compact up to the retention point
     a Ready with a snapshot from the leader: storage.install_snapshot (ONE txn, with the
         snapshot's sessions and watermark), restore the applier, then send and apply
     once per tick, when idle: save the deferred bookkeeping (applied index, sessions, ...)
@@ -38,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from functools import partial
@@ -58,6 +61,7 @@ from raftmq.errors import (
 from raftmq.node.applier import Applier
 from raftmq.node.driver import Apply, Persist, PersistSnapshot, ReadyDriver, Restore, Send
 from raftmq.node.loopstats import LoopStats, clock
+from raftmq.node.retention import CHECK_INTERVAL, Retention
 from raftmq.protocol.receipts import Commit
 from raftmq.storage.port import PersistBatch, Storage
 from raftmq.transport.port import Transport
@@ -98,6 +102,7 @@ class NodeLoop:
         durable_vote: tuple[int, str | None],
         tick_interval: float,
         snapshot_entries: int = 0,
+        retention: Retention | None = None,
     ) -> None:
         self.core = core  # owned by the loop task; others only read it
         self.node_id = core.id  # this node
@@ -107,6 +112,9 @@ class NodeLoop:
         self._counters = counters  # shared with the node's status
         self.tick_interval = tick_interval  # seconds per logical tick
         self.snapshot_entries = snapshot_entries  # applied entries between snapshots; 0: never
+        # The log kept for replay (raftmq.node.retention): older entries are compacted.
+        self.retention = (retention or Retention()).check()
+        self._retention_check_at = 0.0  # loop time of the next retention check
         # The highest index storage may compact up to, besides what the core keeps (None:
         # no other bound): the fan-out watermark where the queue services run, since
         # fan-out reads its entries from storage.
@@ -211,6 +219,9 @@ class NodeLoop:
             await self._handle_ready()
             if ticked:
                 await self._flush_deferred()
+                if self.retention.active and now >= self._retention_check_at:
+                    self._retention_check_at = now + CHECK_INTERVAL
+                    await self._maybe_retain()
         deferred = self._driver.take_deferred()  # stopping: save what was applied
         if deferred is not None:
             await self._persist(deferred)
@@ -322,7 +333,8 @@ class NodeLoop:
     async def _maybe_snapshot(self) -> None:
         """Take a snapshot once ``snapshot_entries`` entries were applied since the last
         one: the core keeps it and trims its log (trailing entries stay); storage records
-        it, then deletes the entries before the core's first index."""
+        it, then deletes the entries before the core's first index (and no entry that
+        retention keeps)."""
         core = self.core
         applied = self._applier.applied
         last = core.snapshot.index if core.snapshot is not None else 0
@@ -330,26 +342,72 @@ class NodeLoop:
             return
         if core.applied_index != applied:
             return  # the core learns the applied index at advance: next time
+        await self._take_snapshot(applied)
+        retained = await self._retention_point() if self.retention.active else None
+        await self._compact(retained)
+
+    async def _maybe_retain(self) -> None:
+        """Compact what retention lets go once the log passed a bound by its slack
+        (raftmq.node.retention), taking a snapshot first when the point needs one."""
+        core = self.core
+        applied = self._applier.applied
+        if self.stopping or core.applied_index != applied:
+            return
+        extent = await self._retrying("retention check", "storage_retries", self._storage.extent)
+        if not self.retention.exceeded(extent, time.time()):
+            return
+        point = min(await self._retention_point(), applied - core.config.trailing_entries)
+        if self.compaction_floor is not None:
+            point = min(point, self.compaction_floor())
+        if point < extent.first_index:
+            return  # held back by trailing entries or the fan-out: nothing to gain now
+        last = core.snapshot.index if core.snapshot is not None else 0
+        if last < point:
+            await self._take_snapshot(applied)
+        await self._compact(point)
+
+    async def _retention_point(self) -> int:
+        retention = self.retention
+        return await self._retrying(
+            "retention check",
+            "storage_retries",
+            lambda: self._storage.retention_point(
+                keep_entries=retention.entries,
+                keep_bytes=retention.bytes,
+                max_age=retention.age,
+                now=time.time(),
+            ),
+        )
+
+    async def _take_snapshot(self, applied: int) -> None:
+        """Snapshot the state at ``applied`` (the core's applied index too) and save it."""
+        core = self.core
         snapshot = core.take_snapshot(applied, await self._applier.take_snapshot())
         # The applied index must be durable before a snapshot at it (storage's invariant).
         await self._persist(self._driver.take_deferred())
         await self._retrying(
             "snapshot save", "storage_retries", lambda: self._storage.save_snapshot(snapshot)
         )
-        compact_to = core.first_index - 1
+        self._counters["snapshots_taken"] = self._counters.get("snapshots_taken", 0) + 1
+        logger.info(
+            "%s: took a snapshot at index %s (%s bytes)",
+            self.node_id,
+            snapshot.index,
+            len(snapshot.data),
+        )
+
+    async def _compact(self, retained: int | None) -> None:
+        """Delete the stored entries before the core's first index, but none after
+        ``retained`` (retention's point, None: no retention) or the compaction floor."""
+        compact_to = self.core.first_index - 1
+        if retained is not None:
+            compact_to = min(compact_to, retained)
         if self.compaction_floor is not None:
             compact_to = min(compact_to, self.compaction_floor())
         await self._retrying(
             "compaction", "storage_retries", lambda: self._storage.compact(compact_to)
         )
-        self._counters["snapshots_taken"] = self._counters.get("snapshots_taken", 0) + 1
-        logger.info(
-            "%s: took a snapshot at index %s (%s bytes); log compacted up to %s",
-            self.node_id,
-            snapshot.index,
-            len(snapshot.data),
-            compact_to,
-        )
+        logger.info("%s: log compacted up to %s", self.node_id, compact_to)
 
     async def _apply_committed(self, step: Apply) -> None:
         """Apply the step's committed entries (raftmq.node.applier); defer their bookkeeping

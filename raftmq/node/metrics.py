@@ -207,6 +207,8 @@ _COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "replay_refused": ("replay_requests", ("refused",)),
     "replay_throttled": ("replay_requests", ("throttled",)),
     "replay_failed": ("replay_requests", ("failed",)),
+    "replay_compacted": ("replay_requests", ("compacted",)),
+    "callbacks_skipped": ("callbacks_skipped", ()),
 }
 
 # name (without raftmq_ and _total) -> (help, label names)
@@ -226,6 +228,10 @@ _COUNTER_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "ingest_reconnects": ("Reconnections of the ingest service", ()),
     "fanout_published": ("Committed writes confirmed published on the committed exchange", ()),
     "replay_requests": ("Replay (gap fill) requests, by outcome", ("outcome",)),
+    "callbacks_skipped": (
+        "Indexes a leader's snapshot covered whose commit callbacks never ran here (no hooks)",
+        (),
+    ),
     "node_events": ("Other node counters, by name", ("name",)),
 }
 

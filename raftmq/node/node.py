@@ -17,7 +17,11 @@ and, with the ``snapshot``/``restore`` hooks, the user's, then compacts its log.
 the user's state is rebuilt at start (restore, then the callbacks again for the entries
 applied after the snapshot) and replaced by ``restore`` when the leader installs a snapshot.
 Without hooks the callbacks see only the entries this node applies itself: a snapshot the
-leader installs skips the callbacks of every entry it covers.
+leader installs skips the callbacks of every entry it covers (logged as a warning and
+counted in ``callbacks_skipped``). A node never compacts past its own applied index, so
+its callbacks always get what it applies; what a follower that was down longer than the
+leader's ``trailing_entries`` (or retention) misses is the leader's log, not its own.
+Retention (``retention``, raftmq.node.retention) compacts what replay no longer serves.
 
 Services (ingest, fan-out, replay; see raftmq.runtime) start after the loop and stop
 before it, and see the node only as a :class:`~raftmq.node.types.ServiceHost`.
@@ -39,6 +43,7 @@ from raftmq.node.identity import ClusterIdentity, identity_status, open_admitted
 from raftmq.node.loop import NodeLoop
 from raftmq.node.loopstats import LoopStats
 from raftmq.node.requests import RequestServer
+from raftmq.node.retention import Retention
 from raftmq.node.sessions import (
     DEFAULT_MAX_SESSION_GAP,
     DEFAULT_SESSION_EXPIRY_ENTRIES,
@@ -89,8 +94,11 @@ class Node(Generic[T]):
         snapshot: SnapshotHook | None = None,
         restore: RestoreHook | None = None,
         snapshot_entries: int = DEFAULT_SNAPSHOT_ENTRIES,
+        retention: Retention | None = None,
     ) -> None:
         self.config = config.validate()
+        # How much log is kept for replay (raftmq.node.retention); None: all of it.
+        self.retention = (retention or Retention()).check()
         if snapshot_entries < 0:
             raise ConfigError("snapshot_entries must not be negative (0 disables snapshots)")
         if (snapshot is None) != (restore is None):
@@ -164,6 +172,7 @@ class Node(Generic[T]):
             durable_vote=(initial.hard_state.term, initial.hard_state.voted_for),
             tick_interval=self.tick_interval,
             snapshot_entries=self.snapshot_entries,
+            retention=self.retention,
         )
         loop.role_observers = self._role_observers
         loop.apply_observers = self._apply_observers

@@ -74,6 +74,7 @@ from raftmq.core.config import (
 )
 from raftmq.core.messages import MAX_SNAPSHOT_CHUNK
 from raftmq.errors import ConfigError
+from raftmq.node.retention import Retention
 from raftmq.protocol.auth import ClusterKey
 from raftmq.protocol.codec import snapshot_chunk_body_bytes
 
@@ -111,6 +112,10 @@ class NodeSettings(BaseSettings):
     # applied entries between two snapshots (then the log is compacted); 0: never
     snapshot_entries: int = Field(0, ge=0)  # 0: no snapshots (opt-in; docs/core.md)
     trailing_entries: int = Field(DEFAULT_TRAILING_ENTRIES, ge=0)  # log kept before a snapshot
+    # Retention (docs/core.md): the log kept for replay; older entries are compacted.
+    retain_entries: int = Field(0, ge=0)  # the newest N entries; 0: no bound by count
+    retain_bytes: int = Field(0, ge=0)  # the newest entries of N payload bytes; 0: no bound
+    retain_age: float = Field(0.0, ge=0)  # entries saved in the last N seconds; 0: no bound
     # state bytes per InstallSnapshot; its message must fit max_message_bytes
     snapshot_chunk_bytes: int = Field(DEFAULT_SNAPSHOT_CHUNK_BYTES, gt=0, le=MAX_SNAPSHOT_CHUNK)
     write_timeout: float = Field(30.0, gt=0)  # seconds a write may wait for its commit
@@ -251,6 +256,10 @@ class NodeSettings(BaseSettings):
         path = (self.data_dir / f"raftmq-{self.cluster}-{self.node_id}.db").resolve()
         return f"sqlite+aiosqlite:///{path}"
 
+    def retention(self) -> Retention:
+        """The retention bounds these settings describe."""
+        return Retention(self.retain_entries, self.retain_bytes, self.retain_age)
+
     def raft_config(self) -> RaftConfig:
         """The core configuration these settings describe (validated)."""
         return RaftConfig(
@@ -303,6 +312,7 @@ OTHER_VARIABLES = frozenset(
         "RAFTMQ_SAFETY_SEED",
         "RAFTMQ_CRASH_SEED",
         "RAFTMQ_CRASH_KILLS",
+        "RAFTMQ_RETENTION_WRITES",
     }
 )
 """``RAFTMQ_*`` variables that are raftmq's without being node settings."""

@@ -30,6 +30,8 @@ H_STATUS = (
 )
 H_PREV_INDEX = "raftmq-prev-index"  # int: index of the previous committed message published
 H_REPLAY_END = "raftmq-replay-end"  # int: end marker of a replay answer (last index covered)
+# int, on an end marker: "from" was compacted; the first index the answering node holds
+H_REPLAY_FIRST = "raftmq-replay-first"
 
 # RabbitMQ counts every return of an unacked write (the leader's channel closed on a
 # leader change) as a delivery: the limit must tolerate leader churn, not only poison.

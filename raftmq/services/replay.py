@@ -6,6 +6,9 @@ entry of ``[from, min(to, applied)]`` (at most ``max``), formatted exactly like 
 committed fan-out message, then an end marker: empty body, header ``raftmq-replay-end`` =
 last index covered (``from - 1`` when nothing was covered). Entries that never reach the
 committed exchange (NOOPs, watermark entries, duplicates) are skipped but covered.
+A ``from`` this node's log no longer holds (compacted by retention or a snapshot) is
+answered with the end marker alone, covering nothing, plus header ``raftmq-replay-first``
+= the first index it holds: the asker decides whether to skip to it.
 A request that is not valid JSON of that shape gets an ``raftmq-status: error`` reply
 (when it has ``reply_to``) and is dropped.
 
@@ -34,7 +37,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from raftmq._amqp.connect import BrokersLike, Connector
 from raftmq._amqp.topology import declare_replay
 from raftmq.node.types import ServiceHost
-from raftmq.protocol.names import H_REPLAY_END, H_STATUS, connection_name, replay_reply_allowed
+from raftmq.protocol.names import (
+    H_REPLAY_END,
+    H_REPLAY_FIRST,
+    H_STATUS,
+    connection_name,
+    replay_reply_allowed,
+)
 from raftmq.services.fanout import committed_message, previous_published, publishable
 
 logger = logging.getLogger("raftmq.services.replay")
@@ -111,6 +120,7 @@ class ReplayServer:
         node.count("replay_refused", 0)  # no reply_to, or one answers may not go to
         node.count("replay_throttled", 0)  # refused: their reply_to asked too often
         node.count("replay_failed", 0)  # answering raised (logged; the next one is served)
+        node.count("replay_compacted", 0)  # asked from an index this node compacted
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -177,6 +187,12 @@ class ReplayServer:
             return
         exchange = channel.default_exchange
         covered = ask.start - 1  # every index up to it was sent or publishes nothing
+        end: dict[str, int] = {}  # the end marker's headers besides H_REPLAY_END
+        first_held = await node.first_index()
+        if ask.start < first_held and ask.start <= node.applied_index:
+            node.count("replay_compacted")
+            end[H_REPLAY_FIRST] = first_held
+            ask.to = covered  # nothing to read: the end marker says where the log starts
         # Clamped before any read, so a ``from`` beyond the log costs nothing.
         hi = min(node.applied_index, covered + self.max_range)
         if ask.to is not None:
@@ -210,7 +226,9 @@ class ReplayServer:
                 lo = covered + 1
         await exchange.publish(
             aio_pika.Message(
-                b"", correlation_id=request.correlation_id, headers={H_REPLAY_END: covered}
+                b"",
+                correlation_id=request.correlation_id,
+                headers={H_REPLAY_END: covered, **end},
             ),
             routing_key=reply_to,
             mandatory=False,

@@ -193,6 +193,10 @@ async def test_without_hooks_an_install_skips_the_callbacks_it_covers() -> None:
         assert follower._loop is not None and follower._loop.core.snapshot is not None
         covered = follower._loop.core.snapshot.index
         assert not seen & {x.index for x in commits if x.index <= covered}
+        # ... and says so: every index the install covered past what it had applied
+        skipped = follower.status().counters["callbacks_skipped"]
+        assert skipped >= len([x for x in commits if x.index <= covered]) > 0
+        assert covered - 1 <= skipped <= covered  # it had applied the NOOP of index 1, or not
         assert {x.index for x in more} <= seen
         assert _state(follower)[2] == _state(leader)[2]
     finally:

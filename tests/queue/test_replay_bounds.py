@@ -24,6 +24,7 @@ from raftmq._amqp import topology
 from raftmq.core.config import RaftConfig
 from raftmq.core.types import Entry
 from raftmq.node.node import Node
+from raftmq.node.retention import Retention
 from raftmq.node.types import ServiceHost
 from raftmq.protocol import names
 from raftmq.protocol.record import Record
@@ -125,10 +126,17 @@ class Replay:
 
 
 async def _started(
-    amqp_url: str, cluster: str, bodies: list[bytes], **limits: Any
+    amqp_url: str,
+    cluster: str,
+    bodies: list[bytes],
+    retention: Retention | None = None,
+    **limits: Any,
 ) -> AsyncIterator[Replay]:
+    """A one-node cluster holding ``bodies`` (compacted per ``retention``, keeping 10
+    trailing entries) and a ReplayServer with ``limits``."""
     node = Node(
-        config=RaftConfig(node_id="a", voters=("a",)),
+        config=RaftConfig(node_id="a", voters=("a",), trailing_entries=10),
+        retention=retention,
         storage=MemoryStorage(cluster=cluster, node_id="a"),
         transport=MemoryNetwork(seed=1).transport("a", cluster),
         model=Item,
@@ -171,7 +179,7 @@ async def replay(amqp_url: str, cluster_name: str) -> AsyncIterator[Replay]:
     indexes per answer and 5 requests (10 at once) per second per requester."""
     bodies = [b"%03d" % k + b"x" * 97 for k in range(300)]
     limits = {"max_entries": 100, "max_bytes": 5_000, "max_range": 250, "rate": 5, "burst": 10}
-    async for started in _started(amqp_url, cluster_name, bodies, **limits):
+    async for started in _started(amqp_url, cluster_name, bodies, None, **limits):
         yield started
 
 
