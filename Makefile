@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: test unit fmt lint typecheck pytest demo safety-soak chaos fuzz bench clean
+.PHONY: test unit fmt lint typecheck pytest demo safety-soak retention-soak chaos fuzz bench clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,13 @@ pytest: $(STAMP)
 # Thousands of randomized safety seeds; not part of `make test`.
 safety-soak: $(STAMP)
 	RAFTMQ_SAFETY_SEEDS=$${RAFTMQ_SAFETY_SEEDS:-5000} $(BIN)/pytest -q -m slow tests/sim
+
+# Retention on a real cluster with the issue's figures: 200,000 writes keeping the newest
+# 20,000 entries (`make test` runs 30,000 / 3,000); prints each node's database size
+# series. A few minutes; not part of `make test`.
+retention-soak: $(STAMP)
+	RAFTMQ_RETENTION_WRITES=$${RAFTMQ_RETENTION_WRITES:-200000} $(BIN)/pytest -q -s \
+		tests/node/test_retention_processes.py
 
 # Long fuzzing of every decoder and of the write rules (no broker); `make test` runs a
 # short one.
