@@ -21,6 +21,7 @@ from raftmq.core.raft import RaftCore
 from raftmq.core.ready import Ready
 from raftmq.core.types import (
     CoreStatus,
+    ElectionCause,
     Entry,
     EntryKind,
     HardState,
@@ -38,6 +39,7 @@ __all__ = [
     "AppendEntries",
     "AppendEntriesReply",
     "CoreStatus",
+    "ElectionCause",
     "Entry",
     "EntryKind",
     "HardState",

@@ -20,7 +20,7 @@ from raftmq.core.messages import (
     TimeoutNow,
 )
 from raftmq.core.state import RaftState
-from raftmq.core.types import Role
+from raftmq.core.types import ElectionCause, Role
 from raftmq.core.votes import handle_vote_request
 
 log = logging.getLogger("raftmq.core.election")
@@ -36,7 +36,14 @@ def tick(s: RaftState) -> None:
     s.election_elapsed += 1
     if s.election_elapsed >= s.randomized_timeout:
         s.election_elapsed = 0
+        _count(s, ElectionCause.TIMEOUT)
         campaign(s, pre_vote=s.cfg.pre_vote, transfer=False)
+
+
+def _count(s: RaftState, cause: ElectionCause) -> None:
+    """Count an election about to start (none is started at the largest term)."""
+    if s.can_campaign():
+        s.elections_started[cause] += 1
 
 
 def campaign(s: RaftState, *, pre_vote: bool, transfer: bool) -> None:
@@ -118,6 +125,7 @@ def _handle_timeout_now(s: RaftState, msg: TimeoutNow) -> None:
     target = msg.transferee if msg.transferee is not None else s.id
     if target == s.id:
         log.info("%s: TimeoutNow from %s, campaigning", s.id, msg.sender)
+        _count(s, ElectionCause.TRANSFER)
         campaign(s, pre_vote=False, transfer=True)
     elif target in s.others and target != msg.sender:
         s.transfer_notice = target  # its transfer vote for term + 1 may pass our lease

@@ -17,7 +17,7 @@ Dependency order inside the core (each module imports only modules before it)::
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 from raftmq.core import applying, election, replication, snapshots, votes
 from raftmq.core.config import RaftConfig
@@ -28,6 +28,7 @@ from raftmq.core.state import RaftState
 from raftmq.core.types import (
     MAX_TERM,
     CoreStatus,
+    ElectionCause,
     EntryKind,
     InitialState,
     LogReadResult,
@@ -127,6 +128,23 @@ class RaftCore:
     def log_term(self, index: int) -> int:
         """Term of the entry at ``index`` (0 outside the log), from the term runs."""
         return self._state.raft_log.term(index)
+
+    @property
+    def elections_started(self) -> dict[ElectionCause, int]:
+        """Elections this core started since it was made, by cause (a pre-vote round and
+        the election it leads to count once; :meth:`campaign` calls are not counted)."""
+        return dict(self._state.elections_started)
+
+    def most_caught_up_peer(self, exclude: Collection[str] = ()) -> str | None:
+        """The leader's choice of whom to hand leadership to (thesis §3.10): the other
+        voter with the highest match index, the lowest id among equals, leaving out
+        ``exclude`` (earlier targets that did not take over). None when this node does
+        not lead or no other voter is left."""
+        s = self._state
+        if s.role is not _LEADER:
+            return None
+        candidates = [(-pr.match, peer) for peer, pr in s.progress.items() if peer not in exclude]
+        return min(candidates)[1] if candidates else None
 
     def status(self) -> CoreStatus:
         """A read-only snapshot of this core."""

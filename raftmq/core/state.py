@@ -17,7 +17,16 @@ from raftmq.core.config import RaftConfig
 from raftmq.core.log import RaftLog
 from raftmq.core.messages import Message
 from raftmq.core.progress import Progress
-from raftmq.core.types import MAX_TERM, Entry, InitialState, LogRead, Role, Snapshot, SoftState
+from raftmq.core.types import (
+    MAX_TERM,
+    ElectionCause,
+    Entry,
+    InitialState,
+    LogRead,
+    Role,
+    Snapshot,
+    SoftState,
+)
 from raftmq.errors import ConfigError
 
 log = logging.getLogger("raftmq.core.raft")  # the name these messages always had
@@ -47,6 +56,7 @@ class RaftState:
         "cfg",
         "commit",
         "election_elapsed",
+        "elections_started",
         "heartbeat_elapsed",
         "id",
         "incoming",
@@ -131,6 +141,9 @@ class RaftState:
         self.transfer_notice: str | None = None
         self.notice_elapsed = 0  # follower: ticks since transfer_notice was set
         self.bcast_pending = False  # leader: new entries not yet offered to followers
+        # Elections this core started, by cause (a pre-vote round and the election it
+        # leads to count once); only ever incremented, volatile like the rest.
+        self.elections_started = dict.fromkeys(ElectionCause, 0)
 
     # ----------------------------------------------------------------- role changes
 

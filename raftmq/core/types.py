@@ -66,6 +66,13 @@ class Role(StrEnum):
     LEADER = "leader"
 
 
+class ElectionCause(StrEnum):
+    """Why a node started an election (counted by the core, shown as node counters)."""
+
+    TIMEOUT = "timeout"  # its randomized election timeout passed (§5.2)
+    TRANSFER = "transfer"  # its leader handed leadership over with TimeoutNow (thesis §3.10)
+
+
 @dataclass(frozen=True, slots=True)
 class SoftState:
     """Volatile state worth reporting when it changes (not persisted)."""
