@@ -79,6 +79,7 @@ def build_node(
         max_session_gap=settings.max_session_gap,
         snapshot_entries=settings.snapshot_entries,
         retention=settings.retention(),
+        handover_timeout=settings.handover_timeout,
         identity=AmqpClusterIdentity(
             amqp,
             settings.cluster,

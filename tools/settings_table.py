@@ -44,6 +44,10 @@ MEANINGS: dict[str, str] = {
     "most N bytes. 0: no bound by size.",
     "retain_age": "Retention: the log keeps the entries this node saved in the last N "
     "seconds (the newest always). 0: no bound by age.",
+    "handover_timeout": "Seconds a leader told to stop (SIGTERM) waits for the most "
+    "caught-up voter to take over before it stops anyway; unset: 3 longest election "
+    "timeouts (3 s with the defaults); 0: stop without handing over (docs/core.md, "
+    "Graceful handover).",
     "cluster": "The cluster's name; it names every queue and exchange of the cluster.",
     "node_id": "This node's id, unique in the cluster and fixed for the node's life.",
     "peers": "The other voters (`n2,n3` in the environment, a list in TOML); fixed at the "

@@ -209,11 +209,14 @@ _COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "replay_failed": ("replay_requests", ("failed",)),
     "replay_compacted": ("replay_requests", ("compacted",)),
     "callbacks_skipped": ("callbacks_skipped", ()),
+    "elections_timeout": ("elections_started", ("timeout",)),
+    "elections_transfer": ("elections_started", ("transfer",)),
 }
 
 # name (without raftmq_ and _total) -> (help, label names)
 _COUNTER_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "leader_changes_seen": ("Leaders (new term or leader) this node saw since it started", ()),
+    "elections_started": ("Elections this node started since it started, by cause", ("cause",)),
     "proposals_committed": ("Writes proposed on this node that committed", ()),
     "proposals_failed": ("Writes proposed on this node that failed (leadership lost)", ()),
     "rpc_sent": ("Raft messages handed to the transport, by type", ("type",)),

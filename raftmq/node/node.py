@@ -30,6 +30,7 @@ before it, and see the node only as a :class:`~raftmq.node.types.ServiceHost`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any, Generic
@@ -58,12 +59,15 @@ from raftmq.protocol.watermark import encode_watermark
 from raftmq.storage.port import PersistBatch, Storage
 from raftmq.transport.port import Transport
 
-__all__ = ["DEFAULT_SNAPSHOT_ENTRIES", "Node"]
+__all__ = ["DEFAULT_SNAPSHOT_ENTRIES", "HANDOVER_ELECTION_TIMEOUTS", "Node"]
 
 # Applied entries between two snapshots; 0: never. Off until retention gives replay an
 # explicit "first available index" (issue 12, item 4): with compaction on, a subscriber
 # from earliest only gets what the log still holds (docs/core.md, "Snapshots in the node").
 DEFAULT_SNAPSHOT_ENTRIES = 0
+# A stopping leader's handover waits at most this many (longest) election timeouts by
+# default: the core gives one transfer one election timeout, so a few targets get a turn.
+HANDOVER_ELECTION_TIMEOUTS = 3
 
 logger = logging.getLogger("raftmq.node.node")
 
@@ -95,6 +99,7 @@ class Node(Generic[T]):
         restore: RestoreHook | None = None,
         snapshot_entries: int = DEFAULT_SNAPSHOT_ENTRIES,
         retention: Retention | None = None,
+        handover_timeout: float | None = None,
     ) -> None:
         self.config = config.validate()
         # How much log is kept for replay (raftmq.node.retention); None: all of it.
@@ -104,6 +109,14 @@ class Node(Generic[T]):
         if (snapshot is None) != (restore is None):
             raise ConfigError("give both snapshot and restore hooks, or neither")
         self.snapshot_entries = snapshot_entries  # applied entries between snapshots
+        if handover_timeout is not None and handover_timeout < 0:
+            raise ConfigError("handover_timeout must not be negative (0 disables the handover)")
+        # Seconds a stopping leader waits for another voter to take over; 0: no handover.
+        self.handover_timeout = (
+            handover_timeout
+            if handover_timeout is not None
+            else HANDOVER_ELECTION_TIMEOUTS * 2 * self.config.election_ticks * tick_interval
+        )
         self._identity = identity  # admits the cluster id at start (None: the transport's)
         self._storage = storage
         self._transport = transport
@@ -191,7 +204,9 @@ class Node(Generic[T]):
             await service.start()
 
     async def stop(self) -> None:
-        """Stop the loop, fail pending writes with NodeStopped, close transport and storage.
+        """Stop the services, hand leadership over (a leader of several voters, see
+        :meth:`_hand_over`), stop the loop, fail pending writes with NodeStopped, close
+        transport and storage.
 
         Raises NodeStopped (from the loop's error) when the loop had failed: a node whose
         loop died must not look as if it had stopped cleanly."""
@@ -199,6 +214,9 @@ class Node(Generic[T]):
             return
         for service in reversed(self._services):
             await service.stop()  # ingest returns its unacked writes while we still run
+        # After the services: the writes ingest returned wait in the queue for the new
+        # leader's ingest, and the log stops growing, so the target catches up at once.
+        await self._hand_over()
         self._stopping = True
         if self._loop is not None:
             self._loop.stop()
@@ -212,6 +230,60 @@ class Node(Generic[T]):
         failure = self.failure
         if failure is not None:
             raise NodeStopped(f"node {self.node_id} loop failed: {failure}") from failure
+
+    async def _hand_over(self) -> None:
+        """Leading: hand leadership to the most caught-up other voter (thesis §3.10) and
+        wait until this node no longer leads, so that the cluster elects no leader by
+        timeout. A target that does not take over within the core's transfer timeout
+        (one election timeout) is followed by the next one; after ``handover_timeout``
+        seconds the node stops anyway."""
+        loop = self._loop
+        if loop is None or self.handover_timeout <= 0 or not self.is_leader:
+            return
+        clock = asyncio.get_running_loop()
+        started = clock.time()
+        deadline = started + self.handover_timeout
+        # The core drops a transfer after one election timeout; two ticks of slack.
+        attempt = (self.config.election_ticks + 2) * self.tick_interval
+        left = asyncio.Event()
+
+        def observe(soft: SoftState) -> None:
+            if soft.role is not Role.LEADER:
+                left.set()
+
+        tried: list[str] = []
+        self._role_observers.append(observe)
+        try:
+            while self.is_leader:
+                now = clock.time()
+                target = loop.core.most_caught_up_peer(tried) or loop.core.most_caught_up_peer()
+                if now >= deadline or target is None:
+                    logger.warning(
+                        "%s: still leading after %.1f s of handover (tried %s); stopping anyway",
+                        self.node_id,
+                        now - started,
+                        ", ".join(tried) or "nobody",
+                    )
+                    return
+                tried = [t for t in tried if t != target] + [target]
+                logger.info("%s: stopping; handing leadership to %s", self.node_id, target)
+                try:
+                    await loop.request_transfer(target)
+                except (NotLeader, NodeStopped):
+                    break  # no longer leading, or the loop ended
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(min(attempt, deadline - now)):
+                        await left.wait()
+        finally:
+            self._role_observers.remove(observe)
+        if loop.failure is not None:
+            return  # the loop died meanwhile: stop() reports that
+        logger.info(
+            "%s: handed leadership over in %.2f s (leader now: %s)",
+            self.node_id,
+            clock.time() - started,
+            self.leader_id or "unknown",
+        )
 
     @property
     def failure(self) -> BaseException | None:
@@ -412,7 +484,7 @@ class Node(Generic[T]):
             storage_ok=node_loop.storage_ok,
             loop_ok=not failed,
             loop_error=repr(node_loop.failure)[:500] if failed else None,
-            counters=dict(self._counters),
+            counters=self._counters | _election_counters(core),
             transport=self._transport.stats.snapshot(),
         )
 
@@ -421,6 +493,11 @@ class Node(Generic[T]):
         transfer. Raises NotLeader, ConfigError (not a voter) or NodeStopped."""
         # Through the loop, like a proposal: only its task may touch the core.
         await self._running.request_transfer(to)
+
+
+def _election_counters(core: RaftCore) -> dict[str, int]:
+    """The core's elections by cause as node counters (``elections_timeout``, ...)."""
+    return {f"elections_{cause.value}": n for cause, n in core.elections_started.items()}
 
 
 class _Host:

@@ -119,6 +119,9 @@ class NodeSettings(BaseSettings):
     # state bytes per InstallSnapshot; its message must fit max_message_bytes
     snapshot_chunk_bytes: int = Field(DEFAULT_SNAPSHOT_CHUNK_BYTES, gt=0, le=MAX_SNAPSHOT_CHUNK)
     write_timeout: float = Field(30.0, gt=0)  # seconds a write may wait for its commit
+    # seconds a leader told to stop waits for another voter to take over (docs/core.md,
+    # "Graceful handover"); default: 3 longest election timeouts; 0: stop without handover
+    handover_timeout: float | None = Field(None, ge=0)
     allow_fault_injection: bool = False  # serve "isolate"/"rejoin" requests (chaos tests only)
     queue_services: bool = True  # run ingest, fan-out and replay beside the node
     session_expiry_entries: int = Field(1_000_000, gt=0)  # idle client sessions expire after

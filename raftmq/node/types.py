@@ -37,6 +37,8 @@ NODE_COUNTERS = (
     "apply_bad_watermarks",
     "storage_retries",
     "storage_read_retries",
+    "elections_timeout",  # elections this node started when its election timeout passed
+    "elections_transfer",  # elections started on its leader's TimeoutNow (a handover)
 )
 """The node's own counters, shown by ``status`` from the start (services add theirs)."""
 
