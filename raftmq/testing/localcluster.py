@@ -178,6 +178,37 @@ class LocalCluster:
             process.kill()
             process.wait()
 
+    async def restart(
+        self,
+        node_id: str,
+        admin: AdminClient,
+        *,
+        sig: int = signal.SIGTERM,
+        timeout: float = 60.0,
+    ) -> int | None:
+        """Stop one node with ``sig`` (waiting for its exit off the event loop, so that
+        clients on it keep running), start it again and wait until it follows a leader
+        and applied what that leader had committed when it came back (a rolling
+        restart's step); return the stopped process's exit code."""
+        await asyncio.to_thread(self.kill, node_id, sig)
+        process = self.processes.get(node_id)
+        code = process.returncode if process is not None else None
+        self.start(node_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        target: int | None = None
+        while True:
+            statuses = await admin.statuses(timeout=0.5)
+            mine = statuses.get(node_id)
+            leader = statuses.get(mine.leader_id) if mine and mine.leader_id else None
+            if mine is not None and leader is not None:
+                target = leader.commit if target is None else target
+                if mine.applied >= target:
+                    return code
+            if loop.time() >= deadline:
+                raise TimeoutError(f"{node_id} did not catch up within {timeout} s: {statuses}")
+            await asyncio.sleep(0.05)
+
     def stop_all(self) -> None:
         """SIGTERM every node (graceful), SIGKILL what does not exit; close logs."""
         self.stopped.update(self.processes)
