@@ -30,7 +30,6 @@ before it, and see the node only as a :class:`~raftmq.node.types.ServiceHost`.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable
 from typing import Any, Generic
@@ -40,6 +39,7 @@ from raftmq.core.raft import RaftCore
 from raftmq.core.types import Entry, Role, SoftState
 from raftmq.errors import ConfigError, NodeStopped, NotLeader, WriteRejected
 from raftmq.node.applier import Applier, RestoreHook, SnapshotHook
+from raftmq.node.handover import HANDOVER_ELECTION_TIMEOUTS, hand_over
 from raftmq.node.identity import ClusterIdentity, identity_status, open_admitted
 from raftmq.node.loop import NodeLoop
 from raftmq.node.loopstats import LoopStats
@@ -59,15 +59,12 @@ from raftmq.protocol.watermark import encode_watermark
 from raftmq.storage.port import PersistBatch, Storage
 from raftmq.transport.port import Transport
 
-__all__ = ["DEFAULT_SNAPSHOT_ENTRIES", "HANDOVER_ELECTION_TIMEOUTS", "Node"]
+__all__ = ["DEFAULT_SNAPSHOT_ENTRIES", "Node"]
 
 # Applied entries between two snapshots; 0: never. Off until retention gives replay an
 # explicit "first available index" (issue 12, item 4): with compaction on, a subscriber
 # from earliest only gets what the log still holds (docs/core.md, "Snapshots in the node").
 DEFAULT_SNAPSHOT_ENTRIES = 0
-# A stopping leader's handover waits at most this many (longest) election timeouts by
-# default: the core gives one transfer one election timeout, so a few targets get a turn.
-HANDOVER_ELECTION_TIMEOUTS = 3
 
 logger = logging.getLogger("raftmq.node.node")
 
@@ -232,58 +229,16 @@ class Node(Generic[T]):
             raise NodeStopped(f"node {self.node_id} loop failed: {failure}") from failure
 
     async def _hand_over(self) -> None:
-        """Leading: hand leadership to the most caught-up other voter (thesis §3.10) and
-        wait until this node no longer leads, so that the cluster elects no leader by
-        timeout. A target that does not take over within the core's transfer timeout
-        (one election timeout) is followed by the next one; after ``handover_timeout``
-        seconds the node stops anyway."""
-        loop = self._loop
-        if loop is None or self.handover_timeout <= 0 or not self.is_leader:
-            return
-        clock = asyncio.get_running_loop()
-        started = clock.time()
-        deadline = started + self.handover_timeout
-        # The core drops a transfer after one election timeout; two ticks of slack.
-        attempt = (self.config.election_ticks + 2) * self.tick_interval
-        left = asyncio.Event()
-
-        def observe(soft: SoftState) -> None:
-            if soft.role is not Role.LEADER:
-                left.set()
-
-        tried: list[str] = []
-        self._role_observers.append(observe)
-        try:
-            while self.is_leader:
-                now = clock.time()
-                target = loop.core.most_caught_up_peer(tried) or loop.core.most_caught_up_peer()
-                if now >= deadline or target is None:
-                    logger.warning(
-                        "%s: still leading after %.1f s of handover (tried %s); stopping anyway",
-                        self.node_id,
-                        now - started,
-                        ", ".join(tried) or "nobody",
-                    )
-                    return
-                tried = [t for t in tried if t != target] + [target]
-                logger.info("%s: stopping; handing leadership to %s", self.node_id, target)
-                try:
-                    await loop.request_transfer(target)
-                except (NotLeader, NodeStopped):
-                    break  # no longer leading, or the loop ended
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(attempt, deadline - now)):
-                        await left.wait()
-        finally:
-            self._role_observers.remove(observe)
-        if loop.failure is not None:
-            return  # the loop died meanwhile: stop() reports that
-        logger.info(
-            "%s: handed leadership over in %.2f s (leader now: %s)",
-            self.node_id,
-            clock.time() - started,
-            self.leader_id or "unknown",
-        )
+        """Leading a cluster of several voters: hand leadership over before stopping
+        (raftmq.node.handover), within ``handover_timeout`` seconds."""
+        if self._loop is not None:
+            await hand_over(
+                self._loop,
+                self._role_observers,
+                timeout=self.handover_timeout,
+                # The core drops a transfer after one election timeout; two ticks of slack.
+                attempt=(self.config.election_ticks + 2) * self.tick_interval,
+            )
 
     @property
     def failure(self) -> BaseException | None:
