@@ -31,6 +31,13 @@ log = logging.getLogger("raftmq.core.snapshots")
 SNAPSHOT_STALL_HEARTBEATS = 2
 """Heartbeats in a row without acknowledged bytes before a transfer is resent."""
 
+SNAPSHOT_WINDOW_BYTES = 8 << 20
+"""Snapshot bytes in flight past what the follower acknowledged, at most (one chunk at
+least). Raft messages live one election timeout on the broker: a window of
+``max_inflight`` 1 MiB chunks (64 MiB) queued more than a follower decodes in that time,
+the rest expired, and every stall cost two heartbeats and a resend -- a 100 MB state
+moved at 1-2 MB/s (benchmarks/retention.py)."""
+
 
 # --------------------------------------------------------------------- the host's side
 
@@ -69,12 +76,13 @@ def start(s: RaftState, peer: str, pr: Progress) -> None:
 
 def send_chunks(s: RaftState, peer: str, pr: Progress) -> None:
     """Send chunks from ``snap_sent`` while the window (max_inflight chunks past what the
-    follower acknowledged) allows; ``paused`` once the last chunk is out."""
+    follower acknowledged, at most SNAPSHOT_WINDOW_BYTES) allows; ``paused`` once the last
+    chunk is out."""
     snapshot = pr.pending
     if snapshot is None or pr.paused:
         return
     chunk = s.cfg.snapshot_chunk_bytes
-    window = s.cfg.max_inflight * chunk
+    window = max(chunk, min(s.cfg.max_inflight * chunk, SNAPSHOT_WINDOW_BYTES))
     data = snapshot.data
     size = len(data)
     while pr.snap_sent - pr.snap_acked < window:

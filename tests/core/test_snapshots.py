@@ -474,3 +474,25 @@ def test_append_entries_below_the_first_index_are_matched_not_rejected() -> None
     assert [e.index for e in rd.entries] == [11, 12]
     replies = [m for m in rd.messages if m.type == "append_entries_reply"]
     assert replies and replies[0].success and replies[0].match_index == 12
+
+
+def test_the_bytes_in_flight_of_a_transfer_are_bounded_whatever_max_inflight_says(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Finding (benchmarks/retention.py): max_inflight (64) 1 MiB chunks were queued at
+    once, more than a follower decodes before Raft messages expire on the broker, and a
+    100 MB state moved at 1-2 MB/s. The window is SNAPSHOT_WINDOW_BYTES (one chunk at
+    least), and it still moves as the follower acknowledges."""
+    from raftmq.core import snapshots
+
+    monkeypatch.setattr(snapshots, "SNAPSHOT_WINDOW_BYTES", 10)  # two 5-byte chunks
+    pair = _lagging_pair(snapshot_chunk_bytes=5, max_inflight=64)
+    a, b = pair.nodes["a"], pair.nodes["b"]
+    assert a.snapshot is not None and len(a.snapshot.data) > 4 * 5
+    pair.wire = lambda m: [] if m.sender == "b" else [m]  # b's answers are lost
+    pair.tick(6)
+    chunks = [m for m in pair.seen if isinstance(m, InstallSnapshot)]
+    assert chunks and {m.offset for m in chunks} == {0, 5}  # two chunks (resent), not 64
+    pair.wire = lambda m: [m]
+    pair.tick(12)
+    assert b.installed == 1 and b.core.first_index == a.snapshot.index + 1
