@@ -34,8 +34,9 @@ async def hand_over(
 ) -> None:
     """While ``loop``'s core leads: transfer leadership (thesis §3.10) to the voter with
     the highest match index and wait up to ``attempt`` seconds for it to take over, then
-    to the next one; give up after ``timeout`` seconds (logged). Returns at once when the
-    node does not lead or is the only voter; never raises for a failed handover."""
+    to the next one, each voter once; give up after that or ``timeout`` seconds (logged:
+    when every node of a cluster stops at once, nobody takes over). Returns at once when
+    the node does not lead or is the only voter; never raises for a failed handover."""
     if timeout <= 0 or not _leading(loop) or loop.core.most_caught_up_peer() is None:
         return
     node_id = loop.node_id
@@ -49,16 +50,15 @@ async def hand_over(
         if soft.role is not Role.LEADER and soft.leader_id not in (None, node_id):
             left.set()
 
-    tried: list[str] = []  # targets in the order last tried (the next one is new, if any)
+    tried: list[str] = []  # every voter gets one turn, the most caught-up first
     role_observers.append(observe)
     try:
         async with asyncio.timeout(timeout):  # bounds a loop stuck in storage retries too
             while _leading(loop):
-                core = loop.core
-                target = core.most_caught_up_peer(tried) or core.most_caught_up_peer()
+                target = loop.core.most_caught_up_peer(tried)
                 if target is None:
-                    break
-                tried = [t for t in tried if t != target] + [target]
+                    raise TimeoutError  # nobody took over in its turn: they are all down
+                tried.append(target)
                 logger.info("%s: stopping; handing leadership to %s", node_id, target)
                 try:
                     await loop.request_transfer(target)
@@ -69,7 +69,7 @@ async def hand_over(
                         await left.wait()
     except TimeoutError:
         logger.warning(
-            "%s: still leading after %.1f s of handover (tried %s); stopping anyway",
+            "%s: nobody took over within %.1f s (tried %s); stopping anyway",
             node_id,
             clock.time() - started,
             ", ".join(tried),

@@ -49,9 +49,12 @@ async def test_stopping_leader_hands_over_to_the_most_caught_up_follower() -> No
         await cluster.stop_all()
 
 
-async def test_stop_returns_within_the_timeout_when_no_voter_can_take_over() -> None:
+async def test_stop_returns_within_the_timeout_when_no_voter_can_take_over(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """The other voters are cut off (and check-quorum is off, so the leader keeps leading):
-    every transfer times out, and stop gives up after ``handover_timeout``."""
+    every voter's turn passes without a new leader, and stop gives up (logged) within
+    ``handover_timeout``."""
     cluster = MemoryCluster(check_quorum=False)
     await cluster.start_all()
     try:
@@ -63,7 +66,8 @@ async def test_stop_returns_within_the_timeout_when_no_voter_can_take_over() -> 
         started = time.monotonic()
         await cluster.stop(leader.node_id)
         took = time.monotonic() - started
-        assert leader.handover_timeout <= took < leader.handover_timeout + 0.5
+        assert took < leader.handover_timeout + 0.2
+        assert "nobody took over" in caplog.text
     finally:
         await cluster.stop_all()
 
