@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import logging
 
-from raftmq.core import replication
+from raftmq.core import reads, replication
 from raftmq.core.messages import (
     AppendEntries,
     InstallSnapshot,
     Message,
+    ReadIndexReply,
     RequestVote,
     RequestVoteReply,
     TimeoutNow,
@@ -115,6 +116,8 @@ def step_follower(s: RaftState, msg: Message) -> None:
         handle_vote_request(s, msg)
     elif isinstance(msg, TimeoutNow):
         _handle_timeout_now(s, msg)
+    elif isinstance(msg, ReadIndexReply):
+        reads.step_reply(s, msg)
 
 
 def _handle_timeout_now(s: RaftState, msg: TimeoutNow) -> None:

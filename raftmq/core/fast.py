@@ -33,7 +33,16 @@ def _build(cls: type[_M], values: dict[str, Any], fields_set: frozenset[str]) ->
 
 _ENTRY_SET = frozenset(("index", "term", "kind", "data"))
 _APPEND_SET = frozenset(
-    ("term", "sender", "recipient", "prev_log_index", "prev_log_term", "entries", "leader_commit")
+    (
+        "term",
+        "sender",
+        "recipient",
+        "prev_log_index",
+        "prev_log_term",
+        "entries",
+        "leader_commit",
+        "read_seq",
+    )
 )
 _REPLY_SET = frozenset(
     (
@@ -45,6 +54,7 @@ _REPLY_SET = frozenset(
         "reject_index",
         "conflict_term",
         "conflict_index",
+        "read_seq",
     )
 )
 _HARD_SET = frozenset(("term", "voted_for", "commit"))
@@ -68,6 +78,7 @@ def new_append(
     prev_log_term: int,
     entries: tuple[Entry, ...],
     leader_commit: int,
+    read_seq: int = 0,
 ) -> AppendEntries:
     """An :class:`AppendEntries` without validation."""
     values = {
@@ -79,6 +90,7 @@ def new_append(
         "prev_log_term": prev_log_term,
         "entries": entries,
         "leader_commit": leader_commit,
+        "read_seq": read_seq,
     }
     return _build(AppendEntries, values, _APPEND_SET)
 
@@ -92,6 +104,7 @@ def new_append_reply(
     reject_index: int = 0,
     conflict_term: int = 0,
     conflict_index: int = 0,
+    read_seq: int = 0,
 ) -> AppendEntriesReply:
     """An :class:`AppendEntriesReply` without validation."""
     values = {
@@ -104,5 +117,6 @@ def new_append_reply(
         "reject_index": reject_index,
         "conflict_term": conflict_term,
         "conflict_index": conflict_index,
+        "read_seq": read_seq,
     }
     return _build(AppendEntriesReply, values, _REPLY_SET)

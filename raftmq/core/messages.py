@@ -93,6 +93,8 @@ class AppendEntries(_Base):
     # non-decreasing from prev_log_term and never newer than `term`
     entries: Annotated[tuple[Entry, ...], Field(max_length=MAX_APPEND_ENTRIES)] = ()
     leader_commit: Index  # leader's commit index
+    # The leader's read round when it sent this (ReadIndex, thesis §6.4); echoed in the reply.
+    read_seq: Index = 0
 
     @model_validator(mode="after")
     def _entries_continue_prev(self) -> AppendEntries:
@@ -130,6 +132,7 @@ class AppendEntriesReply(_Base):
     reject_index: Index = 0  # on failure: the prev_log_index rejected
     conflict_term: Term = 0  # on failure: follower's term at reject_index, 0 if none
     conflict_index: Index = 0  # on failure: first index of conflict_term, or last index + 1
+    read_seq: Index = 0  # the read round of the AppendEntries this answers
 
 
 class TimeoutNow(_Base):
@@ -193,6 +196,23 @@ class InstallSnapshotReply(_Base):
     done: bool = False  # the follower's log now matches up to last_index
 
 
+class ReadIndexRequest(_Base):
+    """A follower asks the leader it follows for a read index on behalf of one of its
+    reads (thesis §6.4; etcd's MsgReadIndex)."""
+
+    type: Literal["read_index"] = "read_index"
+    request_id: Index  # the follower's id of the read
+
+
+class ReadIndexReply(_Base):
+    """The leader's answer to :class:`ReadIndexRequest`, once a majority confirmed its
+    leadership after the request: the follower's read waits until it applied ``index``."""
+
+    type: Literal["read_index_reply"] = "read_index_reply"
+    request_id: Index  # the id the follower asked with
+    index: Index  # the read index: the leader's commit index when the read was confirmed
+
+
 Message = Annotated[
     RequestVote
     | RequestVoteReply
@@ -200,7 +220,9 @@ Message = Annotated[
     | AppendEntriesReply
     | TimeoutNow
     | InstallSnapshot
-    | InstallSnapshotReply,
+    | InstallSnapshotReply
+    | ReadIndexRequest
+    | ReadIndexReply,
     Field(discriminator="type"),
 ]
 """Any Raft message."""

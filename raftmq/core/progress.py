@@ -33,6 +33,7 @@ class Progress:
         "paused",
         "pending",
         "read",
+        "read_acked",
         "recent_active",
         "sent",
         "snap_acked",
@@ -54,6 +55,7 @@ class Progress:
         self.inflight: deque[int] = deque()  # REPLICATE: last index of each unacked send
         self.recent_active = False  # heard from the follower since the last quorum check
         self.read: LogRead | None = None  # outstanding storage read for this follower
+        self.read_acked = 0  # highest read round the follower answered in this term
         self.match_at_heartbeat = 0  # match seen at the previous heartbeat (stall detection)
         self.stalled_heartbeats = 0  # heartbeats in a row with inflight sends and no progress
         self.pending: Snapshot | None = None  # SNAPSHOT: the snapshot being sent

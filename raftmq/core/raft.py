@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Sequence
 
-from raftmq.core import applying, election, replication, snapshots, votes
+from raftmq.core import applying, election, reads, replication, snapshots, votes
 from raftmq.core.config import RaftConfig
 from raftmq.core.fast import new_entry, new_hard_state
 from raftmq.core.messages import Message
@@ -240,6 +240,18 @@ class RaftCore:
         not past the current snapshot changes nothing and returns the current one."""
         return snapshots.take_snapshot(self._state, index, data)
 
+    def read_index(self, request_id: int) -> None:
+        """Ask for a linearizable read (thesis §6.4, raftmq.core.reads): a later Ready's
+        ``read_states`` answers ``request_id`` with the index the state machine must have
+        applied before serving it, or with None when leadership was lost first. Raises
+        NotLeader (with the leader hint) when this node does not lead."""
+        reads.request(self._state, request_id)
+
+    def forget_read(self, request_id: int) -> None:
+        """The host gave up on read ``request_id`` (timed out): a follower stops waiting
+        for the leader's answer to it."""
+        self._state.read_forwarded.discard(request_id)
+
     def step_read(self, result: LogReadResult) -> None:
         """Take the driver's answer to a LogRead; a stale or useless answer is dropped."""
         if result.read.peer is None:
@@ -271,7 +283,7 @@ class RaftCore:
         """True when :meth:`ready` would return something to do."""
         s = self._state
         replication.flush(s)
-        if s.msgs or s.reads or s.pending_truncate is not None:
+        if s.msgs or s.reads or s.pending_truncate is not None or s.read_states:
             return True
         if s.pending_snapshot is not None:
             return True
@@ -306,6 +318,7 @@ class RaftCore:
             reads=tuple(s.reads),
             soft_state=soft if soft != s.reported_ss else None,
             snapshot=s.pending_snapshot,
+            read_states=tuple(s.read_states),
         )
 
     def advance(self, ready: Ready) -> None:
@@ -332,6 +345,8 @@ class RaftCore:
             del s.msgs[: len(ready.messages)]
         if ready.reads:
             del s.reads[: len(ready.reads)]
+        if ready.read_states:
+            del s.read_states[: len(ready.read_states)]
         if ready.committed_entries:
             applying.mark_applied(s, ready.committed_entries)
         if ready.soft_state is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from raftmq.core.messages import Message
-from raftmq.core.types import Entry, HardState, LogRead, Snapshot, SoftState
+from raftmq.core.types import Entry, HardState, LogRead, ReadState, Snapshot, SoftState
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +19,8 @@ class Ready:
     3. Restore the state machine from ``snapshot`` (if not None), then apply
        ``committed_entries`` in order (all are already durable, index <= commit).
     4. Serve ``reads`` from storage and step each result back with ``step_read``.
+    5. Hand out ``read_states`` (answers to ``read_index``): a read waits until the state
+       machine applied its index. They need nothing durable and may go at any point.
     """
 
     hard_state: HardState | None  # new hard state to persist, None when unchanged
@@ -31,6 +33,7 @@ class Ready:
     # a snapshot received from the leader, to install (log replaced, state restored); the
     # committed entries then start at snapshot.index + 1
     snapshot: Snapshot | None = None
+    read_states: tuple[ReadState, ...] = ()  # answers to read_index, confirmed or failed
 
     def is_empty(self) -> bool:
         """True when there is nothing to do."""
@@ -43,4 +46,5 @@ class Ready:
             or self.reads
             or self.soft_state is not None
             or self.snapshot is not None
+            or bool(self.read_states)
         )

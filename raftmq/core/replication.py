@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from raftmq.core import applying, snapshots
+from raftmq.core import applying, reads, snapshots
 from raftmq.core.fast import new_append, new_append_reply, new_entry
 from raftmq.core.messages import (
     AppendEntries,
@@ -20,6 +20,7 @@ from raftmq.core.messages import (
     InstallSnapshot,
     InstallSnapshotReply,
     Message,
+    ReadIndexRequest,
     RequestVote,
     RequestVoteReply,
     TimeoutNow,
@@ -63,6 +64,37 @@ def flush(s: RaftState) -> None:
     if s.bcast_pending:
         s.bcast_pending = False
         send_to_all(s)
+    if s.read_waiting and reads.promote(s):
+        read_round(s)
+    reads.release(s)
+
+
+def read_round(s: RaftState) -> None:
+    """Ask every follower to confirm this leadership for read round ``s.read_seq``: an
+    empty AppendEntries where its log is known to match (REPLICATE) or at the probe in
+    flight (PROBE), which changes nothing else; a follower being sent a snapshot is not
+    asked (raftmq.core.reads)."""
+    first = s.raft_log.first_index
+    for peer, pr in s.progress.items():
+        if pr.state is ProgressState.SNAPSHOT or pr.read is not None:
+            continue
+        prev = pr.match if pr.state is ProgressState.REPLICATE else pr.next - 1
+        if prev < first - 1:
+            continue  # compacted here: the follower needs a snapshot, not this
+        s.send(
+            new_append(
+                term=s.term,
+                sender=s.id,
+                recipient=peer,
+                prev_log_index=prev,
+                prev_log_term=s.raft_log.term(prev),
+                entries=(),
+                leader_commit=s.commit,
+                read_seq=s.read_seq,
+            )
+        )
+        if prev > pr.sent:
+            pr.sent = prev
 
 
 def send_to_all(s: RaftState) -> None:
@@ -116,6 +148,7 @@ def _send_entries(s: RaftState, peer: str, pr: Progress, nxt: int, entries: list
             prev_log_term=s.raft_log.term(nxt - 1),
             entries=tuple(entries),
             leader_commit=s.commit,
+            read_seq=s.read_seq,
         )
     )
     told = nxt - 1 + len(entries)
@@ -189,6 +222,7 @@ def heartbeat(s: RaftState) -> None:
                     prev_log_term=s.raft_log.term(pr.match),
                     entries=(),
                     leader_commit=s.commit,
+                    read_seq=s.read_seq,
                 )
             )
         else:
@@ -262,7 +296,9 @@ def step_leader(s: RaftState, msg: Message) -> None:
         pr = s.progress.get(msg.sender)
         if pr is not None and _answers_what_we_sent(s, pr, msg):
             pr.recent_active = True
+            reads.acked(s, pr, msg.read_seq)
             _handle_append_reply(s, msg.sender, pr, msg)
+            reads.release(s)
     elif isinstance(msg, InstallSnapshotReply):
         pr = s.progress.get(msg.sender)
         if pr is not None and _snapshot_reply_is_possible(s, pr, msg):
@@ -271,6 +307,8 @@ def step_leader(s: RaftState, msg: Message) -> None:
                 _handle_snapshot_done(s, msg.sender, pr, msg.last_index)
             else:
                 snapshots.progress_report(s, msg.sender, pr, msg)
+    elif isinstance(msg, ReadIndexRequest):
+        reads.step_request(s, msg)
     elif isinstance(msg, RequestVote):
         handle_vote_request(s, msg)
     elif isinstance(msg, RequestVoteReply):
@@ -399,7 +437,7 @@ def handle_append_entries(s: RaftState, msg: AppendEntries) -> None:
         # to our first index (§5.3's check at the snapshot's index always passes).
         skip = base - prev
         if skip >= len(ents):
-            _ack(s, msg.sender, prev + len(ents))
+            _ack(s, msg.sender, prev + len(ents), msg.read_seq)
             return
         if ents[skip - 1].term != rlog.prev_term:
             log.error("%s: leader %s conflicts with compacted index %s", s.id, msg.sender, base)
@@ -425,6 +463,7 @@ def handle_append_entries(s: RaftState, msg: AppendEntries) -> None:
                 reject_index=prev,
                 conflict_term=conflict_term,
                 conflict_index=conflict_index,
+                read_seq=msg.read_seq,
             )
         )
         return
@@ -448,10 +487,10 @@ def handle_append_entries(s: RaftState, msg: AppendEntries) -> None:
                 s.truncate(first_new)
             rlog.append(ents[pos:])
     applying.commit_to(s, min(msg.leader_commit, last_new))
-    _ack(s, msg.sender, last_new)
+    _ack(s, msg.sender, last_new, msg.read_seq)
 
 
-def _ack(s: RaftState, leader: str, match: int) -> None:
+def _ack(s: RaftState, leader: str, match: int, read_seq: int) -> None:
     s.send(
         new_append_reply(
             term=s.term,
@@ -462,6 +501,7 @@ def _ack(s: RaftState, leader: str, match: int) -> None:
             reject_index=0,
             conflict_term=0,
             conflict_index=0,
+            read_seq=read_seq,
         )
     )
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections import deque
 
 from raftmq.core.config import RaftConfig
 from raftmq.core.log import RaftLog
@@ -23,6 +24,7 @@ from raftmq.core.types import (
     Entry,
     InitialState,
     LogRead,
+    ReadState,
     Role,
     Snapshot,
     SoftState,
@@ -72,6 +74,11 @@ class RaftState:
         "quorum",
         "raft_log",
         "randomized_timeout",
+        "read_forwarded",
+        "read_pending",
+        "read_seq",
+        "read_states",
+        "read_waiting",
         "reads",
         "reported_ss",
         "rng",
@@ -144,6 +151,16 @@ class RaftState:
         # Elections this core started, by cause (a pre-vote round and the election it
         # leads to count once); only ever incremented, volatile like the rest.
         self.elections_started = dict.fromkeys(ElectionCause, 0)
+        # ReadIndex (raftmq.core.reads): the current read round (leader), reads waiting
+        # for this term's first commit, reads waiting for their round's majority, and
+        # answers for the next Ready. Reads are (request id, origin): origin None for
+        # this node's own, else the follower that forwarded it; pending ones also carry
+        # (read index, round).
+        self.read_seq = 0
+        self.read_waiting: list[tuple[int, str | None]] = []
+        self.read_pending: deque[tuple[int, str | None, int, int]] = deque()
+        self.read_states: list[ReadState] = []
+        self.read_forwarded: set[int] = set()  # follower: reads asked of the leader
 
     # ----------------------------------------------------------------- role changes
 
@@ -166,6 +183,19 @@ class RaftState:
         self.transfer_notice = None
         self.notice_elapsed = 0
         self.bcast_pending = False
+        self.fail_reads()
+        self.read_seq = 0
+
+    def fail_reads(self) -> None:
+        """Every read of this node not answered yet fails (its leadership or its leader
+        changes; raftmq.core.reads); followers' reads are dropped (they time out)."""
+        own = [r for r, origin, _, _ in self.read_pending if origin is None]
+        own += [r for r, origin in self.read_waiting if origin is None]
+        own += sorted(self.read_forwarded)  # a follower's: its leader changed
+        self.read_states.extend(ReadState(request_id, None) for request_id in own)
+        self.read_pending.clear()
+        self.read_waiting.clear()
+        self.read_forwarded.clear()
 
     def become_follower(self, term: int, leader_id: str | None) -> None:
         """Follow ``leader_id`` (or nobody yet) in ``term``."""
@@ -182,6 +212,7 @@ class RaftState:
 
     def become_pre_candidate(self) -> None:
         """Ask for pre-votes for term + 1 without changing any state (thesis §9.6)."""
+        self.fail_reads()
         self.role = _PRE_CANDIDATE
         self.leader_id = None
         self.transfer_notice = None

@@ -118,6 +118,17 @@ class InitialState:
 
 
 @dataclass(frozen=True, slots=True)
+class ReadState:
+    """The answer to :meth:`RaftCore.read_index` (thesis §6.4): once the state machine
+    has applied ``index``, a read of it is linearizable -- it sees every write committed
+    before the read was asked. ``index`` None: this node lost leadership before a
+    majority confirmed it (ask again, on the new leader)."""
+
+    request_id: int  # the caller's id of the read
+    index: int | None  # the read index, or None when the read failed
+
+
+@dataclass(frozen=True, slots=True)
 class LogRead:
     """A request from the core to read ``lo..hi`` (inclusive) from storage.
 

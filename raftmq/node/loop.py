@@ -39,6 +39,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import logging
 import time
 from collections import deque
@@ -123,6 +125,12 @@ class NodeLoop:
         self.inbox: deque[Message] = deque()  # inbound Raft messages, stepped in order
         self.proposals: deque[tuple[bytes, asyncio.Future[Commit]]] = deque()  # next batch
         self.transfers: deque[tuple[str, asyncio.Future[None]]] = deque()  # (target, done)
+        # ReadIndex (raftmq.core.reads): reads to hand the core, reads it holds (by request
+        # id), and waiters for an applied index (a heap of (index, n, future)).
+        self.read_requests: deque[tuple[int, asyncio.Future[int]]] = deque()
+        self._reads: dict[int, asyncio.Future[int]] = {}
+        self._ids = itertools.count(1)
+        self._applied_waiters: list[tuple[int, int, asyncio.Future[None]]] = []
         self.pending = pending  # index -> (term, future) of proposed writes (the applier's)
         self.stopping = False  # set once: the loop ends at its next turn
         self.ended = asyncio.Event()  # set when run() returned, cleanly or not
@@ -154,6 +162,30 @@ class NodeLoop:
             return future
         self.transfers.append((to, future))
         self.wake.set()
+        return future
+
+    def request_read(self) -> asyncio.Future[int]:
+        """Queue a linearizable read for the loop; the future resolves with its read index
+        (thesis §6.4), or fails with NotLeader (no leader known, or leadership changed
+        before the read was confirmed) or NodeStopped."""
+        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        if self.stopping:
+            future.set_exception(NodeStopped(f"node {self.node_id} is not running"))
+            return future
+        self.read_requests.append((next(self._ids), future))
+        self.wake.set()
+        return future
+
+    def wait_applied(self, index: int) -> asyncio.Future[None]:
+        """A future that resolves once the callbacks of every entry up to ``index`` ran
+        here (NodeStopped when the loop ends first)."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._applier.applied >= index:
+            future.set_result(None)
+        elif self.stopping:
+            future.set_exception(NodeStopped(f"node {self.node_id} is not running"))
+        else:
+            heapq.heappush(self._applied_waiters, (index, next(self._ids), future))
         return future
 
     def stop(self) -> None:
@@ -198,7 +230,9 @@ class NodeLoop:
         next_tick = loop.time() + self.tick_interval
         while not self.stopping:
             delay = next_tick - loop.time()
-            if delay > 0 and not (self.inbox or self.proposals or self.transfers):
+            if delay > 0 and not (
+                self.inbox or self.proposals or self.transfers or self.read_requests
+            ):
                 self.wake.clear()
                 # asyncio.timeout, not wait_for: no task per wait (this runs per message)
                 with contextlib.suppress(TimeoutError):
@@ -215,9 +249,11 @@ class NodeLoop:
                 next_tick += elapsed * self.tick_interval
             self._step_inbox(now)
             self._start_transfers()
+            self._start_reads()
             self._propose_queued()
             await self._handle_ready()
             if ticked:
+                self._forget_abandoned_reads()
                 await self._flush_deferred()
                 if self.retention.active and now >= self._retention_check_at:
                     self._retention_check_at = now + CHECK_INTERVAL
@@ -245,6 +281,49 @@ class NodeLoop:
             except (NotLeader, ConfigError) as exc:
                 future.set_exception(exc)
             else:
+                future.set_result(None)
+
+    def _start_reads(self) -> None:
+        core = self.core
+        while self.read_requests:
+            request_id, future = self.read_requests.popleft()
+            if future.done():
+                continue
+            try:
+                core.read_index(request_id)
+            except NotLeader as exc:
+                future.set_exception(NotLeader(exc.leader_hint, str(exc)))
+            else:
+                self._reads[request_id] = future
+
+    def _answer_reads(self, ready: Ready) -> None:
+        for state in ready.read_states:
+            future = self._reads.pop(state.request_id, None)
+            if future is None or future.done():
+                continue
+            if state.index is None:
+                future.set_exception(
+                    NotLeader(
+                        self.core.leader_id,
+                        "leadership changed before the read was confirmed; ask again",
+                    )
+                )
+            else:
+                future.set_result(state.index)
+
+    def _forget_abandoned_reads(self) -> None:
+        """Reads whose caller gave up (timed out) are forgotten, here and in the core."""
+        if not any(future.done() for future in self._reads.values()):
+            return
+        for request_id in [r for r, future in self._reads.items() if future.done()]:
+            del self._reads[request_id]
+            self.core.forget_read(request_id)
+
+    def _wake_applied(self) -> None:
+        waiters, applied = self._applied_waiters, self._applier.applied
+        while waiters and waiters[0][0] <= applied:
+            future = heapq.heappop(waiters)[2]
+            if not future.done():
                 future.set_result(None)
 
     def _propose_queued(self) -> None:
@@ -302,6 +381,7 @@ class NodeLoop:
                     await self._install_snapshot(step)
                 elif isinstance(step, Restore):
                     await self._applier.install(step.snapshot)
+                    self._wake_applied()
                     self._counters["snapshots_installed"] = (
                         self._counters.get("snapshots_installed", 0) + 1
                     )
@@ -314,6 +394,7 @@ class NodeLoop:
                 else:
                     core.advance(ready)
                     await self._serve_reads(ready)
+                    self._answer_reads(ready)
             await self._maybe_snapshot()
 
     async def _install_snapshot(self, step: PersistSnapshot) -> None:
@@ -417,6 +498,8 @@ class NodeLoop:
         self.defer(await self._applier.apply(step.entries, step.hard_state))
         for apply_observer in self.apply_observers:
             apply_observer(step.entries)
+        if self._applied_waiters:
+            self._wake_applied()
 
     def defer(self, batch: PersistBatch) -> None:
         """Save ``batch`` (bookkeeping, no log change) with the next save."""
@@ -477,11 +560,18 @@ class NodeLoop:
             return result
 
     def fail_pending(self, error: Exception) -> None:
-        """Fail every queued proposal, pending write and transfer with ``error``."""
-        for _, waiting in self.transfers:
+        """Fail every queued proposal, pending write, transfer and read with ``error``."""
+        waiters: list[asyncio.Future[Any]] = [future for _, future in self.transfers]
+        waiters += [future for _, future in self.read_requests]
+        waiters += list(self._reads.values())
+        waiters += [future for _, _, future in self._applied_waiters]
+        for waiting in waiters:
             if not waiting.done():
                 waiting.set_exception(error)
         self.transfers.clear()
+        self.read_requests.clear()
+        self._reads.clear()
+        self._applied_waiters.clear()
         writes = [future for _, future in self.proposals]
         writes += [future for _, future in self.pending.values()]
         self.proposals.clear()

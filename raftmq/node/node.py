@@ -348,6 +348,23 @@ class Node(Generic[T]):
         finally:
             self._role_observers.remove(observe)
 
+    async def read_index(self, *, timeout: float | None = None) -> int:
+        """A linearizable read barrier (thesis §6.4, ReadIndex with check-quorum): returns
+        once this node's state machine reflects every write committed before the call --
+        read your embedded state right after it. Returns the read index (the leader's
+        commit index when a majority confirmed its leadership after the call); by then
+        ``on_commit`` ran for every entry up to it here. On a follower the leader is
+        asked (no write to the log either way).
+
+        Raises NotLeader when no leader is known or leadership changed before the read
+        was confirmed (ask again, after :meth:`wait_for_leader`), TimeoutError after
+        ``timeout`` (default ``write_timeout``), NodeStopped when the node stops."""
+        loop = self._running
+        async with asyncio.timeout(self.write_timeout if timeout is None else timeout):
+            index = await loop.request_read()
+            await loop.wait_applied(index)
+        return index
+
     async def write(self, value: T, *, timeout: float | None = None) -> Commit:
         """Replicate ``value``; return where it committed.
 

@@ -25,6 +25,8 @@ from raftmq.core.messages import (
     InstallSnapshot,
     InstallSnapshotReply,
     Message,
+    ReadIndexReply,
+    ReadIndexRequest,
     RequestVote,
     RequestVoteReply,
     TimeoutNow,
@@ -44,6 +46,8 @@ RAFT_MESSAGE_TYPES: frozenset[str] = frozenset(
         TimeoutNow,
         InstallSnapshot,
         InstallSnapshotReply,
+        ReadIndexRequest,
+        ReadIndexReply,
     )
 )
 """The AMQP ``type`` values of Raft messages; any other type is a client request kind."""
@@ -52,6 +56,7 @@ REPLY_TO_REQUEST: dict[str, str] = {
     RequestVoteReply.model_fields["type"].default: RequestVote.model_fields["type"].default,
     AppendEntriesReply.model_fields["type"].default: AppendEntries.model_fields["type"].default,
     InstallSnapshotReply.model_fields["type"].default: InstallSnapshot.model_fields["type"].default,
+    ReadIndexReply.model_fields["type"].default: ReadIndexRequest.model_fields["type"].default,
 }
 """Raft reply type -> the request type it answers (to carry the request's correlation_id)."""
 

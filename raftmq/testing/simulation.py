@@ -31,6 +31,13 @@ the leader gets the snapshot through InstallSnapshot, and its driver's ``Persist
 and ``Restore`` steps install it. The checker verifies every snapshot taken or installed
 covers committed entries only and equals the state replaying the log gives.
 
+Reads: :meth:`Simulation.read` asks a node for a linearizable read (ReadIndex,
+raftmq.core.reads); the simulation records the highest commit index any node had reached
+when the read began -- every write a client could have been told about -- and when the
+read is answered checks its read index is not below it (``SafetyViolation`` otherwise):
+a read never misses a write acknowledged before it began. :attr:`Simulation.read_log`
+keeps every read and its outcome.
+
 A single ``random.Random(seed)`` drives the network and seeds every core, so the
 same seed and the same calls produce the same run, bit for bit.
 """
@@ -38,6 +45,7 @@ same seed and the same calls produce the same run, bit for bit.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 import struct
 from collections.abc import Callable, Iterable, Sequence
@@ -58,7 +66,7 @@ from raftmq.core.types import (
 from raftmq.errors import NotLeader
 from raftmq.node.driver import Apply, Persist, PersistSnapshot, ReadyDriver, Restore, Send, Step
 from raftmq.storage.port import PersistBatch
-from raftmq.testing.checkers import SafetyChecker
+from raftmq.testing.checkers import SafetyChecker, SafetyViolation
 from raftmq.testing.network import Network
 
 DriverFactory = Callable[[tuple[int, str | None]], ReadyDriver]
@@ -66,6 +74,17 @@ DriverFactory = Callable[[tuple[int, str | None]], ReadyDriver]
 
 MAX_DELIVERIES_PER_TICK = 1_000_000
 """A tick that delivers more messages than this is a livelock: the simulation raises."""
+
+
+@dataclasses.dataclass
+class ReadRecord:
+    """One read asked of a simulated node and what became of it."""
+
+    node_id: str  # the node asked
+    asked: int  # tick it was asked at
+    floor: int  # the highest commit index any node had reached then
+    answered: int | None = None  # tick of the answer; None while there is none
+    index: int | None = None  # the read index answered; None: failed (or not answered)
 
 
 class SimulationError(RuntimeError):
@@ -248,6 +267,9 @@ class Simulation:
         self._drivers = {n: driver((0, None)) for n in self.node_ids}
         self._machines: dict[str, list[Entry]] = {n: [] for n in self.node_ids}
         self._crash_armed: dict[str, None] = {}  # ordered set: crash in the next Ready's plan
+        self._read_ids = itertools.count(1)
+        self.read_log: dict[int, ReadRecord] = {}  # every read asked, by request id
+        self.max_commit = 0  # the highest commit index any node reached
 
     # -- inspection -----------------------------------------------------------------------
     def core(self, node_id: str) -> RaftCore:
@@ -414,6 +436,20 @@ class Simulation:
         except NotLeader:
             return None
 
+    def read(self, node_id: str) -> int | None:
+        """Ask ``node_id`` for a linearizable read: its request id (the outcome shows in
+        :attr:`read_log`), or None when the node is down or knows no leader."""
+        core = self._cores[node_id]
+        if core is None:
+            return None
+        request_id = next(self._read_ids)
+        try:
+            core.read_index(request_id)
+        except NotLeader:
+            return None
+        self.read_log[request_id] = ReadRecord(node_id, self.now, self.max_commit)
+        return request_id
+
     def step(self) -> None:
         """Advance one tick: tick every live node, then run the cluster to quiescence."""
         self.settle()
@@ -468,6 +504,18 @@ class Simulation:
                     f"(seed {self.seed})"
                 )
 
+    def _read_answered(self, node_id: str, request_id: int, index: int | None) -> None:
+        read = self.read_log.get(request_id)
+        if read is None or read.node_id != node_id or read.answered is not None:
+            return
+        read.answered, read.index = self.now, index
+        if index is not None and index < read.floor:
+            raise SafetyViolation(
+                f"stale read: read {request_id} on {node_id} (asked at tick {read.asked}) "
+                f"got read index {index}, but index {read.floor} was committed before it "
+                f"began (seed {self.seed})"
+            )
+
     def _handle_ready(self, node_id: str, core: RaftCore) -> None:
         """Carry out one Ready in the order of the node's driver (raftmq.node.driver)."""
         ready = core.ready()
@@ -493,6 +541,9 @@ class Simulation:
                 record = self.persisted[node_id]
                 for request in ready.reads:
                     core.step_read(LogReadResult(read=request, entries=record.read(request)))
+                for state in ready.read_states:
+                    self._read_answered(node_id, state.request_id, state.index)
+        self.max_commit = max(self.max_commit, core.commit_index)
         checker = self.checker
         if checker is not None:
             if ready.soft_state is not None and ready.soft_state.role is Role.LEADER:

@@ -150,7 +150,7 @@ def test_new_append_equals_validated(
     term, prev_index, prev_term, raw = args
     ents = entries_of(raw)
     inner = tuple(Entry(index=i, term=t, kind=k, data=d) for i, t, k, d in raw)
-    fast = new_append(term, sender, recipient, prev_index, prev_term, ents, commit)
+    fast = new_append(term, sender, recipient, prev_index, prev_term, ents, commit, commit // 3)
     valid = AppendEntries(
         term=term,
         sender=sender,
@@ -159,6 +159,7 @@ def test_new_append_equals_validated(
         prev_log_term=prev_term,
         entries=inner if validated_entries else ents,
         leader_commit=commit,
+        read_seq=commit // 3,
     )
     assert_message(fast, valid)
     from_dict = AppendEntries.model_validate(
@@ -170,6 +171,7 @@ def test_new_append_equals_validated(
             "prev_log_term": prev_term,
             "entries": [{"index": i, "term": t, "kind": k, "data": d} for i, t, k, d in raw],
             "leader_commit": commit,
+            "read_seq": commit // 3,
         }
     )
     assert_message(fast, from_dict)
@@ -186,6 +188,7 @@ def test_new_append_heartbeat_and_frozen() -> None:
         prev_log_term=1,
         entries=(),
         leader_commit=4,
+        read_seq=0,
     )
     assert_message(fast, valid)
     assert_frozen(fast, "leader_commit", 5)
@@ -204,7 +207,9 @@ def test_new_append_reply_equals_validated(
 ) -> None:
     """new_append_reply (every argument passed, as the core does) == AppendEntriesReply(...)."""
     term, sender, recipient, success, match, reject, c_term, c_index = args
-    fast = new_append_reply(term, sender, recipient, success, match, reject, c_term, c_index)
+    fast = new_append_reply(
+        term, sender, recipient, success, match, reject, c_term, c_index, match // 2
+    )
     valid = AppendEntriesReply(
         term=term,
         sender=sender,
@@ -214,6 +219,7 @@ def test_new_append_reply_equals_validated(
         reject_index=reject,
         conflict_term=c_term,
         conflict_index=c_index,
+        read_seq=match // 2,
     )
     assert_message(fast, valid)
 
@@ -235,6 +241,7 @@ def test_new_append_reply_defaults() -> None:
         reject_index=0,
         conflict_term=0,
         conflict_index=0,
+        read_seq=0,
     )
     assert_message(fast, explicit)
     assert_frozen(fast, "success", False)

@@ -24,6 +24,7 @@ ORDER = (
     "fast",
     "ready",
     "state",
+    "reads",
     "applying",
     "votes",
     "snapshots",

@@ -43,6 +43,11 @@ class ScheduleResult:
     proposed: int = 0  # proposals a leader accepted
     adversary: Adversary | None = None  # the forging member, in the seeds that have one
 
+    @property
+    def reads_answered(self) -> int:
+        """Reads that got a read index (each checked against the writes before it)."""
+        return sum(1 for read in self.sim.read_log.values() if read.index is not None)
+
 
 def _split(rng: random.Random, nodes: list[str]) -> list[list[str]]:
     shuffled = nodes[:]
@@ -102,6 +107,10 @@ def run_schedule(
     def note(action: str) -> None:
         result.actions.append(f"{sim.now}: {action}")
 
+    # Linearizable reads on random nodes (leaders and followers), a stream of their own.
+    reading = random.Random(f"reads:{seed}")
+    read_rate = reading.choice([0.0, 0.1, 0.3])  # per tick: a read is asked somewhere
+
     burst_rate = rng.choice([0.0, 0.2, 0.5])  # share of phases that are Figure 8 bursts
     for _ in range(PHASES):
         if rng.random() < burst_rate:
@@ -159,6 +168,10 @@ def run_schedule(
                 snapshot = sim.take_snapshot(snapper)
                 if snapshot is not None:
                     note(f"snapshot {snapper} at {snapshot.index}")
+            if read_rate and reading.random() < read_rate:
+                reader = reading.choice(nodes)
+                if sim.read(reader) is not None:
+                    note(f"read on {reader}")
             if rng.random() < 0.4:
                 proposer = sim.leader() if rng.random() < 0.8 else rng.choice(nodes)
                 if proposer is not None:

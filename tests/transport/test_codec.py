@@ -9,6 +9,8 @@ from raftmq.core.messages import (
     InstallSnapshot,
     InstallSnapshotReply,
     Message,
+    ReadIndexReply,
+    ReadIndexRequest,
     RequestVoteReply,
     TimeoutNow,
 )
@@ -46,6 +48,8 @@ MESSAGES: list[Message] = [
         leader_commit=41,
     ),
     InstallSnapshotReply(term=5, sender="a", recipient="b", last_index=40, last_term=4, offset=7),
+    ReadIndexRequest(term=5, sender="a", recipient="b", request_id=12),
+    ReadIndexReply(term=5, sender="a", recipient="b", request_id=12, index=40),
 ]
 
 
