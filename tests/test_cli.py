@@ -224,9 +224,18 @@ async def test_status_write_transfer_and_graceful_stop(local_cluster: ClusterFac
     assert json.loads(out)["n1"]["transport"]["dropped"] == {"unsigned": 1}, out
     code, out = await _raftmq("status", *common, "--nodes", "n1")  # one node reveals all
     assert code == 0, out
-    rows = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    table, _, progress = out.partition("followers of ")
+    rows = {line.split()[0]: line.split() for line in table.splitlines()[1:]}
     assert set(rows) == {"n1", "n2", "n3"}
     assert [n for n, row in rows.items() if row[1] == "leader"] == [leader.node_id]
+    # the leader's view of each follower: match index, lag, replication state
+    assert progress.startswith(leader.node_id), out
+    followers = {line.split()[0] for line in progress.splitlines()[1:]}
+    assert followers == set(cluster.node_ids) - {leader.node_id}, out
+    assert all(" match " in line and " lag " in line for line in progress.splitlines()[1:])
+    code, out = await _raftmq("status", *common, "--nodes", leader.node_id, "--json")
+    status = json.loads(out)[leader.node_id]
+    assert set(status["followers"]) == followers and status["first_index"] == 1, out
 
     code, out = await _raftmq("write", *common, "--nodes", "n1,n2,n3", "hello")
     assert code == 0 and out.startswith("index="), out

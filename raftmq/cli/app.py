@@ -324,6 +324,16 @@ def status(
         typer.echo(
             f"{node_id:<12} {role:<14} {s.term:>6} {s.commit:>8} {s.applied:>8} {contact:>8}"
         )
+    for node_id in sorted(statuses):
+        s = statuses[node_id]
+        if s is not None and s.followers:
+            typer.echo(f"followers of {node_id} (last index {s.last_index}):")
+            for peer, follower in s.followers.items():
+                silent = "" if follower.active else ", silent"
+                typer.echo(
+                    f"  {peer:<12} match {follower.match:>8}  lag {follower.lag:>6}  "
+                    f"({follower.state}{silent})"
+                )
     if not answered:
         if key is None:
             typer.secho(NO_KEY_HINT.strip(" ()"), err=True)

@@ -117,6 +117,7 @@ class NodeLoop:
         # The log kept for replay (raftmq.node.retention): older entries are compacted.
         self.retention = (retention or Retention()).check()
         self._retention_check_at = 0.0  # loop time of the next retention check
+        self.log_first_index = core.first_index  # the first index storage holds (status)
         # The highest index storage may compact up to, besides what the core keeps (None:
         # no other bound): the fan-out watermark where the queue services run, since
         # fan-out reads its entries from storage.
@@ -380,6 +381,7 @@ class NodeLoop:
                 elif isinstance(step, PersistSnapshot):
                     await self._install_snapshot(step)
                 elif isinstance(step, Restore):
+                    self.log_first_index = step.snapshot.index + 1
                     await self._applier.install(step.snapshot)
                     self._wake_applied()
                     self._counters["snapshots_installed"] = (
@@ -488,6 +490,7 @@ class NodeLoop:
         await self._retrying(
             "compaction", "storage_retries", lambda: self._storage.compact(compact_to)
         )
+        self.log_first_index = max(self.log_first_index, compact_to + 1)
         logger.info("%s: log compacted up to %s", self.node_id, compact_to)
 
     async def _apply_committed(self, step: Apply) -> None:

@@ -54,7 +54,7 @@ from raftmq.node.sessions import (
 from raftmq.node.types import NODE_COUNTERS, OnCommit, OnRecord, Service, ServiceHost, T
 from raftmq.protocol.receipts import Commit
 from raftmq.protocol.record import Record
-from raftmq.protocol.requests import NodeStatus
+from raftmq.protocol.requests import FollowerProgress, NodeStatus
 from raftmq.protocol.watermark import encode_watermark
 from raftmq.storage.port import PersistBatch, Storage
 from raftmq.transport.port import Transport
@@ -458,6 +458,8 @@ class Node(Generic[T]):
             loop_error=repr(node_loop.failure)[:500] if failed else None,
             counters=self._counters | _election_counters(core),
             transport=self._transport.stats.snapshot(),
+            followers=_followers(core) if core.role is Role.LEADER and not failed else None,
+            first_index=node_loop.log_first_index,
         )
 
     async def transfer_leadership(self, to: str) -> None:
@@ -465,6 +467,21 @@ class Node(Generic[T]):
         transfer. Raises NotLeader, ConfigError (not a voter) or NodeStopped."""
         # Through the loop, like a proposal: only its task may touch the core.
         await self._running.request_transfer(to)
+
+
+def _followers(core: RaftCore) -> dict[str, FollowerProgress]:
+    """The leader's view of each follower's log, as ``status`` shows it."""
+    last = core.last_index
+    return {
+        peer: FollowerProgress(
+            match=view.match,
+            next=view.next,
+            state=view.state,
+            lag=max(0, last - view.match),
+            active=view.recent_active,
+        )
+        for peer, view in sorted(core.status().progress.items())
+    }
 
 
 def _election_counters(core: RaftCore) -> dict[str, int]:

@@ -26,6 +26,16 @@ class WriteReply(BaseModel):
     detail: str | None = None  # human-readable reason
 
 
+class FollowerProgress(BaseModel):
+    """What a leader knows about one follower's log (``NodeStatus.followers``)."""
+
+    match: int  # highest index known replicated on the follower
+    next: int  # next index the leader sends it
+    state: str  # "probe", "replicate" or "snapshot" (catching up through InstallSnapshot)
+    lag: int  # the leader's last index minus match
+    active: bool  # heard from since the last check-quorum round
+
+
 class NodeStatus(BaseModel):
     """A snapshot of a node's state, as `raftmq status` prints it."""
 
@@ -46,3 +56,6 @@ class NodeStatus(BaseModel):
     loop_error: str | None = None  # what ended the loop, when it failed
     counters: dict[str, int]  # inbox overflow, apply errors, storage retries
     transport: dict[str, Any]  # transport counters: sent, received, dropped by reason, ...
+    # The leader's view of each follower (None on a follower)
+    followers: dict[str, FollowerProgress] | None = None
+    first_index: int | None = None  # the first index this node's log holds (compaction)

@@ -117,9 +117,19 @@ async def test_every_node_keeps_the_newest_entries_and_the_same_state() -> None:
             assert extent.last_index == last
             assert 100 <= extent.entries <= 111, (node_id, extent)
             assert node.status().counters["snapshots_taken"] >= 1
+            assert node.status().first_index == extent.first_index  # status shows it
             # the entries kept are whole and readable
             kept = await c.storages[node_id].entries(extent.first_index, last)
             assert [e.index for e in kept] == list(range(extent.first_index, last + 1))
+        async with asyncio.timeout(10):  # the leader hears every follower's last ack
+            while True:
+                followers = leader.status().followers
+                assert followers is not None
+                if all(f.match == last and f.lag == 0 for f in followers.values()):
+                    break
+                await asyncio.sleep(c.tick)
+        assert set(followers) == set(c.ids) - {leader.node_id}
+        assert all(n.status().followers is None for n in c.nodes.values() if n is not leader)
         await _bookkeeping_saved(c)
         states = [_state(node) for node in c.nodes.values()]
         assert all(state == states[0] for state in states)
