@@ -94,6 +94,15 @@ class RetentionCluster(MemoryCluster):
         return node
 
 
+async def _written(c: MemoryCluster, count: int) -> tuple[Node[Item], int]:
+    """The leader and the last index, once ``count`` writes were applied on every node."""
+    leader = await c.leader()
+    commits = await _write_many(leader, 1, count)
+    last = max(x.index for x in commits)
+    await c.wait_applied(last)
+    return leader, last
+
+
 async def _compacted(c: MemoryCluster, past: int, timeout: float = 20.0) -> None:
     """Wait until every node's storage starts after ``past`` (retention runs about once
     a second)."""
@@ -107,10 +116,7 @@ async def test_every_node_keeps_the_newest_entries_and_the_same_state() -> None:
     c = RetentionCluster(Retention(entries=100), trailing_entries=20)
     await c.start_all()
     try:
-        leader = await c.leader()
-        commits = await _write_many(leader, 1, 400)
-        last = max(x.index for x in commits)
-        await c.wait_applied(last)
+        leader, last = await _written(c, 400)
         await _compacted(c, last - 111)
         for node_id, node in c.nodes.items():
             extent = await c.storages[node_id].extent()
@@ -142,10 +148,7 @@ async def test_trailing_entries_and_the_floor_hold_retention_back() -> None:
     c = RetentionCluster(Retention(entries=10), floor=120, trailing_entries=50)
     await c.start_all()
     try:
-        leader = await c.leader()
-        commits = await _write_many(leader, 1, 300)
-        last = max(x.index for x in commits)
-        await c.wait_applied(last)
+        await _written(c, 300)
         await _compacted(c, 100)
         for node_id in c.nodes:
             assert await c.storages[node_id].first_index() == 121  # the floor, no further
@@ -159,10 +162,7 @@ async def test_periodic_snapshots_never_compact_what_retention_keeps() -> None:
     c = RetentionCluster(Retention(entries=150), snapshot_entries=50, trailing_entries=5)
     await c.start_all()
     try:
-        leader = await c.leader()
-        commits = await _write_many(leader, 1, 400)
-        last = max(x.index for x in commits)
-        await c.wait_applied(last)
+        _, last = await _written(c, 400)
         await _compacted(c, last - 166)
         for node_id in c.nodes:
             extent = await c.storages[node_id].extent()
@@ -176,10 +176,7 @@ async def test_retention_by_bytes_and_age_compacts_an_idle_log() -> None:
     c = RetentionCluster(Retention(bytes=2_000, age=0.5), trailing_entries=0)
     await c.start_all()
     try:
-        leader = await c.leader()
-        commits = await _write_many(leader, 1, 100)
-        last = max(x.index for x in commits)
-        await c.wait_applied(last)
+        _, last = await _written(c, 100)
         # nothing is written any more: age alone empties the log down to its newest entry
         await _compacted(c, last - 1)
         for node_id in c.nodes:
