@@ -27,6 +27,8 @@ one is no honest echo and is ignored.
 
 from __future__ import annotations
 
+import logging
+
 from raftmq.core.messages import ReadIndexReply, ReadIndexRequest
 from raftmq.core.progress import Progress
 from raftmq.core.state import RaftState
@@ -35,13 +37,19 @@ from raftmq.errors import NotLeader
 
 __all__ = ["acked", "promote", "release", "request", "step_reply", "step_request"]
 
+log = logging.getLogger("raftmq.core.reads")
+
 MAX_FORWARDED = 10_000  # reads a follower has forwarded and not yet heard back about
+MAX_WAITING = 100_000  # reads a leader holds unconfirmed (its own and followers')
 
 
 def request(s: RaftState, request_id: int) -> None:
     """Queue read ``request_id`` (leader), or forward it to the leader (follower);
-    NotLeader (with the leader hint) when there is no leader to ask."""
+    NotLeader (with the leader hint) when there is no leader to ask or too many reads
+    wait already."""
     if s.role is Role.LEADER:
+        if len(s.read_waiting) + len(s.read_pending) >= MAX_WAITING:
+            raise NotLeader(s.id, "too many reads waiting for confirmation")
         s.read_waiting.append((request_id, None))
         return
     if s.role is not Role.FOLLOWER or s.leader_id is None:
@@ -53,9 +61,16 @@ def request(s: RaftState, request_id: int) -> None:
 
 
 def step_request(s: RaftState, msg: ReadIndexRequest) -> None:
-    """Leader: a follower's read, confirmed like our own and answered to it."""
-    if msg.sender in s.progress:
-        s.read_waiting.append((msg.request_id, msg.sender))
+    """Leader: a follower's read, confirmed like our own and answered to it. Past
+    MAX_WAITING unconfirmed reads (a leader that cannot reach a majority, or a flood of
+    requests) a follower's read is dropped and logged: its asker times out, and the
+    leader's memory stays bounded."""
+    if msg.sender not in s.progress:
+        return
+    if len(s.read_waiting) + len(s.read_pending) >= MAX_WAITING:
+        log.warning("%s: %s unconfirmed reads; dropping %s's", s.id, MAX_WAITING, msg.sender)
+        return
+    s.read_waiting.append((msg.request_id, msg.sender))
 
 
 def step_reply(s: RaftState, msg: ReadIndexReply) -> None:

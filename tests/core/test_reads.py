@@ -7,7 +7,14 @@ from __future__ import annotations
 
 import pytest
 
-from raftmq.core import AppendEntries, AppendEntriesReply, ReadIndexReply, ReadState
+from raftmq.core import (
+    AppendEntries,
+    AppendEntriesReply,
+    ReadIndexReply,
+    ReadIndexRequest,
+    ReadState,
+    reads,
+)
 from raftmq.errors import NotLeader
 from tests.core.harness import Network, flush, single
 
@@ -163,3 +170,27 @@ def _ack(sender: str, term: int, match: int, read_seq: int) -> AppendEntriesRepl
         match_index=match,
         read_seq=read_seq,
     )
+
+
+def test_a_flood_of_forwarded_reads_is_bounded_on_a_leader_without_a_majority(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Hostile input: requests from a member pile up while the leader cannot confirm
+    them; past MAX_WAITING they are dropped (their askers time out) and the leader's own
+    reads are refused with NotLeader, instead of growing without bound."""
+    monkeypatch.setattr(reads, "MAX_WAITING", 5)
+    net = Network(["a", "b", "c"])
+    net.elect("a")
+    a = net.cores["a"]
+    net.isolate("c")
+    net.filter = lambda m: m.recipient == "b" and isinstance(m, AppendEntries)
+    for k in range(1, 9):
+        a.step(ReadIndexRequest(term=a.term, sender="c", recipient="a", request_id=k))
+    net.deliver()
+    assert _states(net, "a") == []  # b hears nothing: nothing confirmed
+    with pytest.raises(NotLeader, match="too many reads"):
+        a.read_index(99)
+    net.recover()
+    net.tick_all(a.config.heartbeat_ticks)
+    replies = [m for m in net.sent if isinstance(m, ReadIndexReply)]
+    assert sorted(m.request_id for m in replies) == [1, 2, 3, 4, 5]  # the rest dropped
