@@ -335,6 +335,12 @@ async def test_a_burst_of_huge_batches_is_ingested_without_an_election(
             )
         await receipts.wait(lambda: len(receipts.messages) >= 5, timeout=240)
         statuses = await admin.statuses()
-        assert {s.term for s in statuses.values() if s is not None} == {leader.term}
+        # On failure, say who started an election and what each node saw meanwhile.
+        seen = {
+            node: (s.term, s.role.value, s.counters, s.transport.get("dropped"))
+            for node, s in statuses.items()
+            if s is not None
+        }
+        assert {s.term for s in statuses.values() if s is not None} == {leader.term}, seen
         assert (await admin.status(leader.node_id)).role.value == "leader"
     assert cluster.crashed() == {}
