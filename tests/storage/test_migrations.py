@@ -101,12 +101,7 @@ async def test_upgrade_0001_to_0002_keeps_sessions_with_last_seq_semantics(db_ur
     [old] = await _run_sync(db_url, sessions_txn)
     # Before 0002 a session meant "every seq <= last_seq applied": floor = last_seq.
     assert old == ClientSession("old", 7, 40, 3, 41, floor=7, above=())
-    engine = create_store_engine(db_url)
-    try:
-        async with engine.connect() as conn:
-            assert await conn.run_sync(_diff) == []
-    finally:
-        await engine.dispose()
+    assert await _run_sync(db_url, _diff) == []  # models == migrations
 
 
 async def test_downgrade_0002_to_0001_and_back_to_head(db_url: str) -> None:
@@ -118,12 +113,7 @@ async def test_downgrade_0002_to_0001_and_back_to_head(db_url: str) -> None:
     assert await migrate.upgrade(db_url) == migrate.head_revision()
     # Going through 0001 keeps the row; its seq set falls back to "<= last_seq".
     assert await _run_sync(db_url, sessions_txn) == [ClientSession("p", 9, 50, 2, 50)]
-    engine = create_store_engine(db_url)
-    try:
-        async with engine.connect() as conn:
-            assert await conn.run_sync(_diff) == []
-    finally:
-        await engine.dispose()
+    assert await _run_sync(db_url, _diff) == []  # models == migrations
 
 
 POPULATED_ENTRIES = tuple(Entry(index=i, term=2, data=b"w%d" % i) for i in (1, 2, 3))
@@ -206,12 +196,7 @@ async def test_upgrade_0003_to_0004_keeps_a_populated_database_and_its_snapshot(
         await store.compact(5)
     finally:
         await store.close()
-    engine = create_store_engine(db_url)
-    try:
-        async with engine.connect() as conn:
-            assert await conn.run_sync(_diff) == []
-    finally:
-        await engine.dispose()
+    assert await _run_sync(db_url, _diff) == []  # models == migrations
     assert await migrate.downgrade(db_url, "0003") == "0003"
     assert await migrate.upgrade(db_url) == "0005"
     store = SqlStorage(db_url, cluster="c", node_id="n1")
@@ -257,12 +242,7 @@ async def test_upgrade_0002_to_head_keeps_entries_of_unknown_age_until_newer_one
         assert await store.extent() == LogExtent(5, 5, 1, 4, 5_100.0)
     finally:
         await store.close()
-    engine = create_store_engine(db_url)
-    try:
-        async with engine.connect() as conn:
-            assert await conn.run_sync(_diff) == []
-    finally:
-        await engine.dispose()
+    assert await _run_sync(db_url, _diff) == []  # models == migrations
     again = SqlStorage(db_url, cluster="c", node_id="n1")
     await again.open()
     try:
