@@ -23,7 +23,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -55,6 +55,42 @@ TURN_BYTES = 1 << 20  # bytes of records judged and submitted between two yields
 # saves share this event loop), so the leader keeps its followers' lease while it ingests.
 MAX_UNSETTLED = 4096
 _FRAME_OVERHEAD = 8  # bytes of a frame around its payload
+
+
+async def committed_all(
+    futures: Sequence[asyncio.Future[Commit]], timeout: float
+) -> BaseException | None:
+    """Wait for the commits of a batch's records: None when every one committed within
+    ``timeout``, else the first failure (or a TimeoutError), every future abandoned.
+    Cancelled while waiting (ingest stops when leadership is lost), it abandons them too:
+    the node fails them with NotLeader later, and nobody would ever look."""
+    try:
+        done, _ = await asyncio.wait(futures, timeout=timeout)
+    except BaseException:
+        abandon(futures)
+        raise
+    for future in futures:
+        failure: BaseException | None = None
+        if future not in done or future.cancelled():
+            failure = TimeoutError("batch not committed in time")
+        else:
+            failure = future.exception()
+        if failure is not None:
+            abandon(futures)
+            return failure
+    return None
+
+
+def abandon(futures: Iterable[asyncio.Future[Any]]) -> None:
+    """Let go of a batch's commit futures once nobody will await them: pending ones are
+    cancelled (the node skips cancelled futures when it applies) and the failure of a
+    finished one is retrieved, so that a batch requeued after a leadership change does
+    not leave asyncio logging "Future exception was never retrieved" once per record."""
+    for future in futures:
+        if not future.done():
+            future.cancel()
+        elif not future.cancelled():
+            future.exception()
 
 
 class Ingest(LeaderService):
@@ -265,10 +301,12 @@ class Ingest(LeaderService):
                     pending.append((len(results), outcome))
                     results.append({"seq": record.seq} if record.seq is not None else {})
         except (NotLeader, WriteRejected, NodeStopped) as exc:
-            for _, future in pending:
-                future.cancel()  # nobody will await them: the redelivery decides
+            abandon(future for _, future in pending)  # the redelivery decides
             await self._requeue(acks, message, exc)
             return
+        except BaseException:  # cancelled (ingest stops when leadership is lost)
+            abandon(future for _, future in pending)
+            raise
         if pending and not await self._committed(acks, message, results, pending):
             return
         for payload, reason in rejected:  # only now: a requeued batch dead-letters nothing
@@ -290,18 +328,8 @@ class Ingest(LeaderService):
         """Wait for the pending records of a batch; fill in their results, or requeue the
         batch and return False when one failed or timed out."""
         futures = [future for _, future in pending]
-        done, _ = await asyncio.wait(futures, timeout=self.node.write_timeout)
-        failure: BaseException | None = None
-        for future in futures:
-            if future not in done or future.cancelled():
-                failure = TimeoutError("batch not committed in time")
-            elif future.exception() is not None:
-                failure = future.exception()
-            if failure is not None:
-                break
+        failure = await committed_all(futures, self.node.write_timeout)
         if failure is not None:
-            for future in futures:
-                future.cancel()  # the node skips cancelled futures when it applies
             await self._requeue(acks, message, failure)
             return False
         for slot, future in pending:
