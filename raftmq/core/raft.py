@@ -22,7 +22,7 @@ from collections.abc import Collection, Sequence
 from raftmq.core import applying, election, reads, replication, snapshots, votes
 from raftmq.core.config import RaftConfig
 from raftmq.core.fast import new_entry, new_hard_state
-from raftmq.core.messages import Message
+from raftmq.core.messages import AppendEntries, Message
 from raftmq.core.ready import Ready
 from raftmq.core.state import RaftState
 from raftmq.core.types import (
@@ -145,6 +145,13 @@ class RaftCore:
             return None
         candidates = [(-pr.match, peer) for peer, pr in s.progress.items() if peer not in exclude]
         return min(candidates)[1] if candidates else None
+
+    def keepalives(self) -> list[AppendEntries]:
+        """Heartbeats for every replicating follower, built without changing anything
+        (no Ready, no progress), so a leader may send them while a Ready is still being
+        handled, e.g. during a slow save; each is the heartbeat the next tick would send.
+        Empty unless this node leads."""
+        return replication.keepalives(self._state)
 
     def status(self) -> CoreStatus:
         """A read-only snapshot of this core."""

@@ -230,6 +230,34 @@ def heartbeat(s: RaftState) -> None:
             send_append(s, peer, pr)
 
 
+def keepalives(s: RaftState) -> list[AppendEntries]:
+    """Heartbeats built from the state without changing it: an empty AppendEntries at
+    each replicating follower's match, exactly what :func:`heartbeat` sends it, for a
+    leader whose loop is held up between two Readys (a slow save or apply; see
+    ``raftmq.node.loop``). A follower that is probing or receiving a snapshot gets none:
+    its next message is the pipeline's own. Empty unless this node leads."""
+    if s.role is not Role.LEADER:
+        return []
+    first = s.raft_log.first_index
+    out: list[AppendEntries] = []
+    for peer, pr in s.progress.items():
+        if pr.state is not ProgressState.REPLICATE or pr.match + 1 < first:
+            continue
+        out.append(
+            new_append(
+                term=s.term,
+                sender=s.id,
+                recipient=peer,
+                prev_log_index=pr.match,
+                prev_log_term=s.raft_log.term(pr.match),
+                entries=(),
+                leader_commit=s.commit,
+                read_seq=s.read_seq,
+            )
+        )
+    return out
+
+
 def tick_leader(s: RaftState) -> None:
     """Leader tick: heartbeats, check-quorum, leadership-transfer timeout."""
     cfg = s.cfg

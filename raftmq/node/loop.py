@@ -51,7 +51,7 @@ from typing import Any, TypeVar
 from raftmq.core.messages import AppendEntries, Message
 from raftmq.core.raft import RaftCore
 from raftmq.core.ready import Ready
-from raftmq.core.types import Entry, LogReadResult, SoftState
+from raftmq.core.types import Entry, LogReadResult, Role, SoftState
 from raftmq.errors import (
     ConfigError,
     NodeStopped,
@@ -79,6 +79,11 @@ _MAX_CATCHUP_TICKS = 3  # ticks replayed at once after a stall (never a burst of
 _MAX_PROPOSED_PER_TURN = 512
 _MAX_PROPOSED_BYTES_PER_TURN = 1 << 20
 _STORAGE_RETRY = (0.05, 2.0)  # first and maximal back-off between failed operations, s
+# A leader whose loop is held up in one turn (a slow save, apply or compaction) sends its
+# followers heartbeats from a timer (RaftCore.keepalives), so that a disk hiccup does not
+# cost an election; for at most this many election timeouts of one turn, after which the
+# followers may elect a leader whose disk answers.
+KEEPALIVE_ELECTION_TIMEOUTS = 4
 
 
 class _Abandoned(Exception):
@@ -146,6 +151,11 @@ class NodeLoop:
         # after each applied batch, with its entries (persisted, applied)
         self.apply_observers: list[Callable[[tuple[Entry, ...]], None]] = []
         self.stats = LoopStats(self.proposals, pending)  # for metrics (raftmq.node.loopstats)
+        # Keepalives (_keep_lease): the loop time the current turn began (None while the
+        # loop waits for work), the timer, and whether this turn was reported as slow.
+        self._turn_began: float | None = None
+        self._keepalive_timer: asyncio.TimerHandle | None = None
+        self._turn_reported: str | None = None  # None, "slow" or "gave up"
 
     def propose(self, payload: bytes) -> asyncio.Future[Commit]:
         """Queue ``payload`` for the next proposal batch; the future resolves at commit."""
@@ -211,6 +221,9 @@ class NodeLoop:
         """The loop (see the module docstring); returns when stopped or failed, never
         raises: a failure is logged and kept in ``failure``."""
         self.stats.running = not self.stopping
+        self._keepalive_timer = asyncio.get_running_loop().call_later(
+            self._heartbeat_interval(), self._keep_lease
+        )
         try:
             await self._run()
         except _Abandoned:
@@ -223,13 +236,61 @@ class NodeLoop:
             self.stopping = True
             self.fail_pending(NodeStopped(f"node {self.node_id} loop failed: {exc}"))
         finally:
+            if self._keepalive_timer is not None:
+                self._keepalive_timer.cancel()
+            self._turn_began = None
             self.stats.running = False
             self.ended.set()
+
+    def _heartbeat_interval(self) -> float:
+        return self.core.config.heartbeat_ticks * self.tick_interval
+
+    def _keep_lease(self) -> None:
+        """Every heartbeat interval, beside the loop task: while one turn of a leader's
+        loop has lasted longer than a heartbeat interval (its task waits for a slow save,
+        apply or compaction), send the followers the heartbeats the core would send
+        (:meth:`RaftCore.keepalives`, read-only, so the core is never changed outside
+        the loop task) so they keep its lease instead of electing another leader. Not
+        past KEEPALIVE_ELECTION_TIMEOUTS election timeouts of one turn."""
+        interval = self._heartbeat_interval()
+        loop = asyncio.get_running_loop()
+        self._keepalive_timer = loop.call_later(interval, self._keep_lease)
+        began = self._turn_began
+        if began is None or self.stopping or self.core.role is not Role.LEADER:
+            return
+        held = loop.time() - began
+        if held < interval:
+            return
+        election_timeout = self.core.config.election_ticks * self.tick_interval
+        if held > KEEPALIVE_ELECTION_TIMEOUTS * election_timeout:
+            if self._turn_reported != "gave up":
+                self._turn_reported = "gave up"
+                logger.warning(
+                    "%s: one loop turn has lasted %.1f s; no more heartbeats until it ends, "
+                    "so the followers may elect another leader",
+                    self.node_id,
+                    held,
+                )
+            return
+        messages = self.core.keepalives()
+        if messages:
+            self.stats.count_sent(messages)
+            self._transport.send(messages)
+            self._counters["keepalives"] += 1
+        if held >= election_timeout and not self._turn_reported:
+            self._turn_reported = "slow"
+            logger.warning(
+                "%s: one loop turn has lasted %.2f s, longer than an election timeout "
+                "(a slow save or apply?); heartbeats keep the followers meanwhile",
+                self.node_id,
+                held,
+            )
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         next_tick = loop.time() + self.tick_interval
         while not self.stopping:
+            self._turn_began = None
             delay = next_tick - loop.time()
             if delay > 0 and not (
                 self.inbox or self.proposals or self.transfers or self.read_requests
@@ -242,6 +303,7 @@ class NodeLoop:
             if self.stopping:
                 break
             now = loop.time()
+            self._turn_began, self._turn_reported = now, None
             ticked = now >= next_tick
             if ticked:
                 elapsed = int((now - next_tick) / self.tick_interval) + 1

@@ -211,6 +211,7 @@ _COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "callbacks_skipped": ("callbacks_skipped", ()),
     "elections_timeout": ("elections_started", ("timeout",)),
     "elections_transfer": ("elections_started", ("transfer",)),
+    "keepalives": ("lease_keepalives", ()),
 }
 
 # name (without raftmq_ and _total) -> (help, label names)
@@ -233,6 +234,10 @@ _COUNTER_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     "replay_requests": ("Replay (gap fill) requests, by outcome", ("outcome",)),
     "callbacks_skipped": (
         "Indexes a leader's snapshot covered whose commit callbacks never ran here (no hooks)",
+        (),
+    ),
+    "lease_keepalives": (
+        "Heartbeat rounds a leader sent while one slow loop turn (save, apply) held it up",
         (),
     ),
     "node_events": ("Other node counters, by name", ("name",)),

@@ -39,6 +39,7 @@ NODE_COUNTERS = (
     "storage_read_retries",
     "elections_timeout",  # elections this node started when its election timeout passed
     "elections_transfer",  # elections started on its leader's TimeoutNow (a handover)
+    "keepalives",  # heartbeat rounds sent while one loop turn held a leader up (slow disk)
 )
 """The node's own counters, shown by ``status`` from the start (services add theirs)."""
 
