@@ -129,12 +129,12 @@ async def local_cluster(amqp_url: str, tmp_path: Path) -> AsyncIterator[ClusterF
 
     def make(node_ids: list[str] | None = None, **kwargs: object) -> LocalCluster:
         name = f"t{uuid.uuid4().hex[:10]}"
+        kwargs.setdefault("tick_interval", NODE_TICK)
         cluster = LocalCluster(
             name,
             node_ids or ["n1", "n2", "n3"],
             tmp_path / name,
             amqp_url=amqp_url,
-            tick_interval=NODE_TICK,
             **kwargs,  # type: ignore[arg-type]
         )
         made.append(cluster)
