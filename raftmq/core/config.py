@@ -33,14 +33,16 @@ DEFAULT_SNAPSHOT_CHUNK_BYTES = 1 << 20
 class RaftConfig:
     """Configuration of one :class:`~raftmq.core.raft.RaftCore`.
 
-    Invariant (checked by :meth:`validate`): node_id in voters, every id a valid node id
+    Invariant (checked by :meth:`validate`): at least one voter, every id a valid node id
     (so that every message the core builds passes validation), 0 < heartbeat_ticks <
     election_ticks, all limits positive, max_batch_entries <= MAX_APPEND_ENTRIES,
     snapshot_chunk_bytes <= MAX_SNAPSHOT_CHUNK, trailing_entries >= 0.
     """
 
     node_id: str  # this node's id
-    voters: tuple[str, ...]  # the voter set (a configuration is data, §6)
+    # The voter set the cluster starts with (the seed; later configurations come from
+    # the log, raftmq.core.membership). A node outside it waits to be added.
+    voters: tuple[str, ...]
     election_ticks: int = DEFAULT_ELECTION_TICKS  # base election timeout; randomized in [e, 2e)
     heartbeat_ticks: int = DEFAULT_HEARTBEAT_TICKS  # leader heartbeat interval
     pre_vote: bool = True  # thesis §9.6
@@ -61,8 +63,8 @@ class RaftConfig:
         for voter in self.voters:
             if not re.fullmatch(NODE_ID_PATTERN, voter):
                 raise ConfigError(f"voter id {voter!r} does not match {NODE_ID_PATTERN}")
-        if self.node_id not in self.voters:
-            raise ConfigError(f"node_id {self.node_id!r} is not among voters {self.voters!r}")
+        if not self.voters:
+            raise ConfigError("voters must name at least one node")
         if self.heartbeat_ticks <= 0:
             raise ConfigError("heartbeat_ticks must be positive")
         if self.election_ticks <= self.heartbeat_ticks:

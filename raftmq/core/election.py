@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 
-from raftmq.core import reads, replication
+from raftmq.core import membership, reads, replication
 from raftmq.core.messages import (
     AppendEntries,
     InstallSnapshot,
@@ -37,6 +37,13 @@ def tick(s: RaftState) -> None:
     s.election_elapsed += 1
     if s.election_elapsed >= s.randomized_timeout:
         s.election_elapsed = 0
+        if not membership.may_campaign(s):
+            # A learner, a member-to-be or a removed server never campaigns; it forgets a
+            # leader it no longer hears, which ends its lease (else it would refuse the
+            # votes of a cluster that needs it, for good).
+            if s.leader_id is not None:
+                s.become_follower(s.term, None)
+            return
         _count(s, ElectionCause.TIMEOUT)
         campaign(s, pre_vote=s.cfg.pre_vote, transfer=False)
 
@@ -52,6 +59,9 @@ def campaign(s: RaftState, *, pre_vote: bool, transfer: bool) -> None:
     if not s.can_campaign():
         log.error("%s: term %s is the highest there is; not campaigning", s.id, s.term)
         return
+    if not membership.may_campaign(s):
+        log.info("%s: not a voter; not campaigning", s.id)
+        return
     if pre_vote:
         s.become_pre_candidate()
         term = s.term + 1
@@ -60,7 +70,7 @@ def campaign(s: RaftState, *, pre_vote: bool, transfer: bool) -> None:
         term = s.term
     if _tally(s, s.id, granted=True):
         return
-    for peer in s.others:
+    for peer in s.voter_peers:
         s.send(
             RequestVote(
                 term=term,
@@ -77,8 +87,9 @@ def campaign(s: RaftState, *, pre_vote: bool, transfer: bool) -> None:
 def _tally(s: RaftState, voter: str, *, granted: bool) -> bool:
     """Record one answer; act on a decided outcome and return True when decided."""
     s.votes.setdefault(voter, granted)
-    yes = sum(1 for g in s.votes.values() if g)
-    no = len(s.votes) - yes
+    voters = s.members.voters  # answers of others (a configuration changed) do not count
+    yes = sum(1 for v, g in s.votes.items() if g and v in voters)
+    no = sum(1 for v, g in s.votes.items() if not g and v in voters)
     if yes >= s.quorum:
         if s.role is Role.PRE_CANDIDATE:
             campaign(s, pre_vote=False, transfer=False)

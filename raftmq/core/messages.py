@@ -160,6 +160,7 @@ class InstallSnapshot(_Base):
     last_index: SnapshotIndex  # the snapshot replaces the log up to this index
     last_term: SnapshotTerm  # term of the entry at last_index; <= term
     voters: Annotated[tuple[NodeId, ...], Field(min_length=1, max_length=MAX_VOTERS)]
+    learners: Annotated[tuple[NodeId, ...], Field(max_length=MAX_VOTERS)] = ()
     size: SnapshotOffset  # total bytes of the snapshot's state
     offset: SnapshotOffset  # position of `data` in the state
     data: Annotated[bytes, Field(max_length=MAX_SNAPSHOT_CHUNK)] = b""  # the chunk
@@ -181,6 +182,8 @@ class InstallSnapshot(_Base):
             raise ValueError("an empty chunk of a non-empty snapshot")
         if len(set(self.voters)) != len(self.voters):
             raise ValueError("voters contain duplicates")
+        if len(set(self.learners)) != len(self.learners) or set(self.learners) & set(self.voters):
+            raise ValueError("learners contain duplicates or voters")
         return self
 
 

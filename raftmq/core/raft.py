@@ -19,9 +19,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Sequence
 
-from raftmq.core import applying, election, reads, replication, snapshots, votes
+from raftmq.core import applying, election, membership, reads, replication, snapshots, votes
 from raftmq.core.config import RaftConfig
 from raftmq.core.fast import new_entry, new_hard_state
+from raftmq.core.membership import ConfChange
 from raftmq.core.messages import AppendEntries, Message
 from raftmq.core.ready import Ready
 from raftmq.core.state import RaftState
@@ -32,6 +33,7 @@ from raftmq.core.types import (
     EntryKind,
     InitialState,
     LogReadResult,
+    Membership,
     Role,
     Snapshot,
 )
@@ -49,9 +51,9 @@ _NORMAL = EntryKind.NORMAL
 class RaftCore:
     """One Raft node's state machine: pure, deterministic, no I/O.
 
-    Invariants: applied <= commit <= last_index (commit may exceed the persisted log
-    only on a leader inside one Ready); term and commit never decrease; voted_for is
-    the vote of the current term.
+    Invariants: applied <= commit <= last_index, and a leader's commit never exceeds
+    what its own storage holds unless a majority of the other voters holds it; term and
+    commit never decrease; voted_for is the vote of the current term.
     """
 
     __slots__ = ("_state",)
@@ -61,6 +63,14 @@ class RaftCore:
     ) -> None:
         s = RaftState(config, initial, seed=seed)
         self._state = s  # everything this node knows; the role modules work on it
+        snapshot = s.snapshot
+        if snapshot is None:
+            base, base_index = s.members, 0  # the seed: RaftConfig.voters
+        else:
+            base = membership.membership(snapshot.voters, snapshot.learners)
+            base_index = snapshot.index
+        entries = initial.config_entries if initial is not None else ()
+        membership.start(s, base, base_index, entries)
         s.become_follower(s.term, None)
         applying.request_missing(s)
 
@@ -112,6 +122,16 @@ class RaftCore:
         return self._state.raft_log.first_index
 
     @property
+    def membership(self) -> Membership:
+        """The configuration in force: the latest in the log, committed or not."""
+        return self._state.members
+
+    @property
+    def config_pending(self) -> bool:
+        """True while a configuration entry of the log is not committed."""
+        return membership.pending(self._state)
+
+    @property
     def snapshot(self) -> Snapshot | None:
         """The latest snapshot taken or installed (None before the first)."""
         return self._state.snapshot
@@ -143,7 +163,11 @@ class RaftCore:
         s = self._state
         if s.role is not _LEADER:
             return None
-        candidates = [(-pr.match, peer) for peer, pr in s.progress.items() if peer not in exclude]
+        candidates = [
+            (-pr.match, peer)
+            for peer, pr in s.progress.items()
+            if peer not in exclude and peer in s.voter_peers
+        ]
         return min(candidates)[1] if candidates else None
 
     def keepalives(self) -> list[AppendEntries]:
@@ -165,8 +189,9 @@ class RaftCore:
             commit=s.commit,
             applied=s.applied,
             last_index=s.raft_log.last_index,
-            voters=s.cfg.voters,
+            voters=s.members.voters,
             progress=progress,
+            learners=s.members.learners,
         )
 
     # ----------------------------------------------------------------- inputs
@@ -184,9 +209,10 @@ class RaftCore:
         s = self._state
         if msg.recipient != s.id or msg.sender == s.id:
             return
-        if msg.sender not in s.others:
-            log.debug("%s: dropping message from non-voter %s", s.id, msg.sender)
-            return
+        # No sender is refused for being outside our configuration: our configuration may
+        # be behind (or ahead, uncommitted) of the leader's, and Raft needs us to follow
+        # the leader of the highest term anyway (thesis §4.2). Only voters' answers count
+        # (raftmq.core.membership), and the lease keeps removed servers from disrupting.
         if msg.term > MAX_TERM:
             return  # validation stops these; a term past it could never be incremented
         if msg.term > s.term:
@@ -221,6 +247,26 @@ class RaftCore:
         replication.append_as_leader(s, entries)
         return first
 
+    def propose_conf_change(self, change: ConfChange) -> int:
+        """Append a configuration entry that makes ``change`` (leader only; in force at
+        once, raftmq.core.membership) and return its index. ConfigError while another
+        change is not committed, before an entry of this term is committed (thesis §4.1:
+        ask again shortly), or when the change does not apply; NotLeader otherwise."""
+        s = self._state
+        if s.role is not _LEADER:
+            raise NotLeader(s.leader_id)
+        if s.transferee is not None:
+            raise NotLeader(s.transferee, "leadership transfer in progress")
+        if membership.pending(s):
+            raise ConfigError("a configuration change is not committed yet")
+        if s.raft_log.term(s.commit) != s.term:
+            raise ConfigError("no entry of this leader's term is committed yet; ask again")
+        new = change.applied_to(s.members)
+        index = s.raft_log.last_index + 1
+        data = membership.encode(new)
+        replication.append_as_leader(s, [new_entry(index, s.term, EntryKind.CONFIG, data)])
+        return index
+
     def campaign(self) -> None:
         """Start an election now (a pre-vote round first when pre-vote is enabled)."""
         s = self._state
@@ -235,7 +281,7 @@ class RaftCore:
             raise NotLeader(s.leader_id)
         if to == s.id:
             return
-        if to not in s.progress:
+        if to not in s.voter_peers or to not in s.progress:
             raise ConfigError(f"{to!r} is not a voter")
         replication.start_transfer(s, to)
 
@@ -289,6 +335,7 @@ class RaftCore:
     def has_ready(self) -> bool:
         """True when :meth:`ready` would return something to do."""
         s = self._state
+        membership.step_down_if_removed(s)
         replication.flush(s)
         if s.msgs or s.reads or s.pending_truncate is not None or s.read_states:
             return True
@@ -347,7 +394,10 @@ class RaftCore:
         trunc = s.trunc_since_ready
         s.pending_truncate = trunc if trunc is not None and trunc <= stable else None
         s.trunc_since_ready = None
+        grew = stable > s.stable_last
         s.stable_last = stable
+        if grew and s.role is _LEADER:
+            replication.maybe_commit(s)  # its own saved entries count now (a sole voter)
         if ready.messages:
             del s.msgs[: len(ready.messages)]
         if ready.reads:

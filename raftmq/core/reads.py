@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import logging
 
+from raftmq.core import membership
 from raftmq.core.messages import ReadIndexReply, ReadIndexRequest
 from raftmq.core.progress import Progress
 from raftmq.core.state import RaftState
@@ -103,8 +104,10 @@ def release(s: RaftState) -> None:
     pending = s.read_pending
     if not pending:
         return
-    acks = sorted((pr.read_acked for pr in s.progress.values()), reverse=True)
-    confirmed = s.read_seq if s.quorum == 1 else acks[s.quorum - 2]  # the leader is one
+    # A majority of the voters (the leader among them while it is one) answered:
+    confirmed = membership.quorum_value(
+        s, {peer: pr.read_acked for peer, pr in s.progress.items()}, s.read_seq
+    )
     while pending and pending[0][3] <= confirmed:
         request_id, origin, index, _ = pending.popleft()
         if origin is None:

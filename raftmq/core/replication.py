@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from raftmq.core import applying, reads, snapshots
+from raftmq.core import applying, membership, reads, snapshots
 from raftmq.core.fast import new_append, new_append_reply, new_entry
 from raftmq.core.messages import (
     AppendEntries,
@@ -50,9 +50,8 @@ def become_leader(s: RaftState) -> None:
 def append_as_leader(s: RaftState, entries: Sequence[Entry]) -> None:
     """Append the leader's own new entries and schedule sending them."""
     s.raft_log.append(entries)
+    membership.appended(s, entries)
     s.bcast_pending = True
-    if not s.others:
-        maybe_commit(s)
 
 
 def flush(s: RaftState) -> None:
@@ -266,8 +265,10 @@ def tick_leader(s: RaftState) -> None:
     if s.election_elapsed >= cfg.election_ticks:
         s.election_elapsed = 0
         if cfg.check_quorum:
-            active = 1 + sum(1 for pr in s.progress.values() if pr.recent_active)
-            if active < s.quorum:
+            active = membership.quorum_value(
+                s, {peer: int(pr.recent_active) for peer, pr in s.progress.items()}, 1
+            )
+            if not active:
                 log.info("%s: lost contact with a majority in term %s", s.id, s.term)
                 s.become_follower(s.term, None)
                 return
@@ -284,9 +285,13 @@ def tick_leader(s: RaftState) -> None:
 
 def maybe_commit(s: RaftState) -> bool:
     """§5.3/§5.4.2: commit the highest index on a majority if it is of the current term."""
-    matches = sorted((pr.match for pr in s.progress.values()), reverse=True)
-    matches.insert(0, s.raft_log.last_index)  # the leader's own log (>= every match)
-    candidate = matches[s.quorum - 1]
+    # The leader's own log counts while it is a voter, as far as storage holds it
+    # (thesis §10.2.1): a leader that is the only voter commits an entry after saving
+    # it, never in the Ready that appends it (whose early AppendEntries would carry the
+    # commit to learners before the entry is durable anywhere).
+    candidate = membership.quorum_value(
+        s, {peer: pr.match for peer, pr in s.progress.items()}, s.stable_last
+    )
     if candidate > s.commit and s.raft_log.term(candidate) == s.term:
         applying.commit_to(s, candidate)
         return True
@@ -513,7 +518,9 @@ def handle_append_entries(s: RaftState, msg: AppendEntries) -> None:
                     )
                     return
                 s.truncate(first_new)
+                membership.truncated(s, first_new)
             rlog.append(ents[pos:])
+            membership.appended(s, ents[pos:])
     applying.commit_to(s, min(msg.leader_commit, last_new))
     _ack(s, msg.sender, last_new, msg.read_seq)
 

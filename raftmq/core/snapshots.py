@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import logging
 
-from raftmq.core import applying
+from raftmq.core import applying, membership
 from raftmq.core.messages import InstallSnapshot, InstallSnapshotReply
 from raftmq.core.progress import Progress, ProgressState
 from raftmq.core.state import RaftState
-from raftmq.core.types import Snapshot
+from raftmq.core.types import Membership, Snapshot
+from raftmq.errors import ConfigError
 
 log = logging.getLogger("raftmq.core.snapshots")
 
@@ -53,9 +54,11 @@ def take_snapshot(s: RaftState, index: int, data: bytes) -> Snapshot:
     term = s.raft_log.term(index)
     if term == 0:  # pragma: no cover - applied entries after the snapshot are in the log
         raise ValueError(f"no term known at {index}")
-    snapshot = Snapshot(index=index, term=term, voters=s.cfg.voters, data=data)
+    m = membership.at(s, index)
+    snapshot = Snapshot(index=index, term=term, voters=m.voters, data=data, learners=m.learners)
     s.snapshot = snapshot
     s.raft_log.compact(index - s.cfg.trailing_entries)
+    membership.compacted(s, s.raft_log.first_index)
     return snapshot
 
 
@@ -100,6 +103,7 @@ def send_chunks(s: RaftState, peer: str, pr: Progress) -> None:
                 last_index=snapshot.index,
                 last_term=snapshot.term,
                 voters=snapshot.voters,
+                learners=snapshot.learners,
                 size=size,
                 offset=offset,
                 data=piece,
@@ -160,8 +164,12 @@ def handle_install_snapshot(s: RaftState, msg: InstallSnapshot) -> None:
         applying.commit_to(s, index)
         _reply(s, msg, 0, done=True)
         return
-    if sorted(msg.voters) != sorted(s.cfg.voters):
-        log.error("%s: snapshot from %s names voters %s; dropped", s.id, msg.sender, msg.voters)
+    try:
+        m = membership.membership(msg.voters, msg.learners)
+    except ConfigError as exc:
+        log.error(
+            "%s: snapshot from %s has a bad configuration (%s); dropped", s.id, msg.sender, exc
+        )
         return
     key = (msg.sender, index, term, msg.size)
     if key != s.incoming_key:
@@ -177,7 +185,10 @@ def handle_install_snapshot(s: RaftState, msg: InstallSnapshot) -> None:
     if len(buf) < msg.size:
         _reply(s, msg, len(buf), done=False)
         return
-    _install(s, Snapshot(index=index, term=term, voters=msg.voters, data=bytes(buf)))
+    _install(
+        s,
+        Snapshot(index=index, term=term, voters=m.voters, data=bytes(buf), learners=m.learners),
+    )
     _reply(s, msg, 0, done=True)
 
 
@@ -185,6 +196,7 @@ def _install(s: RaftState, snapshot: Snapshot) -> None:
     """Replace the log by ``snapshot`` (index > commit) and hand it to the driver."""
     log.info("%s: installing snapshot at %s (term %s)", s.id, snapshot.index, snapshot.term)
     s.raft_log.restore(snapshot.index, snapshot.term)
+    membership.installed(s, snapshot.index, Membership(snapshot.voters, snapshot.learners))
     s.snapshot = snapshot
     s.pending_snapshot = snapshot
     s.commit = snapshot.index

@@ -24,6 +24,7 @@ from raftmq.core.types import (
     Entry,
     InitialState,
     LogRead,
+    Membership,
     ReadState,
     Role,
     Snapshot,
@@ -57,6 +58,7 @@ class RaftState:
         "bcast_pending",
         "cfg",
         "commit",
+        "config_history",
         "election_elapsed",
         "elections_started",
         "heartbeat_elapsed",
@@ -64,6 +66,7 @@ class RaftState:
         "incoming",
         "incoming_key",
         "leader_id",
+        "members",
         "msgs",
         "notice_elapsed",
         "others",
@@ -90,6 +93,7 @@ class RaftState:
         "transferee",
         "trunc_since_ready",
         "vote",
+        "voter_peers",
         "votes",
     )
 
@@ -101,7 +105,14 @@ class RaftState:
         # All randomness comes from here: same seed, same run.
         self.rng = random.Random(seed) if seed is not None else random.Random()
         self.id = config.node_id  # this node
-        self.others = tuple(v for v in config.voters if v != config.node_id)  # peer voters
+        # The configuration in force (raftmq.core.membership keeps these together): the
+        # latest in the log, with the configuration entries that may still be truncated
+        # ((index, membership), ascending; the first is the base: a snapshot's or the
+        # seed's at 0), the other members, the other voters, and the majority size.
+        self.members = Membership(tuple(sorted(config.voters)))
+        self.config_history: list[tuple[int, Membership]] = [(0, self.members)]
+        self.others = tuple(sorted(self.members.members - {config.node_id}))  # other members
+        self.voter_peers = tuple(v for v in self.members.voters if v != config.node_id)
         self.quorum = len(config.voters) // 2 + 1  # votes/replicas for a majority
         hs = initial.hard_state
         self.term = hs.term  # current term; never decreases

@@ -83,6 +83,22 @@ class SoftState:
 
 
 @dataclass(frozen=True, slots=True)
+class Membership:
+    """Who is in the cluster (thesis ch. 4): ``voters`` elect leaders and form majorities;
+    ``learners`` receive the log but neither vote nor count (they catch up before being
+    promoted). Both sorted; see :mod:`raftmq.core.membership` for validation, encoding
+    and how a configuration entry changes it."""
+
+    voters: tuple[str, ...]  # sorted, non-empty
+    learners: tuple[str, ...] = ()  # sorted, disjoint from voters
+
+    @property
+    def members(self) -> frozenset[str]:
+        """Voters and learners."""
+        return frozenset(self.voters) | frozenset(self.learners)
+
+
+@dataclass(frozen=True, slots=True)
 class Snapshot:
     """The state machine at a log index: what replaces the log up to ``index`` (thesis ch. 5).
 
@@ -94,6 +110,7 @@ class Snapshot:
     term: int  # term of the entry at index (the term of first_index - 1 after compaction)
     voters: tuple[str, ...]  # the configuration at index
     data: bytes  # the state machine's bytes, opaque to the core
+    learners: tuple[str, ...] = ()  # the configuration's learners at index
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +132,9 @@ class InitialState:
     tail: tuple[Entry, ...] = ()  # recent entries kept in memory after a restart
     applied: int = 0  # highest index already applied by the state machine
     snapshot: Snapshot | None = None  # the latest snapshot taken or installed, if any
+    # The configuration entries the log holds (index > snapshot index), ascending: the
+    # membership is the last of them, else the snapshot's, else the RaftConfig's voters.
+    config_entries: tuple[Entry, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,3 +197,4 @@ class CoreStatus:
     last_index: int  # last index in the log
     voters: tuple[str, ...]  # the voter set
     progress: dict[str, ProgressView]  # per follower, filled on the leader only
+    learners: tuple[str, ...] = ()  # members that receive the log without voting

@@ -52,6 +52,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from raftmq.core.config import RaftConfig
+from raftmq.core.membership import ConfChange
 from raftmq.core.raft import RaftCore
 from raftmq.core.types import (
     Entry,
@@ -63,7 +64,7 @@ from raftmq.core.types import (
     Role,
     Snapshot,
 )
-from raftmq.errors import NotLeader
+from raftmq.errors import ConfigError, NotLeader
 from raftmq.node.driver import Apply, Persist, PersistSnapshot, ReadyDriver, Restore, Send, Step
 from raftmq.storage.port import PersistBatch
 from raftmq.testing.checkers import SafetyChecker, SafetyViolation
@@ -198,6 +199,8 @@ class PersistedState:
                 runs.append((entry.index, entry.term))
                 last_term = entry.term
         cached = log if tail is None else log[max(0, len(log) - tail) :]
+        base = self.snapshot.index if self.snapshot is not None else 0
+        configs = tuple(e for e in log if e.kind == EntryKind.CONFIG and e.index > base)
         return InitialState(
             hard_state=self.hard_state,
             first_index=self.first,
@@ -206,6 +209,7 @@ class PersistedState:
             tail=tuple(cached),
             applied=len(self.applied),
             snapshot=self.snapshot,
+            config_entries=configs,
         )
 
     def read(self, request: LogRead) -> tuple[Entry, ...]:
@@ -241,11 +245,17 @@ class Simulation:
         check: bool = True,
         restart_tail: int | None = None,
         driver: DriverFactory = ReadyDriver,
+        voters: Sequence[str] | None = None,
         **config_overrides: Any,
     ) -> None:
         if not node_ids or len(set(node_ids)) != len(node_ids):
             raise ValueError(f"node ids must be distinct and non-empty: {node_ids!r}")
         self.node_ids: tuple[str, ...] = tuple(node_ids)  # fixed iteration order
+        # The voters the cluster starts with (every node unless told): the others wait,
+        # outside the cluster, until a configuration change adds them.
+        seed_voters = tuple(voters) if voters is not None else self.node_ids
+        if not seed_voters or not set(seed_voters) <= set(self.node_ids):
+            raise ValueError(f"voters must be some of the nodes: {voters!r}")
         self.seed = seed  # the run's seed
         self.rng = random.Random(seed)  # the only source of randomness in the run
         self.network = Network(self.node_ids, self.rng)  # the simulated wire
@@ -254,7 +264,7 @@ class Simulation:
         self.now = 0  # ticks elapsed
         self.configs: dict[str, RaftConfig] = {
             node_id: dataclasses.replace(
-                RaftConfig(node_id=node_id, voters=self.node_ids), **config_overrides
+                RaftConfig(node_id=node_id, voters=seed_voters), **config_overrides
             ).validate()
             for node_id in self.node_ids
         }
@@ -434,6 +444,17 @@ class Simulation:
         try:
             return core.propose_batch(items)
         except NotLeader:
+            return None
+
+    def change_membership(self, node_id: str, change: ConfChange) -> int | None:
+        """Propose ``change`` on ``node_id``: the configuration entry's index if that node
+        leads and may change the configuration now, else None."""
+        core = self._cores[node_id]
+        if core is None:
+            return None
+        try:
+            return core.propose_conf_change(change)
+        except (NotLeader, ConfigError):
             return None
 
     def read(self, node_id: str) -> int | None:

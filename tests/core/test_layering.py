@@ -24,6 +24,7 @@ ORDER = (
     "fast",
     "ready",
     "state",
+    "membership",
     "reads",
     "applying",
     "votes",

@@ -34,8 +34,13 @@ def test_ready_is_idempotent_until_advance() -> None:
     core.advance(first)
     second = core.ready()
     assert [e.index for e in second.entries] == [index]
-    assert [e.index for e in second.committed_entries] == [index]
+    # A sole voter commits what it saved: the no-op (saved with `first`), not `late` yet.
+    assert [e.index for e in second.committed_entries] == [index - 1]
     core.advance(second)
+    third = core.ready()
+    assert not third.entries
+    assert [e.index for e in third.committed_entries] == [index]
+    core.advance(third)
     assert not core.has_ready()
     assert core.applied_index == index
 

@@ -334,14 +334,23 @@ def test_commit_quorum_is_generic_over_the_voter_set() -> None:
         assert leader.commit_index == index
 
 
-def test_misaddressed_and_foreign_messages_are_ignored() -> None:
-    """Messages for another node or from a node outside the voter set change nothing."""
+def test_misaddressed_messages_are_ignored() -> None:
+    """Messages for another node change nothing."""
     core = single("a")
     before = core.status()
     core.step(append(0, 0, [(1, 7)], commit=1, term=7).model_copy(update={"recipient": "z"}))
-    core.step(append(0, 0, [(1, 7)], commit=1, term=7).model_copy(update={"sender": "zz"}))
     assert core.status() == before
     assert not core.has_ready()
+
+
+def test_a_leader_outside_our_configuration_is_followed() -> None:
+    """Thesis §4.2: our configuration may be behind the leader's (it added us, or others,
+    in entries we have not received yet), so the leader of the highest term is followed
+    whoever it is; only voters' answers count (raftmq.core.membership), and the transport
+    admits only holders of the cluster key."""
+    core = single("a")
+    core.step(append(0, 0, [(1, 7)], commit=1, term=7).model_copy(update={"sender": "zz"}))
+    assert (core.term, core.leader_id, core.last_index) == (7, "zz", 1)
 
 
 def test_status_reports_progress_on_the_leader() -> None:

@@ -16,6 +16,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
+from raftmq.core.membership import ChangeKind, ConfChange
 from raftmq.node.driver import ReadyDriver
 from raftmq.testing import Simulation
 from raftmq.testing.checkers import LivenessChecker
@@ -41,6 +42,7 @@ class ScheduleResult:
     sim: Simulation  # the simulation at the end of the run
     actions: list[str] = field(default_factory=list)  # "tick: action" lines, in order
     proposed: int = 0  # proposals a leader accepted
+    changes: int = 0  # membership changes a leader accepted
     adversary: Adversary | None = None  # the forging member, in the seeds that have one
 
     @property
@@ -66,12 +68,14 @@ def run_schedule(
     driver: DriverFactory = ReadyDriver,
     *,
     snapshots: bool = True,
+    members: bool = True,
 ) -> ScheduleResult:
     """Run the schedule of ``seed``; raises a SafetyViolation (or AssertionError for a
     failure to recover) when something goes wrong. ``actions``, when given, receives the
     trace as it happens (so a caller still has it after a failure); ``driver`` builds the
     nodes' Ready drivers (production's, unless a test plants a bug); ``snapshots=False``
-    runs the schedule as it was before snapshots existed (no snapshot is ever taken)."""
+    runs the schedule as it was before snapshots existed (no snapshot is ever taken);
+    ``members=False`` never changes the membership."""
     rng = random.Random(seed)
     size = rng.choice([3, 3, 5, 5, 5, 7])
     nodes = [f"n{i}" for i in range(1, size + 1)]
@@ -94,9 +98,25 @@ def run_schedule(
     if not snapshots:
         snap_rate = 0.0
     tail = rng.choice([None, 0, 1, 5])
-    sim = Simulation(nodes, seed=rng.getrandbits(32), restart_tail=tail, driver=driver, **options)
+    # Membership changes, a stream of their own: in some seeds one or two spare nodes
+    # start outside the cluster, and the leader adds, promotes and removes members.
+    changing = random.Random(f"members:{seed}")
+    change_rate = changing.choice([0.0, 0.0, 0.03, 0.1]) if members else 0.0
+    spares = [f"n{size + i}" for i in range(1, changing.randint(0, 2) + 1)] if change_rate else []
+    voters = nodes
+    nodes = nodes + spares
+    sim = Simulation(
+        nodes,
+        seed=rng.getrandbits(32),
+        restart_tail=tail,
+        driver=driver,
+        voters=voters,
+        **options,
+    )
     result = ScheduleResult(sim, actions if actions is not None else [])
     result.actions.append(f"0: {size} nodes, {options}, restart_tail={tail}")
+    if change_rate:
+        result.actions.append(f"0: spares {spares}, a membership change per tick: {change_rate}")
     net = sim.network
     # A stream of its own, so that a seed's faults are drawn as they were before.
     forging = random.Random(f"adversary:{seed}")
@@ -168,6 +188,8 @@ def run_schedule(
                 snapshot = sim.take_snapshot(snapper)
                 if snapshot is not None:
                     note(f"snapshot {snapper} at {snapshot.index}")
+            if change_rate and changing.random() < change_rate:
+                _change_membership(sim, changing, nodes, result)
             if read_rate and reading.random() < read_rate:
                 reader = reading.choice(nodes)
                 if sim.read(reader) is not None:
@@ -183,6 +205,32 @@ def run_schedule(
 
     _recover(sim, nodes, result)
     return result
+
+
+def _change_membership(
+    sim: Simulation, rng: random.Random, nodes: list[str], result: ScheduleResult
+) -> None:
+    """Ask the leader (if any) for one random single-server change."""
+    leader = sim.leader()
+    if leader is None:
+        return
+    m = sim.core(leader).membership
+    choices: list[ConfChange] = []
+    for node_id in nodes:
+        if node_id not in m.members:
+            choices += [ConfChange(ChangeKind.ADD_LEARNER, node_id)]
+            choices += [ConfChange(ChangeKind.ADD_VOTER, node_id)]
+        elif node_id in m.learners:
+            choices += [ConfChange(ChangeKind.ADD_VOTER, node_id)]
+            choices += [ConfChange(ChangeKind.REMOVE, node_id)]
+        elif len(m.voters) > 1:
+            choices += [ConfChange(ChangeKind.REMOVE, node_id)]
+    change = rng.choice(choices)
+    index = sim.change_membership(leader, change)
+    if index is not None:
+        result.changes += 1
+        what = f"{change.kind} {change.node_id}"
+        result.actions.append(f"{sim.now}: {leader} proposes {what} at {index}")
 
 
 def _figure8_burst(
@@ -233,7 +281,10 @@ def _recover(sim: Simulation, nodes: list[str], result: ScheduleResult) -> None:
         if index is None:
             sim.step()
             continue
-        done = applied_by(sim, index, marker, len(nodes))
+        # Everyone in the leader's configuration (removed nodes and spares never added
+        # get nothing more).
+        members = sorted(sim.core(leader).membership.members) if leader else nodes
+        done = applied_by(sim, index, marker, len(members))
         if sim.run_until(done, min(AGREEMENT_BUDGET, max(1, deadline - sim.now))):
             break
     else:
@@ -244,6 +295,10 @@ def _recover(sim: Simulation, nodes: list[str], result: ScheduleResult) -> None:
                 for n in nodes
             )
         )
-    assert sim.run_until(lambda: same_applied(sim, nodes), AGREEMENT_BUDGET), (
+    members = nodes
+    leader = sim.leader()
+    if leader is not None:
+        members = sorted(sim.core(leader).membership.members)
+    assert sim.run_until(lambda: same_applied(sim, members), AGREEMENT_BUDGET), (
         "applied logs differ after recovery"
     )

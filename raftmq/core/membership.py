@@ -1,0 +1,246 @@
+"""Membership: the configuration in the log, and single-server changes (thesis ch. 4).
+
+A configuration (:class:`~raftmq.core.types.Membership`: voters and learners) is data in
+the log: a ``CONFIG`` entry holds the whole new configuration, and every server uses the
+latest configuration in its log, committed or not (§4.1). A truncated configuration
+entry takes its configuration away again, so each core keeps the configuration entries
+of its log that may still be truncated (:attr:`RaftState.config_history`).
+
+Changes are single-server: each adds or removes one voter (or adds, promotes or removes
+a learner, which changes no majority). Any two majorities of configurations that differ
+by one voter overlap, so two leaders of one term cannot be elected by the old and the
+new configuration. Two rules keep that true under leader changes (docs/core.md,
+"Membership changes"):
+
+* a leader proposes a change only while no configuration entry of its log is
+  uncommitted (one change at a time, so consecutive configurations differ by one);
+* a leader proposes a change only once an entry of its own term is committed (the fix
+  to the bug Ongaro found in single-server changes, raft-dev 2015): otherwise a leader
+  elected by the old configuration could commit a change that conflicts with one an
+  earlier leader of another configuration already replicated.
+
+A leader that removes itself keeps leading until the change commits (it does not count
+itself in majorities meanwhile) and then steps down; a server outside the voters never
+campaigns. Learners get the log like voters and count in no majority.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+
+from raftmq.core.messages import MAX_VOTERS
+from raftmq.core.progress import Progress
+from raftmq.core.state import RaftState
+from raftmq.core.types import NODE_ID_PATTERN, Entry, EntryKind, Membership, Role
+from raftmq.errors import ConfigError
+
+log = logging.getLogger("raftmq.core.membership")
+
+
+def membership(voters: Iterable[str], learners: Iterable[str] = ()) -> Membership:
+    """A validated Membership (sorted; :class:`ConfigError` naming what is wrong)."""
+    v, ln = tuple(sorted(voters)), tuple(sorted(learners))
+    if not v:
+        raise ConfigError("a configuration needs at least one voter")
+    if len(set(v)) != len(v) or len(set(ln)) != len(ln):
+        raise ConfigError("a configuration names a member twice")
+    if set(v) & set(ln):
+        raise ConfigError("a member is both voter and learner")
+    if len(v) + len(ln) > MAX_VOTERS:
+        raise ConfigError(f"a configuration has at most {MAX_VOTERS} members")
+    for node in (*v, *ln):
+        if not re.fullmatch(NODE_ID_PATTERN, node):
+            raise ConfigError(f"member id {node!r} does not match {NODE_ID_PATTERN}")
+    return Membership(v, ln)
+
+
+def encode(m: Membership) -> bytes:
+    """The data of a CONFIG entry."""
+    return json.dumps({"voters": list(m.voters), "learners": list(m.learners)}).encode()
+
+
+def decode(data: bytes) -> Membership:
+    """A CONFIG entry's membership, or :class:`ConfigError`."""
+    try:
+        raw = json.loads(data)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"configuration entry is not JSON: {exc}") from None
+    if not isinstance(raw, dict) or set(raw) != {"voters", "learners"}:
+        raise ConfigError("configuration entry must hold exactly voters and learners")
+    voters, learners = raw["voters"], raw["learners"]
+    if not isinstance(voters, list) or not isinstance(learners, list):
+        raise ConfigError("voters and learners must be lists")
+    if not all(isinstance(n, str) for n in (*voters, *learners)):
+        raise ConfigError("member ids must be strings")
+    return membership(voters, learners)
+
+
+class ChangeKind(StrEnum):
+    """What a :class:`ConfChange` does."""
+
+    ADD_LEARNER = "add_learner"  # a new member that receives the log without voting
+    ADD_VOTER = "add_voter"  # a new voter, or a learner promoted
+    REMOVE = "remove"  # a voter or learner leaves
+
+
+@dataclass(frozen=True, slots=True)
+class ConfChange:
+    """One single-server change."""
+
+    kind: ChangeKind
+    node_id: str
+
+    def applied_to(self, m: Membership) -> Membership:
+        """The configuration after this change, or :class:`ConfigError` when it does not
+        apply to ``m`` (adding a member twice, removing a stranger, the last voter)."""
+        node, voters, learners = self.node_id, set(m.voters), set(m.learners)
+        if self.kind is ChangeKind.ADD_LEARNER:
+            if node in voters or node in learners:
+                raise ConfigError(f"{node} is already a member")
+            learners.add(node)
+        elif self.kind is ChangeKind.ADD_VOTER:
+            if node in voters:
+                raise ConfigError(f"{node} is already a voter")
+            learners.discard(node)
+            voters.add(node)
+        else:
+            if node not in voters and node not in learners:
+                raise ConfigError(f"{node} is not a member")
+            if voters == {node}:
+                raise ConfigError(f"{node} is the last voter")
+            voters.discard(node)
+            learners.discard(node)
+        return membership(voters, learners)
+
+
+# --------------------------------------------------------------------- state upkeep
+
+
+def start(s: RaftState, base: Membership, base_index: int, entries: Sequence[Entry]) -> None:
+    """Set the configuration a core starts with: ``base`` (a snapshot's at
+    ``base_index``, or the seed at 0) followed by the log's configuration entries."""
+    s.config_history = [(base_index, base)]
+    s.members = base
+    _appended(s, [e for e in entries if e.index > base_index], log_bad=True)
+    _use(s, s.config_history[-1][1])
+
+
+def appended(s: RaftState, entries: Sequence[Entry]) -> None:
+    """Entries were appended to the log: a configuration among them takes effect now."""
+    if _appended(s, entries, log_bad=True):
+        _use(s, s.config_history[-1][1])
+
+
+def _appended(s: RaftState, entries: Sequence[Entry], *, log_bad: bool) -> bool:
+    changed = False
+    for ent in entries:
+        if ent.kind != EntryKind.CONFIG:
+            continue
+        try:
+            m = decode(ent.data)
+        except ConfigError as exc:
+            if log_bad:
+                log.error("%s: configuration entry %s ignored: %s", s.id, ent.index, exc)
+            continue
+        s.config_history.append((ent.index, m))
+        changed = True
+    return changed
+
+
+def truncated(s: RaftState, index: int) -> None:
+    """The log lost its entries from ``index``: so did the configurations among them."""
+    history = s.config_history
+    if history[-1][0] < index:
+        return
+    while len(history) > 1 and history[-1][0] >= index:
+        history.pop()
+    _use(s, history[-1][1])
+
+
+def installed(s: RaftState, index: int, m: Membership) -> None:
+    """A snapshot at ``index`` with configuration ``m`` replaced the whole log."""
+    s.config_history = [(index, m)]
+    _use(s, m)
+
+
+def compacted(s: RaftState, first_index: int) -> None:
+    """The log starts at ``first_index``: forget configurations older than the one in
+    force at ``first_index - 1`` (a snapshot there records it)."""
+    history = s.config_history
+    keep = 0
+    for i, (idx, _) in enumerate(history):
+        if idx <= first_index - 1:
+            keep = i
+    del history[:keep]
+
+
+def at(s: RaftState, index: int) -> Membership:
+    """The configuration in force at ``index`` (>= first_index - 1) of the log."""
+    found = s.config_history[0][1]
+    for idx, m in s.config_history:
+        if idx <= index:
+            found = m
+    return found
+
+
+def may_campaign(s: RaftState) -> bool:
+    """Whether this node may stand for election: as a voter of the configuration in
+    force, or as a voter of the one before it while that one is not committed here.
+
+    The second case is a leader's removal that did not commit before it crashed: it
+    may be the only voter that holds the change (its removal reached nobody else of the
+    new configuration), and the new configuration's voters may not elect anyone without
+    it. It counts the votes of the configuration in force (its own only if it is in
+    it), like any other candidate, so majorities overlap as they must; once elected it
+    commits the change and steps down (:func:`step_down_if_removed`).
+    """
+    if s.id in s.members.voters:
+        return True
+    history = s.config_history
+    return pending(s) and len(history) > 1 and s.id in history[-2][1].voters
+
+
+def pending(s: RaftState) -> bool:
+    """True while the log holds a configuration entry that is not committed."""
+    return s.config_history[-1][0] > s.commit
+
+
+def step_down_if_removed(s: RaftState) -> None:
+    """A leader that a committed configuration removed from the voters steps down
+    (thesis §4.2.2); as a non-voter it never campaigns again. Called by RaftCore after
+    each input, never in the middle of the leader's own handling of one."""
+    if s.role is Role.LEADER and not pending(s) and s.id not in s.members.voters:
+        log.info("%s: removed from the voters; stepping down in term %s", s.id, s.term)
+        s.become_follower(s.term, None)
+
+
+def _use(s: RaftState, m: Membership) -> None:
+    """Make ``m`` the configuration in force: peers, majority and, on a leader, one
+    Progress per other member (a new one probes from the end of our log)."""
+    s.members = m
+    s.others = tuple(sorted(m.members - {s.id}))
+    s.voter_peers = tuple(v for v in m.voters if v != s.id)
+    s.quorum = len(m.voters) // 2 + 1
+    if s.role is Role.LEADER:
+        for peer in [p for p in s.progress if p not in m.members]:
+            del s.progress[peer]
+        for peer in s.others:
+            if peer not in s.progress:
+                s.progress[peer] = Progress(s.raft_log.last_index + 1)
+
+
+def quorum_value(s: RaftState, values: dict[str, int], own: int) -> int:
+    """The highest value a majority of the voters holds, from each voter peer's value
+    and this node's ``own`` (counted only while it is a voter); 0 when no majority
+    holds any (impossible while this node counts)."""
+    held = sorted(
+        [values.get(peer, 0) for peer in s.voter_peers]
+        + ([own] if s.id in s.members.voters else []),
+        reverse=True,
+    )
+    return held[s.quorum - 1] if len(held) >= s.quorum else 0
