@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
-from raftmq.core.types import Entry, HardState, InitialState
+from raftmq.core.types import Entry, EntryKind, HardState, InitialState
 from raftmq.errors import StorageError, StoreMismatch
 from raftmq.storage import retention
 from raftmq.storage.port import ClientSession, LogExtent, PersistBatch, Snapshot
@@ -190,6 +190,12 @@ class MemoryStorage:
             tail=tail,
             applied=self._applied,
             snapshot=self._snapshot,
+            config_entries=tuple(
+                e
+                for e in self._log
+                if e.kind is EntryKind.CONFIG
+                and e.index > (self._snapshot.index if self._snapshot else 0)
+            ),
         )
 
     async def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:

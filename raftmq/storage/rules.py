@@ -158,7 +158,8 @@ def check_snapshot(snapshot: Snapshot, snap_index: int) -> bool:
         raise StorageRefused(f"invalid snapshot at index {snapshot.index}, term {snapshot.term}")
     if not (storable_int(snapshot.index) and storable_int(snapshot.term)):
         raise StorageRefused(f"snapshot index or term outside int64 ({snapshot.index})")
-    if not all(isinstance(v, str) and storable_text(v) for v in snapshot.voters):
+    members = (*snapshot.voters, *snapshot.learners)
+    if not all(isinstance(v, str) and storable_text(v) for v in members):
         raise StorageRefused(f"snapshot at {snapshot.index} names a voter that cannot be stored")
     return snapshot.index > snap_index
 

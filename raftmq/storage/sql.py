@@ -39,7 +39,6 @@ the (appended_ms, idx) index.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -83,12 +82,14 @@ from raftmq.storage.schema import (
 )
 from raftmq.storage.sqlops import (
     appended_ms,
+    config_entries,
     nothing,
     payload_bytes,
     read_entries,
     retention_txn,
     session_txn,
     sessions_txn,
+    snapshot_members,
     snapshot_txn,
 )
 from raftmq.storage.statements import WriteStatements
@@ -338,7 +339,7 @@ class SqlStorage:
             "idx": snapshot.index,
             "term": snapshot.term,
             "data": snapshot.data,
-            "voters": json.dumps(list(snapshot.voters)),
+            "voters": snapshot_members(snapshot),
             "compacted_idx": compacted,
             "compacted_term": term,
         }
@@ -449,6 +450,7 @@ class SqlStorage:
         if tail_entries > 0 and self._last >= self._first:
             lo = max(self._first, self._last - tail_entries + 1)
             tail = tuple(read_entries(conn, lo, self._last, None))
+        snapshot = snapshot_txn(conn)
         return InitialState(
             hard_state=self._hard,
             first_index=self._first,
@@ -456,7 +458,8 @@ class SqlStorage:
             term_runs=term_runs,
             tail=tail,
             applied=self._applied,
-            snapshot=snapshot_txn(conn),
+            snapshot=snapshot,
+            config_entries=config_entries(conn, snapshot.index if snapshot else 0),
         )
 
     async def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:

@@ -86,12 +86,42 @@ def snapshot_txn(conn: Connection) -> Snapshot | None:
     if row is None:
         return None
     try:
-        voters = json.loads(row.voters or "[]")
-        if not isinstance(voters, list) or not all(isinstance(v, str) for v in voters):
-            raise ValueError("not a list of node ids")
-    except (ValueError, RecursionError) as exc:  # never written by raftmq: a clear error
-        raise StoreMismatch(f"the snapshot's voters are corrupt ({exc})") from None
-    return Snapshot(index=row.idx, term=row.term, voters=tuple(voters), data=bytes(row.data))
+        # A list of voters, or (with learners) {"voters": [...], "learners": [...]}.
+        raw = json.loads(row.voters or "[]")
+        voters, learners = (raw, []) if isinstance(raw, list) else (raw["voters"], raw["learners"])
+        for ids in (voters, learners):
+            if not isinstance(ids, list) or not all(isinstance(v, str) for v in ids):
+                raise ValueError("not a list of node ids")
+    except (ValueError, RecursionError, KeyError, TypeError) as exc:  # never written by raftmq
+        raise StoreMismatch(f"the snapshot's configuration is corrupt ({exc!r})") from None
+    return Snapshot(
+        index=row.idx,
+        term=row.term,
+        voters=tuple(voters),
+        data=bytes(row.data),
+        learners=tuple(learners),
+    )
+
+
+def snapshot_members(snapshot: Snapshot) -> str:
+    """The snapshot's configuration as its column holds it (a plain list of voters when
+    there are no learners: what every earlier version wrote and reads)."""
+    if not snapshot.learners:
+        return json.dumps(list(snapshot.voters))
+    return json.dumps({"voters": list(snapshot.voters), "learners": list(snapshot.learners)})
+
+
+def config_entries(conn: Connection, after: int) -> tuple[Entry, ...]:
+    """The CONFIG entries of the log after index ``after``, ascending."""
+    stmt = (
+        select(*_LOG_COLUMNS)
+        .where(log_table.c.kind == int(EntryKind.CONFIG), log_table.c.idx > after)
+        .order_by(log_table.c.idx)
+    )
+    return tuple(
+        Entry(index=idx, term=term, kind=EntryKind(kind), data=bytes(data))
+        for idx, term, kind, data in conn.execute(stmt)
+    )
 
 
 def payload_bytes(conn: Connection, lo: int | None = None, hi: int | None = None) -> int:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from raftmq.core.log import RaftLog
+from raftmq.core.membership import encode, membership
 from raftmq.core.types import Entry, EntryKind, HardState
 from raftmq.errors import StorageError, StorageRefused, StoreMismatch
 from raftmq.storage.memory import MemoryStorage
@@ -277,6 +278,40 @@ class StorageContract:
             assert await store.session("g") == filled
         finally:
             await store.close()
+
+    async def test_the_configuration_is_handed_back_on_restart(self, factory: StoreFactory) -> None:
+        """The core rebuilds its membership from the snapshot's configuration (learners
+        too) and the CONFIG entries after it (raftmq.core.membership); storage hands both
+        back, and keeps an old snapshot's plain list of voters readable."""
+        store = await self.opened(factory)
+        config = encode(membership(["n1", "n2", "n3"], ["n4"]))
+        later = encode(membership(["n1", "n2", "n3", "n4"]))
+        log = [
+            *entries(1, 3, 1),
+            Entry(index=4, term=1, kind=EntryKind.CONFIG, data=config),
+            *entries(5, 6, 1),
+            Entry(index=7, term=2, kind=EntryKind.CONFIG, data=later),
+            *entries(8, 9, 2),
+        ]
+        await store.save(PersistBatch(entries=tuple(log)))
+        state = await store.initial_state(tail_entries=0)
+        assert state.config_entries == (log[3], log[6])  # none of them in the tail asked
+        await store.save_snapshot(Snapshot(5, 1, ("n1", "n2", "n3"), b"s", ("n4",)))
+        await store.close()
+        again = await self.opened(factory)
+        try:
+            state = await again.initial_state()
+            assert state.snapshot == Snapshot(5, 1, ("n1", "n2", "n3"), b"s", ("n4",))
+            assert state.config_entries == (log[6],)  # the one before is in the snapshot
+            await again.save_snapshot(Snapshot(8, 2, ("n1", "n2", "n3", "n4"), b"t"))
+            state = await again.initial_state()
+            assert (state.snapshot.voters, state.snapshot.learners) == (  # type: ignore[union-attr]
+                ("n1", "n2", "n3", "n4"),
+                (),
+            )
+            assert state.config_entries == ()
+        finally:
+            await again.close()
 
     async def test_taken_snapshot_keeps_the_log_and_compaction_is_exact(
         self, factory: StoreFactory
