@@ -48,6 +48,7 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import Any, TypeVar
 
+from raftmq.core.membership import ConfChange
 from raftmq.core.messages import AppendEntries, Message
 from raftmq.core.raft import RaftCore
 from raftmq.core.ready import Ready
@@ -131,6 +132,8 @@ class NodeLoop:
         self.inbox: deque[Message] = deque()  # inbound Raft messages, stepped in order
         self.proposals: deque[tuple[bytes, asyncio.Future[Commit]]] = deque()  # next batch
         self.transfers: deque[tuple[str, asyncio.Future[None]]] = deque()  # (target, done)
+        # membership changes for the core; each future resolves when its entry commits
+        self.conf_changes: deque[tuple[ConfChange, asyncio.Future[Commit]]] = deque()
         # ReadIndex (raftmq.core.reads): reads to hand the core, reads it holds (by request
         # id), and waiters for an applied index (a heap of (index, n, future)).
         self.read_requests: deque[tuple[int, asyncio.Future[int]]] = deque()
@@ -172,6 +175,19 @@ class NodeLoop:
             future.set_exception(NodeStopped(f"node {self.node_id} is not running"))
             return future
         self.transfers.append((to, future))
+        self.wake.set()
+        return future
+
+    def request_conf_change(self, change: ConfChange) -> asyncio.Future[Commit]:
+        """Queue a membership change for the loop; the future resolves once its
+        configuration entry commits, or fails with NotLeader, ConfigError (another change
+        pending, the leader's term not committed in yet, or it does not apply),
+        WriteRejected (leadership changed and the entry was overwritten) or NodeStopped."""
+        future: asyncio.Future[Commit] = asyncio.get_running_loop().create_future()
+        if self.stopping:
+            future.set_exception(NodeStopped(f"node {self.node_id} is not running"))
+            return future
+        self.conf_changes.append((change, future))
         self.wake.set()
         return future
 
@@ -293,7 +309,11 @@ class NodeLoop:
             self._turn_began = None
             delay = next_tick - loop.time()
             if delay > 0 and not (
-                self.inbox or self.proposals or self.transfers or self.read_requests
+                self.inbox
+                or self.proposals
+                or self.transfers
+                or self.read_requests
+                or self.conf_changes
             ):
                 self.wake.clear()
                 # asyncio.timeout, not wait_for: no task per wait (this runs per message)
@@ -312,6 +332,7 @@ class NodeLoop:
                 next_tick += elapsed * self.tick_interval
             self._step_inbox(now)
             self._start_transfers()
+            self._start_conf_changes()
             self._start_reads()
             self._propose_queued()
             await self._handle_ready()
@@ -345,6 +366,25 @@ class NodeLoop:
                 future.set_exception(exc)
             else:
                 future.set_result(None)
+
+    def _start_conf_changes(self) -> None:
+        core = self.core
+        while self.conf_changes:
+            change, future = self.conf_changes.popleft()
+            if future.done():
+                continue
+            try:
+                index = core.propose_conf_change(change)
+            except NotLeader as exc:
+                future.set_exception(NotLeader(exc.leader_hint, str(exc)))
+            except ConfigError as exc:
+                future.set_exception(exc)
+            else:
+                # Resolved like a write when the entry commits (raftmq.node.applier).
+                self.pending[index] = (core.term, future)
+                logger.info(
+                    "%s: proposed %s %s at %s", self.node_id, change.kind, change.node_id, index
+                )
 
     def _start_reads(self) -> None:
         core = self.core
@@ -627,6 +667,7 @@ class NodeLoop:
     def fail_pending(self, error: Exception) -> None:
         """Fail every queued proposal, pending write, transfer and read with ``error``."""
         waiters: list[asyncio.Future[Any]] = [future for _, future in self.transfers]
+        waiters += [future for _, future in self.conf_changes]
         waiters += [future for _, future in self.read_requests]
         waiters += list(self._reads.values())
         waiters += [future for _, _, future in self._applied_waiters]
@@ -634,6 +675,7 @@ class NodeLoop:
             if not waiting.done():
                 waiting.set_exception(error)
         self.transfers.clear()
+        self.conf_changes.clear()
         self.read_requests.clear()
         self._reads.clear()
         self._applied_waiters.clear()

@@ -35,8 +35,9 @@ from collections.abc import Callable
 from typing import Any, Generic
 
 from raftmq.core.config import RaftConfig
+from raftmq.core.membership import ConfChange
 from raftmq.core.raft import RaftCore
-from raftmq.core.types import Entry, Role, SoftState
+from raftmq.core.types import Entry, Membership, Role, SoftState
 from raftmq.errors import ConfigError, NodeStopped, NotLeader, WriteRejected
 from raftmq.node.applier import Applier, RestoreHook, SnapshotHook
 from raftmq.node.handover import HANDOVER_ELECTION_TIMEOUTS, hand_over
@@ -451,7 +452,8 @@ class Node(Generic[T]):
             commit=core.commit_index,
             applied=self._applier.applied,
             last_index=core.last_index,
-            voters=list(self.config.voters),
+            voters=list(core.membership.voters),
+            learners=list(core.membership.learners),
             last_contact=contact,
             storage_ok=node_loop.storage_ok,
             loop_ok=not failed,
@@ -461,6 +463,25 @@ class Node(Generic[T]):
             followers=_followers(core) if core.role is Role.LEADER and not failed else None,
             first_index=node_loop.log_first_index,
         )
+
+    @property
+    def membership(self) -> Membership:
+        """The configuration in force on this node (the latest in its log)."""
+        return self._running.core.membership
+
+    async def change_membership(
+        self, change: ConfChange, *, timeout: float | None = None
+    ) -> Membership:
+        """Make one membership change on the leader (raftmq.core.membership: add a
+        learner, add or promote a voter, remove a member) and wait until it commits;
+        return the configuration then in force here. NotLeader (ask the leader it
+        names), ConfigError (another change is not committed yet, the leader has not
+        committed in its term yet -- ask again shortly --, or the change does not apply),
+        WriteRejected (leadership changed and the change was lost: ask again),
+        TimeoutError, NodeStopped."""
+        future = self._running.request_conf_change(change)
+        await asyncio.wait_for(future, self.write_timeout if timeout is None else timeout)
+        return self.membership
 
     async def transfer_leadership(self, to: str) -> None:
         """Ask the leader to hand leadership to ``to``; returns once the loop started the
@@ -516,7 +537,8 @@ class _Host:
 
     @property
     def voters(self) -> tuple[str, ...]:
-        return self._node.config.voters
+        loop = self._node._loop
+        return loop.core.membership.voters if loop is not None else self._node.config.voters
 
     @property
     def applied_index(self) -> int:

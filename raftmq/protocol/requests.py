@@ -48,7 +48,8 @@ class NodeStatus(BaseModel):
     commit: int  # commit index
     applied: int  # highest applied index
     last_index: int  # last log index
-    voters: list[str]  # the voter set
+    voters: list[str]  # the voter set in force (the latest configuration in the log)
+    learners: list[str] = []  # members that receive the log without voting
     bootstrap_voters: list[str] | None = None  # the voters the cluster was bootstrapped with
     last_contact: float | None  # seconds since the leader was last heard (0 on the leader)
     storage_ok: bool  # False while storage operations fail and are retried

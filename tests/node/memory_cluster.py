@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from pydantic import BaseModel
@@ -25,9 +25,20 @@ class Item(BaseModel):
 class MemoryCluster:
     """Nodes a, b, c... sharing one MemoryNetwork; storages survive node restarts."""
 
-    def __init__(self, size: int = 3, *, seed: int = 1, tick: float = 0.01, **config: Any) -> None:
-        """``config``: more RaftConfig fields for every node (e.g. max_cached_entries)."""
+    def __init__(
+        self,
+        size: int = 3,
+        *,
+        seed: int = 1,
+        tick: float = 0.01,
+        voters: Sequence[str] | None = None,
+        **config: Any,
+    ) -> None:
+        """``config``: more RaftConfig fields for every node (e.g. max_cached_entries);
+        ``voters``: the seed configuration (default every node; the others start outside
+        the cluster, waiting to be added)."""
         self.ids = [chr(ord("a") + i) for i in range(size)]
+        self.voters = tuple(voters) if voters is not None else tuple(self.ids)
         self.config = config
         self.network = MemoryNetwork(seed=seed)
         self.tick = tick
@@ -60,14 +71,14 @@ class MemoryCluster:
     ) -> Node[Item]:
         """Node ``node_id`` of this cluster (not started); ``options`` go to Node."""
         return Node(
-            config=RaftConfig(node_id=node_id, voters=tuple(self.ids), **self.config),
+            config=RaftConfig(node_id=node_id, voters=self.voters, **self.config),
             storage=self.storages[node_id],
             transport=self.network.transport(node_id, "mem"),
             model=Item,
             on_commit=on_commit,
             tick_interval=self.tick,
             seed=self.seed * 100 + self.ids.index(node_id),
-            identity=self.network.identity("mem", self.ids),
+            identity=self.network.identity("mem", self.voters),
             **options,
         )
 
