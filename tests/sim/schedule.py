@@ -272,6 +272,7 @@ def _recover(sim: Simulation, nodes: list[str], result: ScheduleResult) -> None:
     liveness = LivenessChecker(LIVENESS_TICKS)
     liveness.arm(sim.now)
     marker = b"recovered"
+    members = nodes
     deadline = sim.now + RECOVERY_TICKS
     while sim.now < deadline:
         liveness.observe(sim.now, sim.leader())
@@ -295,10 +296,7 @@ def _recover(sim: Simulation, nodes: list[str], result: ScheduleResult) -> None:
                 for n in nodes
             )
         )
-    members = nodes
-    leader = sim.leader()
-    if leader is not None:
-        members = sorted(sim.core(leader).membership.members)
+    # (members: the configuration of the leader whose marker everyone applied)
     assert sim.run_until(lambda: same_applied(sim, members), AGREEMENT_BUDGET), (
         "applied logs differ after recovery"
     )
