@@ -153,8 +153,12 @@ async def test_subscriber_down_for_5000_commits_resumes_without_gap(
             replayed = await _collect(late, 5000, 120)
     finally:
         await Subscriber.delete_subscription(url, name, "resume")
-    assert [m.index for m in seen] == [r.index for r in first]
-    expected = [(r.index, f"b{k}".encode()) for k, r in enumerate(more)]
+    # In index order, each write once, no gap. Not in publish order: concurrent writes of
+    # one producer may commit out of seq order (docs/protocol.md §4): a batch the broker
+    # nacked (the writes queue full) is published again after newer ones were confirmed.
+    # Seen in CI under load: b1000 committed at 809, b756 at 1065.
+    assert [m.index for m in seen] == sorted(r.index for r in first)
+    expected = sorted((r.index, f"b{k}".encode()) for k, r in enumerate(more))
     assert [(m.index, m.body) for m in resumed] == expected
     assert [(m.index, m.body) for m in replayed] == expected
 
