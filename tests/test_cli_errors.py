@@ -67,6 +67,8 @@ def _clean(code: int, out: str, expected: int = 1) -> None:
         (["status", "--nodes", "n1", "--amqp-url", DOWN_BROKER], "127.0.0.1:1"),
         (["write", "x", "--nodes", "n1", "--amqp-url", DOWN_BROKER], "127.0.0.1:1"),
         (["transfer-leadership", "--to", "n1", "--amqp-url", DOWN_BROKER], "127.0.0.1:1"),
+        (["members", "add", "n4", "--nodes", "n1", "--amqp-url", DOWN_BROKER], "127.0.0.1:1"),
+        (["members", "list", "--amqp-url", DOWN_BROKER], "give --nodes"),
         (["db", "upgrade", "--database-url", "x.db"], "is not a URL"),
         (["db", "upgrade", "--database-url", f"mysql://u:{PASSWORD}@h/x"], "mysql:// are not"),
         (
@@ -82,6 +84,8 @@ def _clean(code: int, out: str, expected: int = 1) -> None:
         "status-broker-down",
         "write-broker-down",
         "transfer-broker-down",
+        "members-broker-down",
+        "members-no-nodes",
         "db-not-a-url",
         "db-mysql",
         "db-sync-driver",

@@ -35,6 +35,7 @@ from raftmq.cli.errors import (
     note,
 )
 from raftmq.cli.keys import NO_KEY_HINT, KeyFileOpt, hint, operator_key
+from raftmq.cli.members import members_app
 from raftmq.cli.options import AmqpOpt, ClusterOpt, DbUrlOpt, brokers, fail
 from raftmq.cli.permissions import permissions_app
 from raftmq.cli.queue import publish, subscribe
@@ -62,6 +63,7 @@ db_app = typer.Typer(
 app.add_typer(db_app, name="db")
 app.add_typer(permissions_app, name="permissions")
 app.add_typer(subscriptions_app, name="subscriptions")
+app.add_typer(members_app, name="members")
 
 logger = logging.getLogger("raftmq.cli.app")
 
@@ -141,6 +143,14 @@ def node(
     single_node: Annotated[
         bool, typer.Option("--single-node", help="No peers: a cluster of this node alone.")
     ] = False,
+    join: Annotated[
+        bool,
+        typer.Option(
+            "--join",
+            help="Start outside the cluster (--peers: its bootstrap voters) and wait for "
+            "`raftmq members add`.",
+        ),
+    ] = False,
     applied_log: Annotated[
         Path | None, typer.Option(help="Append every applied write to this JSON-lines file.")
     ] = None,
@@ -181,6 +191,7 @@ def node(
             "cluster_key_file": cluster_key_file,
             "insecure": insecure or None,
             "single_node": single_node or None,
+            "join": join or None,
             "metrics_port": metrics_port,
             "metrics_host": metrics_host,
         }.items()

@@ -5,12 +5,13 @@ so an AdminClient of a secured cluster needs that key (producers and subscribers
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Sequence
 from types import TracebackType
 
 from raftmq._amqp.connect import BrokersLike
-from raftmq.errors import NotLeader, TransportError, WriteRejected
+from raftmq.errors import ConfigError, NotLeader, RequestFailed, TransportError, WriteRejected
 from raftmq.protocol.auth import ClusterKey
 from raftmq.protocol.receipts import Commit
 from raftmq.protocol.record import Record
@@ -19,6 +20,19 @@ from raftmq.transport.port import RequestClient
 from raftmq.transport.rpc import RpcClient
 
 logger = logging.getLogger("raftmq.client.admin")
+# Refusals of a members request that a later attempt may not get: another leader, no
+# commit in the leader's term yet, another change pending, a change overwritten.
+_RETRIED_REFUSALS = (
+    "NotLeader",
+    "ConfigError: no entry of this leader's term",
+    "ConfigError: a configuration change is not committed yet",
+    "WriteRejected",
+    "NodeStopped",
+    "TimeoutError",
+)
+# What the leader says to a change that is in place already (asked again after a lost
+# answer: the first attempt committed).
+_ALREADY_DONE = ("is already a member", "is already a voter", "is not a member")
 
 
 class AdminClient:
@@ -111,6 +125,50 @@ class AdminClient:
             if loop.time() >= deadline:
                 raise TimeoutError(f"{to} did not become leader within {timeout} s")
             await asyncio.sleep(0.1)
+
+    async def members(self, *, timeout: float = 2.0) -> NodeStatus:
+        """The leader's status: its ``voters`` and ``learners`` are the configuration
+        in force, ``followers`` each member's match index and lag. NotLeader when no
+        node leads."""
+        leader = await self.find_leader(timeout=timeout)
+        if leader is None:
+            raise NotLeader(None, "no leader answered: the configuration is unknown")
+        return await self.status(leader, timeout=timeout)
+
+    async def change_membership(
+        self, change: str, node_id: str, *, timeout: float = 30.0
+    ) -> NodeStatus:
+        """Ask the leader for one membership change -- ``change`` is ``add_learner``,
+        ``add_voter`` (also promotes a learner) or ``remove`` -- and wait until it
+        committed; returns the leader's status then (``voters``, ``learners``). Follows
+        leader changes and asks again while the leader cannot change yet (its term's
+        first entry, or another change, not committed). ConfigError when the change does
+        not apply (the reason from the leader), TimeoutError."""
+        body = json.dumps({"change": change, "node_id": node_id}).encode()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        last = "no leader answered"
+        asked = False  # a request was sent: an earlier attempt may have committed it
+        while loop.time() < deadline:
+            leader = await self.find_leader(timeout=1.0)
+            if leader is not None:
+                wait = max(0.1, deadline - loop.time())
+                try:
+                    reply = await self.requests.request(leader, "members", body, timeout=wait)
+                    return NodeStatus.model_validate_json(reply)
+                except RequestFailed as exc:
+                    last = str(exc)
+                    if not last.startswith(_RETRIED_REFUSALS):
+                        if asked and any(done in last for done in _ALREADY_DONE):
+                            return await self.members()  # an earlier attempt made it
+                        raise ConfigError(last.partition(": ")[2] or last) from None
+                    asked = True
+                except TransportError as exc:
+                    last = str(exc)
+                    asked = True
+            logger.debug("membership change not made yet: %s", last)
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"{change} {node_id} not committed within {timeout} s ({last})")
 
     async def write(self, record: Record, *, timeout: float = 10.0) -> Commit:
         """Send ``record`` to the leader and wait for its commit.

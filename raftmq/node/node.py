@@ -605,6 +605,9 @@ class _Host:
         check = self._node.write_check
         return await self._node.write_record(record if check is None else check(record))
 
+    async def change_membership(self, change: ConfChange) -> Membership:
+        return await self._node.change_membership(change)
+
     async def transfer_leadership(self, to: str) -> None:
         await self._node.transfer_leadership(to)
 

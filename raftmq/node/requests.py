@@ -8,9 +8,13 @@ Kinds: ``status`` (-> NodeStatus JSON), ``write`` (an encoded Record -> WriteRep
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 from typing import Protocol
 
+from raftmq.core.membership import ChangeKind, ConfChange
+from raftmq.core.types import NODE_ID_PATTERN, Membership
 from raftmq.errors import MalformedMessage, NodeStopped, NotLeader, WriteRejected
 from raftmq.protocol.receipts import Commit
 from raftmq.protocol.record import Record
@@ -55,6 +59,10 @@ class RequestTarget(Protocol):
         """Replicate ``record`` through the node's write path."""
         ...
 
+    async def change_membership(self, change: ConfChange) -> Membership:
+        """Make one membership change (the leader only); returns once it committed."""
+        ...
+
     async def transfer_leadership(self, to: str) -> None:
         """Hand leadership to ``to`` (leader only)."""
         ...
@@ -62,6 +70,21 @@ class RequestTarget(Protocol):
     def set_isolated(self, isolated: bool) -> None:
         """Fault injection: discard (or again step) inbound Raft messages."""
         ...
+
+
+def parse_change(body: bytes) -> ConfChange:
+    """The change a ``members`` request asks for: ``{"change": KIND, "node_id": ID}``
+    (KIND one of add_learner, add_voter, remove), or MalformedMessage."""
+    try:
+        raw = json.loads(body)
+        if not isinstance(raw, dict) or set(raw) != {"change", "node_id"}:
+            raise ValueError("expected exactly change and node_id")
+        node_id = raw["node_id"]
+        if not isinstance(node_id, str) or not re.fullmatch(NODE_ID_PATTERN, node_id):
+            raise ValueError(f"node_id must match {NODE_ID_PATTERN}")
+        return ConfChange(ChangeKind(raw["change"]), node_id)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise MalformedMessage(f"bad members request: {exc}") from None
 
 
 class RequestServer:
@@ -84,6 +107,12 @@ class RequestServer:
                 raise NotLeader(node.leader_id)
             await node.transfer_leadership(target)
             return b"{}"
+        if kind == "members":
+            change = parse_change(body)
+            if not node.is_leader:
+                raise NotLeader(node.leader_id)
+            await node.change_membership(change)
+            return node.status().model_dump_json().encode()
         if kind in ("isolate", "rejoin") and node.allow_fault_injection:
             # Chaos testing: stop/restart consuming Raft traffic; sending goes on, as in a
             # one-way partition. Requests still reach the node (they are answered here).

@@ -136,6 +136,9 @@ class NodeSettings(BaseSettings):
     cluster_key: SecretStr | None = None  # the key itself (tests); never logged
     insecure: bool = False  # run without a cluster key: anyone on the broker can forge traffic
     single_node: bool = False  # no peers on purpose: a cluster of this node alone
+    # Start outside the cluster: peers are the voters the cluster was bootstrapped with,
+    # and this node waits until `raftmq members add` makes it a learner or a voter.
+    join: bool = False
     # `raftmq node` only: serve /metrics, /healthz, /readyz on this port (off when None)
     metrics_port: int | None = Field(None, ge=1, le=65535)
     metrics_host: str = Field("127.0.0.1", min_length=1)  # the address metrics listen on
@@ -223,6 +226,10 @@ class NodeSettings(BaseSettings):
             raise ConfigError(
                 f"--single-node is set together with --peers {','.join(self.peers)}: choose one"
             )
+        if self.join and not self.peers:
+            raise ConfigError(
+                f"--join needs --peers: the voters cluster {self.cluster} was bootstrapped with"
+            )
 
     def check_data_dir(self) -> None:
         """Raise ConfigError when the default SQLite file of this node is missing from
@@ -249,7 +256,10 @@ class NodeSettings(BaseSettings):
 
     @property
     def voters(self) -> tuple[str, ...]:
-        """The whole voter set, sorted (the same on every node)."""
+        """The seed voter set, sorted (the same on every node): the configuration until
+        the log holds another one; without this node when it joins."""
+        if self.join:
+            return tuple(sorted(self.peers))
         return tuple(sorted({self.node_id, *self.peers}))
 
     def resolved_database_url(self) -> str:

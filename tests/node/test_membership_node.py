@@ -12,7 +12,8 @@ import pytest
 
 from raftmq.core.membership import ChangeKind, ConfChange
 from raftmq.core.types import Membership, Role
-from raftmq.errors import ConfigError, NotLeader
+from raftmq.errors import ConfigError, MalformedMessage, NotLeader
+from raftmq.node.requests import parse_change
 from tests.node.memory_cluster import Item, MemoryCluster
 
 
@@ -103,3 +104,29 @@ async def test_a_change_that_does_not_apply_is_refused_with_the_reason() -> None
             await follower.change_membership(ConfChange(ChangeKind.ADD_LEARNER, "z"))
     finally:
         await c.stop_all()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",
+        b"not json",
+        b"[]",
+        b'{"change": "add_voter"}',
+        b'{"change": "add_voter", "node_id": "n 4"}',
+        b'{"change": "make_king", "node_id": "n4"}',
+        b'{"change": "remove", "node_id": 4}',
+        b'{"change": "remove", "node_id": "n4", "extra": 1}',
+        b"[" * 100_000,
+    ],
+)
+def test_a_bad_members_request_is_refused_as_malformed(body: bytes) -> None:
+    """A members request is hostile input like any other: a clear MalformedMessage (the
+    request server answers it as an error), never a crash."""
+    with pytest.raises(MalformedMessage):
+        parse_change(body)
+
+
+def test_a_members_request_names_one_change() -> None:
+    change = parse_change(b'{"change": "add_learner", "node_id": "n4"}')
+    assert change == ConfChange(ChangeKind.ADD_LEARNER, "n4")

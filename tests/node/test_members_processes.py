@@ -1,0 +1,98 @@
+"""Membership changes with four `raftmq node` processes on the real broker (issue
+MEMBERS): a node started with ``--join`` waits outside the cluster, is added as a
+learner (`AdminClient.change_membership`, the call behind `raftmq members`), catches up
+from index 1, is promoted, and then the leader itself is removed: it hands the cluster
+over once the change commits, and writes go on; `raftmq members list` shows the result."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+
+import pytest
+
+from raftmq.client.admin import AdminClient
+from raftmq.protocol.record import Record
+from raftmq.testing.localcluster import LocalCluster, wait_applied, wait_for_leader
+from tests.node.conftest import ClusterFactory
+
+pytestmark = pytest.mark.integration
+
+SEED = ["n1", "n2", "n3"]
+
+
+async def _all_answer(admin: AdminClient, nodes: list[str], timeout: float = 30.0) -> None:
+    async with asyncio.timeout(timeout):
+        while True:
+            statuses = await admin.statuses(timeout=0.5)
+            if all(statuses.get(n) is not None for n in nodes):
+                return
+
+
+def _applied(cluster: LocalCluster, node_id: str) -> list[tuple[int, bytes]]:
+    return [(line.index, line.body) for line in cluster.read_applied(node_id)]
+
+
+def _members_list(cluster: LocalCluster) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "raftmq",
+            "members",
+            "list",
+            "--cluster",
+            cluster.cluster,
+            "--nodes",
+            ",".join(cluster.node_ids),
+            "--amqp-url",
+            cluster.amqp_url,
+            "--cluster-key-file",
+            str(cluster.key_file),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+async def test_a_joining_node_is_added_promoted_and_the_leader_removed(
+    local_cluster: ClusterFactory,
+) -> None:
+    node_env = {n: {"RAFTMQ_PEERS": ",".join(p for p in SEED if p != n)} for n in SEED}
+    node_env["n4"] = {"RAFTMQ_PEERS": ",".join(SEED), "RAFTMQ_JOIN": "true"}
+    cluster = local_cluster(["n1", "n2", "n3", "n4"], node_env=node_env)
+    cluster.start_all()
+    async with cluster.admin() as admin:
+        await _all_answer(admin, cluster.node_ids)
+        leader = await wait_for_leader(admin, timeout=30)
+        first = await admin.write(Record(body=b"before n4"), timeout=30)
+        await wait_applied(admin, SEED, first.index, timeout=30)
+        assert (await admin.status("n4")).applied == 0  # outside: nobody sends to it
+
+        status = await admin.change_membership("add_learner", "n4", timeout=30)
+        assert (status.voters, status.learners) == (SEED, ["n4"])
+        second = await admin.write(Record(body=b"with a learner"), timeout=30)
+        await wait_applied(admin, cluster.node_ids, second.index, timeout=30)
+        assert _applied(cluster, "n4") == _applied(cluster, leader.node_id)
+
+        status = await admin.change_membership("add_voter", "n4", timeout=30)
+        assert (status.voters, status.learners) == (["n1", "n2", "n3", "n4"], [])
+
+        old = (await wait_for_leader(admin, timeout=30)).node_id
+        status = await admin.change_membership("remove", old, timeout=30)
+        rest = [n for n in cluster.node_ids if n != old]
+        assert status.voters == rest
+        new = await wait_for_leader(admin, timeout=30, exclude={old})
+        assert new.node_id in rest
+        third = await admin.write(Record(body=b"without the old leader"), timeout=30)
+        await wait_applied(admin, rest, third.index, timeout=30)
+        assert (await admin.status(old)).role.value != "leader"
+
+    listed = await asyncio.to_thread(_members_list, cluster)
+    assert listed.returncode == 0, listed.stderr
+    assert f"voters:   {','.join(rest)}" in listed.stdout
+    assert "learners: -" in listed.stdout
+    assert cluster.crashed() == {}
