@@ -289,12 +289,16 @@ async def _run_node(
             )
             stopped = asyncio.ensure_future(stop.wait())
             failed = asyncio.ensure_future(node.wait_failed())
-            await asyncio.wait((stopped, failed), return_when=asyncio.FIRST_COMPLETED)
-            stopped.cancel()
-            failed.cancel()
+            removed = asyncio.ensure_future(node.wait_removed())
+            await asyncio.wait((stopped, failed, removed), return_when=asyncio.FIRST_COMPLETED)
+            for waiting in (stopped, failed, removed):
+                waiting.cancel()
             # After a loop failure, leaving this block makes node.stop() raise: exit code 1,
-            # so that a supervisor restarts the process.
-            logger.info("stopping (%s)", "signal received" if stop.is_set() else "loop failed")
+            # so that a supervisor restarts the process. A removed node exits with 0.
+            why = "signal received" if stop.is_set() else "loop failed"
+            if removed.done() and not removed.cancelled():
+                why = "removed from the cluster"
+            logger.info("stopping (%s)", why)
     finally:
         if sink is not None:
             sink.close()

@@ -127,13 +127,13 @@ def start(s: RaftState, base: Membership, base_index: int, entries: Sequence[Ent
     s.config_history = [(base_index, base)]
     s.members = base
     _appended(s, [e for e in entries if e.index > base_index], log_bad=True)
-    _use(s, s.config_history[-1][1])
+    _use(s, *s.config_history[-1])
 
 
 def appended(s: RaftState, entries: Sequence[Entry]) -> None:
     """Entries were appended to the log: a configuration among them takes effect now."""
     if _appended(s, entries, log_bad=True):
-        _use(s, s.config_history[-1][1])
+        _use(s, *s.config_history[-1])
 
 
 def _appended(s: RaftState, entries: Sequence[Entry], *, log_bad: bool) -> bool:
@@ -159,13 +159,13 @@ def truncated(s: RaftState, index: int) -> None:
         return
     while len(history) > 1 and history[-1][0] >= index:
         history.pop()
-    _use(s, history[-1][1])
+    _use(s, *history[-1])
 
 
 def installed(s: RaftState, index: int, m: Membership) -> None:
     """A snapshot at ``index`` with configuration ``m`` replaced the whole log."""
     s.config_history = [(index, m)]
-    _use(s, m)
+    _use(s, index, m)
 
 
 def compacted(s: RaftState, first_index: int) -> None:
@@ -219,19 +219,34 @@ def step_down_if_removed(s: RaftState) -> None:
         s.become_follower(s.term, None)
 
 
-def _use(s: RaftState, m: Membership) -> None:
-    """Make ``m`` the configuration in force: peers, majority and, on a leader, one
-    Progress per other member (a new one probes from the end of our log)."""
+def _use(s: RaftState, index: int, m: Membership) -> None:
+    """Make ``m`` (the configuration entry at ``index``) the configuration in force:
+    peers, majority and, on a leader, one Progress per other member (a new one probes
+    from the end of our log). A member it removes keeps its Progress as *departing*:
+    it is sent the log, counted nowhere, until it holds this configuration committed
+    (:func:`forget_departed`), so that it learns it was removed."""
     s.members = m
     s.others = tuple(sorted(m.members - {s.id}))
     s.voter_peers = tuple(v for v in m.voters if v != s.id)
     s.quorum = len(m.voters) // 2 + 1
     if s.role is Role.LEADER:
-        for peer in [p for p in s.progress if p not in m.members]:
-            del s.progress[peer]
+        for peer in s.progress:
+            if peer not in m.members:
+                s.departing.setdefault(peer, index)
         for peer in s.others:
+            s.departing.pop(peer, None)
             if peer not in s.progress:
                 s.progress[peer] = Progress(s.raft_log.last_index + 1)
+
+
+def forget_departed(s: RaftState) -> None:
+    """Drop the Progress of departing members that hold the configuration that removed
+    them, committed (the heartbeat just sent told them the commit index)."""
+    for peer, index in list(s.departing.items()):
+        pr = s.progress.get(peer)
+        if pr is None or (s.commit >= index and pr.match >= index):
+            s.progress.pop(peer, None)
+            del s.departing[peer]
 
 
 def quorum_value(s: RaftState, values: dict[str, int], own: int) -> int:

@@ -227,6 +227,8 @@ def heartbeat(s: RaftState) -> None:
         else:
             pr.paused = False
             send_append(s, peer, pr)
+    if s.departing:
+        membership.forget_departed(s)
 
 
 def keepalives(s: RaftState) -> list[AppendEntries]:

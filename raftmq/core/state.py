@@ -59,6 +59,7 @@ class RaftState:
         "cfg",
         "commit",
         "config_history",
+        "departing",
         "election_elapsed",
         "elections_started",
         "heartbeat_elapsed",
@@ -152,7 +153,11 @@ class RaftState:
         self.heartbeat_elapsed = 0  # leader: ticks since last heartbeat
         self.randomized_timeout = config.election_ticks  # in [e, 2e), redrawn on each reset
         self.votes: dict[str, bool] = {}  # (pre-)candidate: answers received this round
-        self.progress: dict[str, Progress] = {}  # leader: per peer voter
+        self.progress: dict[str, Progress] = {}  # leader: per peer (members, departing)
+        # Leader: members a configuration removed, still sent the log (never counted)
+        # until they hold that configuration committed, so they learn they were removed:
+        # peer -> index of the configuration entry.
+        self.departing: dict[str, int] = {}
         self.transferee: str | None = None  # leader: leadership transfer target
         # Follower: the transferee its leader of this term named in a TimeoutNow (that
         # node's transfer vote for term + 1 may pass the lease); None when there is none.
@@ -190,6 +195,7 @@ class RaftState:
         self.randomized_timeout = self.rng.randrange(e, 2 * e)
         self.votes = {}
         self.progress = {}
+        self.departing = {}
         self.transferee = None
         self.transfer_notice = None
         self.notice_elapsed = 0

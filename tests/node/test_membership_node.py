@@ -58,6 +58,9 @@ async def test_a_node_joins_as_learner_is_promoted_and_a_voter_leaves() -> None:
         follower = next(n for n in ("a", "b", "c") if n != leader.node_id)
         m = await _change(c, ChangeKind.REMOVE, follower)
         assert follower not in m.voters
+        # The removed node learns it when the change commits there (`raftmq node` exits).
+        assert await asyncio.wait_for(c.nodes[follower].wait_removed(), 10) > 0
+        assert not c.nodes["d"]._removed.is_set()  # added, never removed
         last = await leader.write(Item(n=6))
         remaining = [n for n in c.ids if n != follower]
         await _all_applied(c, remaining, last.index)
@@ -79,6 +82,7 @@ async def test_removing_the_leader_hands_the_cluster_to_the_others() -> None:
         await leader.write(Item(n=1))
         m = await _change(c, ChangeKind.REMOVE, leader.node_id)
         assert leader.node_id not in m.voters
+        assert await asyncio.wait_for(leader.wait_removed(), 10) > 0
         others = frozenset(n for n in c.ids if n != leader.node_id)
         new = await c.leader(exclude=frozenset({leader.node_id}))
         assert new.node_id in others

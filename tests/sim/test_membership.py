@@ -210,3 +210,18 @@ def test_the_configuration_survives_snapshots_and_restarts() -> None:
     sim.crash("n5")
     sim.restart("n5")
     assert sim.core("n5").membership == Membership(expected.voters, ("n5",))
+
+
+def test_a_removed_member_learns_it_and_the_leader_then_forgets_it() -> None:
+    """The leader keeps sending a removed member the log until it holds the change
+    committed (so the node can say it was removed and stop), then drops it."""
+    sim = _sim(seed=8)
+    leader = check_one_leader(sim)
+    victim = next(n for n in ("n1", "n2", "n3") if n != leader)
+    index = _change(sim, ChangeKind.REMOVE, victim)
+    assert sim.run_until(lambda: sim.commit_index(victim) >= index, AGREEMENT_BUDGET)
+    assert victim not in sim.core(victim).membership.members
+    assert sim.run_until(lambda: victim not in sim.core(leader).status().progress, 50)
+    sim.run(200)  # it never campaigns, and nobody sends it anything more
+    assert sim.role(victim) is Role.FOLLOWER
+    assert sim.commit_index(victim) == sim.applied_index(victim)
