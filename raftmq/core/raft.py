@@ -127,6 +127,12 @@ class RaftCore:
         return self._state.members
 
     @property
+    def config_index(self) -> int:
+        """Index of the configuration entry in force (0: the seed; a snapshot's index
+        when it came with one)."""
+        return self._state.config_history[-1][0]
+
+    @property
     def config_pending(self) -> bool:
         """True while a configuration entry of the log is not committed."""
         return membership.pending(self._state)

@@ -159,6 +159,12 @@ class NodeLoop:
         self._turn_began: float | None = None
         self._keepalive_timer: asyncio.TimerHandle | None = None
         self._turn_reported: str | None = None  # None, "slow" or "gave up"
+        # Removal (_check_removed): whether a configuration in force here named this
+        # node, and, once one that leaves it out is applied here and the leader went
+        # quiet, the index of that configuration entry.
+        self._was_member = self.node_id in core.membership.members
+        self.removed_at: int | None = None
+        self.removed = asyncio.Event()
 
     def propose(self, payload: bytes) -> asyncio.Future[Commit]:
         """Queue ``payload`` for the next proposal batch; the future resolves at commit."""
@@ -258,6 +264,33 @@ class NodeLoop:
             self.stats.running = False
             self.ended.set()
 
+    def _check_removed(self, now: float) -> None:
+        """Once per tick: a member that the configuration in force leaves out, applied
+        here, and whose leader has sent nothing for an election timeout (the leader
+        sends a removed member the log until it holds its removal committed, then stops)
+        was removed: say so, once. A node catching up through an old removal of its id
+        keeps hearing the leader, so it is not fooled by history."""
+        core = self.core
+        if self.node_id in core.membership.members:
+            self._was_member = True
+            return
+        if not self._was_member or self.removed_at is not None:
+            return
+        index = core.config_index
+        quiet = self.core.config.election_ticks * self.tick_interval
+        contact = self.last_leader_contact
+        if core.applied_index < index or (contact is not None and now - contact < quiet):
+            return
+        self.removed_at = index
+        self.removed.set()
+        logger.warning(
+            "%s: removed from the cluster by the configuration at index %s (voters %s); "
+            "it takes no part any more",
+            self.node_id,
+            index,
+            ",".join(core.membership.voters),
+        )
+
     def _heartbeat_interval(self) -> float:
         return self.core.config.heartbeat_ticks * self.tick_interval
 
@@ -337,6 +370,7 @@ class NodeLoop:
             self._propose_queued()
             await self._handle_ready()
             if ticked:
+                self._check_removed(now)
                 self._forget_abandoned_reads()
                 await self._flush_deferred()
                 if self.retention.active and now >= self._retention_check_at:

@@ -36,9 +36,8 @@ from typing import Any, Generic
 
 from raftmq.core.config import RaftConfig
 from raftmq.core.membership import ConfChange
-from raftmq.core.membership import decode as decode_membership
 from raftmq.core.raft import RaftCore
-from raftmq.core.types import Entry, EntryKind, Membership, Role, SoftState
+from raftmq.core.types import Entry, Membership, Role, SoftState
 from raftmq.errors import ConfigError, NodeStopped, NotLeader, WriteRejected
 from raftmq.node.applier import Applier, RestoreHook, SnapshotHook
 from raftmq.node.handover import HANDOVER_ELECTION_TIMEOUTS, hand_over
@@ -136,12 +135,7 @@ class Node(Generic[T]):
         self._pending: dict[int, tuple[int, asyncio.Future[Commit]]] = {}  # index -> (term, fut)
         self._role_observers: list[Callable[[SoftState], None]] = []  # on soft state changes
         # after each applied batch, with its entries (persisted, applied)
-        self._apply_observers: list[Callable[[tuple[Entry, ...]], None]] = [self._watch_removal]
-        # Set when a committed configuration removes this node (it was a member): the
-        # index of that configuration entry; `raftmq node` then stops.
-        self._removed_at: int | None = None
-        self._removed = asyncio.Event()
-        self._member = False  # whether the configuration in force here names this node
+        self._apply_observers: list[Callable[[tuple[Entry, ...]], None]] = []
         self._services: list[Service] = []  # started/stopped with the node, in order
         self._counters: dict[str, int] = dict.fromkeys(NODE_COUNTERS, 0)
         # the apply path: callbacks, client sessions, fan-out watermark, write results
@@ -193,7 +187,6 @@ class Node(Generic[T]):
         )
         loop.role_observers = self._role_observers
         loop.apply_observers = self._apply_observers
-        self._member = self.node_id in loop.core.membership.members
         loop.compaction_floor = self.compaction_floor
         logger.info(
             "%s: starting in term %s (last index %s, commit %s, applied %s)",
@@ -248,37 +241,14 @@ class Node(Generic[T]):
                 attempt=(self.config.election_ticks + 2) * self.tick_interval,
             )
 
-    def _watch_removal(self, entries: tuple[Entry, ...]) -> None:
-        """After each applied batch: a committed configuration that leaves this member
-        out means it was removed (a node that joins is no member until it is added)."""
-        for entry in entries:
-            if entry.kind is not EntryKind.CONFIG:
-                continue
-            try:
-                members = decode_membership(entry.data).members
-            except ConfigError:
-                continue  # the core logged it and ignores it too
-            if self.node_id in members:
-                self._member = True
-            elif self._member:
-                self._member = False
-                self._removed_at = entry.index
-                self._removed.set()
-                logger.warning(
-                    "%s: removed from the cluster by the configuration at index %s "
-                    "(voters %s); it takes no part any more",
-                    self.node_id,
-                    entry.index,
-                    ",".join(sorted(decode_membership(entry.data).voters)),
-                )
-
     async def wait_removed(self) -> int:
         """Wait until a committed configuration removes this node; return the index of
         that configuration entry (`raftmq node` then stops: a removed node has nothing
         left to do)."""
-        await self._removed.wait()
-        assert self._removed_at is not None
-        return self._removed_at
+        loop = self._running
+        await loop.removed.wait()
+        assert loop.removed_at is not None
+        return loop.removed_at
 
     @property
     def failure(self) -> BaseException | None:

@@ -60,7 +60,7 @@ async def test_a_node_joins_as_learner_is_promoted_and_a_voter_leaves() -> None:
         assert follower not in m.voters
         # The removed node learns it when the change commits there (`raftmq node` exits).
         assert await asyncio.wait_for(c.nodes[follower].wait_removed(), 10) > 0
-        assert not c.nodes["d"]._removed.is_set()  # added, never removed
+        assert c.nodes["d"]._running.removed_at is None  # added, never removed
         last = await leader.write(Item(n=6))
         remaining = [n for n in c.ids if n != follower]
         await _all_applied(c, remaining, last.index)
