@@ -87,8 +87,9 @@ MEANINGS: dict[str, str] = {
     "cluster_key": "The cluster key itself, as text (tests); never logged.",
     "insecure": "Run without a cluster key: anyone on the broker can forge node traffic.",
     "single_node": "A cluster of this node alone, on purpose (no `peers`).",
-    "join": "Start outside the cluster: `peers` are the voters it was bootstrapped with; "
-    "the node follows the leader once `raftmq members add` makes it a learner or voter.",
+    "join": "Start outside the cluster: `peers` are the voters it was bootstrapped with "
+    "(this node among them when it comes back after its removal, e.g. with a new disk); "
+    "it follows the leader once `raftmq members add` makes it a learner or voter.",
     "metrics_port": "`raftmq node` only: serve `/metrics`, `/healthz` and `/readyz` on this "
     "port; unset: off.",
     "metrics_host": "The address the metrics port listens on (`0.0.0.0` to be scraped from "

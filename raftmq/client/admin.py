@@ -5,6 +5,7 @@ so an AdminClient of a secured cluster needs that key (producers and subscribers
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from collections.abc import Sequence
@@ -126,14 +127,20 @@ class AdminClient:
                 raise TimeoutError(f"{to} did not become leader within {timeout} s")
             await asyncio.sleep(0.1)
 
-    async def members(self, *, timeout: float = 2.0) -> NodeStatus:
+    async def members(self, *, timeout: float = 10.0) -> NodeStatus:
         """The leader's status: its ``voters`` and ``learners`` are the configuration
-        in force, ``followers`` each member's match index and lag. NotLeader when no
-        node leads."""
-        leader = await self.find_leader(timeout=timeout)
-        if leader is None:
-            raise NotLeader(None, "no leader answered: the configuration is unknown")
-        return await self.status(leader, timeout=timeout)
+        in force, ``followers`` each member's match index and lag. Waits for a leader
+        (an election after a change, for one); NotLeader when none answered in time."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            leader = await self.find_leader(timeout=1.0)
+            if leader is not None:
+                with contextlib.suppress(TransportError):
+                    return await self.status(leader, timeout=2.0)
+            if loop.time() >= deadline:
+                raise NotLeader(None, f"no leader answered within {timeout} s")
+            await asyncio.sleep(0.1)
 
     async def change_membership(
         self, change: str, node_id: str, *, timeout: float = 30.0

@@ -84,7 +84,8 @@ _NAME_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 
 
 class NodeSettings(BaseSettings):
-    """Everything one node needs to run. Invariant: node_id is not in peers."""
+    """Everything one node needs to run. Invariant: node_id is not in peers (unless it
+    joins: then peers are the bootstrap voters, which may name it)."""
 
     model_config = SettingsConfigDict(env_prefix="RAFTMQ_", extra="forbid")
 
@@ -168,7 +169,9 @@ class NodeSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _check(self) -> NodeSettings:
-        if self.node_id in self.peers:
+        if self.node_id in self.peers and not self.join:
+            # (with join, peers are the bootstrap voters: a node that was removed and
+            # comes back under its id, e.g. with a new disk, is among them)
             raise ValueError(f"peers must not contain node_id {self.node_id!r}")
         if len(set(self.peers)) != len(self.peers):
             raise ValueError(f"peers contain duplicates: {self.peers!r}")
@@ -259,7 +262,7 @@ class NodeSettings(BaseSettings):
         """The seed voter set, sorted (the same on every node): the configuration until
         the log holds another one; without this node when it joins."""
         if self.join:
-            return tuple(sorted(self.peers))
+            return tuple(sorted(set(self.peers)))
         return tuple(sorted({self.node_id, *self.peers}))
 
     def resolved_database_url(self) -> str:

@@ -16,6 +16,7 @@ import pytest
 from raftmq.client.admin import AdminClient
 from raftmq.protocol.record import Record
 from raftmq.testing.localcluster import LocalCluster, wait_applied, wait_for_leader
+from raftmq.testing.workload import ContinuousWrites
 from tests.node.conftest import ClusterFactory
 
 pytestmark = pytest.mark.integration
@@ -100,4 +101,72 @@ async def test_a_joining_node_is_added_promoted_and_the_leader_removed(
     assert listed.returncode == 0, listed.stderr
     assert f"voters:   {','.join(rest)}" in listed.stdout
     assert "learners: -" in listed.stdout
+    assert cluster.crashed() == {}
+
+
+async def _caught_up(admin: AdminClient, node_id: str, timeout: float = 60.0) -> None:
+    leader = await wait_for_leader(admin, timeout=timeout)
+    await wait_applied(admin, [node_id], leader.commit, timeout=timeout)
+
+
+async def _add(admin: AdminClient, node_id: str) -> None:
+    """As an operator does: learner first, promoted once it caught up."""
+    await admin.change_membership("add_learner", node_id, timeout=30)
+    await _caught_up(admin, node_id)
+    await admin.change_membership("add_voter", node_id, timeout=30)
+
+
+async def _remove(admin: AdminClient, cluster: LocalCluster, node_id: str) -> None:
+    await admin.change_membership("remove", node_id, timeout=30)
+    code = await asyncio.to_thread(cluster.processes[node_id].wait, 60)
+    cluster.stopped.add(node_id)
+    assert code == 0, cluster.log_file(node_id).read_text()[-2000:]
+
+
+async def test_grow_to_five_shrink_to_three_and_replace_a_wiped_node_under_writes(
+    local_cluster: ClusterFactory,
+) -> None:
+    """3 -> 5 -> 3 voters and a node whose database was deleted coming back under its id
+    (removed first, then started empty with --join, added as a learner, promoted), with
+    writes in flight all the time: every receipt is in the final members' logs, which
+    are identical."""
+    nodes = ["n1", "n2", "n3", "n4", "n5"]
+    node_env = {n: {"RAFTMQ_PEERS": ",".join(p for p in SEED if p != n)} for n in SEED}
+    for n in ("n4", "n5"):
+        node_env[n] = {"RAFTMQ_PEERS": ",".join(SEED), "RAFTMQ_JOIN": "true"}
+    cluster = local_cluster(nodes, node_env=node_env)
+    cluster.start_all()
+    async with cluster.admin() as admin:
+        await _all_answer(admin, nodes)
+        await wait_for_leader(admin, timeout=30)
+        async with ContinuousWrites(cluster.amqp_url, cluster.cluster, writers=4) as load:
+            await load.wait_for(50, timeout=60)
+            for node_id in ("n4", "n5"):
+                await _add(admin, node_id)
+            assert (await admin.members()).voters == nodes
+            await load.wait_for(len(load.committed) + 50, timeout=60)
+            for node_id in ("n1", "n2"):
+                await _remove(admin, cluster, node_id)
+            assert (await admin.members()).voters == ["n3", "n4", "n5"]
+            await load.wait_for(len(load.committed) + 50, timeout=60)
+            # n3's disk is lost: out of the configuration first, then back, empty.
+            await _remove(admin, cluster, "n3")
+            for path in cluster.node_dir("n3").glob("raftmq-*.db*"):
+                path.unlink()
+            cluster.applied_log("n3").unlink()
+            cluster.node_env["n3"] = {"RAFTMQ_PEERS": ",".join(SEED), "RAFTMQ_JOIN": "true"}
+            cluster.start("n3")
+            await _add(admin, "n3")
+            assert (await admin.members()).voters == ["n3", "n4", "n5"]
+            await load.wait_for(len(load.committed) + 50, timeout=60)
+        assert load.failures == []
+        final = ["n3", "n4", "n5"]
+        written = {c.index: c.body for c in load.committed if c.index is not None}
+        assert len(written) == len(load.committed)  # new writes: each has its own index
+        last = max(written)
+        await wait_applied(admin, final, last, timeout=60)
+    logs = {n: _applied(cluster, n) for n in final}
+    assert logs["n3"] == logs["n4"] == logs["n5"]
+    held = dict(logs["n4"])
+    assert all(held.get(index) == body for index, body in written.items())
     assert cluster.crashed() == {}
