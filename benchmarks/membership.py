@@ -2,7 +2,8 @@
 leader that hands over on SIGTERM (docs/core.md, "Graceful handover") against SIGKILL.
 
     .venv/bin/python benchmarks/membership.py [--runs 3] [--writers 4] [--between 200]
-        [--insecure] [--json PATH] [--progress | --no-progress]
+        [--learner-entries 100000] [--parts restart,learner] [--insecure] [--json PATH]
+        [--progress | --no-progress]
 
 Each run: a fresh 3-node cluster of ``raftmq node`` processes (local RabbitMQ, SQLite
 synchronous=FULL, default ticks: election timeout 0.5-1.0 s), a Producer with
@@ -14,8 +15,11 @@ unavailability; the leader's restart is where it happens), and the elections sta
 timeout during it (the node counters ``elections_timeout``, summed per process lifetime).
 Runs alternate SIGTERM and SIGKILL; the table shows each run and the medians.
 
-The issue's other figure, the time for a learner to catch up on 100,000 entries and be
-promoted, needs learners, which do not exist yet: it is printed as not measured.
+The learner part (``--learner-entries``, default 100,000): a 3-node cluster takes that
+many writes (batches of 1,000 concurrent publishes), then a fourth ``raftmq node --join``
+starts and is added as a learner (``AdminClient.change_membership``); the figures are the
+time until it applied the leader's commit index (catch-up, and entries/s) and the time
+the promotion to voter then took to commit. ``--parts restart,learner`` chooses.
 """
 
 from __future__ import annotations
@@ -80,7 +84,73 @@ async def one_run(args: argparse.Namespace, sig: int) -> tuple[float, int, int]:
     return gap, timeouts, committed
 
 
+async def learner_run(args: argparse.Namespace) -> tuple[float, float, int, int]:
+    """Fill a 3-node cluster, add a fourth node as a learner, promote it: (catch-up s,
+    promotion s, entries it caught up on, snapshots it installed)."""
+    from raftmq.client.producer import Producer
+
+    seed = ["n1", "n2", "n3"]
+    node_env = {n: {"RAFTMQ_PEERS": ",".join(p for p in seed if p != n)} for n in seed}
+    node_env["n4"] = {"RAFTMQ_PEERS": ",".join(seed), "RAFTMQ_JOIN": "true"}
+    with tempfile.TemporaryDirectory(prefix="raftmq-bench-") as tmp:
+        name = f"bench{uuid.uuid4().hex[:6]}"
+        cluster = LocalCluster(
+            name,
+            [*seed, "n4"],
+            Path(tmp),
+            amqp_url=args.amqp_url,
+            insecure=args.insecure,
+            node_env=node_env,
+        )
+        for node_id in seed:
+            cluster.start(node_id)
+        try:
+            async with cluster.admin() as admin:
+                await wait_for_leader(admin, timeout=60)
+                async with Producer(args.amqp_url, name) as producer:
+                    for lo in range(0, args.learner_entries, 1000):
+                        hi = min(args.learner_entries, lo + 1000)
+                        await asyncio.gather(
+                            *(producer.publish(b"w%d" % k, timeout=120) for k in range(lo, hi))
+                        )
+                cluster.start("n4")
+                leader = await wait_for_leader(admin, timeout=60)
+                target = leader.commit
+                started = time.monotonic()
+                await admin.change_membership("add_learner", "n4", timeout=120)
+                while (await admin.status("n4", timeout=5)).applied < target:  # noqa: ASYNC110 - polls another process
+                    await asyncio.sleep(0.05)
+                caught_up = time.monotonic()
+                await admin.change_membership("add_voter", "n4", timeout=120)
+                promoted = time.monotonic()
+                installed = (await admin.status("n4", timeout=5)).counters.get(
+                    "snapshots_installed", 0
+                )
+        finally:
+            cluster.stop_all()
+            await cluster.delete_queues()
+    return caught_up - started, promoted - caught_up, target, installed
+
+
 async def main(args: argparse.Namespace, bench: report.Report) -> None:
+    parts = set(args.parts.split(","))
+    if "restart" in parts:
+        await restarts(args, bench)
+    if "learner" in parts:
+        with bench.phase("learner catch-up", total=1) as phase:
+            catch_up, promotion, entries, installed = await learner_run(args)
+            phase.advance()
+        rate = entries / catch_up if catch_up > 0 else float("inf")
+        print(
+            f"  learner catching up on {entries:,} entries: {catch_up:.1f} s "
+            f"({rate:,.0f} entries/s, {installed} snapshots installed); "
+            f"promotion committed in {promotion * 1000:.0f} ms"
+        )
+        bench.figure(f"learner catch-up, {entries:,} entries", catch_up, "s")
+        bench.figure("learner promotion", promotion * 1000, "ms")
+
+
+async def restarts(args: argparse.Namespace, bench: report.Report) -> None:
     results: dict[str, list[tuple[float, int, int]]] = {name: [] for name in SIGNALS}
     with bench.phase("rolling restarts", total=args.runs * len(SIGNALS)) as phase:
         for run in range(args.runs):
@@ -108,10 +178,6 @@ async def main(args: argparse.Namespace, bench: report.Report) -> None:
             float(sum(t for _, t, _ in runs)),
             "elections",
         )
-    print(
-        "  learner catching up on 100,000 entries and promoted: not measured yet "
-        "(learners do not exist yet, issue MEMBERS)"
-    )
 
 
 if __name__ == "__main__":
@@ -121,6 +187,8 @@ if __name__ == "__main__":
     parser.add_argument("--writers", type=int, default=4)
     parser.add_argument("--between", type=int, default=200)
     parser.add_argument("--insecure", action="store_true", help="sign nothing (no cluster key)")
+    parser.add_argument("--learner-entries", type=int, default=100_000)
+    parser.add_argument("--parts", default="restart,learner", help="restart,learner")
     report.add_options(parser)
     arguments = parser.parse_args()
     with report.Report("membership", arguments) as bench:
