@@ -99,6 +99,10 @@ async def test_a_save_stalled_past_the_limit_lets_the_followers_elect_another_le
     await c.start_all()
     try:
         leader = await c.leader()
+        # Keepalives go to replicating followers: one write first puts them there (a
+        # follower still probing, right after an election, gets none).
+        first = await leader.write(Item(n=0))
+        await c.wait_applied(first.index)
         term = leader.status().term
         release = asyncio.Event()
         stores[leader.node_id].held = release
