@@ -212,18 +212,7 @@ def heartbeat(s: RaftState) -> None:
                 pr.become_probe()
                 send_append(s, peer, pr)
                 continue
-            s.send(
-                new_append(
-                    term=s.term,
-                    sender=s.id,
-                    recipient=peer,
-                    prev_log_index=pr.match,
-                    prev_log_term=s.raft_log.term(pr.match),
-                    entries=(),
-                    leader_commit=s.commit,
-                    read_seq=s.read_seq,
-                )
-            )
+            s.send(_heartbeat_at_match(s, peer, pr))
         else:
             pr.paused = False
             send_append(s, peer, pr)
@@ -244,19 +233,23 @@ def keepalives(s: RaftState) -> list[AppendEntries]:
     for peer, pr in s.progress.items():
         if pr.state is not ProgressState.REPLICATE or pr.match + 1 < first:
             continue
-        out.append(
-            new_append(
-                term=s.term,
-                sender=s.id,
-                recipient=peer,
-                prev_log_index=pr.match,
-                prev_log_term=s.raft_log.term(pr.match),
-                entries=(),
-                leader_commit=s.commit,
-                read_seq=s.read_seq,
-            )
-        )
+        out.append(_heartbeat_at_match(s, peer, pr))
     return out
+
+
+def _heartbeat_at_match(s: RaftState, peer: str, pr: Progress) -> AppendEntries:
+    """The empty AppendEntries a replicating follower gets at its match: a heartbeat,
+    carrying the commit index and the current read round."""
+    return new_append(
+        term=s.term,
+        sender=s.id,
+        recipient=peer,
+        prev_log_index=pr.match,
+        prev_log_term=s.raft_log.term(pr.match),
+        entries=(),
+        leader_commit=s.commit,
+        read_seq=s.read_seq,
+    )
 
 
 def tick_leader(s: RaftState) -> None:
