@@ -32,6 +32,11 @@ class ConfigError(RaftMQError, ValueError):
     """Settings or core configuration are invalid."""
 
 
+class ConfigPending(ConfigError):
+    """A membership change cannot be made yet (another one, or the leader's first entry
+    of its term, is not committed): ask again shortly."""
+
+
 class NotLeader(RaftMQError):
     """This node is not the leader; ``leader_hint`` is the known leader's id, if any."""
 

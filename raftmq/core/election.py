@@ -73,6 +73,7 @@ def campaign(s: RaftState, *, pre_vote: bool, transfer: bool) -> None:
     for peer in s.voter_peers:
         s.send(
             RequestVote(
+                incarnation=s.incarnation,
                 term=term,
                 sender=s.id,
                 recipient=peer,

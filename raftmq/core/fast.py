@@ -55,6 +55,7 @@ _REPLY_SET = frozenset(
         "conflict_term",
         "conflict_index",
         "read_seq",
+        "incarnation",
     )
 )
 _HARD_SET = frozenset(("term", "voted_for", "commit"))
@@ -105,6 +106,7 @@ def new_append_reply(
     conflict_term: int = 0,
     conflict_index: int = 0,
     read_seq: int = 0,
+    incarnation: str = "",
 ) -> AppendEntriesReply:
     """An :class:`AppendEntriesReply` without validation."""
     values = {
@@ -118,5 +120,6 @@ def new_append_reply(
         "conflict_term": conflict_term,
         "conflict_index": conflict_index,
         "read_seq": read_seq,
+        "incarnation": incarnation,
     }
     return _build(AppendEntriesReply, values, _REPLY_SET)

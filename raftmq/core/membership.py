@@ -22,6 +22,23 @@ new configuration. Two rules keep that true under leader changes (docs/core.md,
 A leader that removes itself keeps leading until the change commits (it does not count
 itself in majorities meanwhile) and then steps down; a server outside the voters never
 campaigns. Learners get the log like voters and count in no majority.
+
+Incarnations (a lost disk). Raft's votes and acknowledgements are promises about what a
+server's storage holds; a server that comes back with an empty (or another) database
+under a member's id would break them: it votes again in a term it voted in, and the
+leader would count entries it no longer holds. So each database has an incarnation id
+(made with it, :attr:`~raftmq.core.types.InitialState.incarnation`), the messages that
+carry such promises (vote requests and answers, append and snapshot answers) carry it,
+and the configuration pins each member's (:attr:`Membership.incarnations`). A message
+from a member whose incarnation is not its pin is dropped before anything reads it --
+no term moves, no vote or acknowledgement counts -- and counted; a node whose own
+database is not its pin neither campaigns nor grants votes. A leader pins, in one
+configuration entry (no voter changes: majorities stay the same), every member it heard
+from that is not pinned yet. An operator replaces such a member with a
+:attr:`ChangeKind.REPLACE` change (it becomes a learner pinned to its new database,
+catches up, and is promoted): a single-server change like a removal. A member lost
+before every member holds its pin is not caught (the pin is made about one heartbeat
+after the member's first answer to a leader; docs/core.md has the argument).
 """
 
 from __future__ import annotations
@@ -36,15 +53,27 @@ from enum import StrEnum
 from raftmq.core.messages import MAX_VOTERS
 from raftmq.core.progress import Progress
 from raftmq.core.state import RaftState
-from raftmq.core.types import NODE_ID_PATTERN, Entry, EntryKind, Membership, Role
+from raftmq.core.types import (
+    INCARNATION_PATTERN,
+    NODE_ID_PATTERN,
+    Entry,
+    EntryKind,
+    Membership,
+    Role,
+)
 from raftmq.errors import ConfigError
 
 log = logging.getLogger("raftmq.core.membership")
 
 
-def membership(voters: Iterable[str], learners: Iterable[str] = ()) -> Membership:
+def membership(
+    voters: Iterable[str],
+    learners: Iterable[str] = (),
+    incarnations: Iterable[tuple[str, str]] = (),
+) -> Membership:
     """A validated Membership (sorted; :class:`ConfigError` naming what is wrong)."""
     v, ln = tuple(sorted(voters)), tuple(sorted(learners))
+    pins = tuple(sorted(incarnations))
     if not v:
         raise ConfigError("a configuration needs at least one voter")
     if len(set(v)) != len(v) or len(set(ln)) != len(ln):
@@ -56,12 +85,22 @@ def membership(voters: Iterable[str], learners: Iterable[str] = ()) -> Membershi
     for node in (*v, *ln):
         if not re.fullmatch(NODE_ID_PATTERN, node):
             raise ConfigError(f"member id {node!r} does not match {NODE_ID_PATTERN}")
-    return Membership(v, ln)
+    pinned = [node for node, _ in pins]
+    if len(set(pinned)) != len(pinned) or not set(pinned) <= {*v, *ln}:
+        raise ConfigError("incarnations name a member twice or a non-member")
+    for _, incarnation in pins:
+        if not isinstance(incarnation, str) or not re.fullmatch(INCARNATION_PATTERN, incarnation):
+            raise ConfigError(f"incarnation {incarnation!r} does not match {INCARNATION_PATTERN}")
+    return Membership(v, ln, pins)
 
 
 def encode(m: Membership) -> bytes:
-    """The data of a CONFIG entry."""
-    return json.dumps({"voters": list(m.voters), "learners": list(m.learners)}).encode()
+    """The data of a CONFIG entry (``incarnations`` only when some member is pinned:
+    what versions before them wrote)."""
+    raw: dict[str, object] = {"voters": list(m.voters), "learners": list(m.learners)}
+    if m.incarnations:
+        raw["incarnations"] = dict(m.incarnations)
+    return json.dumps(raw).encode()
 
 
 def decode(data: bytes) -> Membership:
@@ -70,14 +109,16 @@ def decode(data: bytes) -> Membership:
         raw = json.loads(data)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ConfigError(f"configuration entry is not JSON: {exc}") from None
-    if not isinstance(raw, dict) or set(raw) != {"voters", "learners"}:
-        raise ConfigError("configuration entry must hold exactly voters and learners")
-    voters, learners = raw["voters"], raw["learners"]
+    if not isinstance(raw, dict) or set(raw) - {"incarnations"} != {"voters", "learners"}:
+        raise ConfigError("configuration entry must hold voters, learners (and incarnations)")
+    voters, learners, pins = raw["voters"], raw["learners"], raw.get("incarnations", {})
     if not isinstance(voters, list) or not isinstance(learners, list):
         raise ConfigError("voters and learners must be lists")
     if not all(isinstance(n, str) for n in (*voters, *learners)):
         raise ConfigError("member ids must be strings")
-    return membership(voters, learners)
+    if not isinstance(pins, dict):
+        raise ConfigError("incarnations must map member ids to incarnation ids")
+    return membership(voters, learners, pins.items())
 
 
 class ChangeKind(StrEnum):
@@ -86,6 +127,10 @@ class ChangeKind(StrEnum):
     ADD_LEARNER = "add_learner"  # a new member that receives the log without voting
     ADD_VOTER = "add_voter"  # a new voter, or a learner promoted
     REMOVE = "remove"  # a voter or learner leaves
+    # A member whose database was lost becomes a learner pinned to its new database
+    # (``incarnation``; unpinned when None: pinned when it first answers), to be
+    # promoted once it caught up.
+    REPLACE = "replace"
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,11 +139,23 @@ class ConfChange:
 
     kind: ChangeKind
     node_id: str
+    incarnation: str | None = None  # REPLACE: the member's new database, when known
 
     def applied_to(self, m: Membership) -> Membership:
         """The configuration after this change, or :class:`ConfigError` when it does not
-        apply to ``m`` (adding a member twice, removing a stranger, the last voter)."""
+        apply to ``m`` (adding a member twice, removing a non-member, the last voter)."""
         node, voters, learners = self.node_id, set(m.voters), set(m.learners)
+        pins = {n: inc for n, inc in m.incarnations if n != node}
+        if self.kind is ChangeKind.REPLACE:
+            if node not in voters and node not in learners:
+                raise ConfigError(f"{node} is not a member")
+            if voters == {node}:
+                raise ConfigError(f"{node} is the last voter")
+            voters.discard(node)
+            learners.add(node)
+            if self.incarnation:
+                pins[node] = self.incarnation
+            return membership(voters, learners, pins.items())
         if self.kind is ChangeKind.ADD_LEARNER:
             if node in voters or node in learners:
                 raise ConfigError(f"{node} is already a member")
@@ -115,7 +172,9 @@ class ConfChange:
                 raise ConfigError(f"{node} is the last voter")
             voters.discard(node)
             learners.discard(node)
-        return membership(voters, learners)
+            return membership(voters, learners, pins.items())
+        pins.update((n, inc) for n, inc in m.incarnations if n == node)
+        return membership(voters, learners, pins.items())
 
 
 # --------------------------------------------------------------------- state upkeep
@@ -199,10 +258,68 @@ def may_campaign(s: RaftState) -> bool:
     it), like any other candidate, so majorities overlap as they must; once elected it
     commits the change and steps down (:func:`step_down_if_removed`).
     """
+    if not own_database_pinned(s):
+        return False
     if s.id in s.members.voters:
         return True
     history = s.config_history
     return pending(s) and len(history) > 1 and s.id in history[-2][1].voters
+
+
+def own_database_pinned(s: RaftState) -> bool:
+    """False when the configuration pins this node's id to another database: this node
+    is not that member (its database was lost) and neither campaigns nor votes."""
+    pin = s.pins.get(s.id)
+    return pin is None or pin == s.incarnation
+
+
+def admits(s: RaftState, sender: str, incarnation: str) -> bool:
+    """Whether a message from ``sender`` telling ``incarnation`` may be read: it comes
+    from the database the configuration pins for ``sender`` (or ``sender`` is not
+    pinned). Records what was heard; a stranger's message is counted and dropped, and a
+    leader forgets what it knew of that member's log (it no longer holds it)."""
+    if incarnation:
+        s.seen[sender] = incarnation
+    pin = s.pins.get(sender)
+    if pin is None or pin == incarnation:
+        if s.strangers:
+            s.strangers.pop(sender, None)  # its own database answers again
+        return True
+    s.strangers_dropped += 1
+    if s.strangers.get(sender) != incarnation:
+        s.strangers[sender] = incarnation
+        log.warning(
+            "%s: %s answers from database %s, but member %s is database %s: not counted "
+            "(if its disk was replaced: raftmq members replace %s)",
+            s.id,
+            sender,
+            incarnation or "(none told)",
+            sender,
+            pin,
+            sender,
+        )
+        if s.role is Role.LEADER and sender in s.progress:
+            s.progress[sender] = Progress(s.raft_log.last_index + 1)
+    return False
+
+
+def pins_due(s: RaftState) -> Membership | None:
+    """On a leader that may change the configuration now: the configuration in force
+    with every member pinned that is not yet and was heard from (this node included),
+    or None when there is nothing to pin."""
+    if pending(s) or s.transferee is not None or s.raft_log.term(s.commit) != s.term:
+        return None
+    new = {}
+    for node in s.members.members:
+        if node in s.pins:
+            continue
+        heard = s.incarnation if node == s.id else s.seen.get(node, "")
+        if heard:
+            new[node] = heard
+    if not new:
+        return None
+    m = s.members
+    return Membership(m.voters, m.learners, tuple(sorted((*m.incarnations, *new.items()))))
 
 
 def pending(s: RaftState) -> bool:
@@ -225,7 +342,8 @@ def _use(s: RaftState, index: int, m: Membership) -> None:
     from the end of our log). A member it removes keeps its Progress as *departing*:
     it is sent the log, counted nowhere, until it holds this configuration committed
     (:func:`forget_departed`), so that it learns it was removed."""
-    s.members = m
+    old_pins, s.members, s.pins = s.pins, m, m.pins()
+    s.strangers = {n: inc for n, inc in s.strangers.items() if s.pins.get(n, inc) != inc}
     s.others = tuple(sorted(m.members - {s.id}))
     s.voter_peers = tuple(v for v in m.voters if v != s.id)
     s.quorum = len(m.voters) // 2 + 1
@@ -235,7 +353,9 @@ def _use(s: RaftState, index: int, m: Membership) -> None:
                 s.departing.setdefault(peer, index)
         for peer in s.others:
             s.departing.pop(peer, None)
-            if peer not in s.progress:
+            pin = s.pins.get(peer)
+            if peer not in s.progress or (pin is not None and old_pins.get(peer, pin) != pin):
+                # new, or pinned to another database (replaced): what it held is gone
                 s.progress[peer] = Progress(s.raft_log.last_index + 1)
 
 

@@ -20,7 +20,16 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
-from raftmq.core.types import MAX_INDEX, MAX_TERM, Entry, Index, NodeId, Term
+from raftmq.core.types import (
+    INCARNATION_PATTERN,
+    MAX_INDEX,
+    MAX_TERM,
+    Entry,
+    Incarnation,
+    Index,
+    NodeId,
+    Term,
+)
 
 MAX_APPEND_ENTRIES = 65_536
 """Most entries one AppendEntries may carry (``RaftConfig.max_batch_entries`` stays below)."""
@@ -44,6 +53,9 @@ SnapshotTerm = Annotated[int, Field(ge=1, le=MAX_TERM)]
 SnapshotOffset = Annotated[int, Field(ge=0, le=MAX_SNAPSHOT_BYTES)]
 """A byte position in a snapshot."""
 
+Pin = tuple[NodeId, Annotated[str, Field(pattern=INCARNATION_PATTERN)]]
+"""A configuration's (member, incarnation) pair."""
+
 
 class _Base(BaseModel):
     model_config = ConfigDict(frozen=True, ser_json_bytes="base64", val_json_bytes="base64")
@@ -63,6 +75,7 @@ class RequestVote(_Base):
     # Campaign started by a TimeoutNow: passes the lease of a node that knows this
     # candidate was named by the leader it follows (see raftmq.core.votes).
     transfer: bool = False
+    incarnation: Incarnation = ""  # the candidate's database (raftmq.core.membership)
 
     @model_validator(mode="after")
     def _candidate_log_is_possible(self) -> RequestVote:
@@ -81,6 +94,7 @@ class RequestVoteReply(_Base):
     type: Literal["request_vote_reply"] = "request_vote_reply"
     granted: bool  # vote (or pre-vote) granted
     pre_vote: bool = False  # answers a pre-vote
+    incarnation: Incarnation = ""  # the voter's database (raftmq.core.membership)
 
 
 class AppendEntries(_Base):
@@ -133,6 +147,7 @@ class AppendEntriesReply(_Base):
     conflict_term: Term = 0  # on failure: follower's term at reject_index, 0 if none
     conflict_index: Index = 0  # on failure: first index of conflict_term, or last index + 1
     read_seq: Index = 0  # the read round of the AppendEntries this answers
+    incarnation: Incarnation = ""  # the follower's database (raftmq.core.membership)
 
 
 class TimeoutNow(_Base):
@@ -161,6 +176,8 @@ class InstallSnapshot(_Base):
     last_term: SnapshotTerm  # term of the entry at last_index; <= term
     voters: Annotated[tuple[NodeId, ...], Field(min_length=1, max_length=MAX_VOTERS)]
     learners: Annotated[tuple[NodeId, ...], Field(max_length=MAX_VOTERS)] = ()
+    # the configuration's pinned incarnations (members only)
+    incarnations: Annotated[tuple[Pin, ...], Field(max_length=MAX_VOTERS)] = ()
     size: SnapshotOffset  # total bytes of the snapshot's state
     offset: SnapshotOffset  # position of `data` in the state
     data: Annotated[bytes, Field(max_length=MAX_SNAPSHOT_CHUNK)] = b""  # the chunk
@@ -184,6 +201,9 @@ class InstallSnapshot(_Base):
             raise ValueError("voters contain duplicates")
         if len(set(self.learners)) != len(self.learners) or set(self.learners) & set(self.voters):
             raise ValueError("learners contain duplicates or voters")
+        pinned = [node for node, _ in self.incarnations]
+        if len(set(pinned)) != len(pinned) or not set(pinned) <= {*self.voters, *self.learners}:
+            raise ValueError("incarnations name a member twice or a non-member")
         return self
 
 
@@ -197,6 +217,7 @@ class InstallSnapshotReply(_Base):
     last_term: SnapshotTerm  # its term
     offset: SnapshotOffset = 0  # bytes held: the next chunk wanted starts here
     done: bool = False  # the follower's log now matches up to last_index
+    incarnation: Incarnation = ""  # the follower's database (raftmq.core.membership)
 
 
 class ReadIndexRequest(_Base):

@@ -22,8 +22,15 @@ from collections.abc import Collection, Sequence
 from raftmq.core import applying, election, membership, reads, replication, snapshots, votes
 from raftmq.core.config import RaftConfig
 from raftmq.core.fast import new_entry, new_hard_state
-from raftmq.core.membership import ConfChange
-from raftmq.core.messages import AppendEntries, Message
+from raftmq.core.membership import ChangeKind, ConfChange
+from raftmq.core.messages import (
+    AppendEntries,
+    AppendEntriesReply,
+    InstallSnapshotReply,
+    Message,
+    RequestVote,
+    RequestVoteReply,
+)
 from raftmq.core.ready import Ready
 from raftmq.core.state import RaftState
 from raftmq.core.types import (
@@ -37,7 +44,7 @@ from raftmq.core.types import (
     Role,
     Snapshot,
 )
-from raftmq.errors import ConfigError, NotLeader
+from raftmq.errors import ConfigError, ConfigPending, NotLeader
 
 log = logging.getLogger("raftmq.core.raft")
 
@@ -46,6 +53,8 @@ log = logging.getLogger("raftmq.core.raft")
 _FOLLOWER = Role.FOLLOWER
 _LEADER = Role.LEADER
 _NORMAL = EntryKind.NORMAL
+# The messages that speak for a database (raftmq.core.membership, "Incarnations").
+_TOLD = (AppendEntriesReply, RequestVote, RequestVoteReply, InstallSnapshotReply)
 
 
 class RaftCore:
@@ -67,7 +76,7 @@ class RaftCore:
         if snapshot is None:
             base, base_index = s.members, 0  # the seed: RaftConfig.voters
         else:
-            base = membership.membership(snapshot.voters, snapshot.learners)
+            base = membership.membership(snapshot.voters, snapshot.learners, snapshot.incarnations)
             base_index = snapshot.index
         entries = initial.config_entries if initial is not None else ()
         membership.start(s, base, base_index, entries)
@@ -161,6 +170,12 @@ class RaftCore:
         the election it leads to count once; :meth:`campaign` calls are not counted)."""
         return dict(self._state.elections_started)
 
+    @property
+    def strangers_dropped(self) -> int:
+        """Messages dropped because they came from a database that is not the sender's
+        pinned one (raftmq.core.membership, "Incarnations")."""
+        return self._state.strangers_dropped
+
     def most_caught_up_peer(self, exclude: Collection[str] = ()) -> str | None:
         """The leader's choice of whom to hand leadership to (thesis §3.10): the other
         voter with the highest match index, the lowest id among equals, leaving out
@@ -198,6 +213,9 @@ class RaftCore:
             voters=s.members.voters,
             progress=progress,
             learners=s.members.learners,
+            incarnation=s.incarnation,
+            strangers=tuple(sorted(s.strangers.items()))
+            + (() if membership.own_database_pinned(s) else ((s.id, s.incarnation),)),
         )
 
     # ----------------------------------------------------------------- inputs
@@ -221,6 +239,8 @@ class RaftCore:
         # (raftmq.core.membership), and the lease keeps removed servers from disrupting.
         if msg.term > MAX_TERM:
             return  # validation stops these; a term past it could never be incremented
+        if type(msg) in _TOLD and not membership.admits(s, msg.sender, msg.incarnation):  # type: ignore[union-attr]
+            return  # from a database that is not that member's: moves nothing
         if msg.term > s.term:
             if not votes.accept_higher_term(s, msg):
                 return
@@ -264,14 +284,16 @@ class RaftCore:
         if s.transferee is not None:
             raise NotLeader(s.transferee, "leadership transfer in progress")
         if membership.pending(s):
-            raise ConfigError("a configuration change is not committed yet")
+            raise ConfigPending("a configuration change is not committed yet")
         if s.raft_log.term(s.commit) != s.term:
-            raise ConfigError("no entry of this leader's term is committed yet; ask again")
-        new = change.applied_to(s.members)
-        index = s.raft_log.last_index + 1
-        data = membership.encode(new)
-        replication.append_as_leader(s, [new_entry(index, s.term, EntryKind.CONFIG, data)])
-        return index
+            raise ConfigPending("no entry of this leader's term is committed yet; ask again")
+        if change.kind is ChangeKind.REPLACE:
+            if change.node_id == s.id:
+                raise ConfigError(f"{s.id} leads with its own database: nothing to replace")
+            if change.incarnation is None:
+                # The database it answers from now, when that is not its pin's.
+                change = ConfChange(change.kind, change.node_id, s.strangers.get(change.node_id))
+        return replication.append_config(s, change.applied_to(s.members))
 
     def campaign(self) -> None:
         """Start an election now (a pre-vote round first when pre-vote is enabled)."""

@@ -27,7 +27,7 @@ from raftmq.core.messages import (
 )
 from raftmq.core.progress import Progress, ProgressState
 from raftmq.core.state import RaftState
-from raftmq.core.types import Entry, EntryKind, LogRead, LogReadResult, Role
+from raftmq.core.types import Entry, EntryKind, LogRead, LogReadResult, Membership, Role
 from raftmq.core.votes import handle_vote_request
 
 log = logging.getLogger("raftmq.core.replication")
@@ -52,6 +52,14 @@ def append_as_leader(s: RaftState, entries: Sequence[Entry]) -> None:
     s.raft_log.append(entries)
     membership.appended(s, entries)
     s.bcast_pending = True
+
+
+def append_config(s: RaftState, m: Membership) -> int:
+    """Append a configuration entry holding ``m`` (in force at once) and return its
+    index; the caller checked the rules of :mod:`raftmq.core.membership`."""
+    index = s.raft_log.last_index + 1
+    append_as_leader(s, [new_entry(index, s.term, EntryKind.CONFIG, membership.encode(m))])
+    return index
 
 
 def flush(s: RaftState) -> None:
@@ -274,8 +282,16 @@ def tick_leader(s: RaftState) -> None:
             s.transferee = None
     if s.heartbeat_elapsed >= cfg.heartbeat_ticks:
         s.heartbeat_elapsed = 0
+        pinned = membership.pins_due(s)
+        if pinned is not None:
+            log.info("%s: pinning the databases of %s", s.id, _newly_pinned(s, pinned))
+            append_config(s, pinned)
         flush(s)
         heartbeat(s)
+
+
+def _newly_pinned(s: RaftState, m: Membership) -> str:
+    return ", ".join(f"{n}={inc}" for n, inc in m.incarnations if n not in s.pins)
 
 
 def maybe_commit(s: RaftState) -> bool:
@@ -483,6 +499,7 @@ def handle_append_entries(s: RaftState, msg: AppendEntries) -> None:
                 conflict_index = max(rlog.first_index_of_run(prev), s.commit + 1)
         s.send(
             new_append_reply(
+                incarnation=s.incarnation,
                 term=s.term,
                 sender=s.id,
                 recipient=msg.sender,
@@ -523,6 +540,7 @@ def handle_append_entries(s: RaftState, msg: AppendEntries) -> None:
 def _ack(s: RaftState, leader: str, match: int, read_seq: int) -> None:
     s.send(
         new_append_reply(
+            incarnation=s.incarnation,
             term=s.term,
             sender=s.id,
             recipient=leader,

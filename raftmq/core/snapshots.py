@@ -24,7 +24,7 @@ from raftmq.core import applying, membership
 from raftmq.core.messages import InstallSnapshot, InstallSnapshotReply
 from raftmq.core.progress import Progress, ProgressState
 from raftmq.core.state import RaftState
-from raftmq.core.types import Membership, Snapshot
+from raftmq.core.types import Snapshot
 from raftmq.errors import ConfigError
 
 log = logging.getLogger("raftmq.core.snapshots")
@@ -55,7 +55,14 @@ def take_snapshot(s: RaftState, index: int, data: bytes) -> Snapshot:
     if term == 0:  # pragma: no cover - applied entries after the snapshot are in the log
         raise ValueError(f"no term known at {index}")
     m = membership.at(s, index)
-    snapshot = Snapshot(index=index, term=term, voters=m.voters, data=data, learners=m.learners)
+    snapshot = Snapshot(
+        index=index,
+        term=term,
+        voters=m.voters,
+        data=data,
+        learners=m.learners,
+        incarnations=m.incarnations,
+    )
     s.snapshot = snapshot
     s.raft_log.compact(index - s.cfg.trailing_entries)
     membership.compacted(s, s.raft_log.first_index)
@@ -104,6 +111,7 @@ def send_chunks(s: RaftState, peer: str, pr: Progress) -> None:
                 last_term=snapshot.term,
                 voters=snapshot.voters,
                 learners=snapshot.learners,
+                incarnations=snapshot.incarnations,
                 size=size,
                 offset=offset,
                 data=piece,
@@ -165,7 +173,7 @@ def handle_install_snapshot(s: RaftState, msg: InstallSnapshot) -> None:
         _reply(s, msg, 0, done=True)
         return
     try:
-        m = membership.membership(msg.voters, msg.learners)
+        m = membership.membership(msg.voters, msg.learners, msg.incarnations)
     except ConfigError as exc:
         log.error(
             "%s: snapshot from %s has a bad configuration (%s); dropped", s.id, msg.sender, exc
@@ -187,7 +195,14 @@ def handle_install_snapshot(s: RaftState, msg: InstallSnapshot) -> None:
         return
     _install(
         s,
-        Snapshot(index=index, term=term, voters=m.voters, data=bytes(buf), learners=m.learners),
+        Snapshot(
+            index=index,
+            term=term,
+            voters=m.voters,
+            data=bytes(buf),
+            learners=m.learners,
+            incarnations=m.incarnations,
+        ),
     )
     _reply(s, msg, 0, done=True)
 
@@ -196,7 +211,7 @@ def _install(s: RaftState, snapshot: Snapshot) -> None:
     """Replace the log by ``snapshot`` (index > commit) and hand it to the driver."""
     log.info("%s: installing snapshot at %s (term %s)", s.id, snapshot.index, snapshot.term)
     s.raft_log.restore(snapshot.index, snapshot.term)
-    membership.installed(s, snapshot.index, Membership(snapshot.voters, snapshot.learners))
+    membership.installed(s, snapshot.index, snapshot.membership)
     s.snapshot = snapshot
     s.pending_snapshot = snapshot
     s.commit = snapshot.index
@@ -213,6 +228,7 @@ def _install(s: RaftState, snapshot: Snapshot) -> None:
 def _reply(s: RaftState, msg: InstallSnapshot, offset: int, *, done: bool) -> None:
     s.send(
         InstallSnapshotReply(
+            incarnation=s.incarnation,
             term=s.term,
             sender=s.id,
             recipient=msg.sender,

@@ -64,6 +64,7 @@ class RaftState:
         "elections_started",
         "heartbeat_elapsed",
         "id",
+        "incarnation",
         "incoming",
         "incoming_key",
         "leader_id",
@@ -74,6 +75,7 @@ class RaftState:
         "pending_snapshot",
         "pending_truncate",
         "persisted_hs",
+        "pins",
         "progress",
         "quorum",
         "raft_log",
@@ -87,8 +89,11 @@ class RaftState:
         "reported_ss",
         "rng",
         "role",
+        "seen",
         "snapshot",
         "stable_last",
+        "strangers",
+        "strangers_dropped",
         "term",
         "transfer_notice",
         "transferee",
@@ -115,6 +120,15 @@ class RaftState:
         self.others = tuple(sorted(self.members.members - {config.node_id}))  # other members
         self.voter_peers = tuple(v for v in self.members.voters if v != config.node_id)
         self.quorum = len(config.voters) // 2 + 1  # votes/replicas for a majority
+        # Incarnations (raftmq.core.membership): this node's database's id, the pins of
+        # the configuration in force (member -> incarnation), the latest incarnation heard
+        # from each peer, the peers last heard from a database other than their pin's,
+        # and how many of their messages were dropped.
+        self.incarnation = initial.incarnation
+        self.pins: dict[str, str] = {}
+        self.seen: dict[str, str] = {}
+        self.strangers: dict[str, str] = {}
+        self.strangers_dropped = 0
         hs = initial.hard_state
         self.term = hs.term  # current term; never decreases
         self.vote: str | None = hs.voted_for  # vote cast in term

@@ -27,6 +27,12 @@ Term = Annotated[int, Field(ge=0, le=MAX_TERM)]
 NodeId = Annotated[str, Field(pattern=NODE_ID_PATTERN)]
 """A node id: 1-64 ASCII letters, digits, ``_`` or ``-``."""
 
+INCARNATION_PATTERN = r"^[0-9a-f]{32}$"
+"""What a database's incarnation id looks like (128 random bits in hex)."""
+
+Incarnation = Annotated[str, Field(pattern=r"^([0-9a-f]{32})?$")]
+"""An incarnation id, or "" from a sender that does not tell (a version before them)."""
+
 
 class EntryKind(IntEnum):
     """What a log entry carries."""
@@ -91,11 +97,18 @@ class Membership:
 
     voters: tuple[str, ...]  # sorted, non-empty
     learners: tuple[str, ...] = ()  # sorted, disjoint from voters
+    # (member, incarnation) pairs, sorted: the database each member must answer from
+    # (raftmq.core.membership, "Incarnations"); a member not named here is not pinned yet.
+    incarnations: tuple[tuple[str, str], ...] = ()
 
     @property
     def members(self) -> frozenset[str]:
         """Voters and learners."""
         return frozenset(self.voters) | frozenset(self.learners)
+
+    def pins(self) -> dict[str, str]:
+        """Member id -> the incarnation it must answer from."""
+        return dict(self.incarnations)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +124,12 @@ class Snapshot:
     voters: tuple[str, ...]  # the configuration at index
     data: bytes  # the state machine's bytes, opaque to the core
     learners: tuple[str, ...] = ()  # the configuration's learners at index
+    incarnations: tuple[tuple[str, str], ...] = ()  # the configuration's pins at index
+
+    @property
+    def membership(self) -> Membership:
+        """The configuration at ``index``."""
+        return Membership(self.voters, self.learners, self.incarnations)
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,6 +154,9 @@ class InitialState:
     # The configuration entries the log holds (index > snapshot index), ascending: the
     # membership is the last of them, else the snapshot's, else the RaftConfig's voters.
     config_entries: tuple[Entry, ...] = ()
+    # This database's incarnation id, made when the database was created ("" for a store
+    # that keeps none): a node that lost its database comes back with another one.
+    incarnation: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,3 +220,8 @@ class CoreStatus:
     voters: tuple[str, ...]  # the voter set
     progress: dict[str, ProgressView]  # per follower, filled on the leader only
     learners: tuple[str, ...] = ()  # members that receive the log without voting
+    incarnation: str = ""  # this node's database's incarnation id
+    # Members whose pinned incarnation this node's database is not (a lost disk): (id,
+    # the incarnation it answered from), on the leader; this node itself when its own
+    # database is not the one its configuration pins.
+    strangers: tuple[tuple[str, str], ...] = ()

@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import logging
 
+from raftmq.core import membership
 from raftmq.core.messages import (
     AppendEntries,
     AppendEntriesReply,
@@ -95,6 +96,7 @@ def answer_stale(s: RaftState, msg: Message) -> None:
     if isinstance(msg, AppendEntries):
         s.send(
             AppendEntriesReply(
+                incarnation=s.incarnation,
                 term=s.term,
                 sender=s.id,
                 recipient=msg.sender,
@@ -105,6 +107,7 @@ def answer_stale(s: RaftState, msg: Message) -> None:
     elif isinstance(msg, InstallSnapshot):
         s.send(
             InstallSnapshotReply(
+                incarnation=s.incarnation,
                 term=s.term,
                 sender=s.id,
                 recipient=msg.sender,
@@ -115,6 +118,7 @@ def answer_stale(s: RaftState, msg: Message) -> None:
     elif isinstance(msg, RequestVote):
         s.send(
             RequestVoteReply(
+                incarnation=s.incarnation,
                 term=s.term,
                 sender=s.id,
                 recipient=msg.sender,
@@ -127,7 +131,7 @@ def answer_stale(s: RaftState, msg: Message) -> None:
 
 def handle_vote_request(s: RaftState, msg: RequestVote) -> None:
     """§5.2/§5.4.1: grant at most one vote per term, only to an up-to-date log."""
-    can_vote = (
+    can_vote = membership.own_database_pinned(s) and (
         s.vote == msg.sender
         or (s.vote is None and s.leader_id is None)
         or (msg.pre_vote and msg.term > s.term)
@@ -141,6 +145,7 @@ def handle_vote_request(s: RaftState, msg: RequestVote) -> None:
             s.vote = msg.sender  # persisted by the same Ready that carries the reply
         s.send(
             RequestVoteReply(
+                incarnation=s.incarnation,
                 term=msg.term,
                 sender=s.id,
                 recipient=msg.sender,
@@ -155,10 +160,11 @@ def handle_vote_request(s: RaftState, msg: RequestVote) -> None:
             kind,
             msg.sender,
             msg.term,
-            "its log is behind ours" if can_vote else f"voted for {s.vote or s.leader_id}",
+            "its log is behind ours" if can_vote else _why_not(s),
         )
         s.send(
             RequestVoteReply(
+                incarnation=s.incarnation,
                 term=s.term,
                 sender=s.id,
                 recipient=msg.sender,
@@ -166,3 +172,9 @@ def handle_vote_request(s: RaftState, msg: RequestVote) -> None:
                 pre_vote=msg.pre_vote,
             )
         )
+
+
+def _why_not(s: RaftState) -> str:
+    if not membership.own_database_pinned(s):
+        return f"this database is not member {s.id}'s"
+    return f"voted for {s.vote or s.leader_id}"

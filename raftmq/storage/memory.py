@@ -12,6 +12,7 @@ Like the SQL store it stamps each entry with the time it was saved (whole millis
 from __future__ import annotations
 
 import time
+import uuid
 from dataclasses import replace
 
 from raftmq.core.types import Entry, EntryKind, HardState, InitialState
@@ -30,8 +31,18 @@ from raftmq.storage.rules import (
 class MemoryStorage:
     """A node's state held in Python objects; passes the storage contract suite."""
 
-    def __init__(self, *, cluster: str, node_id: str, clock: retention.Clock = time.time) -> None:
-        """An empty store for ``node_id`` of ``cluster``; ``clock`` stamps saved entries."""
+    def __init__(
+        self,
+        *,
+        cluster: str,
+        node_id: str,
+        clock: retention.Clock = time.time,
+        incarnation: str | None = None,
+    ) -> None:
+        """An empty store for ``node_id`` of ``cluster``; ``clock`` stamps saved entries;
+        ``incarnation`` is the store's id (random when not given; a simulation gives
+        its own, to stay deterministic)."""
+        self.incarnation = incarnation if incarnation is not None else uuid.uuid4().hex
         self.clock = clock  # wall clock (seconds) stamping the entries saved
         self.cluster = cluster  # owner cluster
         self.node_id = node_id  # owner node
@@ -196,6 +207,7 @@ class MemoryStorage:
                 if e.kind is EntryKind.CONFIG
                 and e.index > (self._snapshot.index if self._snapshot else 0)
             ),
+            incarnation=self.incarnation,
         )
 
     async def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:

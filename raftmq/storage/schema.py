@@ -59,6 +59,10 @@ class Meta(Base):
     # The id of the cluster's bootstrap this database was admitted to (revision 0003);
     # None until the node first starts with it, then never changes.
     cluster_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # This database's incarnation id (revision 0006): 32 random hex digits made with the
+    # database (or by 0006 for an older one), never changed. A node that loses its
+    # database comes back with another (raftmq.core.membership, "Incarnations").
+    incarnation: Mapped[str | None] = mapped_column(String(32), nullable=True)
 
 
 class HardStateRow(Base):
@@ -93,6 +97,14 @@ class LogEntryRow(Base):
         Index("ix_raftmq_log_term_idx", "term", "idx"),
         # Covers retention by age, "MAX(idx) WHERE appended_ms < cutoff" (revision 0005).
         Index("ix_raftmq_log_appended_ms_idx", "appended_ms", "idx"),
+        # The configuration entries, read on every open (revision 0006): a partial index
+        # of the few CONFIG rows instead of a scan of the whole log.
+        Index(
+            "ix_raftmq_log_config_idx",
+            "idx",
+            sqlite_where=text("kind = 2"),
+            postgresql_where=text("kind = 2"),
+        ),
     )
 
     idx: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)  # >= 1

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
@@ -188,7 +189,7 @@ class SqlStorage:
         check_owner(info, self._where, self.cluster, self.node_id)
         upgrade_in(conn, info)
         if info.node_id is None:
-            meta = {"id": 1, "identity": SCHEMA_IDENTITY}
+            meta = {"id": 1, "identity": SCHEMA_IDENTITY, "incarnation": uuid.uuid4().hex}
             conn.execute(
                 insert(meta_table), [{**meta, "cluster": self.cluster, "node_id": self.node_id}]
             )
@@ -460,6 +461,7 @@ class SqlStorage:
             applied=self._applied,
             snapshot=snapshot,
             config_entries=config_entries(conn, snapshot.index if snapshot else 0),
+            incarnation=conn.execute(select(meta_table.c.incarnation)).scalar() or "",
         )
 
     async def entries(self, lo: int, hi: int, max_bytes: int | None = None) -> list[Entry]:

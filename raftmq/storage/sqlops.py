@@ -8,7 +8,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.engine import Connection
 
 from raftmq.core.types import Entry, EntryKind
@@ -86,13 +86,15 @@ def snapshot_txn(conn: Connection) -> Snapshot | None:
     if row is None:
         return None
     try:
-        # A list of voters, or (with learners) {"voters": [...], "learners": [...]}.
+        # A list of voters, or (with learners or pins) {"voters": [...], "learners":
+        # [...], "incarnations": {...}} ("incarnations" from revision 0006 on).
         raw = json.loads(row.voters or "[]")
         voters, learners = (raw, []) if isinstance(raw, list) else (raw["voters"], raw["learners"])
-        for ids in (voters, learners):
+        pins = {} if isinstance(raw, list) else raw.get("incarnations", {})
+        for ids in (voters, learners, list(pins), list(pins.values())):
             if not isinstance(ids, list) or not all(isinstance(v, str) for v in ids):
                 raise ValueError("not a list of node ids")
-    except (ValueError, RecursionError, KeyError, TypeError) as exc:  # never written by raftmq
+    except (ValueError, RecursionError, KeyError, TypeError, AttributeError) as exc:  # corrupt
         raise StoreMismatch(f"the snapshot's configuration is corrupt ({exc!r})") from None
     return Snapshot(
         index=row.idx,
@@ -100,27 +102,36 @@ def snapshot_txn(conn: Connection) -> Snapshot | None:
         voters=tuple(voters),
         data=bytes(row.data),
         learners=tuple(learners),
+        incarnations=tuple(sorted(pins.items())),
     )
 
 
 def snapshot_members(snapshot: Snapshot) -> str:
     """The snapshot's configuration as its column holds it (a plain list of voters when
     there are no learners: what every earlier version wrote and reads)."""
-    if not snapshot.learners:
+    if not snapshot.learners and not snapshot.incarnations:
         return json.dumps(list(snapshot.voters))
-    return json.dumps({"voters": list(snapshot.voters), "learners": list(snapshot.learners)})
+    raw: dict[str, object] = {"voters": list(snapshot.voters), "learners": list(snapshot.learners)}
+    if snapshot.incarnations:
+        raw["incarnations"] = dict(snapshot.incarnations)
+    return json.dumps(raw)
+
+
+def config_entries_query(after: int) -> Select[Any]:
+    """The query of :func:`config_entries`."""
+    return (
+        select(*_LOG_COLUMNS)
+        # The partial index ix_raftmq_log_config_idx holds just these rows.
+        .where(log_table.c.kind == int(EntryKind.CONFIG), log_table.c.idx > after)
+        .order_by(log_table.c.idx)
+    )
 
 
 def config_entries(conn: Connection, after: int) -> tuple[Entry, ...]:
     """The CONFIG entries of the log after index ``after``, ascending."""
-    stmt = (
-        select(*_LOG_COLUMNS)
-        .where(log_table.c.kind == int(EntryKind.CONFIG), log_table.c.idx > after)
-        .order_by(log_table.c.idx)
-    )
     return tuple(
         Entry(index=idx, term=term, kind=EntryKind(kind), data=bytes(data))
-        for idx, term, kind, data in conn.execute(stmt)
+        for idx, term, kind, data in conn.execute(config_entries_query(after))
     )
 
 

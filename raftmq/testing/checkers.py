@@ -211,6 +211,14 @@ class SafetyChecker:
             self._applied[node_id] = resume_applied
         self._leader_checked = {k: v for k, v in self._leader_checked.items() if k[0] != node_id}
 
+    def observe_wipe(self, node_id: str) -> None:
+        """``node_id`` lost its database (a replaced disk): it starts over from an empty
+        log and commit 0 under another incarnation. What it held stops counting for it;
+        every property still holds for what the cluster committed."""
+        self.observe_crash(node_id, resume_applied=0)
+        self._persisted_commit.pop(node_id, None)
+        self._node_commit_checked.pop(node_id, None)
+
     def check_leader(
         self, node_id: str, term: int, log: Sequence[Entry], base: tuple[int, int] = (0, 0)
     ) -> None:

@@ -45,12 +45,14 @@ same seed and the same calls produce the same run, bit for bit.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import itertools
 import random
 import struct
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from raftmq.core import membership
 from raftmq.core.config import RaftConfig
 from raftmq.core.membership import ConfChange
 from raftmq.core.raft import RaftCore
@@ -61,6 +63,7 @@ from raftmq.core.types import (
     InitialState,
     LogRead,
     LogReadResult,
+    Membership,
     Role,
     Snapshot,
 )
@@ -131,6 +134,7 @@ class PersistedState:
     snapshot: Snapshot | None = None  # the latest snapshot taken or installed
     first: int = 1  # first index held in `log` (entries before it are compacted)
     prev_term: int = 0  # term of the entry at first - 1 (0 when first == 1)
+    incarnation: str = ""  # this record's database id (a wiped node gets another)
 
     @property
     def last_index(self) -> int:
@@ -210,7 +214,16 @@ class PersistedState:
             applied=len(self.applied),
             snapshot=self.snapshot,
             config_entries=configs,
+            incarnation=self.incarnation,
         )
+
+    def membership(self, seed: Membership) -> Membership:
+        """The configuration in force in this record: its last configuration entry's,
+        else its snapshot's, else ``seed``."""
+        for entry in reversed(self.log):
+            if entry.kind == EntryKind.CONFIG:
+                return membership.decode(entry.data)
+        return self.snapshot.membership if self.snapshot is not None else seed
 
     def read(self, request: LogRead) -> tuple[Entry, ...]:
         """Serve a storage read: ``lo..hi`` bounded by bytes, at least one entry if any."""
@@ -268,9 +281,17 @@ class Simulation:
             ).validate()
             for node_id in self.node_ids
         }
-        self.persisted: dict[str, PersistedState] = {n: PersistedState() for n in self.node_ids}
+        self._wipes = dict.fromkeys(self.node_ids, 0)  # per node: databases lost so far
+        self.persisted: dict[str, PersistedState] = {
+            n: PersistedState(incarnation=self._incarnation(n)) for n in self.node_ids
+        }
         self._cores: dict[str, RaftCore | None] = {
-            n: RaftCore(self.configs[n], None, seed=self.rng.getrandbits(63)) for n in self.node_ids
+            n: RaftCore(
+                self.configs[n],
+                self.persisted[n].initial_state(None),
+                seed=self.rng.getrandbits(63),
+            )
+            for n in self.node_ids
         }
         self._new_driver = driver
         # per node: the Ready order of its running incarnation, and its live state machine
@@ -401,6 +422,30 @@ class Simulation:
         self.network.discard(node_id, sent_by_it=False)
         if self.checker is not None:
             self.checker.observe_crash(node_id, resume_applied=len(durable))
+
+    def wipe(self, node_id: str) -> None:
+        """Crash ``node_id`` and lose its database (a replaced disk): its next restart
+        starts from nothing, under another incarnation id, with the seed configuration."""
+        self.crash(node_id)
+        self._wipes[node_id] += 1
+        self.persisted[node_id] = PersistedState(incarnation=self._incarnation(node_id))
+        self._machines[node_id] = []
+        if self.checker is not None:
+            self.checker.observe_wipe(node_id)
+
+    def incarnation(self, node_id: str) -> str:
+        """The incarnation id of ``node_id``'s current database."""
+        return self.persisted[node_id].incarnation
+
+    def persisted_membership(self, node_id: str) -> Membership:
+        """The configuration in force in ``node_id``'s persisted record."""
+        config = self.configs[node_id]
+        return self.persisted[node_id].membership(membership.membership(config.voters))
+
+    def _incarnation(self, node_id: str) -> str:
+        # Deterministic, and drawn from no stream: a seed's run is the same with wipes.
+        key = f"{self.seed}:{node_id}:{self._wipes[node_id]}".encode()
+        return hashlib.blake2b(key, digest_size=16).hexdigest()
 
     def crash_in_ready(self, node_id: str) -> None:
         """Crash ``node_id`` in the middle of its next Ready that has a middle: after a

@@ -7,6 +7,7 @@ time moves only when it calls ``tick``. Each node has a minimal in-memory "disk"
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -30,6 +31,7 @@ class Disk:
     hard_state: HardState = field(default_factory=HardState)  # last persisted hard state
     entries: dict[int, Entry] = field(default_factory=dict)  # index -> entry, contiguous from 1
     applied: list[Entry] = field(default_factory=list)  # entries applied, in order
+    incarnation: str = ""  # this disk's database id (raftmq.core.membership)
 
     def last_index(self) -> int:
         """Highest persisted index (0 when empty)."""
@@ -64,17 +66,26 @@ class Disk:
             term_runs=tuple(runs),
             tail=tuple(self.entries[i] for i in range(lo, last + 1)),
             applied=applied,
+            config_entries=tuple(e for _, e in sorted(self.entries.items()) if e.kind == 2),
+            incarnation=self.incarnation,
         )
 
 
 class Network:
     """Cores plus a message pool; tests choose what is delivered, dropped or cut."""
 
-    def __init__(self, ids: Iterable[str], *, seed: int = 1, **config: Any) -> None:
+    def __init__(
+        self, ids: Iterable[str], *, seed: int = 1, incarnations: bool = False, **config: Any
+    ) -> None:
+        """``incarnations``: each disk has an incarnation id (so leaders pin members:
+        a configuration entry appears after each leader's first commit); off, the
+        cores run as with a store that keeps none, and logs hold what tests propose."""
         self.ids = tuple(ids)
         self.config = config
         self.seed = seed
-        self.disks = {nid: Disk() for nid in self.ids}
+        self.disks = {
+            nid: Disk(incarnation=incarnation(nid) if incarnations else "") for nid in self.ids
+        }
         self.cores = {nid: self._core(nid, None) for nid in self.ids}
         self.pending: list[Message] = []  # produced, not yet delivered
         self.cut: set[frozenset[str]] = set()  # links that drop everything
@@ -85,7 +96,14 @@ class Network:
 
     def _core(self, nid: str, initial: InitialState | None) -> RaftCore:
         cfg = RaftConfig(node_id=nid, voters=self.ids, **self.config)
+        if initial is None:
+            initial = InitialState(incarnation=self.disks[nid].incarnation)
         return RaftCore(cfg, initial, seed=self.seed * 1000 + self.ids.index(nid))
+
+    def wipe(self, nid: str, new_incarnation: str) -> RaftCore:
+        """Crash ``nid`` and lose its disk: it restarts empty under ``new_incarnation``."""
+        self.disks[nid] = Disk(incarnation=new_incarnation)
+        return self.restart(nid)
 
     def restart(
         self, nid: str, tail: int | None = None, *, keep_messages: bool = False
@@ -192,6 +210,11 @@ class Network:
     def applied_data(self, nid: str) -> list[bytes]:
         """Payloads of NORMAL entries applied on ``nid``, in order."""
         return [e.data for e in self.disks[nid].applied if e.kind == 0]
+
+
+def incarnation(name: str) -> str:
+    """A well-formed incarnation id derived from ``name`` (deterministic)."""
+    return hashlib.blake2b(name.encode(), digest_size=16).hexdigest()
 
 
 def entry(index: int, term: int, data: bytes = b"") -> Entry:

@@ -197,18 +197,19 @@ def test_new_append_heartbeat_and_frozen() -> None:
 # ----------------------------------------------------------------------------- replies
 
 
-REPLY_ARGS = st.tuples(TERM, NODE, NODE, st.booleans(), INDEX, INDEX, TERM, INDEX)
+INCARNATION = st.one_of(st.just(""), st.from_regex(r"[0-9a-f]{32}", fullmatch=True))
+REPLY_ARGS = st.tuples(TERM, NODE, NODE, st.booleans(), INDEX, INDEX, TERM, INDEX, INCARNATION)
 
 
 @settings(max_examples=200, deadline=None)
 @given(REPLY_ARGS)
 def test_new_append_reply_equals_validated(
-    args: tuple[int, str, str, bool, int, int, int, int],
+    args: tuple[int, str, str, bool, int, int, int, int, str],
 ) -> None:
     """new_append_reply (every argument passed, as the core does) == AppendEntriesReply(...)."""
-    term, sender, recipient, success, match, reject, c_term, c_index = args
+    term, sender, recipient, success, match, reject, c_term, c_index, incarnation = args
     fast = new_append_reply(
-        term, sender, recipient, success, match, reject, c_term, c_index, match // 2
+        term, sender, recipient, success, match, reject, c_term, c_index, match // 2, incarnation
     )
     valid = AppendEntriesReply(
         term=term,
@@ -220,6 +221,7 @@ def test_new_append_reply_equals_validated(
         conflict_term=c_term,
         conflict_index=c_index,
         read_seq=match // 2,
+        incarnation=incarnation,
     )
     assert_message(fast, valid)
 
@@ -242,6 +244,7 @@ def test_new_append_reply_defaults() -> None:
         conflict_term=0,
         conflict_index=0,
         read_seq=0,
+        incarnation="",
     )
     assert_message(fast, explicit)
     assert_frozen(fast, "success", False)

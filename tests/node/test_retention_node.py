@@ -181,6 +181,8 @@ async def test_retention_by_bytes_and_age_compacts_an_idle_log() -> None:
         await _compacted(c, last - 1)
         for node_id in c.nodes:
             extent = await c.storages[node_id].extent()
-            assert (extent.first_index, extent.last_index, extent.entries) == (last, last, 1)
+            # (the newest entry may be the leader's configuration entry pinning the
+            # members' databases, made right after the first commits)
+            assert extent.entries == 1 and extent.first_index == extent.last_index >= last
     finally:
         await c.stop_all()

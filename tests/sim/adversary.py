@@ -5,8 +5,9 @@ what the transport does with a body off the broker: what fails validation (a ter
 2^63 - 1, an index past 2^63 - 1) is a counted drop and never reaches a core. What
 passes is handed to the simulated network under the forger's name.
 
-The forger lies about what it may ask for, never about its own log: a vote request
-carries the forger's real last entry, as its own core would (Raft is not Byzantine
+The forger lies about what it may ask for, never about its own log or database: a vote
+request carries the forger's real last entry and every message its real incarnation, as
+its own core would (Raft is not Byzantine
 fault tolerant; a member lying about its log can break safety whatever the rules on
 transfers). Kinds of forgery (thesis §3.10, §9.6, §5.3, §5.1):
 
@@ -68,6 +69,8 @@ class Adversary:
         if kind == "timeout_now":
             transferee = rng.choice([None, forger, *targets])
             return {**base, "type": "timeout_now", "term": term, "transferee": transferee}
+        # The forger is a member's own process: what it sends tells its own database.
+        base["incarnation"] = sim.incarnation(forger)
         if kind == "transfer_vote":
             record = sim.persisted[forger]
             return {
@@ -118,6 +121,7 @@ class Adversary:
                 "transfer": True,
             }
         if shape == "timeout_now":
+            del base["incarnation"]
             return {**base, "type": "timeout_now", "term": high}
         if shape == "grant":
             return {**base, "type": "request_vote_reply", "term": high, "granted": True}

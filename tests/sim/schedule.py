@@ -44,6 +44,8 @@ class ScheduleResult:
     proposed: int = 0  # proposals a leader accepted
     changes: int = 0  # membership changes a leader accepted
     adversary: Adversary | None = None  # the forging member, in the seeds that have one
+    wipes: int = 0  # members whose database was lost
+    lost: str | None = None  # the wiped member not back as a pinned voter yet, if any
 
     @property
     def reads_answered(self) -> int:
@@ -69,13 +71,15 @@ def run_schedule(
     *,
     snapshots: bool = True,
     members: bool = True,
+    amnesia: bool = True,
 ) -> ScheduleResult:
     """Run the schedule of ``seed``; raises a SafetyViolation (or AssertionError for a
     failure to recover) when something goes wrong. ``actions``, when given, receives the
     trace as it happens (so a caller still has it after a failure); ``driver`` builds the
     nodes' Ready drivers (production's, unless a test plants a bug); ``snapshots=False``
     runs the schedule as it was before snapshots existed (no snapshot is ever taken);
-    ``members=False`` never changes the membership."""
+    ``members=False`` never changes the membership; ``amnesia=False`` never wipes a
+    member's database."""
     rng = random.Random(seed)
     size = rng.choice([3, 3, 5, 5, 5, 7])
     nodes = [f"n{i}" for i in range(1, size + 1)]
@@ -126,6 +130,11 @@ def run_schedule(
 
     def note(action: str) -> None:
         result.actions.append(f"{sim.now}: {action}")
+
+    # Lost disks, a stream of their own: in some seeds a member's database is wiped (it
+    # restarts empty under another incarnation); the leader replaces and promotes it.
+    losing = random.Random(f"amnesia:{seed}")
+    wipe_rate = losing.choice([0.0, 0.0, 0.01, 0.03]) if amnesia else 0.0
 
     # Linearizable reads on random nodes (leaders and followers), a stream of their own.
     reading = random.Random(f"reads:{seed}")
@@ -188,8 +197,11 @@ def run_schedule(
                 snapshot = sim.take_snapshot(snapper)
                 if snapshot is not None:
                     note(f"snapshot {snapper} at {snapshot.index}")
-            if change_rate and changing.random() < change_rate:
+            if change_rate and changing.random() < change_rate and result.lost is None:
                 _change_membership(sim, changing, nodes, result)
+            if wipe_rate and losing.random() < wipe_rate:
+                _wipe(sim, losing, nodes, result)
+            _tend_lost(sim, result)
             if read_rate and reading.random() < read_rate:
                 reader = reading.choice(nodes)
                 if sim.read(reader) is not None:
@@ -231,6 +243,54 @@ def _change_membership(
         result.changes += 1
         what = f"{change.kind} {change.node_id}"
         result.actions.append(f"{sim.now}: {leader} proposes {what} at {index}")
+
+
+def _wipe(sim: Simulation, rng: random.Random, nodes: list[str], result: ScheduleResult) -> None:
+    """Wipe one member's database, when that loses nothing a correct cluster needs: every
+    node's durable configuration pins every member to its database (a member lost before
+    then is not caught: raftmq.core.membership), no other wiped member is outstanding, and
+    every configuration that counts the victim keeps a majority without it."""
+    if result.lost is not None:
+        return
+    configs = [sim.persisted_membership(n) for n in nodes]
+    for n in nodes:
+        for m in configs:
+            if n in m.members and dict(m.incarnations).get(n) != sim.incarnation(n):
+                return  # not pinned everywhere yet
+    victim = rng.choice(nodes)
+    if any(victim in m.voters and len(m.voters) < 3 for m in configs):
+        return
+    sim.wipe(victim)
+    result.wipes += 1
+    result.lost = victim
+    result.actions.append(f"{sim.now}: wipe {victim} (its database is lost)")
+
+
+def _tend_lost(sim: Simulation, result: ScheduleResult) -> None:
+    """The operator of a wiped member: once a leader runs, replace the member (a learner
+    pinned to its new database), then promote it when it caught up."""
+    lost, leader = result.lost, sim.leader()
+    if lost is None or leader is None:
+        return
+    core = sim.core(leader)
+    m = core.membership
+    pin, incarnation = dict(m.incarnations).get(lost), sim.incarnation(lost)
+    if lost not in m.members or (lost in m.voters and pin == incarnation):
+        if not core.config_pending:
+            result.lost = None  # back (or removed), and committed
+        return
+    if pin is not None and pin != incarnation:
+        change = ConfChange(ChangeKind.REPLACE, lost)
+    elif lost in m.voters or pin is None:
+        return  # the leader pins it when it answers
+    else:
+        progress = core.status().progress.get(lost)
+        if progress is None or progress.match < core.commit_index:
+            return  # still catching up
+        change = ConfChange(ChangeKind.ADD_VOTER, lost)
+    index = sim.change_membership(leader, change)
+    if index is not None:
+        result.actions.append(f"{sim.now}: {leader} proposes {change.kind} {lost} at {index}")
 
 
 def _figure8_burst(
@@ -276,6 +336,7 @@ def _recover(sim: Simulation, nodes: list[str], result: ScheduleResult) -> None:
     deadline = sim.now + RECOVERY_TICKS
     while sim.now < deadline:
         liveness.observe(sim.now, sim.leader())
+        _tend_lost(sim, result)
         # like the lab's one(): a stale leader's proposal may be overwritten; retry
         leader = sim.leader()
         index = sim.propose(leader, marker) if leader is not None else None

@@ -14,12 +14,13 @@ NODES5 = ["n1", "n2", "n3", "n4", "n5"]
 def test_basic_agreement() -> None:
     """§5.3: each proposal is applied by every node at consecutive indexes, in order."""
     sim = Simulation(NODES3, seed=1)
-    check_one_leader(sim)
+    leader = check_one_leader(sim)
+    # the leader's configuration entry pinning the members' databases comes first
+    assert sim.run_until(lambda: len(sim.core(leader).membership.incarnations) == 3, 50)
     indexes = []
     for i in range(1, 4):
         data = f"cmd{i}".encode()
-        leader = sim.leader()
-        assert leader is not None
+        assert sim.leader() is not None
         assert all(n_applied(sim, idx, data) == 0 for idx in range(1, 10))
         indexes.append(one(sim, data, 3))
     assert indexes == sorted(indexes) and len(set(indexes)) == 3

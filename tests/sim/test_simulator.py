@@ -178,7 +178,8 @@ def test_package_docstring_example() -> None:
     sim.run(ticks=10)
     for node_id in sim.node_ids:
         assert sim.applied(node_id) == [(2, b"hello")]
-        assert sim.commit_index(node_id) == 2
+        # everything committed: the write, and the leader's pins (entry 3)
+        assert sim.commit_index(node_id) == sim.last_index(node_id) == 3
         assert sim.term(node_id) == sim.term(leader)
     assert sim.network.sent["append_entries"] > 0
 

@@ -6,13 +6,14 @@ unopened store over the SAME underlying data, so tests can reopen ("restart") it
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 
 import pytest
 
 from raftmq.core.log import RaftLog
 from raftmq.core.membership import encode, membership
-from raftmq.core.types import Entry, EntryKind, HardState
+from raftmq.core.types import INCARNATION_PATTERN, Entry, EntryKind, HardState
 from raftmq.errors import StorageError, StorageRefused, StoreMismatch
 from raftmq.storage.memory import MemoryStorage
 from raftmq.storage.port import ClientSession, LogExtent, PersistBatch, Snapshot, Storage
@@ -312,6 +313,41 @@ class StorageContract:
             assert state.config_entries == ()
         finally:
             await again.close()
+
+    async def test_the_incarnation_is_made_with_the_store_and_kept(
+        self, factory: StoreFactory
+    ) -> None:
+        """A store has an incarnation id from its creation (what tells a member's
+        database from a new one under its id, raftmq.core.membership), the same after
+        saves and a reopen."""
+        store = await self.opened(factory)
+        first = (await store.initial_state()).incarnation
+        assert re.fullmatch(INCARNATION_PATTERN, first)
+        await store.save(PersistBatch(hard_state=HardState(term=3), entries=entries(1, 2, 3)))
+        await store.close()
+        again = await self.opened(factory)
+        try:
+            assert (await again.initial_state()).incarnation == first
+        finally:
+            await again.close()
+
+    async def test_a_snapshot_keeps_its_configurations_pins(self, factory: StoreFactory) -> None:
+        """The incarnations a configuration pins come back with the snapshot that holds
+        it, taken or installed (a snapshot without pins keeps the older column form)."""
+        pins = (("n1", "a" * 32), ("n3", "b" * 32))
+        store = await self.opened(factory)
+        try:
+            await store.save(PersistBatch(entries=entries(1, 4, 1)))
+            taken = Snapshot(3, 1, ("n1", "n2", "n3"), b"s", ("n4",), pins)
+            await store.save_snapshot(taken)
+            assert (await store.initial_state()).snapshot == taken
+            installed = Snapshot(9, 2, ("n1", "n2"), b"t", (), (("n2", "c" * 32),))
+            await store.install_snapshot(installed, PersistBatch(hard_state=HardState(term=2)))
+            await store.close()
+            store = await self.opened(factory)
+            assert (await store.initial_state()).snapshot == installed
+        finally:
+            await store.close()
 
     async def test_taken_snapshot_keeps_the_log_and_compaction_is_exact(
         self, factory: StoreFactory

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -14,13 +15,13 @@ from alembic.migration import MigrationContext
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
 
-from raftmq.core.types import Entry, HardState
+from raftmq.core.types import INCARNATION_PATTERN, Entry, HardState
 from raftmq.storage import migrate
 from raftmq.storage.engine import create_store_engine
 from raftmq.storage.port import ClientSession, LogExtent, PersistBatch, Snapshot
 from raftmq.storage.schema import OWN_TABLES, VERSION_TABLE, metadata
 from raftmq.storage.sql import SqlStorage
-from raftmq.storage.sqlops import sessions_txn
+from raftmq.storage.sqlops import config_entries_query, sessions_txn
 from raftmq.storage.statements import WriteStatements
 from tests.storage.contract import FakeClock
 
@@ -148,7 +149,7 @@ async def test_upgrade_0002_to_0003_keeps_a_populated_database_without_cluster_i
     store = SqlStorage(db_url, cluster="c", node_id="n1")
     await store.open()  # upgrades to head
     try:
-        assert await migrate.current(db_url) == migrate.head_revision() == "0005"
+        assert await migrate.current(db_url) == migrate.head_revision() == "0006"
         assert await store.cluster_id() is None
         assert await store.entries(1, 3) == list(entries)
         assert await store.hard_state() == HardState(term=2, voted_for="n2", commit=3)
@@ -185,7 +186,7 @@ async def test_upgrade_0003_to_0004_keeps_a_populated_database_and_its_snapshot(
     await _run_sync(db_url, populate)
     await store.open()  # upgrades to head
     try:
-        assert await migrate.current(db_url) == migrate.head_revision() == "0005"
+        assert await migrate.current(db_url) == migrate.head_revision() == "0006"
         assert await store.snapshot() == Snapshot(4, 1, (), b"state@4")
         state = await store.initial_state()
         assert (state.first_index, state.last_index, state.term_runs) == (5, 7, ((4, 1), (5, 2)))
@@ -198,7 +199,7 @@ async def test_upgrade_0003_to_0004_keeps_a_populated_database_and_its_snapshot(
         await store.close()
     assert await _run_sync(db_url, _diff) == []  # models == migrations
     assert await migrate.downgrade(db_url, "0003") == "0003"
-    assert await migrate.upgrade(db_url) == "0005"
+    assert await migrate.upgrade(db_url) == "0006"
     store = SqlStorage(db_url, cluster="c", node_id="n1")
     await store.open()
     try:  # after a round trip through 0003 the log starts after the snapshot's index
@@ -252,8 +253,55 @@ async def test_upgrade_0002_to_head_keeps_entries_of_unknown_age_until_newer_one
         await again.close()
 
 
-def test_head_revision_is_the_log_retention_revision() -> None:
-    assert migrate.head_revision() == "0005"
+async def test_upgrade_0005_to_0006_gives_an_old_database_its_own_incarnation(
+    db_url: str,
+) -> None:
+    """A database written before incarnations gets a random one on upgrade, kept from
+    then on; a downgrade drops it and the next upgrade makes another (it is the same
+    data, but nothing could tell: the node is re-pinned by its leader)."""
+    await _populated_at(db_url, "0005")
+    store = SqlStorage(db_url, cluster="c", node_id="n1")
+    await store.open()  # upgrades to head
+    try:
+        state = await store.initial_state()
+        assert re.fullmatch(INCARNATION_PATTERN, state.incarnation)
+        assert state.tail == POPULATED_ENTRIES
+    finally:
+        await store.close()
+    again = SqlStorage(db_url, cluster="c", node_id="n1")
+    await again.open()
+    try:
+        assert (await again.initial_state()).incarnation == state.incarnation
+    finally:
+        await again.close()
+    assert await _run_sync(db_url, _diff) == []
+
+
+def _config_plan(conn: Connection) -> str:
+    """How the database reads the configuration entries on open (SQLite explains the
+    statement as it runs, with its bound parameters)."""
+    query = config_entries_query(0)
+    if conn.dialect.name == "sqlite":
+        compiled = query.compile(conn)
+        params = tuple(compiled.params[name] for name in compiled.positiontup or ())
+        rows = conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {compiled}", params)
+        return " ".join(str(row[-1]) for row in rows)
+    literal = str(query.compile(conn, compile_kwargs={"literal_binds": True}))
+    conn.execute(text("SET LOCAL enable_seqscan = off"))  # a tiny table: ask for the index
+    return " ".join(row[0] for row in conn.execute(text(f"EXPLAIN {literal}")))
+
+
+async def test_the_configuration_entries_are_read_through_their_partial_index(
+    db_url: str,
+) -> None:
+    """Opening a node reads its CONFIG entries through ix_raftmq_log_config_idx (revision
+    0006), not by scanning the log."""
+    await _populated_at(db_url, "0006")
+    assert "ix_raftmq_log_config_idx" in await _run_sync(db_url, _config_plan)
+
+
+def test_head_revision_is_the_incarnation_revision() -> None:
+    assert migrate.head_revision() == "0006"
     assert migrate.script_location() == REPO / "migrations"
 
 
@@ -274,8 +322,8 @@ def _alembic(*args: str, env: dict[str, str] | None = None) -> str:
 def test_alembic_cli_from_repo_root(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'cli.db'}"
     _alembic("-x", f"url={url}", "upgrade", "head")
-    assert "0005 (head)" in _alembic("-x", f"url={url}", "current")
+    assert "0006 (head)" in _alembic("-x", f"url={url}", "current")
     assert "No new upgrade operations detected" in _alembic("-x", f"url={url}", "check")
     env_url = f"sqlite:///{tmp_path / 'env.db'}"  # driverless URL, from the environment
     _alembic("upgrade", "head", env={"RAFTMQ_DATABASE_URL": env_url})
-    assert "0005 (head)" in _alembic("current", env={"RAFTMQ_DATABASE_URL": env_url})
+    assert "0006 (head)" in _alembic("current", env={"RAFTMQ_DATABASE_URL": env_url})

@@ -1,0 +1,223 @@
+"""Incarnations (raftmq.core.membership): a member that lost its database is not that member.
+
+Found as a user (issue MEMBERS): a node whose disk was replaced came back empty under
+its old id and voted as if it had never voted; with a second process of the same id
+this already overwrote committed entries. Each database now has an incarnation id, the
+messages that promise something about a database carry it, and the configuration pins
+each member's: a message from another database is dropped before it moves anything.
+These tests feed cores the messages of a wiped member directly; the simulator's tests
+(tests/sim/test_incarnations.py) run the same through whole clusters.
+"""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from raftmq.core import (
+    AppendEntriesReply,
+    InstallSnapshot,
+    RequestVote,
+    RequestVoteReply,
+    Role,
+)
+from raftmq.core.membership import ChangeKind, ConfChange, decode, encode, membership
+from raftmq.errors import ConfigError
+from tests.core.harness import Network, incarnation
+
+NEW = incarnation("a new disk")  # the database a wiped member comes back with
+
+
+def _pinned() -> Network:
+    """a leads b and c; every member is pinned and the pins are committed everywhere."""
+    net = Network(
+        ["a", "b", "c"], incarnations=True, election_ticks=10, heartbeat_ticks=1, pre_vote=False
+    )
+    net.elect("a")
+    net.tick_all(2)  # a heartbeat after its first commit: the pins
+    for nid in net.ids:
+        m = net.cores[nid].membership
+        assert dict(m.incarnations) == {n: incarnation(n) for n in net.ids}
+        assert net.cores[nid].commit_index == net.cores["a"].last_index
+    return net
+
+
+def test_the_leader_pins_every_member_it_heard_in_one_configuration_entry() -> None:
+    net = _pinned()
+    configs = [e for e in net.disks["a"].entries.values() if e.kind == 2]
+    assert len(configs) == 1  # one entry for all three
+    assert decode(configs[0].data).voters == ("a", "b", "c")  # no voter changed
+    net.tick_all(20)
+    assert len([e for e in net.disks["a"].entries.values() if e.kind == 2]) == 1  # once
+
+
+def test_a_vote_from_another_database_is_not_counted() -> None:
+    """The wiped voter has no vote on record, so it votes again in a term it voted in;
+    the candidate drops that vote (it would make a second leader of the term)."""
+    net = _pinned()
+    b = net.cores["b"]
+    net.isolate("a")
+    net.isolate("c")
+    b.campaign()  # pre-vote is off: a real election in term + 1
+    term = b.term
+    net.deliver()
+    wiped_vote = RequestVoteReply(
+        term=term, sender="c", recipient="b", granted=True, incarnation=NEW
+    )
+    b.step(wiped_vote)
+    assert b.role is Role.CANDIDATE
+    assert b.status().strangers == (("c", NEW),)
+    b.step(wiped_vote.model_copy(update={"incarnation": incarnation("c")}))
+    assert b.status().role is Role.LEADER  # the same vote from c's own database counts
+
+
+def test_a_leader_forgets_what_a_wiped_follower_held_and_never_counts_it() -> None:
+    net = _pinned()
+    a = net.cores["a"]
+    match_before = a.status().progress["c"].match
+    assert match_before == a.last_index
+    net.isolate("b")
+    net.isolate("c")  # c's own database is gone: only its new one answers
+    index = a.propose(b"needs b or c")
+    net.deliver()
+    # c answers from its new, empty database: it holds nothing, whatever it says.
+    a.step(
+        AppendEntriesReply(
+            term=a.term,
+            sender="c",
+            recipient="a",
+            success=True,
+            match_index=index,
+            incarnation=NEW,
+        )
+    )
+    assert a.status().progress["c"].match == 0  # what c's old database held is gone
+    assert a.commit_index < index  # and its "acknowledgement" does not count
+    assert a.strangers_dropped == 1
+    assert a.status().strangers == (("c", NEW),)
+
+
+def test_a_vote_request_from_another_database_moves_no_term() -> None:
+    net = _pinned()
+    b = net.cores["b"]
+    term, vote = b.term, b.voted_for
+    b.step(
+        RequestVote(
+            term=term + 5,
+            sender="c",
+            recipient="b",
+            last_log_index=99,
+            last_log_term=term,
+            incarnation=NEW,
+        )
+    )
+    assert (b.term, b.voted_for, b.has_ready()) == (term, vote, False)
+
+
+def test_a_node_whose_database_is_not_its_pin_neither_campaigns_nor_votes() -> None:
+    """c restarts with an empty database, then learns the configuration that pins its
+    old one: from then on it knows it is not member c."""
+    net = _pinned()
+    c = net.wipe("c", NEW)
+    assert c.membership.incarnations == ()  # the seed: it knows nothing yet
+    net.tick_all(3)
+    # The leader drops its answers: it probes with heartbeats and never sends it the log.
+    assert net.cores["c"].last_index == 0
+    # Hand it the log as a leader would have (what a replacement learner gets):
+    for e in sorted(net.disks["a"].entries.values(), key=lambda e: e.index):
+        net.disks["c"].entries[e.index] = e
+    c = net.restart("c")
+    assert c.status().strangers == (("c", NEW),)  # it knows its database is not c's
+    for _ in range(40):
+        c.tick()
+    assert c.role is Role.FOLLOWER and not [m for m in net.drain("c") if m.type == "request_vote"]
+    c.step(
+        RequestVote(
+            term=c.term + 1,
+            sender="b",
+            recipient="c",
+            last_log_index=c.last_index,
+            last_log_term=c.last_term(),
+            incarnation=incarnation("b"),
+        )
+    )
+    replies = [m for m in net.drain("c") if isinstance(m, RequestVoteReply)]
+    assert [r.granted for r in replies] == [False]
+
+
+def test_replace_makes_the_member_a_learner_pinned_to_the_database_it_answers_from() -> None:
+    net = _pinned()
+    a = net.cores["a"]
+    a.step(
+        AppendEntriesReply(
+            term=a.term,
+            sender="c",
+            recipient="a",
+            success=False,
+            reject_index=a.last_index,
+            incarnation=NEW,
+        )
+    )
+    index = a.propose_conf_change(ConfChange(ChangeKind.REPLACE, "c"))
+    m = a.membership
+    assert (m.voters, m.learners) == (("a", "b"), ("c",))
+    assert dict(m.incarnations)["c"] == NEW
+    assert a.status().strangers == ()  # c is that database now
+    net.isolate("c")
+    net.deliver()
+    assert a.commit_index >= index  # a and b: a majority of the two voters left
+    with pytest.raises(ConfigError, match="nothing to replace"):
+        a.propose_conf_change(ConfChange(ChangeKind.REPLACE, "a"))
+
+
+def test_replace_of_a_member_not_heard_unpins_it_until_it_answers() -> None:
+    m = membership(["a", "b", "c"], [], [("a", "a" * 32), ("c", "c" * 32)])
+    replaced = ConfChange(ChangeKind.REPLACE, "c").applied_to(m)
+    assert (replaced.voters, replaced.learners, replaced.incarnations) == (
+        ("a", "b"),
+        ("c",),
+        (("a", "a" * 32),),
+    )
+    with pytest.raises(ConfigError, match="last voter"):
+        ConfChange(ChangeKind.REPLACE, "a").applied_to(membership(["a"]))
+    with pytest.raises(ConfigError, match="not a member"):
+        ConfChange(ChangeKind.REPLACE, "z").applied_to(m)
+    # Other changes keep every pin of the members that stay.
+    assert ConfChange(ChangeKind.ADD_LEARNER, "d").applied_to(m).incarnations == m.incarnations
+    assert ConfChange(ChangeKind.REMOVE, "c").applied_to(m).incarnations == (("a", "a" * 32),)
+
+
+def test_pins_are_encoded_and_bad_ones_refused() -> None:
+    m = membership(["a", "b"], ["c"], [("c", "c" * 32)])
+    assert decode(encode(m)) == m
+    assert b"incarnations" not in encode(membership(["a"]))  # what older versions wrote
+    for bad in (
+        b'{"voters": ["a"], "learners": [], "incarnations": []}',
+        b'{"voters": ["a"], "learners": [], "incarnations": {"z": "' + b"0" * 32 + b'"}}',
+        b'{"voters": ["a"], "learners": [], "incarnations": {"a": "not hex"}}',
+        b'{"voters": ["a"], "learners": [], "incarnations": {"a": 7}}',
+    ):
+        with pytest.raises(ConfigError):
+            decode(bad)
+
+
+def test_messages_refuse_malformed_incarnations() -> None:
+    with pytest.raises(ValidationError):
+        RequestVoteReply(term=1, sender="a", recipient="b", granted=True, incarnation="x" * 32)
+    base = dict(
+        term=1,
+        sender="a",
+        recipient="b",
+        last_index=1,
+        last_term=1,
+        voters=("a", "b"),
+        size=1,
+        offset=0,
+        data=b"s",
+        done=True,
+        leader_commit=1,
+    )
+    InstallSnapshot(**base, incarnations=(("a", "a" * 32),))
+    for pins in ((("z", "a" * 32),), (("a", "a" * 32), ("a", "b" * 32)), (("a", "A" * 32),)):
+        with pytest.raises(ValidationError):
+            InstallSnapshot(**base, incarnations=pins)
