@@ -1,5 +1,5 @@
-"""`raftmq members list|add|promote|remove`: the cluster's configuration and single-server
-changes to it (docs/operations.md "Change the members"; the rules in docs/core.md,
+"""`raftmq members list|add|promote|remove|replace`: the cluster's configuration and
+single-server changes to it (docs/operations.md "Change the members"; the rules in docs/core.md,
 "Membership changes"). Each change goes to the leader, waits until it committed, and
 prints the configuration then in force."""
 
@@ -22,7 +22,8 @@ if TYPE_CHECKING:
     from raftmq.protocol.requests import NodeStatus
 
 members_app = typer.Typer(
-    help="The cluster's members: list them, add, promote or remove one.", no_args_is_help=True
+    help="The cluster's members: list them, add, promote, remove or replace one.",
+    no_args_is_help=True,
 )
 
 NodesOpt = Annotated[
@@ -41,6 +42,12 @@ def _show(status: NodeStatus) -> None:
     typer.echo(f"leader:   {status.node_id} (term {status.term}, commit {status.commit})")
     typer.echo(f"voters:   {','.join(status.voters)}")
     typer.echo(f"learners: {','.join(status.learners) or '-'}")
+    for peer, incarnation in sorted(status.strangers.items()):
+        pinned = status.incarnations.get(peer, "?")
+        typer.echo(
+            f"  {peer}: answers from database {incarnation or '(none told)'}, not its own "
+            f"({pinned}): not counted; `raftmq members replace {peer}` if its disk was lost"
+        )
     for peer, progress in (status.followers or {}).items():
         typer.echo(f"  {peer}: match {progress.match}, lag {progress.lag}, {progress.state}")
 
@@ -59,6 +66,8 @@ async def _run(
     async with AdminClient.connect(url, cluster, nodes, key=key) as admin:
         if change is None:
             return await admin.members()
+        if change == "replace":
+            return await admin.replace(node_id, timeout=timeout)
         return await admin.change_membership(change, node_id, timeout=timeout)
 
 
@@ -136,3 +145,19 @@ def remove(
 ) -> None:
     """Remove a voter or learner (the leader too: it hands over once the change commits)."""
     _do("remove", node_id, cluster, nodes, amqp_url, timeout, cluster_key_file)
+
+
+@members_app.command("replace")
+def replace(
+    node_id: NodeArg,
+    cluster: ClusterOpt = "raftmq",
+    nodes: NodesOpt = "",
+    amqp_url: AmqpOpt = DEFAULT_AMQP_URL,
+    timeout: Annotated[
+        float, typer.Option(help="Seconds to wait for the new database to catch up.")
+    ] = 120.0,
+    cluster_key_file: KeyFileOpt = None,
+) -> None:
+    """Replace a member whose database was lost: it becomes a learner pinned to its new
+    database, catches up, and (a voter before) is promoted again."""
+    _do("replace", node_id, cluster, nodes, amqp_url, timeout, cluster_key_file)

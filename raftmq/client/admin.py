@@ -27,6 +27,7 @@ _RETRIED_REFUSALS = (
     "NotLeader",
     "ConfigError: no entry of this leader's term",
     "ConfigError: a configuration change is not committed yet",
+    "ConfigPending",
     "WriteRejected",
     "NodeStopped",
     "TimeoutError",
@@ -146,7 +147,8 @@ class AdminClient:
         self, change: str, node_id: str, *, timeout: float = 30.0
     ) -> NodeStatus:
         """Ask the leader for one membership change -- ``change`` is ``add_learner``,
-        ``add_voter`` (also promotes a learner) or ``remove`` -- and wait until it
+        ``add_voter`` (also promotes a learner), ``remove`` or ``replace`` (a lost
+        database: see :meth:`replace`) -- and wait until it
         committed; returns the leader's status then (``voters``, ``learners``). Follows
         leader changes and asks again while the leader cannot change yet (its term's
         first entry, or another change, not committed). ConfigError when the change does
@@ -176,6 +178,42 @@ class AdminClient:
             logger.debug("membership change not made yet: %s", last)
             await asyncio.sleep(0.1)
         raise TimeoutError(f"{change} {node_id} not committed within {timeout} s ({last})")
+
+    async def replace(
+        self, node_id: str, *, timeout: float = 120.0, promote: bool = True
+    ) -> NodeStatus:
+        """Replace a member whose database was lost (raftmq.core.membership,
+        "Incarnations"): the leader makes it a learner pinned to the database it answers
+        from now (or to the next one it hears), then, with ``promote``, this waits until
+        that learner caught up -- from the log or a snapshot -- and makes it a voter again
+        if it was one. Returns the leader's status at the end; TimeoutError (saying what
+        is left to do) when the new node did not catch up in time, e.g. is not running."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        before = await self.members(timeout=timeout)
+        was_voter = node_id in before.voters
+        status = await self.change_membership("replace", node_id, timeout=timeout)
+        if not (promote and was_voter):
+            return status
+        while True:
+            status = await self.members(timeout=max(1.0, deadline - loop.time()))
+            follower = (status.followers or {}).get(node_id)
+            pinned = node_id in status.incarnations and node_id not in status.strangers
+            if node_id in status.voters:
+                return status  # promoted (by another operator, or an earlier attempt)
+            if pinned and follower is not None and follower.match >= status.commit:
+                break
+            if loop.time() >= deadline:
+                where = f"match {follower.match} of {status.commit}" if follower else "silent"
+                raise TimeoutError(
+                    f"{node_id} is a learner now but did not catch up within {timeout} s "
+                    f"({where}): start it (an empty database is fine), then "
+                    f"`raftmq members promote {node_id}`"
+                )
+            await asyncio.sleep(0.2)
+        return await self.change_membership(
+            "add_voter", node_id, timeout=max(1.0, deadline - loop.time())
+        )
 
     async def write(self, record: Record, *, timeout: float = 10.0) -> Commit:
         """Send ``record`` to the leader and wait for its commit.

@@ -55,6 +55,7 @@ from raftmq.core.ready import Ready
 from raftmq.core.types import Entry, LogReadResult, Role, SoftState
 from raftmq.errors import (
     ConfigError,
+    ConfigPending,
     NodeStopped,
     NotLeader,
     StorageError,
@@ -134,6 +135,8 @@ class NodeLoop:
         self.transfers: deque[tuple[str, asyncio.Future[None]]] = deque()  # (target, done)
         # membership changes for the core; each future resolves when its entry commits
         self.conf_changes: deque[tuple[ConfChange, asyncio.Future[Commit]]] = deque()
+        # changes the leader cannot make yet (ConfigPending): asked again at each tick
+        self._conf_later: list[tuple[ConfChange, asyncio.Future[Commit]]] = []
         # ReadIndex (raftmq.core.reads): reads to hand the core, reads it holds (by request
         # id), and waiters for an applied index (a heap of (index, n, future)).
         self.read_requests: deque[tuple[int, asyncio.Future[int]]] = deque()
@@ -186,9 +189,10 @@ class NodeLoop:
 
     def request_conf_change(self, change: ConfChange) -> asyncio.Future[Commit]:
         """Queue a membership change for the loop; the future resolves once its
-        configuration entry commits, or fails with NotLeader, ConfigError (another change
-        pending, the leader's term not committed in yet, or it does not apply),
-        WriteRejected (leadership changed and the entry was overwritten) or NodeStopped."""
+        configuration entry commits, or fails with NotLeader, ConfigError (it does not
+        apply), WriteRejected (leadership changed and the entry was overwritten) or
+        NodeStopped. While another change is pending or the leader's term has no commit
+        yet (ConfigPending), it is asked again at each tick."""
         future: asyncio.Future[Commit] = asyncio.get_running_loop().create_future()
         if self.stopping:
             future.set_exception(NodeStopped(f"node {self.node_id} is not running"))
@@ -365,6 +369,9 @@ class NodeLoop:
                 next_tick += elapsed * self.tick_interval
             self._step_inbox(now)
             self._start_transfers()
+            if ticked and self._conf_later:
+                self.conf_changes.extend(self._conf_later)
+                self._conf_later.clear()
             self._start_conf_changes()
             self._start_reads()
             self._propose_queued()
@@ -411,6 +418,10 @@ class NodeLoop:
                 index = core.propose_conf_change(change)
             except NotLeader as exc:
                 future.set_exception(NotLeader(exc.leader_hint, str(exc)))
+            except ConfigPending:
+                # Another change (the leader's own pins, say) or the term's first entry
+                # is not committed yet: it will be shortly; the caller's timeout bounds it.
+                self._conf_later.append((change, future))
             except ConfigError as exc:
                 future.set_exception(exc)
             else:
@@ -701,7 +712,7 @@ class NodeLoop:
     def fail_pending(self, error: Exception) -> None:
         """Fail every queued proposal, pending write, transfer and read with ``error``."""
         waiters: list[asyncio.Future[Any]] = [future for _, future in self.transfers]
-        waiters += [future for _, future in self.conf_changes]
+        waiters += [future for _, future in (*self.conf_changes, *self._conf_later)]
         waiters += [future for _, future in self.read_requests]
         waiters += list(self._reads.values())
         waiters += [future for _, _, future in self._applied_waiters]
@@ -710,6 +721,7 @@ class NodeLoop:
                 waiting.set_exception(error)
         self.transfers.clear()
         self.conf_changes.clear()
+        self._conf_later.clear()
         self.read_requests.clear()
         self._reads.clear()
         self._applied_waiters.clear()

@@ -212,6 +212,7 @@ _COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "elections_timeout": ("elections_started", ("timeout",)),
     "elections_transfer": ("elections_started", ("transfer",)),
     "keepalives": ("lease_keepalives", ()),
+    "strangers_dropped": ("stranger_messages_dropped", ()),
 }
 
 # name (without raftmq_ and _total) -> (help, label names)
@@ -238,6 +239,10 @@ _COUNTER_FAMILIES: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "lease_keepalives": (
         "Heartbeat rounds a leader sent while one slow loop turn (save, apply) held it up",
+        (),
+    ),
+    "stranger_messages_dropped": (
+        "Raft messages dropped for coming from a database that is not the sender's pinned one",
         (),
     ),
     "node_events": ("Other node counters, by name", ("name",)),
@@ -280,6 +285,7 @@ def _gauges(snapshot: NodeSnapshot | None, max_apply_lag: int) -> list[GaugeMetr
     applied = gauge("applied_index", "Highest log index applied on this node")
     last = gauge("last_index", "Last index of this node's log")
     voters = gauge("voters", "Voters in this node's configuration")
+    strangers = gauge("strangers", "Members answering from a database that is not their pinned one")
     storage = gauge("storage_ok", "0 while storage operations fail and are retried")
     contact = gauge("leader_contact_age_seconds", "Seconds since the leader was last heard")
     pending = gauge("proposals_pending", "This node's writes queued or proposed, unresolved")
@@ -287,7 +293,7 @@ def _gauges(snapshot: NodeSnapshot | None, max_apply_lag: int) -> list[GaugeMetr
     lag = gauge("fanout_lag_entries", "Commit index minus the fan-out watermark")
     families = [info, up, ready, has_leader, is_leader, role, term, commit, cluster_commit]
     families += [applied, last]
-    families += [voters, storage, contact, pending, watermark, lag]
+    families += [voters, strangers, storage, contact, pending, watermark, lag]
     if snapshot is None:
         return families
     up.add_metric([], float(snapshot.running))
@@ -306,6 +312,7 @@ def _gauges(snapshot: NodeSnapshot | None, max_apply_lag: int) -> list[GaugeMetr
     applied.add_metric([], float(status.applied))
     last.add_metric([], float(status.last_index))
     voters.add_metric([], float(len(status.voters)))
+    strangers.add_metric([], float(len(status.strangers)))
     storage.add_metric([], float(status.storage_ok))
     if status.last_contact is not None:
         contact.add_metric([], status.last_contact)

@@ -451,6 +451,7 @@ class Node(Generic[T]):
             now = asyncio.get_running_loop().time()
             contact = round(now - node_loop.last_leader_contact, 3)
         failed = node_loop.failure is not None  # a dead loop never claims to lead
+        core_status = core.status()
         return NodeStatus(
             cluster=self._transport.cluster,
             **identity_status(self._identity, self._transport),
@@ -463,6 +464,9 @@ class Node(Generic[T]):
             last_index=core.last_index,
             voters=list(core.membership.voters),
             learners=list(core.membership.learners),
+            incarnation=core_status.incarnation or None,
+            incarnations=dict(core.membership.incarnations),
+            strangers=dict(core_status.strangers),
             last_contact=contact,
             storage_ok=node_loop.storage_ok,
             loop_ok=not failed,
@@ -483,11 +487,11 @@ class Node(Generic[T]):
     ) -> Membership:
         """Make one membership change on the leader (raftmq.core.membership: add a
         learner, add or promote a voter, remove a member) and wait until it commits;
-        return the configuration then in force here. NotLeader (ask the leader it
-        names), ConfigError (another change is not committed yet, the leader has not
-        committed in its term yet -- ask again shortly --, or the change does not apply),
-        WriteRejected (leadership changed and the change was lost: ask again),
-        TimeoutError, NodeStopped."""
+        return the configuration then in force here. A change the leader cannot make
+        yet (another one, its own pins among them, or its term's first entry is not
+        committed) waits for it within ``timeout``. NotLeader (ask the leader it names),
+        ConfigError (the change does not apply), WriteRejected (leadership changed and
+        the change was lost: ask again), TimeoutError, NodeStopped."""
         future = self._running.request_conf_change(change)
         await asyncio.wait_for(future, self.write_timeout if timeout is None else timeout)
         return self.membership
@@ -516,7 +520,9 @@ def _followers(core: RaftCore) -> dict[str, FollowerProgress]:
 
 def _election_counters(core: RaftCore) -> dict[str, int]:
     """The core's elections by cause as node counters (``elections_timeout``, ...)."""
-    return {f"elections_{cause.value}": n for cause, n in core.elections_started.items()}
+    counters = {f"elections_{cause.value}": n for cause, n in core.elections_started.items()}
+    counters["strangers_dropped"] = core.strangers_dropped
+    return counters
 
 
 class _Host:

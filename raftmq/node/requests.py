@@ -74,7 +74,7 @@ class RequestTarget(Protocol):
 
 def parse_change(body: bytes) -> ConfChange:
     """The change a ``members`` request asks for: ``{"change": KIND, "node_id": ID}``
-    (KIND one of add_learner, add_voter, remove), or MalformedMessage."""
+    (KIND one of add_learner, add_voter, remove, replace), or MalformedMessage."""
     try:
         raw = json.loads(body)
         if not isinstance(raw, dict) or set(raw) != {"change", "node_id"}:

@@ -50,6 +50,12 @@ class NodeStatus(BaseModel):
     last_index: int  # last log index
     voters: list[str]  # the voter set in force (the latest configuration in the log)
     learners: list[str] = []  # members that receive the log without voting
+    incarnation: str | None = None  # this node's database's id
+    incarnations: dict[str, str] = {}  # the database each member is pinned to
+    # Members answering from a database that is not their pin's (a lost disk: not
+    # counted until `raftmq members replace`), as the leader heard them; this node
+    # itself when its own database is not the one pinned for it.
+    strangers: dict[str, str] = {}
     bootstrap_voters: list[str] | None = None  # the voters the cluster was bootstrapped with
     last_contact: float | None  # seconds since the leader was last heard (0 on the leader)
     storage_ok: bool  # False while storage operations fail and are retried

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -37,13 +38,17 @@ def _applied(cluster: LocalCluster, node_id: str) -> list[tuple[int, bytes]]:
 
 
 def _members_list(cluster: LocalCluster) -> subprocess.CompletedProcess[str]:
+    return _members_cli(cluster, "list")
+
+
+def _members_cli(cluster: LocalCluster, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             sys.executable,
             "-m",
             "raftmq",
             "members",
-            "list",
+            *args,
             "--cluster",
             cluster.cluster,
             "--nodes",
@@ -55,7 +60,7 @@ def _members_list(cluster: LocalCluster) -> subprocess.CompletedProcess[str]:
         ],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=180,
         check=False,
     )
 
@@ -169,4 +174,77 @@ async def test_grow_to_five_shrink_to_three_and_replace_a_wiped_node_under_write
     assert logs["n3"] == logs["n4"] == logs["n5"]
     held = dict(logs["n4"])
     assert all(held.get(index) == body for index, body in written.items())
+    assert cluster.crashed() == {}
+
+
+def _wipe(cluster: LocalCluster, node_id: str) -> None:
+    """Delete a stopped node's database (and its applied log): a lost disk."""
+    for path in cluster.node_dir(node_id).glob("raftmq-*.db*"):
+        path.unlink()
+    cluster.applied_log(node_id).unlink()
+
+
+async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 30.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not await check():  # noqa: ASYNC110 - polling other processes' status
+            await asyncio.sleep(0.1)
+
+
+async def test_a_voter_back_on_an_empty_database_is_not_counted_until_replaced(
+    local_cluster: ClusterFactory,
+) -> None:
+    """A voter's database is deleted and it is started again as before (same id, same
+    --peers: the careless restart). Its vote elects nobody -- with the leader killed,
+    the other voter and it stay leaderless (before incarnations the empty node voted
+    and the other one led) -- until the old leader is back; then `raftmq members
+    replace` makes it a learner pinned to its new database, it catches up and is a
+    voter again, holding every write."""
+    node_env = {n: {"RAFTMQ_PEERS": ",".join(p for p in SEED if p != n)} for n in SEED}
+    cluster = local_cluster(SEED, node_env=node_env)
+    cluster.start_all()
+    async with cluster.admin() as admin:
+        await _all_answer(admin, SEED)
+        leader = (await wait_for_leader(admin, timeout=30)).node_id
+        first = await admin.write(Record(body=b"before the disk is lost"), timeout=30)
+        await wait_applied(admin, SEED, first.index, timeout=30)
+
+        async def pinned() -> bool:
+            return len((await admin.members()).incarnations) == len(SEED)
+
+        await _until(pinned)
+        victim, other = (n for n in SEED if n != leader)
+        old = (await admin.status(victim)).incarnation
+        await asyncio.to_thread(cluster.kill, victim)
+        _wipe(cluster, victim)
+        cluster.start(victim)
+
+        async def named() -> bool:
+            return victim in (await admin.members()).strangers
+
+        await _until(named)
+        new = (await admin.status(victim)).incarnation
+        assert new not in (None, old)
+        # Its vote counts nowhere: the other voter cannot lead with it.
+        await asyncio.to_thread(cluster.kill, leader)
+        loop = asyncio.get_running_loop()
+        watch_until = loop.time() + 3.0  # several election timeouts (0.5-1 s each)
+        while loop.time() < watch_until:  # an absence: watched, not waited for
+            statuses = await admin.statuses(timeout=0.5)
+            leaders = [n for n, s in statuses.items() if s is not None and s.role.value == "leader"]
+            assert leaders == [], statuses
+        other_status = statuses[other]
+        assert other_status is not None and other_status.counters["strangers_dropped"] > 0
+        cluster.start(leader)
+        await wait_for_leader(admin, timeout=30)
+
+        replaced = await asyncio.to_thread(_members_cli, cluster, "replace", victim)
+        assert replaced.returncode == 0, replaced.stdout + replaced.stderr
+        assert f"voters:   {','.join(SEED)}" in replaced.stdout
+        status = await admin.members()
+        assert (status.incarnations[victim], status.strangers) == (new, {})
+        last = await admin.write(Record(body=b"after the replacement"), timeout=30)
+        await wait_applied(admin, SEED, last.index, timeout=30)
+    logs = {n: _applied(cluster, n) for n in SEED}
+    assert logs[victim] == logs[leader] == logs[other]
+    assert (first.index, b"before the disk is lost") in logs[victim]
     assert cluster.crashed() == {}
