@@ -69,6 +69,7 @@ def _clean(code: int, out: str, expected: int = 1) -> None:
         (["transfer-leadership", "--to", "n1", "--amqp-url", DOWN_BROKER], "127.0.0.1:1"),
         (["members", "add", "n4", "--nodes", "n1", "--amqp-url", DOWN_BROKER], "127.0.0.1:1"),
         (["members", "list", "--amqp-url", DOWN_BROKER], "give --nodes"),
+        (["members", "replace", "n3", "--nodes", "n1", "--amqp-url", DOWN_BROKER], "127.0.0.1:1"),
         (["db", "upgrade", "--database-url", "x.db"], "is not a URL"),
         (["db", "upgrade", "--database-url", f"mysql://u:{PASSWORD}@h/x"], "mysql:// are not"),
         (
@@ -86,6 +87,7 @@ def _clean(code: int, out: str, expected: int = 1) -> None:
         "transfer-broker-down",
         "members-broker-down",
         "members-no-nodes",
+        "members-replace-broker-down",
         "db-not-a-url",
         "db-mysql",
         "db-sync-driver",
