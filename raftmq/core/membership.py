@@ -145,35 +145,29 @@ class ConfChange:
         """The configuration after this change, or :class:`ConfigError` when it does not
         apply to ``m`` (adding a member twice, removing a non-member, the last voter)."""
         node, voters, learners = self.node_id, set(m.voters), set(m.learners)
-        pins = {n: inc for n, inc in m.incarnations if n != node}
-        if self.kind is ChangeKind.REPLACE:
-            if node not in voters and node not in learners:
-                raise ConfigError(f"{node} is not a member")
-            if voters == {node}:
-                raise ConfigError(f"{node} is the last voter")
-            voters.discard(node)
-            learners.add(node)
-            if self.incarnation:
-                pins[node] = self.incarnation
-            return membership(voters, learners, pins.items())
-        if self.kind is ChangeKind.ADD_LEARNER:
+        pins = dict(m.incarnations)
+        kind = self.kind
+        if kind is ChangeKind.ADD_LEARNER:
             if node in voters or node in learners:
                 raise ConfigError(f"{node} is already a member")
             learners.add(node)
-        elif self.kind is ChangeKind.ADD_VOTER:
+        elif kind is ChangeKind.ADD_VOTER:
             if node in voters:
                 raise ConfigError(f"{node} is already a voter")
             learners.discard(node)
             voters.add(node)
-        else:
+        else:  # REMOVE, or REPLACE: removed, and back as a learner of its new database
             if node not in voters and node not in learners:
                 raise ConfigError(f"{node} is not a member")
             if voters == {node}:
                 raise ConfigError(f"{node} is the last voter")
             voters.discard(node)
             learners.discard(node)
-            return membership(voters, learners, pins.items())
-        pins.update((n, inc) for n, inc in m.incarnations if n == node)
+            pins.pop(node, None)
+            if kind is ChangeKind.REPLACE:
+                learners.add(node)
+                if self.incarnation:
+                    pins[node] = self.incarnation
         return membership(voters, learners, pins.items())
 
 

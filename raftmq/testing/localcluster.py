@@ -321,6 +321,15 @@ async def wait_for_leader(
         await asyncio.sleep(0.05)
 
 
+async def wait_answering(admin: AdminClient, node_ids: list[str], *, timeout: float = 30.0) -> None:
+    """Poll statuses until every node in ``node_ids`` answers (its process is up)."""
+    async with asyncio.timeout(timeout):
+        while True:
+            statuses = await admin.statuses(timeout=0.5)
+            if all(statuses.get(n) is not None for n in node_ids):
+                return
+
+
 async def wait_applied(
     admin: AdminClient, node_ids: list[str], index: int, *, timeout: float
 ) -> None:

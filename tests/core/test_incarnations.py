@@ -221,3 +221,15 @@ def test_messages_refuse_malformed_incarnations() -> None:
     for pins in ((("z", "a" * 32),), (("a", "a" * 32), ("a", "b" * 32)), (("a", "A" * 32),)):
         with pytest.raises(ValidationError):
             InstallSnapshot(**base, incarnations=pins)
+
+
+def test_a_member_named_a_stranger_is_no_longer_one_when_its_own_database_answers() -> None:
+    """Found by the safety search's forging member: a message without (or with another)
+    incarnation named a healthy member a stranger for good in the leader's status."""
+    net = _pinned()
+    a = net.cores["a"]
+    a.step(AppendEntriesReply(term=a.term, sender="b", recipient="a", success=True))
+    assert a.status().strangers == (("b", ""),)
+    net.tick_all(2)  # heartbeats: b answers from its own database
+    assert a.status().strangers == ()
+    assert a.status().progress["b"].match == a.last_index  # and is counted again

@@ -17,20 +17,22 @@ from raftmq.protocol.codec import Envelope
 from raftmq.protocol.names import inbox_queue
 from raftmq.protocol.receipts import Commit
 from raftmq.protocol.record import Record
-from raftmq.testing.localcluster import LocalCluster, wait_applied, wait_for_leader
+from raftmq.testing.localcluster import (
+    LocalCluster,
+    wait_answering,
+    wait_applied,
+    wait_for_leader,
+)
 from raftmq.testing.postgres import fresh_postgres_database
 from tests.node.conftest import ELECTION_TIMEOUT_MAX, ClusterFactory
 
 pytestmark = pytest.mark.integration
 
 
-async def _all_answer(admin: AdminClient, nodes: list[str], timeout: float = 30.0) -> float:
+async def _answering(admin: AdminClient, nodes: list[str]) -> float:
     """Wait until every node answers status (processes are up); return that moment."""
-    async with asyncio.timeout(timeout):
-        while True:
-            statuses = await admin.statuses(timeout=0.5)
-            if all(statuses.get(n) is not None for n in nodes):
-                return time.monotonic()
+    await wait_answering(admin, nodes)
+    return time.monotonic()
 
 
 async def _write_many(
@@ -70,7 +72,7 @@ async def test_elect_replicate_crash_leader_and_catch_up(local_cluster: ClusterF
     cluster = local_cluster()
     cluster.start_all()
     async with cluster.admin() as admin:
-        up = await _all_answer(admin, cluster.node_ids)
+        up = await _answering(admin, cluster.node_ids)
         leader = await wait_for_leader(admin, timeout=30)
         elected_after = time.monotonic() - up
         assert elected_after <= 3 * ELECTION_TIMEOUT_MAX + 1.0, elected_after  # + poll slack
@@ -100,7 +102,7 @@ async def test_partitioned_follower_rejoins_without_deposing_leader(
     cluster = local_cluster(extra_env={"RAFTMQ_ALLOW_FAULT_INJECTION": "1"})
     cluster.start_all()
     async with cluster.admin() as admin:
-        await _all_answer(admin, cluster.node_ids)
+        await _answering(admin, cluster.node_ids)
         leader = await wait_for_leader(admin, timeout=30)
         follower = next(n for n in cluster.node_ids if n != leader.node_id)
         await admin.requests.request(follower, "isolate")
@@ -137,7 +139,7 @@ async def test_broker_closing_the_leader_connection_is_survived(
     cluster = local_cluster()
     cluster.start_all()
     async with cluster.admin() as admin:
-        await _all_answer(admin, cluster.node_ids)
+        await _answering(admin, cluster.node_ids)
         leader = await wait_for_leader(admin, timeout=30)
         acked = await _write_many(admin, 0, 50)
         pids = await _connection_pids(f"raftmq:{cluster.cluster}:{leader.node_id}")
@@ -158,7 +160,7 @@ async def test_bad_input_on_a_node_inbox_is_dropped_and_counted(
     cluster = local_cluster()
     cluster.start_all()
     async with cluster.admin() as admin:
-        await _all_answer(admin, cluster.node_ids)
+        await _answering(admin, cluster.node_ids)
         leader = await wait_for_leader(admin, timeout=30)
         target = leader.node_id
         queue = inbox_queue(cluster.cluster, target)
@@ -215,7 +217,7 @@ async def test_cluster_on_postgres(local_cluster: ClusterFactory, postgres_serve
         )
         cluster.start_all()
         async with cluster.admin() as admin:
-            await _all_answer(admin, cluster.node_ids)
+            await _answering(admin, cluster.node_ids)
             leader = await wait_for_leader(admin, timeout=30)
             acked = await _write_many(admin, 0, 200)
             cluster.kill(leader.node_id)

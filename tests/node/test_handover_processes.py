@@ -11,7 +11,12 @@ import pytest
 
 from raftmq.client.admin import AdminClient
 from raftmq.protocol.record import Record
-from raftmq.testing.localcluster import LocalCluster, wait_applied, wait_for_leader
+from raftmq.testing.localcluster import (
+    LocalCluster,
+    wait_answering,
+    wait_applied,
+    wait_for_leader,
+)
 from raftmq.testing.workload import ContinuousWrites
 from tests.node.conftest import ClusterFactory
 
@@ -22,14 +27,6 @@ async def _counters(admin: AdminClient, node_id: str) -> dict[str, int]:
     return (await admin.status(node_id, timeout=5)).counters
 
 
-async def _all_answer(admin: AdminClient, nodes: list[str], timeout: float = 30.0) -> None:
-    async with asyncio.timeout(timeout):
-        while True:
-            statuses = await admin.statuses(timeout=0.5)
-            if all(statuses.get(n) is not None for n in nodes):
-                return
-
-
 def _applied(cluster: LocalCluster, node_id: str) -> dict[int, bytes]:
     return {line.index: line.body for line in cluster.read_applied(node_id)}
 
@@ -38,7 +35,7 @@ async def test_sigterm_on_the_leader_hands_over(local_cluster: ClusterFactory) -
     cluster = local_cluster()
     cluster.start_all()
     async with cluster.admin() as admin:
-        await _all_answer(admin, cluster.node_ids)
+        await wait_answering(admin, cluster.node_ids)
         leader = await wait_for_leader(admin, timeout=30)
         old = leader.node_id
         others = [n for n in cluster.node_ids if n != old]
@@ -73,7 +70,7 @@ async def test_rolling_restart_under_load_starts_no_election_by_timeout(
     cluster = local_cluster()
     cluster.start_all()
     async with cluster.admin() as admin:
-        await _all_answer(admin, cluster.node_ids)
+        await wait_answering(admin, cluster.node_ids)
         await wait_for_leader(admin, timeout=30)
         baseline = {n: await _counters(admin, n) for n in cluster.node_ids}
         timeouts = transfers = 0

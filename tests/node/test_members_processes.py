@@ -16,21 +16,18 @@ import pytest
 
 from raftmq.client.admin import AdminClient
 from raftmq.protocol.record import Record
-from raftmq.testing.localcluster import LocalCluster, wait_applied, wait_for_leader
+from raftmq.testing.localcluster import (
+    LocalCluster,
+    wait_answering,
+    wait_applied,
+    wait_for_leader,
+)
 from raftmq.testing.workload import ContinuousWrites
 from tests.node.conftest import ClusterFactory
 
 pytestmark = pytest.mark.integration
 
 SEED = ["n1", "n2", "n3"]
-
-
-async def _all_answer(admin: AdminClient, nodes: list[str], timeout: float = 30.0) -> None:
-    async with asyncio.timeout(timeout):
-        while True:
-            statuses = await admin.statuses(timeout=0.5)
-            if all(statuses.get(n) is not None for n in nodes):
-                return
 
 
 def _applied(cluster: LocalCluster, node_id: str) -> list[tuple[int, bytes]]:
@@ -73,7 +70,7 @@ async def test_a_joining_node_is_added_promoted_and_the_leader_removed(
     cluster = local_cluster(["n1", "n2", "n3", "n4"], node_env=node_env)
     cluster.start_all()
     async with cluster.admin() as admin:
-        await _all_answer(admin, cluster.node_ids)
+        await wait_answering(admin, cluster.node_ids)
         leader = await wait_for_leader(admin, timeout=30)
         first = await admin.write(Record(body=b"before n4"), timeout=30)
         await wait_applied(admin, SEED, first.index, timeout=30)
@@ -142,7 +139,7 @@ async def test_grow_to_five_shrink_to_three_and_replace_a_wiped_node_under_write
     cluster = local_cluster(nodes, node_env=node_env)
     cluster.start_all()
     async with cluster.admin() as admin:
-        await _all_answer(admin, nodes)
+        await wait_answering(admin, nodes)
         await wait_for_leader(admin, timeout=30)
         async with ContinuousWrites(cluster.amqp_url, cluster.cluster, writers=4) as load:
             await load.wait_for(50, timeout=60)
@@ -203,7 +200,7 @@ async def test_a_voter_back_on_an_empty_database_is_not_counted_until_replaced(
     cluster = local_cluster(SEED, node_env=node_env)
     cluster.start_all()
     async with cluster.admin() as admin:
-        await _all_answer(admin, SEED)
+        await wait_answering(admin, SEED)
         leader = (await wait_for_leader(admin, timeout=30)).node_id
         first = await admin.write(Record(body=b"before the disk is lost"), timeout=30)
         await wait_applied(admin, SEED, first.index, timeout=30)

@@ -94,3 +94,28 @@ def test_without_incarnations_the_amnesiac_vote_loses_a_committed_entry(
     _amnesia(sim)
     with pytest.raises(SafetyViolation):
         sim.run(400)
+
+
+def test_the_replacement_catches_up_through_install_snapshot() -> None:
+    """With the log compacted past what the new database holds (nothing), the replaced
+    member gets the leader's snapshot, with the configuration and its pins."""
+    sim = Simulation(NODES, seed=5, trailing_entries=0)
+    leader = check_one_leader(sim)
+    assert sim.run_until(lambda: _pinned_everywhere(sim), AGREEMENT_BUDGET)
+    for k in range(20):
+        one(sim, b"w%d" % k, 3)
+    wiped = next(n for n in NODES if n != leader)
+    sim.wipe(wiped)
+    for node_id in NODES:
+        if node_id != wiped:
+            assert sim.take_snapshot(node_id) is not None  # the whole log is compacted
+    sim.restart(wiped)
+    assert sim.run_until(lambda: bool(sim.core(leader).status().strangers), 100)
+    _accepted(sim, leader, ConfChange(ChangeKind.REPLACE, wiped))
+    assert sim.run_until(lambda: sim.applied_index(wiped) >= sim.commit_index(leader), 200)
+    snapshot = sim.core(wiped).snapshot
+    assert snapshot is not None  # installed from the leader's
+    assert dict(snapshot.incarnations).get(leader) == sim.incarnation(leader)
+    assert [data for _, data in sim.applied(wiped)] == [b"w%d" % k for k in range(20)]
+    _accepted(sim, leader, ConfChange(ChangeKind.ADD_VOTER, wiped))
+    one(sim, b"three voters again", 3)
