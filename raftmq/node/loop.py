@@ -72,6 +72,8 @@ from raftmq.transport.port import Transport
 
 logger = logging.getLogger("raftmq.node.loop")
 R = TypeVar("R")
+_K = TypeVar("_K")  # what a request queue holds beside each future
+_R = TypeVar("_R")  # what its future resolves to
 
 _MAX_QUEUED_MESSAGES = 100_000  # inbound Raft messages buffered while the loop is busy
 _MAX_CATCHUP_TICKS = 3  # ticks replayed at once after a stall (never a burst of elections)
@@ -179,13 +181,7 @@ class NodeLoop:
     def request_transfer(self, to: str) -> asyncio.Future[None]:
         """Queue a leadership transfer to ``to`` for the loop; the future resolves once
         the core started it, or fails with NotLeader / ConfigError."""
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self.stopping:
-            future.set_exception(NodeStopped(f"node {self.node_id} is not running"))
-            return future
-        self.transfers.append((to, future))
-        self.wake.set()
-        return future
+        return self._queue(self.transfers, to)
 
     def request_conf_change(self, change: ConfChange) -> asyncio.Future[Commit]:
         """Queue a membership change for the loop; the future resolves once its
@@ -193,23 +189,22 @@ class NodeLoop:
         apply), WriteRejected (leadership changed and the entry was overwritten) or
         NodeStopped. While another change is pending or the leader's term has no commit
         yet (ConfigPending), it is asked again at each tick."""
-        future: asyncio.Future[Commit] = asyncio.get_running_loop().create_future()
-        if self.stopping:
-            future.set_exception(NodeStopped(f"node {self.node_id} is not running"))
-            return future
-        self.conf_changes.append((change, future))
-        self.wake.set()
-        return future
+        return self._queue(self.conf_changes, change)
 
     def request_read(self) -> asyncio.Future[int]:
         """Queue a linearizable read for the loop; the future resolves with its read index
         (thesis §6.4), or fails with NotLeader (no leader known, or leadership changed
         before the read was confirmed) or NodeStopped."""
-        future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        return self._queue(self.read_requests, next(self._ids))
+
+    def _queue(self, queue: deque[tuple[_K, asyncio.Future[_R]]], key: _K) -> asyncio.Future[_R]:
+        """Queue ``key`` with a new future for the loop (failed at once with NodeStopped
+        once the loop is stopping) and wake the loop."""
+        future: asyncio.Future[_R] = asyncio.get_running_loop().create_future()
         if self.stopping:
             future.set_exception(NodeStopped(f"node {self.node_id} is not running"))
             return future
-        self.read_requests.append((next(self._ids), future))
+        queue.append((key, future))
         self.wake.set()
         return future
 
