@@ -179,7 +179,8 @@ class RaftCore:
     def most_caught_up_peer(self, exclude: Collection[str] = ()) -> str | None:
         """The leader's choice of whom to hand leadership to (thesis §3.10): the other
         voter with the highest match index, the lowest id among equals, leaving out
-        ``exclude`` (earlier targets that did not take over). None when this node does
+        ``exclude`` (earlier targets that did not take over) and members answering from
+        another database than their own. None when this node does
         not lead or no other voter is left."""
         s = self._state
         if s.role is not _LEADER:
@@ -187,7 +188,7 @@ class RaftCore:
         candidates = [
             (-pr.match, peer)
             for peer, pr in s.progress.items()
-            if peer not in exclude and peer in s.voter_peers
+            if peer not in exclude and peer in s.voter_peers and peer not in s.strangers
         ]
         return min(candidates)[1] if candidates else None
 
@@ -311,6 +312,8 @@ class RaftCore:
             return
         if to not in s.voter_peers or to not in s.progress:
             raise ConfigError(f"{to!r} is not a voter")
+        if to in s.strangers:
+            raise ConfigError(f"{to!r} answers from another database than its own: not a voter")
         replication.start_transfer(s, to)
 
     def take_snapshot(self, index: int, data: bytes) -> Snapshot:

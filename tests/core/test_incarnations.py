@@ -233,3 +233,15 @@ def test_a_member_named_a_stranger_is_no_longer_one_when_its_own_database_answer
     net.tick_all(2)  # heartbeats: b answers from its own database
     assert a.status().strangers == ()
     assert a.status().progress["b"].match == a.last_index  # and is counted again
+
+
+def test_leadership_is_never_handed_to_a_member_on_another_database() -> None:
+    net = _pinned()
+    a = net.cores["a"]
+    a.step(
+        AppendEntriesReply(term=a.term, sender="b", recipient="a", success=False, incarnation=NEW)
+    )
+    assert a.most_caught_up_peer() == "c"
+    assert a.most_caught_up_peer(exclude=("c",)) is None
+    with pytest.raises(ConfigError, match="another database"):
+        a.transfer_leadership("b")
