@@ -31,14 +31,14 @@ leader would count entries it no longer holds. So each database has an incarnati
 carry such promises (vote requests and answers, append and snapshot answers) carry it,
 and the configuration pins each member's (:attr:`Membership.incarnations`). A message
 from a member whose incarnation is not its pin is dropped before anything reads it --
-no term moves, no vote or acknowledgement counts -- and counted; a node whose own
-database is not its pin neither campaigns nor grants votes. A leader pins, in one
-configuration entry (no voter changes: majorities stay the same), every member it heard
-from that is not pinned yet. An operator replaces such a member with a
-:attr:`ChangeKind.REPLACE` change (it becomes a learner pinned to its new database,
-catches up, and is promoted): a single-server change like a removal. A member lost
-before every member holds its pin is not caught (the pin is made about one heartbeat
-after the member's first answer to a leader; docs/core.md has the argument).
+no term moves, no vote or acknowledgement counts -- and counted. A leader pins, in one
+configuration entry (no voter changes: majorities stay the same), every member not
+pinned yet whose database acknowledged the configuration in force. An operator
+replaces such a member with a :attr:`ChangeKind.REPLACE` change (it becomes a learner
+pinned to its new database, catches up, and is promoted): a single-server change like a
+removal. A member lost before every member holds its pin is not caught (the pin is made
+about one heartbeat after the member acknowledged the configuration; docs/core.md has
+the argument).
 """
 
 from __future__ import annotations
@@ -252,8 +252,6 @@ def may_campaign(s: RaftState) -> bool:
     it), like any other candidate, so majorities overlap as they must; once elected it
     commits the change and steps down (:func:`step_down_if_removed`).
     """
-    if not own_database_pinned(s):
-        return False
     if s.id in s.members.voters:
         return True
     history = s.config_history
@@ -261,8 +259,11 @@ def may_campaign(s: RaftState) -> bool:
 
 
 def own_database_pinned(s: RaftState) -> bool:
-    """False when the configuration pins this node's id to another database: this node
-    is not that member (its database was lost) and neither campaigns nor votes."""
+    """False when the configuration in force pins this node's id to another database
+    (its own was lost): its status says so. It still campaigns and votes as its log
+    allows: the others drop what it sends while they pin the old database, and a node
+    that catches up after a replacement holds the old pin until it reaches the new one
+    -- refusing votes meanwhile could leave a cluster without a majority."""
     pin = s.pins.get(s.id)
     return pin is None or pin == s.incarnation
 
@@ -271,11 +272,17 @@ def admits(s: RaftState, sender: str, incarnation: str) -> bool:
     """Whether a message from ``sender`` telling ``incarnation`` may be read: it comes
     from the database the configuration pins for ``sender`` (or ``sender`` is not
     pinned). Records what was heard; a stranger's message is counted and dropped, and a
-    leader forgets what it knew of that member's log (it no longer holds it)."""
-    if incarnation:
-        s.seen[sender] = incarnation
+    leader forgets what it knew of that member's log (it no longer holds it). A sender
+    not pinned yet is admitted; when it answers from another database than it last did,
+    a leader forgets what it knew of its log all the same."""
     pin = s.pins.get(sender)
-    if pin is None or pin == incarnation:
+    if pin is None:
+        if incarnation and s.heard.get(sender) != incarnation:
+            if sender in s.heard and s.role is Role.LEADER and sender in s.progress:
+                s.progress[sender] = Progress(s.raft_log.last_index + 1)
+            s.heard[sender] = incarnation
+        return True
+    if pin == incarnation:
         if s.strangers:
             s.strangers.pop(sender, None)  # its own database answers again
         return True
@@ -297,10 +304,19 @@ def admits(s: RaftState, sender: str, incarnation: str) -> bool:
     return False
 
 
+def heard_holding(s: RaftState, peer: str, incarnation: str, match: int) -> None:
+    """A leader heard ``peer``'s database ``incarnation`` acknowledge its log up to
+    ``match``: when that covers the configuration in force, that database holds it and
+    is the one to pin (an answer from before -- a departing member's, a message late
+    from a database since lost -- is never taken for it)."""
+    if incarnation and match >= s.config_history[-1][0]:
+        s.seen[peer] = incarnation
+
+
 def pins_due(s: RaftState) -> Membership | None:
     """On a leader that may change the configuration now: the configuration in force
-    with every member pinned that is not yet and was heard from (this node included),
-    or None when there is nothing to pin."""
+    with every member pinned that is not yet and whose database acknowledged it (this
+    node included), or None when there is nothing to pin."""
     if pending(s) or s.transferee is not None or s.raft_log.term(s.commit) != s.term:
         return None
     new = {}
@@ -338,6 +354,7 @@ def _use(s: RaftState, index: int, m: Membership) -> None:
     (:func:`forget_departed`), so that it learns it was removed."""
     old_pins, s.members, s.pins = s.pins, m, m.pins()
     s.strangers = {n: inc for n, inc in s.strangers.items() if s.pins.get(n, inc) != inc}
+    s.seen.clear()  # a pin is taken from a database that holds this configuration
     s.others = tuple(sorted(m.members - {s.id}))
     s.voter_peers = tuple(v for v in m.voters if v != s.id)
     s.quorum = len(m.voters) // 2 + 1

@@ -340,6 +340,8 @@ def step_leader(s: RaftState, msg: Message) -> None:
         pr = s.progress.get(msg.sender)
         if pr is not None and _answers_what_we_sent(s, pr, msg):
             pr.recent_active = True
+            if msg.success:
+                membership.heard_holding(s, msg.sender, msg.incarnation, msg.match_index)
             reads.acked(s, pr, msg.read_seq)
             _handle_append_reply(s, msg.sender, pr, msg)
             reads.release(s)
@@ -348,6 +350,7 @@ def step_leader(s: RaftState, msg: Message) -> None:
         if pr is not None and _snapshot_reply_is_possible(s, pr, msg):
             pr.recent_active = True
             if msg.done:
+                membership.heard_holding(s, msg.sender, msg.incarnation, msg.last_index)
                 _handle_snapshot_done(s, msg.sender, pr, msg.last_index)
             else:
                 snapshots.progress_report(s, msg.sender, pr, msg)

@@ -62,6 +62,7 @@ class RaftState:
         "departing",
         "election_elapsed",
         "elections_started",
+        "heard",
         "heartbeat_elapsed",
         "id",
         "incarnation",
@@ -121,12 +122,13 @@ class RaftState:
         self.voter_peers = tuple(v for v in self.members.voters if v != config.node_id)
         self.quorum = len(config.voters) // 2 + 1  # votes/replicas for a majority
         # Incarnations (raftmq.core.membership): this node's database's id, the pins of
-        # the configuration in force (member -> incarnation), the latest incarnation heard
-        # from each peer, the peers last heard from a database other than their pin's,
-        # and how many of their messages were dropped.
+        # the configuration in force (member -> incarnation), on a leader the database
+        # of each peer that acknowledged that configuration, the peers last heard from a
+        # database other than their pin's, and how many of their messages were dropped.
         self.incarnation = initial.incarnation
         self.pins: dict[str, str] = {}
         self.seen: dict[str, str] = {}
+        self.heard: dict[str, str] = {}  # the database each unpinned peer last spoke for
         self.strangers: dict[str, str] = {}
         self.strangers_dropped = 0
         hs = initial.hard_state

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import logging
 
-from raftmq.core import membership
 from raftmq.core.messages import (
     AppendEntries,
     AppendEntriesReply,
@@ -131,7 +130,7 @@ def answer_stale(s: RaftState, msg: Message) -> None:
 
 def handle_vote_request(s: RaftState, msg: RequestVote) -> None:
     """§5.2/§5.4.1: grant at most one vote per term, only to an up-to-date log."""
-    can_vote = membership.own_database_pinned(s) and (
+    can_vote = (
         s.vote == msg.sender
         or (s.vote is None and s.leader_id is None)
         or (msg.pre_vote and msg.term > s.term)
@@ -160,7 +159,7 @@ def handle_vote_request(s: RaftState, msg: RequestVote) -> None:
             kind,
             msg.sender,
             msg.term,
-            "its log is behind ours" if can_vote else _why_not(s),
+            "its log is behind ours" if can_vote else f"voted for {s.vote or s.leader_id}",
         )
         s.send(
             RequestVoteReply(
@@ -172,9 +171,3 @@ def handle_vote_request(s: RaftState, msg: RequestVote) -> None:
                 pre_vote=msg.pre_vote,
             )
         )
-
-
-def _why_not(s: RaftState) -> str:
-    if not membership.own_database_pinned(s):
-        return f"this database is not member {s.id}'s"
-    return f"voted for {s.vote or s.leader_id}"

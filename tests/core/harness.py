@@ -188,6 +188,10 @@ class Network:
         """Drop everything to and from ``nid``."""
         self.down.add(nid)
 
+    def recover_node(self, nid: str) -> None:
+        """Stop isolating ``nid``."""
+        self.down.discard(nid)
+
     def recover(self) -> None:
         """Heal all cuts and isolations."""
         self.down.clear()

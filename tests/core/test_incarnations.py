@@ -114,35 +114,35 @@ def test_a_vote_request_from_another_database_moves_no_term() -> None:
     assert (b.term, b.voted_for, b.has_ready()) == (term, vote, False)
 
 
-def test_a_node_whose_database_is_not_its_pin_neither_campaigns_nor_votes() -> None:
-    """c restarts with an empty database, then learns the configuration that pins its
-    old one: from then on it knows it is not member c."""
+def test_a_replaced_member_catching_up_votes_for_a_candidate_of_its_new_pin() -> None:
+    """Found by the safety soak (seed 1002897): c was replaced and promoted, but its log
+    stopped before the REPLACE entry, so the configuration it holds pins its old
+    database. When c refused votes for that reason, a (leader) down left b -- whose
+    configuration pins c's new database -- without a majority for good."""
     net = _pinned()
+    a, b = net.cores["a"], net.cores["b"]
     c = net.wipe("c", NEW)
     assert c.membership.incarnations == ()  # the seed: it knows nothing yet
     net.tick_all(3)
     # The leader drops its answers: it probes with heartbeats and never sends it the log.
     assert net.cores["c"].last_index == 0
-    # Hand it the log as a leader would have (what a replacement learner gets):
-    for e in sorted(net.disks["a"].entries.values(), key=lambda e: e.index):
-        net.disks["c"].entries[e.index] = e
+    assert a.status().strangers == (("c", NEW),)
+    held = dict(net.disks["a"].entries)  # what c will have got of the log: up to here
+    net.isolate("c")
+    a.propose_conf_change(ConfChange(ChangeKind.REPLACE, "c"))
+    net.deliver()
+    a.propose_conf_change(ConfChange(ChangeKind.ADD_VOTER, "c"))
+    net.deliver()
+    assert dict(b.membership.incarnations)["c"] == NEW and "c" in b.membership.voters
+    net.disks["c"].entries = held
     c = net.restart("c")
-    assert c.status().strangers == (("c", NEW),)  # it knows its database is not c's
-    for _ in range(40):
-        c.tick()
-    assert c.role is Role.FOLLOWER and not [m for m in net.drain("c") if m.type == "request_vote"]
-    c.step(
-        RequestVote(
-            term=c.term + 1,
-            sender="b",
-            recipient="c",
-            last_log_index=c.last_index,
-            last_log_term=c.last_term(),
-            incarnation=incarnation("b"),
-        )
-    )
-    replies = [m for m in net.drain("c") if isinstance(m, RequestVoteReply)]
-    assert [r.granted for r in replies] == [False]
+    assert c.status().strangers == (("c", NEW),)  # it knows its database is not c's yet
+    net.isolate("a")
+    net.recover_node("c")
+    b.campaign()
+    net.deliver()
+    assert b.role is Role.LEADER  # with c's vote, counted: b pins c's new database
+    assert net.cores["c"].status().strangers == ()  # and c now holds the REPLACE too
 
 
 def test_replace_makes_the_member_a_learner_pinned_to_the_database_it_answers_from() -> None:
@@ -245,3 +245,36 @@ def test_leadership_is_never_handed_to_a_member_on_another_database() -> None:
     assert a.most_caught_up_peer(exclude=("c",)) is None
     with pytest.raises(ConfigError, match="another database"):
         a.transfer_leadership("b")
+
+
+def test_a_member_added_again_is_pinned_to_the_database_that_holds_the_new_configuration() -> None:
+    """Found by the safety search (seed 1276): c was removed, its old database kept
+    answering as a departing member, then it was wiped and added again; the leader
+    pinned what it had heard before -- the lost database -- so the new one was a
+    stranger from the start, and a later removal left two voters, one of them it."""
+    net = _pinned()
+    a = net.cores["a"]
+    a.propose_conf_change(ConfChange(ChangeKind.REMOVE, "c"))
+    net.deliver()  # c's old database acknowledges its removal
+    net.tick_all(2)
+    c = net.wipe("c", NEW)
+    net.isolate("c")
+    index = a.propose_conf_change(ConfChange(ChangeKind.ADD_VOTER, "c"))
+    net.deliver()
+    # A late answer of the lost database, from before the change that added c again:
+    a.step(
+        AppendEntriesReply(
+            term=a.term,
+            sender="c",
+            recipient="a",
+            success=True,
+            match_index=index - 1,
+            incarnation=incarnation("c"),
+        )
+    )
+    net.tick_all(4)
+    assert "c" not in dict(a.membership.incarnations)  # not pinned to what is gone
+    net.recover_node("c")
+    net.tick_all(6)
+    assert dict(a.membership.incarnations)["c"] == NEW
+    assert a.status().strangers == () and c.commit_index == a.commit_index
