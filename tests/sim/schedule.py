@@ -22,7 +22,7 @@ from raftmq.testing import Simulation
 from raftmq.testing.checkers import LivenessChecker
 from raftmq.testing.simulation import DriverFactory
 from tests.sim.adversary import Adversary
-from tests.sim.harness import AGREEMENT_BUDGET, ELECTION_BUDGET, applied_by, same_applied
+from tests.sim.harness import AGREEMENT_BUDGET, ELECTION_BUDGET, applied_data, same_applied
 
 REPLAY_COMMAND = (
     "RAFTMQ_SAFETY_SEED={seed} .venv/bin/pytest tests/sim/test_safety_search.py -k replay"
@@ -46,6 +46,7 @@ class ScheduleResult:
     adversary: Adversary | None = None  # the forging member, in the seeds that have one
     wipes: int = 0  # members whose database was lost
     lost: str | None = None  # the wiped member not back as a pinned voter yet, if any
+    replaced: set[str] = field(default_factory=set)  # learners to promote once caught up
 
     @property
     def reads_answered(self) -> int:
@@ -253,6 +254,7 @@ def _wipe(sim: Simulation, rng: random.Random, nodes: list[str], result: Schedul
     if result.lost is not None:
         return
     configs = [sim.persisted_membership(n) for n in nodes]
+    configs += [sim.core(n).membership for n in nodes if sim.is_alive(n)]  # unsaved too
     for n in nodes:
         for m in configs:
             if n in m.members and dict(m.incarnations).get(n) != sim.incarnation(n):
@@ -267,30 +269,45 @@ def _wipe(sim: Simulation, rng: random.Random, nodes: list[str], result: Schedul
 
 
 def _tend_lost(sim: Simulation, result: ScheduleResult) -> None:
-    """The operator of a wiped member: once a leader runs, replace the member (a learner
-    pinned to its new database), then promote it when it caught up."""
-    lost, leader = result.lost, sim.leader()
-    if lost is None or leader is None:
+    """The operator of lost disks: a member the leader names a stranger (it answers from
+    another database than its pin's) is replaced -- a learner pinned to its new database
+    -- and promoted once it caught up."""
+    leader = sim.leader()
+    if leader is None:
         return
     core = sim.core(leader)
     m = core.membership
-    pin, incarnation = dict(m.incarnations).get(lost), sim.incarnation(lost)
-    if lost not in m.members or (lost in m.voters and pin == incarnation):
-        if not core.config_pending:
-            result.lost = None  # back (or removed), and committed
-        return
-    if pin is not None and pin != incarnation:
-        change = ConfChange(ChangeKind.REPLACE, lost)
-    elif lost in m.voters or pin is None:
-        return  # the leader pins it when it answers
+    pins = dict(m.incarnations)
+    lost = result.lost
+    back = lost is not None and (
+        lost not in m.members or (lost in m.voters and pins.get(lost) == sim.incarnation(lost))
+    )
+    if back and not core.config_pending:
+        result.lost = None  # back (or removed), and committed: another may be wiped
+    change: ConfChange | None = None
+    strangers = [n for n, _ in core.status().strangers if n != leader and n in m.members]
+    if strangers:
+        change = ConfChange(ChangeKind.REPLACE, strangers[0])
     else:
-        progress = core.status().progress.get(lost)
-        if progress is None or progress.match < core.commit_index:
-            return  # still catching up
-        change = ConfChange(ChangeKind.ADD_VOTER, lost)
+        for node in sorted(result.replaced):
+            if node not in m.learners:
+                result.replaced.discard(node)  # promoted, or removed
+                continue
+            progress = core.status().progress.get(node)
+            if pins.get(node) == sim.incarnation(node) and (
+                progress is not None and progress.match >= core.commit_index
+            ):
+                change = ConfChange(ChangeKind.ADD_VOTER, node)
+                break
+    if change is None:
+        return
     index = sim.change_membership(leader, change)
     if index is not None:
-        result.actions.append(f"{sim.now}: {leader} proposes {change.kind} {lost} at {index}")
+        if change.kind is ChangeKind.REPLACE:
+            result.replaced.add(change.node_id)
+        result.actions.append(
+            f"{sim.now}: {leader} proposes {change.kind} {change.node_id} at {index}"
+        )
 
 
 def _figure8_burst(
@@ -344,9 +361,14 @@ def _recover(sim: Simulation, nodes: list[str], result: ScheduleResult) -> None:
             sim.step()
             continue
         # Everyone in the leader's configuration (removed nodes and spares never added
-        # get nothing more).
+        # get nothing more, and do not count: a removed node may apply it too), while
+        # the operator replaces a member that lost its database.
         members = sorted(sim.core(leader).membership.members) if leader else nodes
-        done = applied_by(sim, index, marker, len(members))
+
+        def done(index: int = index, members: list[str] = members) -> bool:
+            _tend_lost(sim, result)
+            return all(applied_data(sim, n, index) == marker for n in members)
+
         if sim.run_until(done, min(AGREEMENT_BUDGET, max(1, deadline - sim.now))):
             break
     else:

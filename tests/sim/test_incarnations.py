@@ -44,8 +44,6 @@ def _accepted(sim: Simulation, leader: str, change: ConfChange) -> None:
 
 def counts_everyone(s: RaftState, sender: str, incarnation: str) -> bool:
     """membership.admits with the check taken out (a planted bug)."""
-    if incarnation:
-        s.seen[sender] = incarnation
     return True
 
 
