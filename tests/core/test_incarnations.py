@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from raftmq.core import (
     AppendEntriesReply,
     InstallSnapshot,
+    RaftCore,
     RequestVote,
     RequestVoteReply,
     Role,
@@ -26,6 +27,24 @@ from raftmq.errors import ConfigError
 from tests.core.harness import Network, incarnation
 
 NEW = incarnation("a new disk")  # the database a wiped member comes back with
+
+
+def _answer(
+    core: RaftCore, sender: str, incarnation: str, *, match: int = 0, reject: int | None = None
+) -> None:
+    """Step an AppendEntriesReply from ``sender``'s database ``incarnation`` into
+    ``core``: a success up to ``match``, or a rejection of ``reject``."""
+    core.step(
+        AppendEntriesReply(
+            term=core.term,
+            sender=sender,
+            recipient=core.id,
+            success=reject is None,
+            match_index=match if reject is None else 0,
+            reject_index=reject or 0,
+            incarnation=incarnation,
+        )
+    )
 
 
 def _pinned() -> Network:
@@ -81,16 +100,7 @@ def test_a_leader_forgets_what_a_wiped_follower_held_and_never_counts_it() -> No
     index = a.propose(b"needs b or c")
     net.deliver()
     # c answers from its new, empty database: it holds nothing, whatever it says.
-    a.step(
-        AppendEntriesReply(
-            term=a.term,
-            sender="c",
-            recipient="a",
-            success=True,
-            match_index=index,
-            incarnation=NEW,
-        )
-    )
+    _answer(a, "c", NEW, match=index)
     assert a.status().progress["c"].match == 0  # what c's old database held is gone
     assert a.commit_index < index  # and its "acknowledgement" does not count
     assert a.strangers_dropped == 1
@@ -148,16 +158,7 @@ def test_a_replaced_member_catching_up_votes_for_a_candidate_of_its_new_pin() ->
 def test_replace_makes_the_member_a_learner_pinned_to_the_database_it_answers_from() -> None:
     net = _pinned()
     a = net.cores["a"]
-    a.step(
-        AppendEntriesReply(
-            term=a.term,
-            sender="c",
-            recipient="a",
-            success=False,
-            reject_index=a.last_index,
-            incarnation=NEW,
-        )
-    )
+    _answer(a, "c", NEW, reject=a.last_index)
     index = a.propose_conf_change(ConfChange(ChangeKind.REPLACE, "c"))
     m = a.membership
     assert (m.voters, m.learners) == (("a", "b"), ("c",))
@@ -228,7 +229,7 @@ def test_a_member_named_a_stranger_is_no_longer_one_when_its_own_database_answer
     incarnation named a healthy member a stranger for good in the leader's status."""
     net = _pinned()
     a = net.cores["a"]
-    a.step(AppendEntriesReply(term=a.term, sender="b", recipient="a", success=True))
+    _answer(a, "b", "")
     assert a.status().strangers == (("b", ""),)
     net.tick_all(2)  # heartbeats: b answers from its own database
     assert a.status().strangers == ()
@@ -238,9 +239,7 @@ def test_a_member_named_a_stranger_is_no_longer_one_when_its_own_database_answer
 def test_leadership_is_never_handed_to_a_member_on_another_database() -> None:
     net = _pinned()
     a = net.cores["a"]
-    a.step(
-        AppendEntriesReply(term=a.term, sender="b", recipient="a", success=False, incarnation=NEW)
-    )
+    _answer(a, "b", NEW, reject=0)
     assert a.most_caught_up_peer() == "c"
     assert a.most_caught_up_peer(exclude=("c",)) is None
     with pytest.raises(ConfigError, match="another database"):
@@ -262,16 +261,7 @@ def test_a_member_added_again_is_pinned_to_the_database_that_holds_the_new_confi
     index = a.propose_conf_change(ConfChange(ChangeKind.ADD_VOTER, "c"))
     net.deliver()
     # A late answer of the lost database, from before the change that added c again:
-    a.step(
-        AppendEntriesReply(
-            term=a.term,
-            sender="c",
-            recipient="a",
-            success=True,
-            match_index=index - 1,
-            incarnation=incarnation("c"),
-        )
-    )
+    _answer(a, "c", incarnation("c"), match=index - 1)
     net.tick_all(4)
     assert "c" not in dict(a.membership.incarnations)  # not pinned to what is gone
     net.recover_node("c")
