@@ -278,8 +278,8 @@ def admits(s: RaftState, sender: str, incarnation: str) -> bool:
     pin = s.pins.get(sender)
     if pin is None:
         if incarnation and s.heard.get(sender) != incarnation:
-            if sender in s.heard and s.role is Role.LEADER and sender in s.progress:
-                s.progress[sender] = Progress(s.raft_log.last_index + 1)
+            if sender in s.heard:
+                _forget_log_of(s, sender)
             s.heard[sender] = incarnation
         return True
     if pin == incarnation:
@@ -299,9 +299,15 @@ def admits(s: RaftState, sender: str, incarnation: str) -> bool:
             pin,
             sender,
         )
-        if s.role is Role.LEADER and sender in s.progress:
-            s.progress[sender] = Progress(s.raft_log.last_index + 1)
+        _forget_log_of(s, sender)
     return False
+
+
+def _forget_log_of(s: RaftState, peer: str) -> None:
+    """On a leader: ``peer`` answers from another database, so nothing it acknowledged
+    is known to be held any more; probe it from the end of our log, match 0."""
+    if s.role is Role.LEADER and peer in s.progress:
+        s.progress[peer] = Progress(s.raft_log.last_index + 1)
 
 
 def heard_holding(s: RaftState, peer: str, incarnation: str, match: int) -> None:

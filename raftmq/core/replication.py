@@ -340,7 +340,7 @@ def step_leader(s: RaftState, msg: Message) -> None:
         pr = s.progress.get(msg.sender)
         if pr is not None and _answers_what_we_sent(s, pr, msg):
             pr.recent_active = True
-            if msg.success:
+            if msg.success and msg.sender not in s.pins:  # (pinned: nothing to learn)
                 membership.heard_holding(s, msg.sender, msg.incarnation, msg.match_index)
             reads.acked(s, pr, msg.read_seq)
             _handle_append_reply(s, msg.sender, pr, msg)

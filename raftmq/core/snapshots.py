@@ -24,7 +24,7 @@ from raftmq.core import applying, membership
 from raftmq.core.messages import InstallSnapshot, InstallSnapshotReply
 from raftmq.core.progress import Progress, ProgressState
 from raftmq.core.state import RaftState
-from raftmq.core.types import Snapshot
+from raftmq.core.types import Membership, Snapshot
 from raftmq.errors import ConfigError
 
 log = logging.getLogger("raftmq.core.snapshots")
@@ -55,14 +55,7 @@ def take_snapshot(s: RaftState, index: int, data: bytes) -> Snapshot:
     if term == 0:  # pragma: no cover - applied entries after the snapshot are in the log
         raise ValueError(f"no term known at {index}")
     m = membership.at(s, index)
-    snapshot = Snapshot(
-        index=index,
-        term=term,
-        voters=m.voters,
-        data=data,
-        learners=m.learners,
-        incarnations=m.incarnations,
-    )
+    snapshot = _snapshot(index, term, m, data)
     s.snapshot = snapshot
     s.raft_log.compact(index - s.cfg.trailing_entries)
     membership.compacted(s, s.raft_log.first_index)
@@ -193,18 +186,20 @@ def handle_install_snapshot(s: RaftState, msg: InstallSnapshot) -> None:
     if len(buf) < msg.size:
         _reply(s, msg, len(buf), done=False)
         return
-    _install(
-        s,
-        Snapshot(
-            index=index,
-            term=term,
-            voters=m.voters,
-            data=bytes(buf),
-            learners=m.learners,
-            incarnations=m.incarnations,
-        ),
-    )
+    _install(s, _snapshot(index, term, m, bytes(buf)))
     _reply(s, msg, 0, done=True)
+
+
+def _snapshot(index: int, term: int, m: Membership, data: bytes) -> Snapshot:
+    """The snapshot at ``index`` of the state ``data``, with configuration ``m``."""
+    return Snapshot(
+        index=index,
+        term=term,
+        voters=m.voters,
+        data=data,
+        learners=m.learners,
+        incarnations=m.incarnations,
+    )
 
 
 def _install(s: RaftState, snapshot: Snapshot) -> None:

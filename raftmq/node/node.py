@@ -37,7 +37,7 @@ from typing import Any, Generic
 from raftmq.core.config import RaftConfig
 from raftmq.core.membership import ConfChange
 from raftmq.core.raft import RaftCore
-from raftmq.core.types import Entry, Membership, Role, SoftState
+from raftmq.core.types import CoreStatus, Entry, Membership, Role, SoftState
 from raftmq.errors import ConfigError, NodeStopped, NotLeader, WriteRejected
 from raftmq.node.applier import Applier, RestoreHook, SnapshotHook
 from raftmq.node.handover import HANDOVER_ELECTION_TIMEOUTS, hand_over
@@ -473,7 +473,9 @@ class Node(Generic[T]):
             loop_error=repr(node_loop.failure)[:500] if failed else None,
             counters=self._counters | _election_counters(core),
             transport=self._transport.stats.snapshot(),
-            followers=_followers(core) if core.role is Role.LEADER and not failed else None,
+            followers=_followers(core, core_status)
+            if core.role is Role.LEADER and not failed
+            else None,
             first_index=node_loop.log_first_index,
         )
 
@@ -503,8 +505,9 @@ class Node(Generic[T]):
         await self._running.request_transfer(to)
 
 
-def _followers(core: RaftCore) -> dict[str, FollowerProgress]:
-    """The leader's view of each follower's log, as ``status`` shows it."""
+def _followers(core: RaftCore, status: CoreStatus) -> dict[str, FollowerProgress]:
+    """The leader's view of each follower's log (from ``status``, the core's), as
+    ``status`` shows it."""
     last = core.last_index
     return {
         peer: FollowerProgress(
@@ -514,7 +517,7 @@ def _followers(core: RaftCore) -> dict[str, FollowerProgress]:
             lag=max(0, last - view.match),
             active=view.recent_active,
         )
-        for peer, view in sorted(core.status().progress.items())
+        for peer, view in sorted(status.progress.items())
     }
 
 
